@@ -1,0 +1,145 @@
+// Context: what flows through the stages of a run. Every mutation is appended to the current
+// stage's delta, which is what the journal stores and what replay applies.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crucible/core/error.h"
+#include "crucible/core/ids.h"
+#include "crucible/core/json.h"
+
+namespace crucible {
+
+// One recorded change to a Context.
+struct Mutation {
+  enum class Kind : uint8_t { kMetric, kArtifact, kState, kComplete, kTrace };
+  Kind kind;
+  std::string key;
+  Json value;  // null for kComplete and kTrace
+
+  friend bool operator==(const Mutation&, const Mutation&) = default;
+};
+using Delta = std::vector<Mutation>;
+
+// [{"op":"metric","key":"loss","value":0.3}, {"op":"complete","key":"train"}, ...]
+Json delta_to_json(const Delta& delta);
+Result<Delta> delta_from_json(const Json& json);
+
+// What a stage asks of the durable runtime while it runs (journaled memos, promises). The runner
+// installs one per step; a Context outside a runner has none.
+class StepServices {
+ public:
+  virtual ~StepServices() = default;
+  // Returns the journaled value named `name` for this step, computing and journaling it on first
+  // execution. Replay returns the recorded value and never calls `compute`.
+  virtual Result<Json> memo(std::string_view name, const std::function<Json()>& compute) = 0;
+  // The value of the run's durable promise `name`, or nullopt while unresolved.
+  virtual Result<std::optional<Json>> poll_promise(std::string_view name) = 0;
+};
+
+// A request from a stage to park the run until a promise resolves or a deadline passes.
+struct SuspendRequest {
+  std::string promise;
+  std::optional<int64_t> deadline_ms;  // wall time in ms since the epoch
+};
+
+// Not thread-safe: a Context belongs to one stage at a time. Parallel branches get copies.
+class Context {
+ public:
+  using Map = std::map<std::string, Json, std::less<>>;
+
+  Context() : config_(std::make_shared<const Json>(Json::object())) {}
+  Context(std::string experiment_id, RunId run_id, Json config);
+
+  const std::string& experiment_id() const { return experiment_id_; }
+  const RunId& run_id() const { return run_id_; }
+  // The run's read-only input.
+  const Json& config() const { return *config_; }
+
+  // Metrics.
+  void put_metric(std::string key, Json value);
+  const Json* get_metric(std::string_view key) const;
+  bool has_metric(std::string_view key) const { return get_metric(key) != nullptr; }
+  // Puts every member of `values` (an object). kInvalidArgument if it is not an object.
+  Status merge_metrics(const Json& values);
+  // Replaces metric `key` with fn(current). kNotFound if there is no such metric.
+  Status update_metric(std::string_view key, const std::function<Json(const Json&)>& fn);
+  const Map& metrics() const { return metrics_; }
+
+  // Artifacts.
+  void put_artifact(std::string key, Json value);
+  const Json* get_artifact(std::string_view key) const;
+  bool has_artifact(std::string_view key) const { return get_artifact(key) != nullptr; }
+  const Map& artifacts() const { return artifacts_; }
+
+  // State (user key/values, "assigns").
+  void assign(std::string key, Json value);
+  const Json* get(std::string_view key) const;
+  const Map& state() const { return state_; }
+
+  // Completed stages: ordered, no duplicates.
+  void mark_stage_complete(std::string_view name);
+  bool stage_completed(std::string_view name) const;
+  const std::vector<std::string>& completed_stages() const { return completed_; }
+
+  // Trace: the stages executed, in order.
+  void add_trace(std::string_view name);
+  const std::vector<std::string>& trace() const { return trace_; }
+
+  // Loop scope: stages inside a loop see the current item and index.
+  void push_loop(Json item, int64_t index);
+  void pop_loop();
+  const Json* item() const { return loops_.empty() ? nullptr : &loops_.back().item; }
+  std::optional<int64_t> index() const;
+
+  // Progress a stage reports for the tasks_done completion criterion.
+  void report_tasks(int64_t count) { tasks_done_ += count; }
+  int64_t tasks_done() const { return tasks_done_; }
+  void reset_tasks() { tasks_done_ = 0; }
+
+  // The mutations since the last take_delta().
+  const Delta& delta() const { return delta_; }
+  Delta take_delta();
+  // Applies recorded mutations (replay) without recording them again.
+  void apply(const Delta& delta);
+
+  // Durable runtime services for the running step, or nullptr.
+  StepServices* services() const { return services_; }
+  void set_services(StepServices* services) { services_ = services; }
+  void request_suspend(SuspendRequest request) { suspend_ = std::move(request); }
+  std::optional<SuspendRequest> take_suspend();
+
+  // {"run_id", "experiment_id", "config", "metrics", "artifacts", "state", "completed_stages",
+  // "trace"}
+  Json to_json() const;
+
+ private:
+  struct LoopFrame {
+    Json item;
+    int64_t index;
+  };
+  void apply_one(const Mutation& m);
+
+  std::string experiment_id_;
+  RunId run_id_;
+  std::shared_ptr<const Json> config_;
+  Map metrics_;
+  Map artifacts_;
+  Map state_;
+  std::vector<std::string> completed_;
+  std::vector<std::string> trace_;
+  std::vector<LoopFrame> loops_;
+  Delta delta_;
+  int64_t tasks_done_ = 0;
+  StepServices* services_ = nullptr;
+  std::optional<SuspendRequest> suspend_;
+};
+
+}  // namespace crucible

@@ -1,0 +1,96 @@
+// Canonical error codes, the Error value and Result<T> / Status, the return types of every
+// fallible Crucible function. Callers branch on the code, never on the message.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <tl/expected.hpp>
+
+namespace crucible {
+
+// Canonical codes, after absl::StatusCode. Adapters translate driver errors into these at the edge.
+enum class ErrorCode {
+  kCancelled = 1,
+  kUnknown = 2,
+  kInvalidArgument = 3,
+  kDeadlineExceeded = 4,
+  kNotFound = 5,
+  kAlreadyExists = 6,
+  kPermissionDenied = 7,
+  kResourceExhausted = 8,
+  kFailedPrecondition = 9,
+  kAborted = 10,
+  kOutOfRange = 11,
+  kUnimplemented = 12,
+  kInternal = 13,
+  kUnavailable = 14,
+  kDataLoss = 15,
+  kUnauthenticated = 16,
+};
+
+// "invalid_argument", "deadline_exceeded", ...
+std::string_view error_code_name(ErrorCode code);
+// Inverse of error_code_name; also accepts "kInvalidArgument" and upper-case "INVALID_ARGUMENT".
+std::optional<ErrorCode> parse_error_code(std::string_view name);
+// True for the codes a retry may cure: unavailable, deadline_exceeded, resource_exhausted, aborted.
+bool is_retryable_code(ErrorCode code);
+
+class Error {
+ public:
+  Error(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  ErrorCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // Set by adapters from an HTTP Retry-After or a gRPC pushback; retry policies honour it.
+  const std::optional<std::chrono::milliseconds>& retry_after() const { return retry_after_; }
+
+  Error& with_retry_after(std::chrono::milliseconds delay) {
+    retry_after_ = delay;
+    return *this;
+  }
+  // Returns a copy whose message starts with `where: `, e.g. the stage name and step key.
+  Error with_context(std::string_view where) const;
+  // "deadline_exceeded: stage 'train' timed out after 5s"
+  std::string to_string() const;
+
+ private:
+  ErrorCode code_;
+  std::string message_;
+  std::optional<std::chrono::milliseconds> retry_after_;
+};
+
+inline bool is_retryable(const Error& error) { return is_retryable_code(error.code()); }
+
+template <typename T>
+using Result = tl::expected<T, Error>;
+using Status = Result<void>;
+
+inline tl::unexpected<Error> make_error(ErrorCode code, std::string message) {
+  return tl::unexpected<Error>(Error(code, std::move(message)));
+}
+inline tl::unexpected<Error> make_error(Error error) { return tl::unexpected<Error>(std::move(error)); }
+inline Status ok_status() { return {}; }
+
+// Aborts the process with a message when a broken invariant is detected. Not for user input.
+[[noreturn]] void check_failed(const char* condition, const char* file, int line);
+
+}  // namespace crucible
+
+#define CRUCIBLE_CHECK(condition)                                   \
+  do {                                                              \
+    if (!(condition)) {                                             \
+      ::crucible::check_failed(#condition, __FILE__, __LINE__);     \
+    }                                                               \
+  } while (false)
+
+// Evaluates a Status expression and returns its error from the enclosing function.
+#define CRUCIBLE_RETURN_IF_ERROR(expr)                      \
+  do {                                                      \
+    auto crucible_status_ = (expr);                         \
+    if (!crucible_status_) {                                \
+      return ::tl::unexpected(crucible_status_.error());    \
+    }                                                       \
+  } while (false)

@@ -1,0 +1,97 @@
+// The Stage interface and the StageRegistry that maps `uses:` names to stage factories.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crucible/core/context.h"
+#include "crucible/core/error.h"
+#include "crucible/core/json.h"
+
+namespace crucible {
+
+// One option a stage accepts. `type` is a JSON type name: "string", "integer", "number",
+// "boolean", "array", "object" or "any".
+struct OptionSpec {
+  std::string name;
+  std::string type;
+  bool required = false;
+  Json default_value;  // null when none
+  std::string description;
+};
+
+struct StageDescription {
+  std::string name;
+  std::string summary;
+  std::vector<std::string> inputs;
+  std::vector<std::string> outputs;
+  std::vector<OptionSpec> options;
+  // Whether running the stage twice is harmless; YAML `idempotent:` overrides it.
+  bool idempotent = true;
+
+  const OptionSpec* option(std::string_view option_name) const;
+  Json to_json() const;
+};
+
+// The resolved options of one stage invocation (templates already expanded).
+class StageOptions {
+ public:
+  StageOptions() : values_(Json::object()) {}
+  explicit StageOptions(Json values) : values_(std::move(values)) {}
+
+  const Json& json() const { return values_; }
+  const Json* get(std::string_view key) const;
+  bool has(std::string_view key) const { return get(key) != nullptr; }
+
+  // Typed accessors. kInvalidArgument naming the option when it is missing or of the wrong type.
+  Result<std::string> string(std::string_view key) const;
+  Result<int64_t> integer(std::string_view key) const;
+  Result<double> number(std::string_view key) const;
+  Result<bool> boolean(std::string_view key) const;
+  std::string string_or(std::string_view key, std::string fallback) const;
+  int64_t integer_or(std::string_view key, int64_t fallback) const;
+  double number_or(std::string_view key, double fallback) const;
+  bool boolean_or(std::string_view key, bool fallback) const;
+
+ private:
+  Json values_;
+};
+
+// A unit of work in a pipeline. run() may be called concurrently by several runs, so a stage
+// keeps per-call state on the stack. Exceptions thrown by run() are caught by the runner and
+// recorded as kInternal failures. A long-running stage polls `stop` and returns kCancelled.
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  virtual StageDescription describe() const = 0;
+  virtual Status run(Context& ctx, const StageOptions& options, std::stop_token stop) = 0;
+};
+
+using StageFactory = std::function<std::unique_ptr<Stage>()>;
+
+// Maps names to stage factories. Registration is not thread-safe; lookups are.
+class StageRegistry {
+ public:
+  // kAlreadyExists if the name is taken.
+  Status register_stage(std::string name, StageFactory factory);
+  // kNotFound listing the known names.
+  Result<std::unique_ptr<Stage>> create(std::string_view name) const;
+  Result<StageDescription> describe(std::string_view name) const;
+  bool contains(std::string_view name) const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, StageFactory, std::less<>> factories_;
+};
+
+// A stage made from a function, for C++ pipelines and tests.
+std::unique_ptr<Stage> make_function_stage(
+    StageDescription description,
+    std::function<Status(Context&, const StageOptions&, std::stop_token)> fn);
+
+}  // namespace crucible

@@ -1,0 +1,38 @@
+// A content-addressed store for large values, kept in a directory beside the journal. The journal
+// stores {"$blob": "sha256:<hex>"} in place of a value larger than the threshold.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "crucible/core/error.h"
+#include "crucible/core/json.h"
+
+namespace crucible {
+
+class BlobStore {
+ public:
+  // `dir` is created on first put.
+  explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+
+  // Stores the bytes durably (temporary file, fsync, rename, fsync of the directory) and returns
+  // "sha256:<hex>". Storing the same bytes twice is a no-op.
+  Result<std::string> put(std::string_view bytes);
+  // kNotFound if absent; kDataLoss if the content does not match its hash.
+  Result<std::string> get(std::string_view ref);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string path_of(std::string_view hex) const;
+  std::string dir_;
+};
+
+// Values whose JSON text is larger than this go to the blob store.
+inline constexpr size_t kDefaultBlobThreshold = 64 * 1024;
+
+// Replaces `value` by a blob reference when its serialisation exceeds `threshold`.
+Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold);
+// Resolves a blob reference produced by externalize; other values are returned unchanged.
+Result<Json> internalize(const Json& value, BlobStore& blobs);
+
+}  // namespace crucible

@@ -1,0 +1,196 @@
+#include "crucible/core/context.h"
+
+#include <algorithm>
+
+namespace crucible {
+namespace {
+
+std::string_view kind_name(Mutation::Kind kind) {
+  switch (kind) {
+    case Mutation::Kind::kMetric:
+      return "metric";
+    case Mutation::Kind::kArtifact:
+      return "artifact";
+    case Mutation::Kind::kState:
+      return "state";
+    case Mutation::Kind::kComplete:
+      return "complete";
+    case Mutation::Kind::kTrace:
+      return "trace";
+  }
+  return "state";
+}
+
+std::optional<Mutation::Kind> kind_from_name(std::string_view name) {
+  if (name == "metric") return Mutation::Kind::kMetric;
+  if (name == "artifact") return Mutation::Kind::kArtifact;
+  if (name == "state") return Mutation::Kind::kState;
+  if (name == "complete") return Mutation::Kind::kComplete;
+  if (name == "trace") return Mutation::Kind::kTrace;
+  return std::nullopt;
+}
+
+const Json* find(const Context::Map& map, std::string_view key) {
+  auto it = map.find(key);
+  return it == map.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+Json delta_to_json(const Delta& delta) {
+  Json out = Json::array();
+  for (const Mutation& m : delta) {
+    Json entry = {{"op", kind_name(m.kind)}, {"key", m.key}};
+    if (m.kind != Mutation::Kind::kComplete && m.kind != Mutation::Kind::kTrace) {
+      entry["value"] = m.value;
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+Result<Delta> delta_from_json(const Json& json) {
+  if (!json.is_array()) {
+    return make_error(ErrorCode::kDataLoss, "context delta is not an array");
+  }
+  Delta delta;
+  delta.reserve(json.size());
+  for (const Json& entry : json) {
+    if (!entry.is_object() || !entry.contains("op") || !entry.contains("key") ||
+        !entry["op"].is_string() || !entry["key"].is_string()) {
+      return make_error(ErrorCode::kDataLoss, "malformed context delta entry: " + entry.dump());
+    }
+    auto kind = kind_from_name(entry["op"].get<std::string>());
+    if (!kind) {
+      return make_error(ErrorCode::kDataLoss, "unknown delta op: " + entry["op"].dump());
+    }
+    Json value = entry.contains("value") ? entry["value"] : Json();
+    delta.push_back(Mutation{*kind, entry["key"].get<std::string>(), std::move(value)});
+  }
+  return delta;
+}
+
+Context::Context(std::string experiment_id, RunId run_id, Json config)
+    : experiment_id_(std::move(experiment_id)),
+      run_id_(std::move(run_id)),
+      config_(std::make_shared<const Json>(std::move(config))) {}
+
+void Context::put_metric(std::string key, Json value) {
+  metrics_[key] = value;
+  delta_.push_back(Mutation{Mutation::Kind::kMetric, std::move(key), std::move(value)});
+}
+
+const Json* Context::get_metric(std::string_view key) const { return find(metrics_, key); }
+
+Status Context::merge_metrics(const Json& values) {
+  if (!values.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "merge_metrics expects an object, got " + json_type_name(values));
+  }
+  for (const auto& [key, value] : values.items()) put_metric(key, value);
+  return {};
+}
+
+Status Context::update_metric(std::string_view key,
+                              const std::function<Json(const Json&)>& fn) {
+  const Json* current = get_metric(key);
+  if (current == nullptr) {
+    return make_error(ErrorCode::kNotFound, "no metric '" + std::string(key) + "' to update");
+  }
+  put_metric(std::string(key), fn(*current));
+  return {};
+}
+
+void Context::put_artifact(std::string key, Json value) {
+  artifacts_[key] = value;
+  delta_.push_back(Mutation{Mutation::Kind::kArtifact, std::move(key), std::move(value)});
+}
+
+const Json* Context::get_artifact(std::string_view key) const { return find(artifacts_, key); }
+
+void Context::assign(std::string key, Json value) {
+  state_[key] = value;
+  delta_.push_back(Mutation{Mutation::Kind::kState, std::move(key), std::move(value)});
+}
+
+const Json* Context::get(std::string_view key) const { return find(state_, key); }
+
+void Context::mark_stage_complete(std::string_view name) {
+  if (stage_completed(name)) return;
+  completed_.emplace_back(name);
+  delta_.push_back(Mutation{Mutation::Kind::kComplete, std::string(name), Json()});
+}
+
+bool Context::stage_completed(std::string_view name) const {
+  return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
+}
+
+void Context::add_trace(std::string_view name) {
+  trace_.emplace_back(name);
+  delta_.push_back(Mutation{Mutation::Kind::kTrace, std::string(name), Json()});
+}
+
+void Context::push_loop(Json item, int64_t index) { loops_.push_back({std::move(item), index}); }
+
+void Context::pop_loop() {
+  if (!loops_.empty()) loops_.pop_back();
+}
+
+std::optional<int64_t> Context::index() const {
+  if (loops_.empty()) return std::nullopt;
+  return loops_.back().index;
+}
+
+Delta Context::take_delta() {
+  Delta out;
+  out.swap(delta_);
+  return out;
+}
+
+void Context::apply_one(const Mutation& m) {
+  switch (m.kind) {
+    case Mutation::Kind::kMetric:
+      metrics_[m.key] = m.value;
+      break;
+    case Mutation::Kind::kArtifact:
+      artifacts_[m.key] = m.value;
+      break;
+    case Mutation::Kind::kState:
+      state_[m.key] = m.value;
+      break;
+    case Mutation::Kind::kComplete:
+      if (!stage_completed(m.key)) completed_.push_back(m.key);
+      break;
+    case Mutation::Kind::kTrace:
+      trace_.push_back(m.key);
+      break;
+  }
+}
+
+void Context::apply(const Delta& delta) {
+  for (const Mutation& m : delta) apply_one(m);
+}
+
+std::optional<SuspendRequest> Context::take_suspend() {
+  std::optional<SuspendRequest> out;
+  out.swap(suspend_);
+  return out;
+}
+
+Json Context::to_json() const {
+  auto map_json = [](const Map& map) {
+    Json out = Json::object();
+    for (const auto& [k, v] : map) out[k] = v;
+    return out;
+  };
+  return Json{{"run_id", run_id_.str()},
+              {"experiment_id", experiment_id_},
+              {"config", *config_},
+              {"metrics", map_json(metrics_)},
+              {"artifacts", map_json(artifacts_)},
+              {"state", map_json(state_)},
+              {"completed_stages", completed_},
+              {"trace", trace_}};
+}
+
+}  // namespace crucible

@@ -1,0 +1,64 @@
+#include "crucible/core/stage.h"
+
+#include <gtest/gtest.h>
+
+namespace crucible {
+namespace {
+
+std::unique_ptr<Stage> hello() {
+  StageDescription d;
+  d.name = "hello";
+  d.summary = "says hello";
+  d.options.push_back({"who", "string", true, Json(), "whom to greet"});
+  return make_function_stage(d, [](Context& ctx, const StageOptions& o, std::stop_token) -> Status {
+    auto who = o.string("who");
+    if (!who) return tl::unexpected(who.error());
+    ctx.assign("greeting", "hello " + *who);
+    return {};
+  });
+}
+
+TEST(StageRegistry, CreatesRegisteredStagesAndRejectsDuplicates) {
+  StageRegistry registry;
+  ASSERT_TRUE(registry.register_stage("hello", hello));
+  auto again = registry.register_stage("hello", hello);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  auto stage = registry.create("hello");
+  ASSERT_TRUE(stage);
+  Context ctx;
+  ASSERT_TRUE((*stage)->run(ctx, StageOptions(Json{{"who", "world"}}), {}));
+  EXPECT_EQ(*ctx.get("greeting"), "hello world");
+}
+
+TEST(StageRegistry, UnknownStageIsNotFoundAndListsKnownNames) {
+  StageRegistry registry;
+  ASSERT_TRUE(registry.register_stage("hello", hello));
+  auto missing = registry.create("helo");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(missing.error().message().find("hello"), std::string::npos);
+}
+
+TEST(StageOptions, TypedAccessorsNameTheOption) {
+  StageOptions o(Json{{"n", "three"}});
+  auto n = o.integer("n");
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(n.error().message().find("'n'"), std::string::npos);
+  EXPECT_EQ(o.integer_or("m", 4), 4);
+  auto missing = o.string("who");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message().find("missing required option 'who'"), std::string::npos);
+}
+
+TEST(StageDescription, SerialisesOptions) {
+  auto d = hello()->describe();
+  Json j = d.to_json();
+  EXPECT_EQ(j["name"], "hello");
+  EXPECT_EQ(j["options"][0]["name"], "who");
+  EXPECT_EQ(j["options"][0]["required"], true);
+}
+
+}  // namespace
+}  // namespace crucible

@@ -1,0 +1,112 @@
+#include "crucible/journal/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "crucible/core/hash.h"
+
+namespace crucible {
+namespace {
+
+constexpr std::string_view kPrefix = "sha256:";
+
+Status write_all(int fd, std::string_view bytes, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ErrorCode code = errno == ENOSPC ? ErrorCode::kResourceExhausted : ErrorCode::kDataLoss;
+      return make_error(code, "writing blob " + path + ": " + std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Status fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return make_error(ErrorCode::kDataLoss, "open " + path + ": " + std::strerror(errno));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return make_error(ErrorCode::kDataLoss, "fsync " + path + ": " + std::strerror(errno));
+  return {};
+}
+
+}  // namespace
+
+std::string BlobStore::path_of(std::string_view hex) const {
+  return dir_ + "/" + std::string(hex.substr(0, 2)) + "/" + std::string(hex);
+}
+
+Result<std::string> BlobStore::put(std::string_view bytes) {
+  std::string hex = sha256_hex(bytes);
+  std::string ref = std::string(kPrefix) + hex;
+  std::string path = path_of(hex);
+  if (std::filesystem::exists(path)) return ref;
+  std::error_code ec;
+  std::string sub = dir_ + "/" + hex.substr(0, 2);
+  std::filesystem::create_directories(sub, ec);
+  if (ec) return make_error(ErrorCode::kUnavailable, "cannot create " + sub + ": " + ec.message());
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return make_error(ErrorCode::kUnavailable, "open " + tmp + ": " + std::strerror(errno));
+  Status written = write_all(fd, bytes, tmp);
+  if (written && ::fsync(fd) != 0) {
+    written = make_error(ErrorCode::kDataLoss, "fsync " + tmp + ": " + std::strerror(errno));
+  }
+  ::close(fd);
+  if (!written) {
+    ::unlink(tmp.c_str());
+    return tl::unexpected(written.error());
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return make_error(ErrorCode::kDataLoss, "rename " + tmp + ": " + std::strerror(errno));
+  }
+  CRUCIBLE_RETURN_IF_ERROR(fsync_path(sub, O_RDONLY | O_DIRECTORY));
+  return ref;
+}
+
+Result<std::string> BlobStore::get(std::string_view ref) {
+  if (ref.substr(0, kPrefix.size()) != kPrefix || ref.size() != kPrefix.size() + 64) {
+    return make_error(ErrorCode::kInvalidArgument, "not a blob reference: " + std::string(ref));
+  }
+  std::string hex(ref.substr(kPrefix.size()));
+  std::ifstream in(path_of(hex), std::ios::binary);
+  if (!in) return make_error(ErrorCode::kNotFound, "blob " + std::string(ref) + " is missing from " + dir_);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  std::string bytes = buf.str();
+  if (sha256_hex(bytes) != hex) {
+    return make_error(ErrorCode::kDataLoss, "blob " + std::string(ref) + " is corrupt");
+  }
+  return bytes;
+}
+
+Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold) {
+  if (!value.is_string() && !value.is_array() && !value.is_object()) return value;
+  std::string text = value.dump();
+  if (text.size() <= threshold) return value;
+  auto ref = blobs.put(text);
+  if (!ref) return tl::unexpected(ref.error());
+  return Json{{"$blob", *ref}};
+}
+
+Result<Json> internalize(const Json& value, BlobStore& blobs) {
+  if (!value.is_object() || value.size() != 1 || !value.contains("$blob") ||
+      !value["$blob"].is_string()) {
+    return value;
+  }
+  auto bytes = blobs.get(value["$blob"].get<std::string>());
+  if (!bytes) return tl::unexpected(bytes.error());
+  return parse_json(*bytes);
+}
+
+}  // namespace crucible

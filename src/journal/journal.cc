@@ -1,0 +1,130 @@
+#include "crucible/journal/journal.h"
+
+#include <array>
+#include <utility>
+
+namespace crucible {
+namespace {
+
+constexpr std::array<std::pair<RecordType, std::string_view>, 9> kRecordNames = {{
+    {RecordType::kRunStarted, "run_started"},
+    {RecordType::kStepStarted, "step_started"},
+    {RecordType::kStepCompleted, "step_completed"},
+    {RecordType::kStepFailed, "step_failed"},
+    {RecordType::kDecision, "decision"},
+    {RecordType::kPromiseResolved, "promise_resolved"},
+    {RecordType::kRunCompleted, "run_completed"},
+    {RecordType::kRunFailed, "run_failed"},
+    {RecordType::kRunSuspended, "run_suspended"},
+}};
+
+constexpr std::array<std::pair<RunStatus, std::string_view>, 5> kStatusNames = {{
+    {RunStatus::kRunning, "running"},
+    {RunStatus::kCompleted, "completed"},
+    {RunStatus::kFailed, "failed"},
+    {RunStatus::kWaiting, "waiting"},
+    {RunStatus::kNeedsAttention, "needs_attention"},
+}};
+
+}  // namespace
+
+std::string_view record_type_name(RecordType type) {
+  for (const auto& [t, n] : kRecordNames) {
+    if (t == type) return n;
+  }
+  return "unknown";
+}
+
+std::optional<RecordType> parse_record_type(std::string_view name) {
+  for (const auto& [t, n] : kRecordNames) {
+    if (n == name) return t;
+  }
+  return std::nullopt;
+}
+
+std::string_view run_status_name(RunStatus status) {
+  for (const auto& [s, n] : kStatusNames) {
+    if (s == status) return n;
+  }
+  return "unknown";
+}
+
+std::optional<RunStatus> parse_run_status(std::string_view name) {
+  for (const auto& [s, n] : kStatusNames) {
+    if (n == name) return s;
+  }
+  return std::nullopt;
+}
+
+std::string_view durability_name(Durability d) {
+  return d == Durability::kStrict ? "strict" : "batched";
+}
+
+Json RunSummary::to_json() const {
+  Json out = {{"run_id", run_id.str()},   {"pipeline", pipeline},     {"spec_hash", spec_hash},
+              {"status", run_status_name(status)}, {"created_ms", created_ms},
+              {"updated_ms", updated_ms}};
+  if (!parent_run.empty()) out["parent_run"] = parent_run;
+  if (!error.empty()) out["error"] = error;
+  return out;
+}
+
+Json record_body_to_json(const Record& r) {
+  Json body = Json::object();
+  if (r.attempts != 0) body["attempts"] = r.attempts;
+  if (r.duration_us != 0) body["duration_us"] = r.duration_us;
+  if (!r.delta.empty()) body["delta"] = delta_to_json(r.delta);
+  if (r.error) {
+    body["error"] = {{"code", error_code_name(r.error->code())}, {"message", r.error->message()}};
+  }
+  if (!r.payload.is_null()) body["payload"] = r.payload;
+  return body;
+}
+
+Status record_body_from_json(const Json& body, Record& r) {
+  if (!body.is_object()) return make_error(ErrorCode::kDataLoss, "record body is not an object");
+  r.attempts = body.value("attempts", 0);
+  r.duration_us = body.value("duration_us", int64_t{0});
+  if (auto it = body.find("delta"); it != body.end()) {
+    auto delta = delta_from_json(*it);
+    if (!delta) return tl::unexpected(delta.error());
+    r.delta = std::move(*delta);
+  }
+  if (auto it = body.find("error"); it != body.end()) {
+    auto code = parse_error_code(it->value("code", std::string("unknown")));
+    r.error = Error(code.value_or(ErrorCode::kUnknown), it->value("message", std::string()));
+  }
+  if (auto it = body.find("payload"); it != body.end()) r.payload = *it;
+  return {};
+}
+
+std::optional<RunStatus> status_after(const Record& record) {
+  switch (record.type) {
+    case RecordType::kRunStarted:
+      return RunStatus::kRunning;
+    case RecordType::kRunCompleted:
+      return RunStatus::kCompleted;
+    case RecordType::kRunFailed:
+      return RunStatus::kFailed;
+    case RecordType::kRunSuspended: {
+      auto s = parse_run_status(record.payload.value("status", std::string("waiting")));
+      return s.value_or(RunStatus::kWaiting);
+    }
+    case RecordType::kStepStarted:
+    case RecordType::kStepCompleted:
+    case RecordType::kStepFailed:
+    case RecordType::kDecision:
+      return RunStatus::kRunning;
+    case RecordType::kPromiseResolved:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+Status Journal::append(Record record, Durability durability) {
+  std::vector<Record> records;
+  records.push_back(std::move(record));
+  return append(std::move(records), durability);
+}
+
+}  // namespace crucible

@@ -1,0 +1,244 @@
+// Conformance tests every Journal adapter must pass. Include from exactly one test file of a
+// module and instantiate with INSTANTIATE_TEST_SUITE_P(Name, JournalConformance, Values(factory)).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "crucible/journal/journal.h"
+
+namespace crucible::testing {
+
+using JournalFactory = std::function<std::unique_ptr<Journal>()>;
+
+inline Record started(const char* run, int64_t at_ms = 1000, const char* pipeline = "p") {
+  Record r;
+  r.type = RecordType::kRunStarted;
+  r.run_id = *RunId::parse(run);
+  r.at_ms = at_ms;
+  r.payload = {{"pipeline", pipeline}, {"spec_hash", "abc"}, {"input", Json::object()}};
+  return r;
+}
+
+inline Record step(const char* run, RecordType type, const char* key, int64_t at_ms = 1001) {
+  Record r;
+  r.type = type;
+  r.run_id = *RunId::parse(run);
+  r.key = StepKey::from_string(key);
+  r.at_ms = at_ms;
+  return r;
+}
+
+class JournalConformance : public ::testing::TestWithParam<JournalFactory> {
+ protected:
+  void SetUp() override { journal_ = GetParam()(); }
+  std::unique_ptr<Journal> journal_;
+};
+
+TEST_P(JournalConformance, AppendsAndReadsBackInOrder) {
+  ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
+  Record done = step("r1", RecordType::kStepCompleted, "/a");
+  done.attempts = 2;
+  done.duration_us = 42;
+  done.delta = {Mutation{Mutation::Kind::kMetric, "loss", Json(0.25)},
+                Mutation{Mutation::Kind::kTrace, "a", Json()}};
+  ASSERT_TRUE(journal_->append(step("r1", RecordType::kStepStarted, "/a"), Durability::kBatched));
+  ASSERT_TRUE(journal_->append(done, Durability::kStrict));
+  auto log = journal_->read_run(*RunId::parse("r1"));
+  ASSERT_TRUE(log) << log.error().to_string();
+  ASSERT_EQ(log->records.size(), 3u);
+  EXPECT_EQ(log->records[0].type, RecordType::kRunStarted);
+  EXPECT_EQ(log->records[2].type, RecordType::kStepCompleted);
+  EXPECT_EQ(log->records[2].key.str(), "/a");
+  EXPECT_EQ(log->records[2].attempts, 2);
+  EXPECT_EQ(log->records[2].duration_us, 42);
+  EXPECT_EQ(log->records[2].delta, done.delta);
+  EXPECT_LT(log->records[0].seq, log->records[1].seq);
+  EXPECT_LT(log->records[1].seq, log->records[2].seq);
+  EXPECT_EQ(log->summary.status, RunStatus::kRunning);
+  EXPECT_EQ(log->summary.pipeline, "p");
+}
+
+TEST_P(JournalConformance, StartingARunTwiceIsAlreadyExists) {
+  ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
+  auto again = journal_->append(started("r1"), Durability::kStrict);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+}
+
+TEST_P(JournalConformance, RecordsForAnUnknownRunAreNotFound) {
+  auto s = journal_->append(step("ghost", RecordType::kStepStarted, "/a"), Durability::kStrict);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), ErrorCode::kNotFound);
+  auto log = journal_->read_run(*RunId::parse("ghost"));
+  ASSERT_FALSE(log);
+  EXPECT_EQ(log.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_P(JournalConformance, StatusFollowsTerminalRecords) {
+  ASSERT_TRUE(journal_->append(started("ok", 1000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("bad", 2000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("park", 3000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("ok", RecordType::kRunCompleted, ""), Durability::kStrict));
+  Record failed = step("bad", RecordType::kRunFailed, "");
+  failed.error = Error(ErrorCode::kInternal, "boom");
+  ASSERT_TRUE(journal_->append(failed, Durability::kStrict));
+  Record parked = step("park", RecordType::kRunSuspended, "");
+  parked.payload = {{"status", "waiting"}, {"promise", "approval"}};
+  ASSERT_TRUE(journal_->append(parked, Durability::kStrict));
+
+  auto all = journal_->list_runs(RunFilter{});
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].run_id.str(), "park");  // newest first
+
+  RunFilter only_failed;
+  only_failed.status = RunStatus::kFailed;
+  auto failed_runs = journal_->list_runs(only_failed);
+  ASSERT_TRUE(failed_runs);
+  ASSERT_EQ(failed_runs->size(), 1u);
+  EXPECT_EQ((*failed_runs)[0].error, "boom");
+
+  auto bad = journal_->read_run(*RunId::parse("bad"));
+  ASSERT_TRUE(bad);
+  ASSERT_TRUE(bad->records.back().error.has_value());
+  EXPECT_EQ(bad->records.back().error->code(), ErrorCode::kInternal);
+
+  auto unfinished = journal_->read_unfinished();
+  ASSERT_TRUE(unfinished);
+  EXPECT_TRUE(unfinished->empty());
+}
+
+TEST_P(JournalConformance, ListFiltersByPipelineAndTime) {
+  ASSERT_TRUE(journal_->append(started("a", 1000, "train"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("b", 2000, "eval"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("c", 3000, "train"), Durability::kStrict));
+  RunFilter f;
+  f.pipeline = "train";
+  f.created_after_ms = 2000;
+  auto runs = journal_->list_runs(f);
+  ASSERT_TRUE(runs);
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].run_id.str(), "c");
+  f = RunFilter{};
+  f.limit = 2;
+  EXPECT_EQ(journal_->list_runs(f)->size(), 2u);
+}
+
+TEST_P(JournalConformance, UnfinishedRunsComeWithTheirRecords) {
+  ASSERT_TRUE(journal_->append(started("live"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("live", RecordType::kStepCompleted, "/a"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("done"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("done", RecordType::kRunCompleted, ""), Durability::kStrict));
+  auto unfinished = journal_->read_unfinished();
+  ASSERT_TRUE(unfinished);
+  ASSERT_EQ(unfinished->size(), 1u);
+  EXPECT_EQ((*unfinished)[0].summary.run_id.str(), "live");
+  EXPECT_EQ((*unfinished)[0].records.size(), 2u);
+}
+
+TEST_P(JournalConformance, LeasesFenceStaleOwners) {
+  RunId run = *RunId::parse("r1");
+  ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
+  auto a = journal_->acquire_lease(run, "worker-a", std::chrono::seconds(30));
+  ASSERT_TRUE(a);
+  auto b = journal_->acquire_lease(run, "worker-b", std::chrono::seconds(30));
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code(), ErrorCode::kFailedPrecondition);
+  auto stolen = journal_->acquire_lease(run, "worker-b", std::chrono::seconds(30), a->epoch);
+  ASSERT_TRUE(stolen);
+  EXPECT_GT(stolen->epoch, a->epoch);
+  auto renew = journal_->renew_lease(*a, std::chrono::seconds(30));
+  ASSERT_FALSE(renew);
+  EXPECT_EQ(renew.error().code(), ErrorCode::kAborted);
+  EXPECT_TRUE(journal_->renew_lease(*stolen, std::chrono::seconds(30)));
+  EXPECT_TRUE(journal_->release_lease(*stolen));
+  auto again = journal_->acquire_lease(run, "worker-a", std::chrono::seconds(30));
+  ASSERT_TRUE(again);
+  EXPECT_GT(again->epoch, stolen->epoch);
+}
+
+TEST_P(JournalConformance, ExpiredLeaseCanBeTaken) {
+  RunId run = *RunId::parse("r1");
+  ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
+  ASSERT_TRUE(journal_->acquire_lease(run, "a", std::chrono::milliseconds(-1)));
+  EXPECT_TRUE(journal_->acquire_lease(run, "b", std::chrono::seconds(30)));
+}
+
+TEST_P(JournalConformance, PromisesResolveOnceAndAreJournaled) {
+  RunId run = *RunId::parse("r1");
+  ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
+  EXPECT_FALSE(journal_->get_promise(run, "approval")->has_value());
+  auto first = journal_->resolve_promise(run, "approval", Json{{"ok", true}});
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(*first);
+  auto second = journal_->resolve_promise(run, "approval", Json{{"ok", false}});
+  ASSERT_TRUE(second);
+  EXPECT_FALSE(*second);
+  EXPECT_EQ(**journal_->get_promise(run, "approval"), (Json{{"ok", true}}));
+  auto log = journal_->read_run(run);
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->records.back().type, RecordType::kPromiseResolved);
+  auto missing = journal_->resolve_promise(*RunId::parse("nope"), "x", 1);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_P(JournalConformance, KeyValueStateIsScoped) {
+  ASSERT_TRUE(journal_->put_value("r1", "k", 1));
+  ASSERT_TRUE(journal_->put_value("r2", "k", 2));
+  ASSERT_TRUE(journal_->put_value("r1", "k", 3));
+  EXPECT_EQ(**journal_->get_value("r1", "k"), 3);
+  EXPECT_EQ(**journal_->get_value("r2", "k"), 2);
+  EXPECT_FALSE(journal_->get_value("r3", "k")->has_value());
+}
+
+TEST_P(JournalConformance, PruneRemovesOnlyOldFinishedRuns) {
+  ASSERT_TRUE(journal_->append(started("old-done", 1000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("old-done", RecordType::kRunCompleted, "", 1000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("old-running", 1000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("new-done", 5000), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("new-done", RecordType::kRunCompleted, "", 5000), Durability::kStrict));
+  auto removed = journal_->prune(2000);
+  ASSERT_TRUE(removed);
+  EXPECT_EQ(*removed, 1u);
+  EXPECT_FALSE(journal_->read_run(*RunId::parse("old-done")));
+  EXPECT_TRUE(journal_->read_run(*RunId::parse("old-running")));
+  EXPECT_TRUE(journal_->read_run(*RunId::parse("new-done")));
+}
+
+TEST_P(JournalConformance, ConcurrentAppendersKeepPerRunOrder) {
+  constexpr int kRuns = 8;
+  constexpr int kSteps = 50;
+  for (int r = 0; r < kRuns; ++r) {
+    std::string id = "run" + std::to_string(r);
+    ASSERT_TRUE(journal_->append(started(id.c_str()), Durability::kStrict));
+  }
+  std::vector<std::jthread> threads;
+  for (int r = 0; r < kRuns; ++r) {
+    threads.emplace_back([&, r] {
+      std::string id = "run" + std::to_string(r);
+      for (int s = 0; s < kSteps; ++s) {
+        std::string key = "/s" + std::to_string(s);
+        auto d = s % 2 == 0 ? Durability::kBatched : Durability::kStrict;
+        EXPECT_TRUE(journal_->append(step(id.c_str(), RecordType::kStepCompleted, key.c_str()), d));
+      }
+    });
+  }
+  threads.clear();
+  ASSERT_TRUE(journal_->flush());
+  for (int r = 0; r < kRuns; ++r) {
+    auto log = journal_->read_run(*RunId::parse("run" + std::to_string(r)));
+    ASSERT_TRUE(log);
+    ASSERT_EQ(log->records.size(), static_cast<size_t>(kSteps + 1));
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_EQ(log->records[s + 1].key.str(), "/s" + std::to_string(s));
+    }
+  }
+}
+
+}  // namespace crucible::testing
