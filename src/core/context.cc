@@ -75,8 +75,21 @@ Context::Context(std::string experiment_id, RunId run_id, Json config)
       run_id_(std::move(run_id)),
       config_(std::make_shared<const Json>(std::move(config))) {}
 
+namespace {
+
+// Writes value into map[key] and returns what was there before.
+std::optional<Json> replace(Context::Map& map, const std::string& key, const Json& value) {
+  auto [it, inserted] = map.try_emplace(key);
+  std::optional<Json> previous;
+  if (!inserted) previous = std::move(it->second);
+  it->second = value;
+  return previous;
+}
+
+}  // namespace
+
 void Context::put_metric(std::string key, Json value) {
-  metrics_[key] = value;
+  undo_.push_back(replace(metrics_, key, value));
   delta_.push_back(Mutation{Mutation::Kind::kMetric, std::move(key), std::move(value)});
 }
 
@@ -102,14 +115,14 @@ Status Context::update_metric(std::string_view key,
 }
 
 void Context::put_artifact(std::string key, Json value) {
-  artifacts_[key] = value;
+  undo_.push_back(replace(artifacts_, key, value));
   delta_.push_back(Mutation{Mutation::Kind::kArtifact, std::move(key), std::move(value)});
 }
 
 const Json* Context::get_artifact(std::string_view key) const { return find(artifacts_, key); }
 
 void Context::assign(std::string key, Json value) {
-  state_[key] = value;
+  undo_.push_back(replace(state_, key, value));
   delta_.push_back(Mutation{Mutation::Kind::kState, std::move(key), std::move(value)});
 }
 
@@ -118,15 +131,18 @@ const Json* Context::get(std::string_view key) const { return find(state_, key);
 void Context::mark_stage_complete(std::string_view name) {
   if (stage_completed(name)) return;
   completed_.emplace_back(name);
+  completed_set_.insert(completed_.back());
+  undo_.emplace_back();
   delta_.push_back(Mutation{Mutation::Kind::kComplete, std::string(name), Json()});
 }
 
 bool Context::stage_completed(std::string_view name) const {
-  return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
+  return completed_set_.contains(std::string(name));
 }
 
 void Context::add_trace(std::string_view name) {
   trace_.emplace_back(name);
+  undo_.emplace_back();
   delta_.push_back(Mutation{Mutation::Kind::kTrace, std::string(name), Json()});
 }
 
@@ -144,7 +160,30 @@ std::optional<int64_t> Context::index() const {
 Delta Context::take_delta() {
   Delta out;
   out.swap(delta_);
+  undo_.clear();
   return out;
+}
+
+void Context::discard_delta() {
+  auto restore = [](Map& map, const std::string& key, std::optional<Json>& previous) {
+    if (previous) map[key] = std::move(*previous);
+    else map.erase(key);
+  };
+  for (size_t i = delta_.size(); i-- > 0;) {
+    Mutation& m = delta_[i];
+    switch (m.kind) {
+      case Mutation::Kind::kMetric: restore(metrics_, m.key, undo_[i]); break;
+      case Mutation::Kind::kArtifact: restore(artifacts_, m.key, undo_[i]); break;
+      case Mutation::Kind::kState: restore(state_, m.key, undo_[i]); break;
+      case Mutation::Kind::kComplete:
+        completed_set_.erase(completed_.back());
+        completed_.pop_back();
+        break;
+      case Mutation::Kind::kTrace: trace_.pop_back(); break;
+    }
+  }
+  delta_.clear();
+  undo_.clear();
 }
 
 void Context::apply_one(const Mutation& m) {
@@ -159,7 +198,7 @@ void Context::apply_one(const Mutation& m) {
       state_[m.key] = m.value;
       break;
     case Mutation::Kind::kComplete:
-      if (!stage_completed(m.key)) completed_.push_back(m.key);
+      if (completed_set_.insert(m.key).second) completed_.push_back(m.key);
       break;
     case Mutation::Kind::kTrace:
       trace_.push_back(m.key);

@@ -76,6 +76,27 @@ TEST(Context, ApplyingADeltaReproducesTheContext) {
   EXPECT_TRUE(b.delta().empty());
 }
 
+TEST(Context, DiscardDeltaRevertsAFailedAttempt) {
+  Context ctx = make();
+  ctx.put_metric("kept", 1);
+  ctx.assign("s", "before");
+  (void)ctx.take_delta();
+  ctx.put_metric("kept", 2);
+  ctx.put_metric("new", 3);
+  ctx.assign("s", "after");
+  ctx.put_artifact("a", "x");
+  ctx.mark_stage_complete("st");
+  ctx.add_trace("st");
+  ctx.discard_delta();
+  EXPECT_EQ(*ctx.get_metric("kept"), 1);
+  EXPECT_FALSE(ctx.has_metric("new"));
+  EXPECT_EQ(*ctx.get("s"), "before");
+  EXPECT_FALSE(ctx.has_artifact("a"));
+  EXPECT_FALSE(ctx.stage_completed("st"));
+  EXPECT_TRUE(ctx.trace().empty());
+  EXPECT_TRUE(ctx.delta().empty());
+}
+
 TEST(Context, MalformedDeltaIsDataLoss) {
   auto d = delta_from_json(Json::array({Json{{"op", "bogus"}, {"key", "k"}}}));
   ASSERT_FALSE(d);

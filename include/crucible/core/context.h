@@ -9,8 +9,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
+#include "crucible/core/clock.h"
 #include "crucible/core/error.h"
 #include "crucible/core/ids.h"
 #include "crucible/core/json.h"
@@ -42,6 +44,8 @@ class StepServices {
   virtual Result<Json> memo(std::string_view name, const std::function<Json()>& compute) = 0;
   // The value of the run's durable promise `name`, or nullopt while unresolved.
   virtual Result<std::optional<Json>> poll_promise(std::string_view name) = 0;
+  // The runner's clock, for durable sleeps and deadlines.
+  virtual Clock& clock() = 0;
 };
 
 // A request from a stage to park the run until a promise resolves or a deadline passes.
@@ -107,8 +111,19 @@ class Context {
   // The mutations since the last take_delta().
   const Delta& delta() const { return delta_; }
   Delta take_delta();
+  // Reverts the mutations since the last take_delta() (a failed attempt leaves no trace).
+  void discard_delta();
   // Applies recorded mutations (replay) without recording them again.
   void apply(const Delta& delta);
+
+  // The name and step key of the running stage ("" outside a runner). The strings must outlive
+  // the stage call; the runner points them at its own.
+  void set_current(const std::string* stage, const std::string* step_key) {
+    current_stage_ = stage;
+    current_key_ = step_key;
+  }
+  const std::string& current_stage() const { return current_stage_ ? *current_stage_ : empty_; }
+  const std::string& current_step_key() const { return current_key_ ? *current_key_ : empty_; }
 
   // Durable runtime services for the running step, or nullptr.
   StepServices* services() const { return services_; }
@@ -134,11 +149,17 @@ class Context {
   Map artifacts_;
   Map state_;
   std::vector<std::string> completed_;
+  std::unordered_set<std::string> completed_set_;
   std::vector<std::string> trace_;
   std::vector<LoopFrame> loops_;
   Delta delta_;
+  // undo_[i] is the value delta_[i] replaced (nullopt: the key was absent).
+  std::vector<std::optional<Json>> undo_;
   int64_t tasks_done_ = 0;
   StepServices* services_ = nullptr;
+  const std::string* current_stage_ = nullptr;
+  const std::string* current_key_ = nullptr;
+  inline static const std::string empty_;
   std::optional<SuspendRequest> suspend_;
 };
 

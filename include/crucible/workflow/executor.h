@@ -1,0 +1,57 @@
+// The executor: the only owner of threads. A fixed pool of std::jthreads runs parallel branches;
+// a timer thread fires stage timeouts.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace crucible {
+
+class Executor {
+ public:
+  // threads == 0 picks max(4, hardware concurrency).
+  explicit Executor(size_t threads = 0);
+  // Finishes queued tasks, then joins every thread.
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  size_t size() const { return workers_.size(); }
+
+  // Runs fn(0) .. fn(n-1) concurrently, at most `max_concurrency` at a time (0: no limit beyond
+  // the pool), and returns when all are done. The calling thread takes part, so nested calls
+  // from inside a task cannot deadlock.
+  void parallel_for(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
+
+  // Runs fn on the timer thread after `delay` unless cancelled first. Returns an id for cancel.
+  uint64_t schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn);
+  // Cancels a pending timer; returns false if it already ran or never existed.
+  bool cancel(uint64_t id);
+
+ private:
+  void submit(std::function<void()> task);
+  void worker_loop(std::stop_token stop);
+  void timer_loop(std::stop_token stop);
+
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::deque<std::function<void()>> queue_;  // guarded by mu_
+
+  std::mutex timer_mu_;
+  std::condition_variable_any timer_cv_;
+  std::multimap<std::chrono::steady_clock::time_point, uint64_t> timer_order_;  // guarded by timer_mu_
+  std::map<uint64_t, std::function<void()>> timers_;                              // guarded by timer_mu_
+  uint64_t next_timer_ = 1;                                                      // guarded by timer_mu_
+
+  std::vector<std::jthread> workers_;
+  std::jthread timer_;
+};
+
+}  // namespace crucible

@@ -1,0 +1,53 @@
+// Loading and validating pipelines. Validation reports every problem, each located at
+// file:line:column with the field path, and never stops at the first.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crucible/core/stage.h"
+#include "crucible/workflow/spec.h"
+
+namespace crucible {
+
+struct Diagnostic {
+  enum class Severity { kError, kWarning };
+  Severity severity = Severity::kError;
+  SourceLocation loc;
+  std::string field;  // e.g. "stages[2].retry.attempts"
+  std::string message;
+  // "pipeline.yaml:12:7: error: stages[2].retry.attempts: expected an integer, found 'three'"
+  std::string to_string() const;
+};
+
+struct LoadResult {
+  std::optional<WorkflowSpec> spec;  // set when there are no errors
+  std::vector<Diagnostic> diagnostics;
+  bool ok() const { return spec.has_value(); }
+  // All diagnostics, one per line.
+  std::string report() const;
+  size_t error_count() const;
+};
+
+// Parses and validates a YAML pipeline. Stage types are resolved in `registry`, which must
+// outlive the returned spec's stages only for lookups (stages are owned by the spec).
+LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry);
+LoadResult load_pipeline_text(std::string_view text, const std::string& file_label,
+                              const StageRegistry& registry);
+
+// Validates a spec (from the builder or the loader): unique sibling names, unique `order`
+// values (gaps are warnings), completion criteria that fit the stage kind, stage types known
+// to the registry, required options present. Binds each stage node to a new stage instance and
+// sorts siblings by `order`.
+std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry);
+
+// "1.5s", "300ms", "5m", "2h", "1d" or a plain number of seconds.
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+// Why `spec` cannot run on this machine (distributed agents, storage workloads without a local
+// body), or nullopt when it can.
+std::optional<std::string> unsupported_reason(const WorkflowSpec& spec);
+
+}  // namespace crucible

@@ -1,0 +1,109 @@
+// The runner: walks a WorkflowSpec, journals every stage outcome and decision, and replays the
+// journal on resume so finished work is never repeated.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "crucible/core/clock.h"
+#include "crucible/core/context.h"
+#include "crucible/core/random.h"
+#include "crucible/journal/journal.h"
+#include "crucible/telemetry/events.h"
+#include "crucible/workflow/executor.h"
+#include "crucible/workflow/spec.h"
+
+namespace crucible {
+
+struct StepReport {
+  std::string key;
+  std::string name;
+  // "completed", "replayed", "skipped", "failed", "optional_failed", "cancelled"
+  std::string status;
+  int attempts = 0;
+  int64_t duration_us = 0;
+  std::optional<Error> error;
+  Json to_json() const;
+};
+
+struct RunResult {
+  RunId run_id;
+  std::string pipeline;
+  RunStatus status = RunStatus::kRunning;
+  Context context;
+  std::vector<StepReport> steps;
+  std::vector<std::string> optional_failures;  // step keys of optional stages that failed
+  std::optional<Error> error;                  // why the run failed
+  std::string waiting_on;                      // promise a waiting run needs
+  std::optional<int64_t> wake_at_ms;           // when a waiting run times out
+  std::string attention_step;                  // step whose outcome is unknown
+  int64_t duration_us = 0;
+  int executed = 0;
+  int replayed = 0;
+  // {"run_id","pipeline","status","duration_ms","stages":[...],"metrics":{...},...}
+  Json to_json() const;
+};
+
+struct StartOptions {
+  std::optional<RunId> run_id;     // a known id resumes that run instead of starting twice
+  Json overrides = Json::object();  // merged over the spec's config
+  bool new_version = false;         // continue an existing run with a changed spec
+  std::optional<Durability> durability;
+};
+
+struct ResumeOptions {
+  std::set<std::string> rerun_steps;  // in-flight non-idempotent steps to run again
+  std::set<std::string> skip_steps;   // in-flight non-idempotent steps to record as skipped
+};
+
+// Thread-safe: several runs may execute at once on one Runner.
+class Runner {
+ public:
+  // All must outlive the Runner. `events` may be null.
+  Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, EventBus* events = nullptr);
+  ~Runner();
+
+  // Starts a run, or resumes it when `options.run_id` names an existing one. Errors (the run
+  // itself failing is not one): kFailedPrecondition when the id exists with another spec and
+  // new_version is off or when another live worker holds the run; journal errors.
+  Result<RunResult> start(const WorkflowSpec& spec, const StartOptions& options = {});
+  // Replays the journal of `run_id` and continues at the first unfinished step. kNotFound if
+  // there is no such run; kFailedPrecondition if `spec` is not the spec the run was started with.
+  Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options = {});
+  // Starts a new run that reuses the journal of `source` before step `from` (the first record of
+  // that step or anything below it) and re-executes from there. Returns the new run's id; run it
+  // with resume(). kNotFound if the run or the step key does not exist.
+  Result<RunId> fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id = std::nullopt);
+
+  // For a waiting run: blocks (polling the journal, holding no executor thread) until its promise
+  // resolves, its deadline passes or `stop` is requested, then resumes it.
+  Result<RunResult> wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop);
+
+  // Identifies this worker in leases; defaults to "<hostname>:<pid>".
+  void set_owner(std::string owner);
+  // Lease length; renewed as steps finish.
+  void set_lease_ttl(std::chrono::milliseconds ttl) { lease_ttl_ = ttl; }
+
+ private:
+  Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
+                            const ResumeOptions& options);
+
+  Journal& journal_;
+  Executor& executor_;
+  Clock& clock_;
+  Random& random_;
+  EventBus* events_;
+  std::string owner_;
+  std::chrono::milliseconds lease_ttl_{60'000};
+};
+
+// The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}
+// or {"format":"json","spec"}, with "file" and "spec_hash".
+Result<Json> journaled_spec(const RunLog& log);
+
+}  // namespace crucible

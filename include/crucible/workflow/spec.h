@@ -1,0 +1,111 @@
+// The workflow IR: a validated tree of nodes (stage, sequence, loop, conditional, parallel) with
+// their policies. YAML pipelines and the C++ builder both produce a WorkflowSpec.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "crucible/core/json.h"
+#include "crucible/core/stage.h"
+#include "crucible/journal/journal.h"
+#include "crucible/reliability/retry.h"
+#include "crucible/workflow/expression.h"
+
+namespace crucible {
+
+struct SourceLocation {
+  std::string file;
+  int line = 0;    // 1-based; 0 when unknown (builder)
+  int column = 0;  // 1-based
+  std::string to_string() const;
+};
+
+enum class NodeKind { kStage, kSequence, kLoop, kConditional, kParallel };
+
+// The sai3-bench stage kinds (`type:`); kPlain is an ordinary `uses:` stage.
+enum class StageKind { kPlain, kExecute, kPrepare, kCleanup, kCustom, kHybrid, kValidation };
+// When a stage counts as done.
+enum class Completion { kOnce, kDuration, kTasksDone, kScriptExit, kValidationPassed, kDurationOrTasks };
+enum class LoopMode { kOver, kCount, kUntil };
+enum class JoinPolicy { kAll, kAny, kRace };
+// How parallel branches that wrote the same state or artifact key are merged.
+enum class MergePolicy { kError, kLastWins, kFirstWins };
+
+std::string_view stage_kind_name(StageKind k);
+std::string_view completion_name(Completion c);
+std::string_view join_name(JoinPolicy j);
+std::string_view merge_name(MergePolicy m);
+
+struct Node;
+
+struct Branch {
+  std::string name;
+  std::vector<Node> nodes;
+};
+
+struct Node {
+  NodeKind kind = NodeKind::kStage;
+  std::string name;
+  SourceLocation loc;
+  // Stage: skip the stage when false. Conditional: the predicate.
+  std::optional<Expression> when;
+
+  // Stage fields.
+  std::string uses;
+  Json with = Json::object();
+  std::optional<int64_t> order;
+  std::optional<std::chrono::milliseconds> timeout;
+  RetryPolicy retry;
+  bool optional = false;
+  std::optional<bool> idempotent;  // overrides the stage's own description
+  StageKind stage_kind = StageKind::kPlain;
+  Completion completion = Completion::kOnce;
+  std::optional<std::chrono::milliseconds> duration;  // execute duration, hybrid max_duration
+  std::optional<int64_t> expected_tasks;              // prepare/cleanup objects, hybrid tasks
+  std::string command;                                // custom
+  std::vector<std::string> args;                      // custom
+  Json barrier;                                       // validated, kept for distributed runs
+  std::shared_ptr<Stage> stage;                       // bound implementation, or null
+  bool stage_idempotent = true;                       // from the stage's description
+
+  // Sequence body, loop body, conditional then-branch.
+  std::vector<Node> children;
+  // Conditional else-branch.
+  std::vector<Node> else_children;
+
+  // Loop fields.
+  LoopMode loop_mode = LoopMode::kOver;
+  std::optional<Expression> over;   // kOver: a list; kCount: an integer
+  std::optional<Expression> until;  // kUntil: checked after each iteration
+  std::optional<int64_t> max_iterations;
+
+  // Parallel fields.
+  std::vector<Branch> branches;
+  JoinPolicy join = JoinPolicy::kAll;
+  MergePolicy merge = MergePolicy::kError;
+  std::optional<int64_t> max_concurrency;
+
+  bool is_idempotent() const { return idempotent.value_or(stage_idempotent); }
+};
+
+struct WorkflowSpec {
+  std::string name;
+  std::string description;
+  std::string file;  // source path, when loaded from YAML
+  Durability durability = Durability::kStrict;
+  Json config = Json::object();  // default input, overridden by --set
+  std::vector<Node> stages;      // the root sequence
+  Json distributed;              // the validated `distributed:` section, or null
+  Json reliability;              // the experiment's `reliability:` defaults, or null
+  std::string source_text;       // YAML text, journaled so `resume` can reload it
+};
+
+// Canonical JSON of the tree, without source locations: equal for a YAML pipeline and the same
+// pipeline built in C++.
+Json spec_to_json(const WorkflowSpec& spec);
+std::string spec_hash(const WorkflowSpec& spec);
+
+}  // namespace crucible

@@ -1,0 +1,122 @@
+#include "crucible/reliability/retry.h"
+
+#include <gtest/gtest.h>
+
+namespace crucible {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(RetryPolicy, GivesUpAfterMaxAttempts) {
+  RetryPolicy p;
+  p.max_attempts = 3;
+  FakeClock clock;
+  SeededRandom random(1);
+  int calls = 0, attempts = 0;
+  Status s = retry_call(p, clock, random, {}, [&](int) -> Status {
+    ++calls;
+    return make_error(ErrorCode::kUnavailable, "down");
+  }, &attempts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(attempts, 3);
+  EXPECT_EQ(clock.sleeps().size(), 2u);
+}
+
+TEST(RetryPolicy, DoesNotRetryNonRetryableCodes) {
+  RetryPolicy p;
+  p.max_attempts = 5;
+  FakeClock clock;
+  SeededRandom random(1);
+  int calls = 0;
+  Status s = retry_call(p, clock, random, {}, [&](int) -> Status {
+    ++calls;
+    return make_error(ErrorCode::kInvalidArgument, "bad");
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(RetryPolicy, RetryOnListOverridesTheDefaultClassification) {
+  RetryPolicy p;
+  p.max_attempts = 2;
+  p.retry_on = {ErrorCode::kFailedPrecondition};
+  Error e(ErrorCode::kFailedPrecondition, "x");
+  EXPECT_TRUE(p.should_retry(e, 1));
+  EXPECT_FALSE(p.should_retry(Error(ErrorCode::kUnavailable, "x"), 1));
+}
+
+TEST(RetryPolicy, BackoffIsExponentialCappedAndJittered) {
+  RetryPolicy p;
+  p.initial_backoff = 100ms;
+  p.max_backoff = 1000ms;
+  p.jitter = false;
+  SeededRandom random(7);
+  Error e(ErrorCode::kUnavailable, "x");
+  EXPECT_EQ(p.backoff(1, e, random), 100ms);
+  EXPECT_EQ(p.backoff(2, e, random), 200ms);
+  EXPECT_EQ(p.backoff(3, e, random), 400ms);
+  EXPECT_EQ(p.backoff(10, e, random), 1000ms);
+  p.jitter = true;
+  for (int i = 0; i < 100; ++i) {
+    auto d = p.backoff(3, e, random);
+    EXPECT_GE(d, 0ms);
+    EXPECT_LE(d, 400ms);
+  }
+}
+
+TEST(RetryPolicy, HonoursRetryAfter) {
+  RetryPolicy p;
+  p.initial_backoff = 10ms;
+  SeededRandom random(7);
+  Error e(ErrorCode::kResourceExhausted, "429");
+  e.with_retry_after(2s);
+  EXPECT_GE(p.backoff(1, e, random), 2s);
+}
+
+TEST(RetryPolicy, SucceedsOnALaterAttempt) {
+  RetryPolicy p;
+  p.max_attempts = 4;
+  FakeClock clock;
+  SeededRandom random(3);
+  int attempts = 0;
+  Status s = retry_call(p, clock, random, {}, [&](int attempt) -> Status {
+    if (attempt < 3) return make_error(ErrorCode::kUnavailable, "flaky");
+    return {};
+  }, &attempts);
+  EXPECT_TRUE(s);
+  EXPECT_EQ(attempts, 3);
+}
+
+TEST(RetryPolicy, MaxElapsedStopsRetrying) {
+  RetryPolicy p;
+  p.max_attempts = 100;
+  p.initial_backoff = 1000ms;
+  p.jitter = false;
+  p.max_elapsed = 2500ms;
+  FakeClock clock;
+  SeededRandom random(3);
+  int calls = 0;
+  (void)retry_call(p, clock, random, {}, [&](int) -> Status {
+    ++calls;
+    return make_error(ErrorCode::kUnavailable, "x");
+  });
+  EXPECT_EQ(calls, 2);  // 1s, then 2s would pass 2.5s
+}
+
+TEST(RetryPolicy, StopDuringBackoffIsCancelled) {
+  RetryPolicy p;
+  p.max_attempts = 3;
+  FakeClock clock;
+  SeededRandom random(3);
+  std::stop_source source;
+  source.request_stop();
+  Status s = retry_call(p, clock, random, source.get_token(), [&](int) -> Status {
+    return make_error(ErrorCode::kUnavailable, "x");
+  });
+  EXPECT_EQ(s.error().code(), ErrorCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace crucible

@@ -1,0 +1,194 @@
+#include "crucible/workflow/builder.h"
+
+namespace crucible {
+
+Node& SequenceBuilder::last() {
+  if (nodes_.empty()) {
+    record_error("a modifier was called before any stage was added");
+    nodes_.emplace_back();
+  }
+  return nodes_.back();
+}
+
+std::optional<Expression> SequenceBuilder::parse(const std::string& text) {
+  auto e = Expression::parse(text);
+  if (!e) {
+    record_error("bad expression '" + text + "': " + e.error().to_string());
+    return std::nullopt;
+  }
+  return *e;
+}
+
+SequenceBuilder& SequenceBuilder::stage(std::string name, std::string uses, Json with) {
+  Node n;
+  n.kind = NodeKind::kStage;
+  n.name = std::move(name);
+  n.uses = std::move(uses);
+  n.with = std::move(with);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::stage(std::string name, std::shared_ptr<Stage> implementation, Json with) {
+  Node n;
+  n.kind = NodeKind::kStage;
+  n.name = std::move(name);
+  n.uses = implementation ? implementation->describe().name : "";
+  n.stage_idempotent = implementation ? implementation->describe().idempotent : true;
+  n.stage = std::move(implementation);
+  n.with = std::move(with);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::timeout(std::chrono::milliseconds timeout) {
+  last().timeout = timeout;
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::retry(RetryPolicy policy) {
+  last().retry = std::move(policy);
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::optional(bool optional) {
+  last().optional = optional;
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::idempotent(bool idempotent) {
+  last().idempotent = idempotent;
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::when(const std::string& expression) {
+  last().when = parse(expression);
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::order(int64_t order) {
+  last().order = order;
+  return *this;
+}
+
+namespace {
+
+std::vector<Node> build_body(const SequenceBuilder::Body& body, const std::shared_ptr<std::vector<std::string>>& errors) {
+  struct Child : SequenceBuilder {
+    explicit Child(std::shared_ptr<std::vector<std::string>> e) { errors_ = std::move(e); }
+  } child(errors);
+  if (body) body(child);
+  return std::move(child.nodes());
+}
+
+}  // namespace
+
+SequenceBuilder& SequenceBuilder::sequence(std::string name, const Body& body) {
+  Node n;
+  n.kind = NodeKind::kSequence;
+  n.name = std::move(name);
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::loop_over(std::string name, Json items, const Body& body) {
+  Node n;
+  n.kind = NodeKind::kLoop;
+  n.name = std::move(name);
+  n.loop_mode = LoopMode::kOver;
+  n.over = Expression::from_value(std::move(items));
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::loop_over(std::string name, const std::string& expression, const Body& body) {
+  Node n;
+  n.kind = NodeKind::kLoop;
+  n.name = std::move(name);
+  n.loop_mode = LoopMode::kOver;
+  n.over = parse(expression);
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::loop_count(std::string name, int64_t count, const Body& body) {
+  Node n;
+  n.kind = NodeKind::kLoop;
+  n.name = std::move(name);
+  n.loop_mode = LoopMode::kCount;
+  n.over = parse(std::to_string(count));
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::loop_until(std::string name, const std::string& condition, int64_t max,
+                                             const Body& body) {
+  Node n;
+  n.kind = NodeKind::kLoop;
+  n.name = std::move(name);
+  n.loop_mode = LoopMode::kUntil;
+  n.until = parse(condition);
+  n.max_iterations = max;
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::conditional(std::string name, const std::string& condition, const Body& then_body,
+                                              const Body& else_body) {
+  Node n;
+  n.kind = NodeKind::kConditional;
+  n.name = std::move(name);
+  n.when = parse(condition);
+  n.children = build_body(then_body, errors_);
+  n.else_children = build_body(else_body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::parallel(std::string name, std::vector<std::pair<std::string, Body>> branches,
+                                           JoinPolicy join, MergePolicy merge) {
+  Node n;
+  n.kind = NodeKind::kParallel;
+  n.name = std::move(name);
+  n.join = join;
+  n.merge = merge;
+  for (auto& [branch_name, body] : branches) n.branches.push_back(Branch{branch_name, build_body(body, errors_)});
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+WorkflowBuilder::WorkflowBuilder(std::string name) { spec_.name = std::move(name); }
+
+WorkflowBuilder& WorkflowBuilder::description(std::string text) {
+  spec_.description = std::move(text);
+  return *this;
+}
+
+WorkflowBuilder& WorkflowBuilder::durability(Durability durability) {
+  spec_.durability = durability;
+  return *this;
+}
+
+WorkflowBuilder& WorkflowBuilder::config(Json config) {
+  spec_.config = std::move(config);
+  return *this;
+}
+
+Result<WorkflowSpec> WorkflowBuilder::build(const StageRegistry& registry) {
+  WorkflowSpec spec = spec_;
+  spec.stages = nodes_;
+  std::string report;
+  for (const std::string& e : *errors_) report += "\n  " + e;
+  for (const Diagnostic& d : validate_spec(spec, registry)) {
+    if (d.severity == Diagnostic::Severity::kError) report += "\n  " + d.to_string();
+  }
+  if (!report.empty()) return make_error(ErrorCode::kInvalidArgument, "invalid workflow '" + spec.name + "':" + report);
+  return spec;
+}
+
+}  // namespace crucible

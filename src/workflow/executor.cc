@@ -1,0 +1,136 @@
+#include "crucible/workflow/executor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+
+namespace crucible {
+
+Executor::Executor(size_t threads) {
+  if (threads == 0) threads = std::max<size_t>(4, std::thread::hardware_concurrency());
+  for (size_t i = 0; i < threads; ++i) {
+    workers_.emplace_back([this](std::stop_token stop) { worker_loop(stop); });
+  }
+  timer_ = std::jthread([this](std::stop_token stop) { timer_loop(stop); });
+}
+
+Executor::~Executor() {
+  for (auto& w : workers_) w.request_stop();
+  {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
+  workers_.clear();
+  timer_.request_stop();
+  {
+    std::lock_guard lock(timer_mu_);
+    timer_cv_.notify_all();
+  }
+}
+
+void Executor::submit(std::function<void()> task) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
+void Executor::worker_loop(std::stop_token stop) {
+  while (true) {
+    std::function<void()> task;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, stop, [&] { return !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    task();
+  }
+}
+
+namespace {
+
+// Shared by the helpers of one parallel_for: indexes are claimed, never queued one by one.
+struct Job {
+  const std::function<void(size_t)>* fn;
+  size_t n;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+
+  void work() {
+    while (true) {
+      size_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) return;
+      (*fn)(i);
+      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+        std::lock_guard lock(mu);
+        cv.notify_all();
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void Executor::parallel_for(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency) {
+  if (n == 0) return;
+  if (n == 1) {
+    fn(0);
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->n = n;
+  size_t limit = max_concurrency == 0 ? workers_.size() + 1 : max_concurrency;
+  size_t helpers = std::min({n, workers_.size(), limit > 0 ? limit - 1 : 0});
+  for (size_t h = 0; h < helpers; ++h) submit([job] { job->work(); });
+  job->work();
+  std::unique_lock lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == n; });
+}
+
+uint64_t Executor::schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
+  std::lock_guard lock(timer_mu_);
+  uint64_t id = next_timer_++;
+  auto when = std::chrono::steady_clock::now() + delay;
+  timer_order_.emplace(when, id);
+  timers_.emplace(id, std::move(fn));
+  timer_cv_.notify_all();
+  return id;
+}
+
+bool Executor::cancel(uint64_t id) {
+  std::lock_guard lock(timer_mu_);
+  return timers_.erase(id) > 0;
+}
+
+void Executor::timer_loop(std::stop_token stop) {
+  std::unique_lock lock(timer_mu_);
+  while (!stop.stop_requested()) {
+    if (timer_order_.empty()) {
+      timer_cv_.wait(lock, stop, [&] { return !timer_order_.empty(); });
+      continue;
+    }
+    auto [when, id] = *timer_order_.begin();
+    if (std::chrono::steady_clock::now() < when) {
+      timer_cv_.wait_until(lock, stop, when, [&] {
+        return !timer_order_.empty() && timer_order_.begin()->first < when;
+      });
+      continue;
+    }
+    timer_order_.erase(timer_order_.begin());
+    auto it = timers_.find(id);
+    if (it == timers_.end()) continue;
+    auto fn = std::move(it->second);
+    timers_.erase(it);
+    lock.unlock();
+    fn();
+    lock.lock();
+  }
+}
+
+}  // namespace crucible

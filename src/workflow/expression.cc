@@ -1,0 +1,763 @@
+#include "crucible/workflow/expression.h"
+
+#include <cmath>
+#include <variant>
+
+namespace crucible {
+namespace expr_internal {
+
+enum class Op {
+  kLiteral, kPath, kList, kCall, kNeg, kNot, kAnd, kOr,
+  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kAdd, kSub, kMul, kDiv, kMod, kIndex, kMember,
+};
+
+struct Node {
+  Op op;
+  size_t column;
+  Json literal;                     // kLiteral
+  std::string name;                 // kPath root, kCall function, kMember field
+  std::vector<std::shared_ptr<const Node>> args;
+};
+
+using NodePtr = std::shared_ptr<const Node>;
+
+}  // namespace expr_internal
+
+namespace {
+
+using expr_internal::Node;
+using expr_internal::NodePtr;
+using expr_internal::Op;
+
+enum class Tok { kEnd, kNumber, kString, kIdent, kPunct };
+
+struct Token {
+  Tok kind;
+  std::string text;
+  Json value;
+  size_t column;  // 1-based
+};
+
+const char* const kRoots[] = {"config", "metrics", "state", "artifacts", "item", "index", "run"};
+const char* const kFunctions[] = {"len", "range", "str", "int", "float", "min", "max", "abs"};
+
+bool is_ident_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
+
+class Lexer {
+ public:
+  explicit Lexer(std::string_view text) : text_(text) {}
+
+  tl::expected<std::vector<Token>, ExprError> run() {
+    std::vector<Token> out;
+    while (true) {
+      while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n')) ++pos_;
+      size_t col = pos_ + 1;
+      if (pos_ >= text_.size()) {
+        out.push_back({Tok::kEnd, "", Json(), col});
+        return out;
+      }
+      char c = text_[pos_];
+      if (c >= '0' && c <= '9') {
+        auto t = number(col);
+        if (!t) return tl::unexpected(t.error());
+        out.push_back(*t);
+      } else if (c == '\'' || c == '"') {
+        auto t = string(col, c);
+        if (!t) return tl::unexpected(t.error());
+        out.push_back(*t);
+      } else if (is_ident_start(c)) {
+        size_t start = pos_;
+        while (pos_ < text_.size() && is_ident_char(text_[pos_])) ++pos_;
+        out.push_back({Tok::kIdent, std::string(text_.substr(start, pos_ - start)), Json(), col});
+      } else {
+        static const char* const kTwo[] = {"==", "!=", "<=", ">=", "&&", "||"};
+        std::string two(text_.substr(pos_, 2));
+        bool matched = false;
+        for (const char* p : kTwo) {
+          if (two == p) {
+            out.push_back({Tok::kPunct, two, Json(), col});
+            pos_ += 2;
+            matched = true;
+            break;
+          }
+        }
+        if (matched) continue;
+        if (std::string_view("()[],.<>+-*/%!").find(c) == std::string_view::npos) {
+          return tl::unexpected(ExprError{col, std::string("unexpected character '") + c + "'"});
+        }
+        out.push_back({Tok::kPunct, std::string(1, c), Json(), col});
+        ++pos_;
+      }
+    }
+  }
+
+ private:
+  tl::expected<Token, ExprError> number(size_t col) {
+    size_t start = pos_;
+    bool is_float = false;
+    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
+    if (pos_ + 1 < text_.size() && text_[pos_] == '.' && text_[pos_ + 1] >= '0' && text_[pos_ + 1] <= '9') {
+      is_float = true;
+      ++pos_;
+      while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
+    }
+    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
+      is_float = true;
+      ++pos_;
+      if (pos_ < text_.size() && (text_[pos_] == '+' || text_[pos_] == '-')) ++pos_;
+      while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
+    }
+    std::string s(text_.substr(start, pos_ - start));
+    try {
+      Json v = is_float ? Json(std::stod(s)) : Json(static_cast<int64_t>(std::stoll(s)));
+      return Token{Tok::kNumber, s, v, col};
+    } catch (const std::exception&) {
+      return tl::unexpected(ExprError{col, "number out of range: " + s});
+    }
+  }
+
+  tl::expected<Token, ExprError> string(size_t col, char quote) {
+    ++pos_;
+    std::string out;
+    while (pos_ < text_.size() && text_[pos_] != quote) {
+      if (text_[pos_] == '\\' && pos_ + 1 < text_.size()) {
+        char e = text_[++pos_];
+        out.push_back(e == 'n' ? '\n' : e == 't' ? '\t' : e);
+      } else {
+        out.push_back(text_[pos_]);
+      }
+      ++pos_;
+    }
+    if (pos_ >= text_.size()) return tl::unexpected(ExprError{col, "unterminated string"});
+    ++pos_;
+    return Token{Tok::kString, out, Json(out), col};
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+};
+
+class Parser {
+ public:
+  explicit Parser(std::vector<Token> tokens) : toks_(std::move(tokens)) {}
+
+  tl::expected<NodePtr, ExprError> parse() {
+    auto n = parse_or();
+    if (!n) return n;
+    if (peek().kind != Tok::kEnd) return fail("unexpected '" + peek().text + "'; expected an operator or the end");
+    return n;
+  }
+
+ private:
+  const Token& peek() const { return toks_[pos_]; }
+  bool is(std::string_view punct_or_kw) const {
+    const Token& t = peek();
+    return (t.kind == Tok::kPunct || t.kind == Tok::kIdent) && t.text == punct_or_kw;
+  }
+  tl::unexpected<ExprError> fail(std::string msg) const { return tl::unexpected(ExprError{peek().column, std::move(msg)}); }
+
+  static NodePtr make(Op op, size_t col, std::vector<NodePtr> args = {}, std::string name = {}, Json lit = {}) {
+    return std::make_shared<const Node>(Node{op, col, std::move(lit), std::move(name), std::move(args)});
+  }
+
+  tl::expected<NodePtr, ExprError> binary_chain(
+      tl::expected<NodePtr, ExprError> (Parser::*next)(),
+      std::initializer_list<std::pair<std::string_view, Op>> ops) {
+    auto left = (this->*next)();
+    if (!left) return left;
+    while (true) {
+      std::optional<Op> op;
+      for (const auto& [text, o] : ops) {
+        if (is(text)) op = o;
+      }
+      if (!op) return left;
+      size_t col = peek().column;
+      ++pos_;
+      auto right = (this->*next)();
+      if (!right) return right;
+      left = make(*op, col, {*left, *right});
+    }
+  }
+
+  tl::expected<NodePtr, ExprError> parse_or() {
+    return binary_chain(&Parser::parse_and, {{"or", Op::kOr}, {"||", Op::kOr}});
+  }
+  tl::expected<NodePtr, ExprError> parse_and() {
+    return binary_chain(&Parser::parse_not, {{"and", Op::kAnd}, {"&&", Op::kAnd}});
+  }
+  tl::expected<NodePtr, ExprError> parse_not() {
+    if (is("not") || is("!")) {
+      size_t col = peek().column;
+      ++pos_;
+      auto operand = parse_not();
+      if (!operand) return operand;
+      return make(Op::kNot, col, {*operand});
+    }
+    return parse_comparison();
+  }
+  tl::expected<NodePtr, ExprError> parse_comparison() {
+    return binary_chain(&Parser::parse_additive,
+                        {{"==", Op::kEq}, {"!=", Op::kNe}, {"<", Op::kLt}, {"<=", Op::kLe},
+                         {">", Op::kGt}, {">=", Op::kGe}, {"in", Op::kIn}});
+  }
+  tl::expected<NodePtr, ExprError> parse_additive() {
+    return binary_chain(&Parser::parse_multiplicative, {{"+", Op::kAdd}, {"-", Op::kSub}});
+  }
+  tl::expected<NodePtr, ExprError> parse_multiplicative() {
+    return binary_chain(&Parser::parse_unary, {{"*", Op::kMul}, {"/", Op::kDiv}, {"%", Op::kMod}});
+  }
+  tl::expected<NodePtr, ExprError> parse_unary() {
+    if (is("-")) {
+      size_t col = peek().column;
+      ++pos_;
+      auto operand = parse_unary();
+      if (!operand) return operand;
+      return make(Op::kNeg, col, {*operand});
+    }
+    return parse_postfix();
+  }
+  tl::expected<NodePtr, ExprError> parse_postfix() {
+    auto node = parse_primary();
+    if (!node) return node;
+    while (true) {
+      if (is(".")) {
+        size_t col = peek().column;
+        ++pos_;
+        if (peek().kind != Tok::kIdent) return fail("expected a field name after '.'");
+        std::string field = peek().text;
+        ++pos_;
+        node = make(Op::kMember, col, {*node}, field);
+      } else if (is("[")) {
+        size_t col = peek().column;
+        ++pos_;
+        auto index = parse_or();
+        if (!index) return index;
+        if (!is("]")) return fail("expected ']'");
+        ++pos_;
+        node = make(Op::kIndex, col, {*node, *index});
+      } else {
+        return node;
+      }
+    }
+  }
+  tl::expected<NodePtr, ExprError> parse_primary() {
+    const Token t = peek();
+    if (t.kind == Tok::kNumber || t.kind == Tok::kString) {
+      ++pos_;
+      return make(Op::kLiteral, t.column, {}, {}, t.value);
+    }
+    if (t.kind == Tok::kPunct && t.text == "(") {
+      ++pos_;
+      auto inner = parse_or();
+      if (!inner) return inner;
+      if (!is(")")) return fail("expected ')'");
+      ++pos_;
+      return inner;
+    }
+    if (t.kind == Tok::kPunct && t.text == "[") {
+      ++pos_;
+      std::vector<NodePtr> items;
+      if (!is("]")) {
+        while (true) {
+          auto item = parse_or();
+          if (!item) return item;
+          items.push_back(*item);
+          if (is(",")) {
+            ++pos_;
+            continue;
+          }
+          break;
+        }
+      }
+      if (!is("]")) return fail("expected ',' or ']' in list");
+      ++pos_;
+      return make(Op::kList, t.column, std::move(items));
+    }
+    if (t.kind == Tok::kIdent) {
+      ++pos_;
+      if (t.text == "true" || t.text == "false") return make(Op::kLiteral, t.column, {}, {}, Json(t.text == "true"));
+      if (t.text == "null") return make(Op::kLiteral, t.column, {}, {}, Json());
+      if (is("(")) return parse_call(t);
+      for (const char* root : kRoots) {
+        if (t.text == root) return make(Op::kPath, t.column, {}, t.text);
+      }
+      return tl::unexpected(ExprError{t.column, "unknown name '" + t.text +
+                                                    "'; expected config, metrics, state, artifacts, item, index or run"});
+    }
+    if (t.kind == Tok::kEnd) return fail("unexpected end of expression");
+    return fail("unexpected '" + t.text + "'");
+  }
+  tl::expected<NodePtr, ExprError> parse_call(const Token& name) {
+    bool known = false;
+    for (const char* f : kFunctions) known = known || name.text == f;
+    if (!known) {
+      return tl::unexpected(ExprError{name.column, "unknown function '" + name.text +
+                                                       "'; expected len, range, str, int, float, min, max or abs"});
+    }
+    ++pos_;  // (
+    std::vector<NodePtr> args;
+    if (!is(")")) {
+      while (true) {
+        auto a = parse_or();
+        if (!a) return a;
+        args.push_back(*a);
+        if (is(",")) {
+          ++pos_;
+          continue;
+        }
+        break;
+      }
+    }
+    if (!is(")")) return fail("expected ',' or ')' in call to " + name.text);
+    ++pos_;
+    return make(Op::kCall, name.column, std::move(args), name.text);
+  }
+
+  std::vector<Token> toks_;
+  size_t pos_ = 0;
+};
+
+// Evaluation ---------------------------------------------------------------------------------
+
+class Evaluator {
+ public:
+  Evaluator(const Context& ctx, const std::string& text) : ctx_(ctx), text_(text) {}
+
+  Result<Json> eval(const Node& n) {
+    switch (n.op) {
+      case Op::kLiteral:
+        return n.literal;
+      case Op::kPath:
+        return root(n);
+      case Op::kList: {
+        Json out = Json::array();
+        for (const auto& a : n.args) {
+          auto v = eval(*a);
+          if (!v) return v;
+          out.push_back(std::move(*v));
+        }
+        return out;
+      }
+      case Op::kMember:
+        return member(n);
+      case Op::kIndex:
+        return index(n);
+      case Op::kCall:
+        return call(n);
+      case Op::kNeg: {
+        auto v = eval(*n.args[0]);
+        if (!v) return v;
+        if (v->is_number_integer()) return Json(-v->get<int64_t>());
+        if (v->is_number()) return Json(-v->get<double>());
+        return type_error(n, "'-' needs a number, got " + json_type_name(*v));
+      }
+      case Op::kNot: {
+        auto v = boolean(*n.args[0], "not");
+        if (!v) return tl::unexpected(v.error());
+        return Json(!*v);
+      }
+      case Op::kAnd:
+      case Op::kOr: {
+        const char* name = n.op == Op::kAnd ? "and" : "or";
+        auto l = boolean(*n.args[0], name);
+        if (!l) return tl::unexpected(l.error());
+        if (n.op == Op::kAnd && !*l) return Json(false);
+        if (n.op == Op::kOr && *l) return Json(true);
+        auto r = boolean(*n.args[1], name);
+        if (!r) return tl::unexpected(r.error());
+        return Json(*r);
+      }
+      default:
+        return binary(n);
+    }
+  }
+
+  Result<bool> boolean(const Node& n, const char* op) {
+    auto v = eval(n);
+    if (!v) return tl::unexpected(v.error());
+    if (!v->is_boolean()) {
+      return tl::unexpected(error(n, std::string("'") + op + "' needs a boolean, got " +
+                                         json_type_name(*v) + " " + v->dump()));
+    }
+    return v->get<bool>();
+  }
+
+  Error error(const Node& n, const std::string& msg) const {
+    return Error(ErrorCode::kInvalidArgument,
+                 "expression '" + text_ + "' column " + std::to_string(n.column) + ": " + msg);
+  }
+  tl::unexpected<Error> type_error(const Node& n, const std::string& msg) const {
+    return tl::unexpected(error(n, msg));
+  }
+
+ private:
+  static Json from_map(const Context::Map& map) {
+    Json out = Json::object();
+    for (const auto& [k, v] : map) out[k] = v;
+    return out;
+  }
+
+  // Roots are resolved lazily: `metrics.x` looks up one metric instead of copying the map.
+  Result<Json> root(const Node& n) {
+    if (n.name == "config") return ctx_.config();
+    if (n.name == "metrics") return from_map(ctx_.metrics());
+    if (n.name == "state") return from_map(ctx_.state());
+    if (n.name == "artifacts") return from_map(ctx_.artifacts());
+    if (n.name == "item") return ctx_.item() != nullptr ? *ctx_.item() : Json();
+    if (n.name == "index") return ctx_.index() ? Json(*ctx_.index()) : Json();
+    return Json{{"id", ctx_.run_id().str()}, {"experiment", ctx_.experiment_id()},
+                {"stage", ctx_.current_stage()}, {"step", ctx_.current_step_key()}};
+  }
+
+  Result<Json> member(const Node& n) {
+    const Node& base = *n.args[0];
+    if (base.op == Op::kPath) {
+      const Json* v = nullptr;
+      if (base.name == "metrics") v = ctx_.get_metric(n.name);
+      else if (base.name == "state") v = ctx_.get(n.name);
+      else if (base.name == "artifacts") v = ctx_.get_artifact(n.name);
+      if (base.name == "metrics" || base.name == "state" || base.name == "artifacts") {
+        return v != nullptr ? *v : Json();
+      }
+    }
+    auto obj = eval(base);
+    if (!obj) return obj;
+    if (!obj->is_object()) return Json();
+    auto it = obj->find(n.name);
+    return it == obj->end() ? Json() : *it;
+  }
+
+  Result<Json> index(const Node& n) {
+    auto base = eval(*n.args[0]);
+    if (!base) return base;
+    auto idx = eval(*n.args[1]);
+    if (!idx) return idx;
+    if (base->is_array() && idx->is_number_integer()) {
+      int64_t i = idx->get<int64_t>();
+      int64_t size = static_cast<int64_t>(base->size());
+      if (i < 0) i += size;
+      if (i < 0 || i >= size) return Json();
+      return (*base)[static_cast<size_t>(i)];
+    }
+    if (base->is_object() && idx->is_string()) {
+      auto it = base->find(idx->get<std::string>());
+      return it == base->end() ? Json() : *it;
+    }
+    if (base->is_null()) return Json();
+    return type_error(n, "cannot index " + json_type_name(*base) + " with " + json_type_name(*idx));
+  }
+
+  Result<Json> call(const Node& n) {
+    std::vector<Json> args;
+    for (const auto& a : n.args) {
+      auto v = eval(*a);
+      if (!v) return v;
+      args.push_back(std::move(*v));
+    }
+    auto arity = [&](size_t lo, size_t hi) -> Status {
+      if (args.size() < lo || args.size() > hi) {
+        return tl::unexpected(error(n, n.name + "() takes " + std::to_string(lo) +
+                                           (hi != lo ? "-" + std::to_string(hi) : "") +
+                                           " arguments, got " + std::to_string(args.size())));
+      }
+      return {};
+    };
+    if (n.name == "len") {
+      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
+      const Json& v = args[0];
+      if (v.is_string()) return Json(static_cast<int64_t>(v.get<std::string>().size()));
+      if (v.is_array() || v.is_object()) return Json(static_cast<int64_t>(v.size()));
+      return type_error(n, "len() needs a string, list or object, got " + json_type_name(v));
+    }
+    if (n.name == "range") {
+      CRUCIBLE_RETURN_IF_ERROR(arity(1, 2));
+      for (const Json& a : args) {
+        if (!a.is_number_integer()) return type_error(n, "range() needs integers");
+      }
+      int64_t lo = args.size() == 2 ? args[0].get<int64_t>() : 0;
+      int64_t hi = args.back().get<int64_t>();
+      if (hi - lo > 1'000'000) return type_error(n, "range() is limited to 1,000,000 items");
+      Json out = Json::array();
+      for (int64_t i = lo; i < hi; ++i) out.push_back(i);
+      return out;
+    }
+    if (n.name == "str") {
+      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
+      return Json(args[0].is_string() ? args[0].get<std::string>() : args[0].dump());
+    }
+    if (n.name == "int" || n.name == "float") {
+      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
+      const Json& v = args[0];
+      double d = 0;
+      if (v.is_number()) {
+        d = v.get<double>();
+      } else if (v.is_string()) {
+        try {
+          d = std::stod(v.get<std::string>());
+        } catch (const std::exception&) {
+          return type_error(n, n.name + "() cannot convert " + v.dump());
+        }
+      } else {
+        return type_error(n, n.name + "() needs a number or string, got " + json_type_name(v));
+      }
+      if (n.name == "int") return Json(static_cast<int64_t>(d));
+      return Json(d);
+    }
+    if (n.name == "abs") {
+      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
+      if (args[0].is_number_integer()) return Json(std::llabs(args[0].get<int64_t>()));
+      if (args[0].is_number()) return Json(std::fabs(args[0].get<double>()));
+      return type_error(n, "abs() needs a number");
+    }
+    // min / max over arguments or over one list.
+    std::vector<Json> values = args;
+    if (values.size() == 1 && values[0].is_array()) values = values[0].get<std::vector<Json>>();
+    if (values.empty()) return type_error(n, n.name + "() of nothing");
+    Json best = values[0];
+    for (const Json& v : values) {
+      if (!v.is_number()) return type_error(n, n.name + "() needs numbers");
+      bool better = n.name == "min" ? v.get<double>() < best.get<double>() : v.get<double>() > best.get<double>();
+      if (better) best = v;
+    }
+    return best;
+  }
+
+  static bool numeric_equal(const Json& a, const Json& b) {
+    if (a.is_number() && b.is_number()) return a.get<double>() == b.get<double>();
+    return a == b;
+  }
+
+  Result<Json> binary(const Node& n) {
+    auto l = eval(*n.args[0]);
+    if (!l) return l;
+    auto r = eval(*n.args[1]);
+    if (!r) return r;
+    const Json& a = *l;
+    const Json& b = *r;
+    switch (n.op) {
+      case Op::kEq:
+        return Json(numeric_equal(a, b));
+      case Op::kNe:
+        return Json(!numeric_equal(a, b));
+      case Op::kLt:
+      case Op::kLe:
+      case Op::kGt:
+      case Op::kGe:
+        return compare(n, a, b);
+      case Op::kIn:
+        return contains(n, a, b);
+      case Op::kAdd:
+        if (a.is_string() && b.is_string()) return Json(a.get<std::string>() + b.get<std::string>());
+        if (a.is_array() && b.is_array()) {
+          Json out = a;
+          for (const Json& v : b) out.push_back(v);
+          return out;
+        }
+        [[fallthrough]];
+      default:
+        return arithmetic(n, a, b);
+    }
+  }
+
+  Result<Json> compare(const Node& n, const Json& a, const Json& b) {
+    int c = 0;
+    if (a.is_number() && b.is_number()) {
+      double x = a.get<double>(), y = b.get<double>();
+      c = x < y ? -1 : x > y ? 1 : 0;
+    } else if (a.is_string() && b.is_string()) {
+      c = a.get<std::string>().compare(b.get<std::string>());
+    } else {
+      return type_error(n, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " +
+                               json_type_name(b) + " " + b.dump());
+    }
+    switch (n.op) {
+      case Op::kLt:
+        return Json(c < 0);
+      case Op::kLe:
+        return Json(c <= 0);
+      case Op::kGt:
+        return Json(c > 0);
+      default:
+        return Json(c >= 0);
+    }
+  }
+
+  Result<Json> contains(const Node& n, const Json& needle, const Json& hay) {
+    if (hay.is_array()) {
+      for (const Json& v : hay) {
+        if (numeric_equal(v, needle)) return Json(true);
+      }
+      return Json(false);
+    }
+    if (hay.is_string() && needle.is_string()) {
+      return Json(hay.get<std::string>().find(needle.get<std::string>()) != std::string::npos);
+    }
+    if (hay.is_object() && needle.is_string()) return Json(hay.contains(needle.get<std::string>()));
+    return type_error(n, "'in' needs a list, string or object on the right, got " + json_type_name(hay));
+  }
+
+  Result<Json> arithmetic(const Node& n, const Json& a, const Json& b) {
+    if (!a.is_number() || !b.is_number()) {
+      return type_error(n, "arithmetic needs numbers, got " + json_type_name(a) + " and " + json_type_name(b));
+    }
+    bool ints = a.is_number_integer() && b.is_number_integer();
+    switch (n.op) {
+      case Op::kAdd:
+        return ints ? Json(a.get<int64_t>() + b.get<int64_t>()) : Json(a.get<double>() + b.get<double>());
+      case Op::kSub:
+        return ints ? Json(a.get<int64_t>() - b.get<int64_t>()) : Json(a.get<double>() - b.get<double>());
+      case Op::kMul:
+        return ints ? Json(a.get<int64_t>() * b.get<int64_t>()) : Json(a.get<double>() * b.get<double>());
+      case Op::kDiv:
+        if (b.get<double>() == 0) return type_error(n, "division by zero");
+        return Json(a.get<double>() / b.get<double>());
+      default:
+        if (b.get<double>() == 0) return type_error(n, "modulo by zero");
+        return ints ? Json(a.get<int64_t>() % b.get<int64_t>()) : Json(std::fmod(a.get<double>(), b.get<double>()));
+    }
+  }
+
+  const Context& ctx_;
+  const std::string& text_;
+};
+
+std::string format_value(const Json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+// Finds the "}" closing a "${" at `open`, skipping quoted strings; npos if none.
+size_t find_close(std::string_view text, size_t open) {
+  char quote = 0;
+  for (size_t i = open + 2; i < text.size(); ++i) {
+    char c = text[i];
+    if (quote != 0) {
+      if (c == '\\') ++i;
+      else if (c == quote) quote = 0;
+    } else if (c == '\'' || c == '"') {
+      quote = c;
+    } else if (c == '}') {
+      return i;
+    }
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+tl::expected<Expression, ExprError> Expression::parse(std::string_view text) {
+  auto tokens = Lexer(text).run();
+  if (!tokens) return tl::unexpected(tokens.error());
+  auto root = Parser(std::move(*tokens)).parse();
+  if (!root) return tl::unexpected(root.error());
+  Expression e;
+  e.text_ = std::string(text);
+  e.root_ = *root;
+  return e;
+}
+
+Expression Expression::from_value(Json value) {
+  Expression e;
+  e.text_ = value.dump();
+  e.root_ = std::make_shared<const Node>(Node{Op::kLiteral, 1, std::move(value), {}, {}});
+  return e;
+}
+
+Result<Json> Expression::evaluate(const Context& ctx) const {
+  if (!root_) return make_error(ErrorCode::kFailedPrecondition, "empty expression");
+  return Evaluator(ctx, text_).eval(*root_);
+}
+
+Result<bool> Expression::evaluate_bool(const Context& ctx) const {
+  auto v = evaluate(ctx);
+  if (!v) return tl::unexpected(v.error());
+  if (!v->is_boolean()) {
+    return make_error(ErrorCode::kInvalidArgument, "expression '" + text_ + "' must be true or false, got " +
+                                                       json_type_name(*v) + " " + v->dump());
+  }
+  return v->get<bool>();
+}
+
+std::optional<TemplateError> check_template(std::string_view text) {
+  size_t pos = 0;
+  while ((pos = text.find("${", pos)) != std::string_view::npos) {
+    if (pos > 0 && text[pos - 1] == '$') {
+      pos += 2;
+      continue;
+    }
+    size_t close = find_close(text, pos);
+    if (close == std::string_view::npos) return TemplateError{pos, "unterminated '${'; expected '}'"};
+    auto e = Expression::parse(text.substr(pos + 2, close - pos - 2));
+    if (!e) return TemplateError{pos + 2 + e.error().column - 1, e.error().message};
+    pos = close + 1;
+  }
+  return std::nullopt;
+}
+
+Result<Json> render_template(std::string_view text, const Context& ctx) {
+  if (text.find("${") == std::string_view::npos) return Json(std::string(text));
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t open = text.find("${", pos);
+    if (open == std::string_view::npos) {
+      out.append(text.substr(pos));
+      break;
+    }
+    if (open > 0 && text[open - 1] == '$') {  // "$${" is a literal "${"
+      out.append(text.substr(pos, open - 1 - pos));
+      out.append("${");
+      pos = open + 2;
+      continue;
+    }
+    out.append(text.substr(pos, open - pos));
+    size_t close = find_close(text, open);
+    if (close == std::string_view::npos) {
+      return make_error(ErrorCode::kInvalidArgument, "unterminated '${' in '" + std::string(text) + "'");
+    }
+    auto e = Expression::parse(text.substr(open + 2, close - open - 2));
+    if (!e) return make_error(ErrorCode::kInvalidArgument, "template '" + std::string(text) + "': " + e.error().to_string());
+    auto v = e->evaluate(ctx);
+    if (!v) return v;
+    if (open == 0 && close == text.size() - 1) return *v;  // the whole string: keep the type
+    out.append(format_value(*v));
+    pos = close + 1;
+  }
+  return Json(out);
+}
+
+Result<Json> render_templates(const Json& value, const Context& ctx) {
+  if (value.is_string()) return render_template(value.get_ref<const std::string&>(), ctx);
+  if (value.is_array()) {
+    Json out = Json::array();
+    for (const Json& v : value) {
+      auto r = render_templates(v, ctx);
+      if (!r) return r;
+      out.push_back(std::move(*r));
+    }
+    return out;
+  }
+  if (value.is_object()) {
+    Json out = Json::object();
+    for (const auto& [k, v] : value.items()) {
+      auto r = render_templates(v, ctx);
+      if (!r) return r;
+      out[k] = std::move(*r);
+    }
+    return out;
+  }
+  return value;
+}
+
+bool has_templates(const Json& value) {
+  if (value.is_string()) return value.get_ref<const std::string&>().find("${") != std::string::npos;
+  if (value.is_array() || value.is_object()) {
+    for (const Json& v : value) {
+      if (has_templates(v)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace crucible

@@ -1,0 +1,764 @@
+#include "crucible/workflow/loader.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+#include "workflow/validate_internal.h"
+
+namespace crucible {
+
+std::string Diagnostic::to_string() const {
+  std::string out = loc.to_string();
+  out += severity == Severity::kError ? ": error: " : ": warning: ";
+  if (!field.empty()) out += field + ": ";
+  out += message;
+  return out;
+}
+
+std::string LoadResult::report() const {
+  std::string out;
+  for (const Diagnostic& d : diagnostics) out += d.to_string() + "\n";
+  return out;
+}
+
+size_t LoadResult::error_count() const {
+  return static_cast<size_t>(std::count_if(diagnostics.begin(), diagnostics.end(), [](const Diagnostic& d) {
+    return d.severity == Diagnostic::Severity::kError;
+  }));
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  static const std::regex re(R"(^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$)");
+  std::cmatch m;
+  std::string s(text);
+  if (!std::regex_match(s.c_str(), m, re)) return std::nullopt;
+  double value = std::stod(m[1].str());
+  std::string unit = m[2].matched ? m[2].str() : "s";
+  double ms = unit == "ms" ? value : unit == "s" ? value * 1e3 : unit == "m" ? value * 60e3
+              : unit == "h" ? value * 3600e3 : value * 86400e3;
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
+}
+
+namespace {
+
+using validate_internal::suggest;
+
+// Keys each kind of mapping accepts.
+const std::vector<std::string> kTopKeys = {"name", "description", "durability", "config", "reliability",
+                                           "stages", "distributed"};
+const std::vector<std::string> kStageKeys = {
+    "name", "uses", "with", "order", "timeout", "retry", "optional", "completion", "barrier", "when",
+    "idempotent", "type", "duration", "expected_objects", "expected_tasks", "max_duration", "command",
+    "args", "description"};
+const std::vector<std::string> kLoopNodeKeys = {"name", "loop", "when", "description"};
+const std::vector<std::string> kLoopKeys = {"over", "count", "until", "max", "stages"};
+const std::vector<std::string> kCondNodeKeys = {"name", "conditional", "description"};
+const std::vector<std::string> kCondKeys = {"when", "then", "else"};
+const std::vector<std::string> kParNodeKeys = {"name", "parallel", "when", "description"};
+const std::vector<std::string> kParKeys = {"join", "merge", "max_concurrency", "branches"};
+const std::vector<std::string> kBranchKeys = {"name", "stages"};
+const std::vector<std::string> kSeqNodeKeys = {"name", "sequence", "when", "description"};
+const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier", "jitter",
+                                             "on", "max_elapsed"};
+const std::vector<std::string> kBarrierKeys = {"type", "heartbeat_interval", "missed_threshold", "query_timeout",
+                                               "query_retries", "agent_barrier_timeout"};
+const std::vector<std::string> kDistributedKeys = {
+    "agents", "shared_filesystem", "tree_creation_mode", "path_selection", "partition_overlap",
+    "path_template", "start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout",
+    "agent_ready_timeout", "barrier_sync", "stages", "ssh", "deployment", "kv_cache_dir"};
+const std::vector<std::string> kAgentKeys = {"address", "id", "target_override", "concurrency_override", "env",
+                                             "volumes", "path_template", "listen_port", "multi_endpoint",
+                                             "kv_cache_dir"};
+const std::vector<std::string> kBarrierSyncKeys = {"enabled", "default_heartbeat_interval",
+                                                   "default_missed_threshold", "default_query_timeout",
+                                                   "default_query_retries", "validation", "prepare",
+                                                   "execute", "cleanup"};
+
+std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+class Loader {
+ public:
+  Loader(const StageRegistry& registry, std::string file) : registry_(registry), file_(std::move(file)) {}
+
+  LoadResult load(std::string_view text) {
+    LoadResult result;
+    YAML::Node root;
+    try {
+      root = YAML::Load(std::string(text));
+    } catch (const YAML::Exception& e) {
+      Diagnostic d;
+      d.loc = {file_, e.mark.line + 1, e.mark.column + 1};
+      d.message = "malformed YAML: " + e.msg;
+      result.diagnostics.push_back(d);
+      return result;
+    }
+    WorkflowSpec spec;
+    spec.file = file_;
+    spec.source_text = std::string(text);
+    parse_top(root, spec);
+    if (!has_errors()) {
+      auto more = validate_spec(spec, registry_);
+      diags_.insert(diags_.end(), more.begin(), more.end());
+    }
+    result.diagnostics = std::move(diags_);
+    std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(), [](const Diagnostic& a, const Diagnostic& b) {
+      return std::tie(a.loc.line, a.loc.column) < std::tie(b.loc.line, b.loc.column);
+    });
+    if (result.error_count() == 0) result.spec = std::move(spec);
+    return result;
+  }
+
+ private:
+  bool has_errors() const {
+    return std::any_of(diags_.begin(), diags_.end(),
+                       [](const Diagnostic& d) { return d.severity == Diagnostic::Severity::kError; });
+  }
+
+  SourceLocation loc(const YAML::Node& n, size_t extra_columns = 0) const {
+    YAML::Mark m = n.Mark();
+    if (m.line < 0) return {file_, 0, 0};
+    return {file_, m.line + 1, m.column + 1 + static_cast<int>(extra_columns)};
+  }
+
+  void error(const YAML::Node& n, const std::string& field, std::string msg, size_t extra = 0) {
+    diags_.push_back({Diagnostic::Severity::kError, loc(n, extra), field, std::move(msg)});
+  }
+  void warning(const YAML::Node& n, const std::string& field, std::string msg) {
+    diags_.push_back({Diagnostic::Severity::kWarning, loc(n), field, std::move(msg)});
+  }
+
+  static std::string describe(const YAML::Node& n) {
+    if (n.IsScalar()) return "'" + n.Scalar() + "'";
+    if (n.IsSequence()) return "a list";
+    if (n.IsMap()) return "a mapping";
+    return "nothing";
+  }
+
+  // Rejects unknown and duplicate keys. Returns false if `n` is not a mapping.
+  bool check_map(const YAML::Node& n, const std::string& field, const std::vector<std::string>& allowed) {
+    if (!n.IsMap()) {
+      error(n, field, "expected a mapping, found " + describe(n));
+      return false;
+    }
+    std::set<std::string> seen;
+    for (const auto& kv : n) {
+      std::string key = kv.first.Scalar();
+      if (!seen.insert(key).second) {
+        error(kv.first, field, "duplicate key '" + key + "'");
+        continue;
+      }
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        std::string hint = suggest(key, allowed);
+        error(kv.first, field, "unknown key '" + key + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                                   " (expected one of: " + join(allowed) + ")");
+      }
+    }
+    return true;
+  }
+
+  static std::string sub(const std::string& field, const std::string& key) {
+    return field.empty() ? key : field + "." + key;
+  }
+
+  std::optional<std::string> get_string(const YAML::Node& map, const std::string& key, const std::string& field,
+                                        bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "'");
+      return std::nullopt;
+    }
+    if (!n.IsScalar()) {
+      error(n, sub(field, key), "expected a string, found " + describe(n));
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  std::optional<int64_t> get_int(const YAML::Node& map, const std::string& key, const std::string& field,
+                                 bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "'");
+      return std::nullopt;
+    }
+    static const std::regex re(R"(^-?[0-9][0-9_,]*$)");
+    if (!n.IsScalar() || !std::regex_match(n.Scalar(), re)) {
+      error(n, sub(field, key), "expected an integer, found " + describe(n));
+      return std::nullopt;
+    }
+    std::string digits;
+    for (char c : n.Scalar()) {
+      if (c != '_' && c != ',') digits.push_back(c);
+    }
+    try {
+      return std::stoll(digits);
+    } catch (const std::exception&) {
+      error(n, sub(field, key), "integer out of range: " + n.Scalar());
+      return std::nullopt;
+    }
+  }
+
+  std::optional<double> get_number(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (n.IsScalar()) {
+      try {
+        size_t used = 0;
+        double v = std::stod(n.Scalar(), &used);
+        if (used == n.Scalar().size()) return v;
+      } catch (const std::exception&) {
+      }
+    }
+    error(n, sub(field, key), "expected a number, found " + describe(n));
+    return std::nullopt;
+  }
+
+  std::optional<bool> get_bool(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (n.IsScalar() && (n.Scalar() == "true" || n.Scalar() == "false")) return n.Scalar() == "true";
+    error(n, sub(field, key), "expected true or false, found " + describe(n));
+    return std::nullopt;
+  }
+
+  std::optional<std::chrono::milliseconds> get_duration(const YAML::Node& map, const std::string& key,
+                                                        const std::string& field, bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "' (a duration such as 30s)");
+      return std::nullopt;
+    }
+    if (n.IsScalar()) {
+      if (auto d = parse_duration(n.Scalar())) return d;
+    }
+    error(n, sub(field, key), "expected a duration such as 500ms, 30s, 5m or 2h, found " + describe(n));
+    return std::nullopt;
+  }
+
+  template <typename E>
+  std::optional<E> get_enum(const YAML::Node& map, const std::string& key, const std::string& field,
+                            const std::vector<std::pair<std::string, E>>& values, bool required = false) {
+    auto s = get_string(map, key, field, required);
+    if (!s) return std::nullopt;
+    for (const auto& [name, v] : values) {
+      if (name == *s) return v;
+    }
+    std::vector<std::string> names;
+    for (const auto& [name, v] : values) names.push_back(name);
+    std::string hint = suggest(*s, names);
+    error(map[key], sub(field, key), "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                                         " (expected one of: " + join(names) + ")");
+    return std::nullopt;
+  }
+
+  std::optional<Expression> get_expression(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (!n.IsScalar()) {
+      error(n, sub(field, key), "expected an expression, found " + describe(n));
+      return std::nullopt;
+    }
+    auto e = Expression::parse(n.Scalar());
+    if (!e) {
+      size_t quote = n.Tag() == "!" ? 1 : 0;
+      error(n, sub(field, key), "bad expression '" + n.Scalar() + "': " + e.error().to_string(),
+            quote + e.error().column - 1);
+      return std::nullopt;
+    }
+    return *e;
+  }
+
+  // Scalars become typed JSON values unless quoted.
+  Json to_json(const YAML::Node& n, const std::string& field) {
+    switch (n.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined:
+        return Json();
+      case YAML::NodeType::Scalar: {
+        const std::string& s = n.Scalar();
+        if (n.Tag() == "!") return Json(s);
+        if (s == "~" || s == "null") return Json();
+        if (s == "true") return Json(true);
+        if (s == "false") return Json(false);
+        static const std::regex int_re(R"(^[-+]?[0-9]+$)");
+        static const std::regex float_re(R"(^[-+]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$)");
+        try {
+          if (std::regex_match(s, int_re)) return Json(static_cast<int64_t>(std::stoll(s)));
+          if (std::regex_match(s, float_re)) return Json(std::stod(s));
+        } catch (const std::exception&) {
+        }
+        return Json(s);
+      }
+      case YAML::NodeType::Sequence: {
+        Json out = Json::array();
+        size_t i = 0;
+        for (const auto& item : n) out.push_back(to_json(item, field + "[" + std::to_string(i++) + "]"));
+        return out;
+      }
+      case YAML::NodeType::Map: {
+        Json out = Json::object();
+        for (const auto& kv : n) {
+          std::string key = kv.first.Scalar();
+          if (out.contains(key)) error(kv.first, field, "duplicate key '" + key + "'");
+          out[key] = to_json(kv.second, sub(field, key));
+        }
+        return out;
+      }
+    }
+    return Json();
+  }
+
+  // Top level ---------------------------------------------------------------------------------
+
+  void parse_top(const YAML::Node& root, WorkflowSpec& spec) {
+    if (!root || root.IsNull()) {
+      diags_.push_back({Diagnostic::Severity::kError, {file_, 1, 1}, "", "the pipeline file is empty"});
+      return;
+    }
+    if (!check_map(root, "", kTopKeys)) return;
+    if (auto name = get_string(root, "name", "")) {
+      spec.name = *name;
+    } else if (!root["name"]) {
+      std::string stem = file_;
+      if (auto slash = stem.find_last_of('/'); slash != std::string::npos) stem = stem.substr(slash + 1);
+      if (auto dot = stem.find_last_of('.'); dot != std::string::npos) stem = stem.substr(0, dot);
+      spec.name = stem.empty() ? "pipeline" : stem;
+    }
+    if (auto d = get_string(root, "description", "")) spec.description = *d;
+    if (auto d = get_enum<Durability>(root, "durability", "",
+                                      {{"strict", Durability::kStrict}, {"batched", Durability::kBatched}})) {
+      spec.durability = *d;
+    }
+    if (YAML::Node c = root["config"]) {
+      if (!c.IsMap()) error(c, "config", "expected a mapping, found " + describe(c));
+      else spec.config = to_json(c, "config");
+    }
+    if (YAML::Node r = root["reliability"]) {
+      if (!r.IsMap()) error(r, "reliability", "expected a mapping, found " + describe(r));
+      else spec.reliability = to_json(r, "reliability");
+    }
+    YAML::Node stages = root["stages"];
+    YAML::Node distributed = root["distributed"];
+    if (distributed) {
+      parse_distributed(distributed, spec);
+      if (stages && distributed["stages"]) {
+        error(stages, "stages", "stages are given both at the top level and under distributed; keep one list");
+      }
+    }
+    if (stages) {
+      spec.stages = parse_nodes(stages, "stages");
+    } else if (!distributed) {
+      error(root, "", "missing required key 'stages' (the list of stages to run)");
+    }
+  }
+
+  void parse_distributed(const YAML::Node& d, WorkflowSpec& spec) {
+    const std::string f = "distributed";
+    if (!check_map(d, f, kDistributedKeys)) return;
+    Json out = Json::object();
+    if (YAML::Node agents = d["agents"]) {
+      if (!agents.IsSequence()) {
+        error(agents, f + ".agents", "expected a list of agents, found " + describe(agents));
+      } else {
+        size_t i = 0;
+        for (const auto& a : agents) {
+          std::string af = f + ".agents[" + std::to_string(i++) + "]";
+          if (!check_map(a, af, kAgentKeys)) continue;
+          get_string(a, "address", af, true);
+          get_int(a, "listen_port", af);
+          get_int(a, "concurrency_override", af);
+        }
+        out["agents"] = to_json(agents, f + ".agents");
+      }
+    }
+    if (auto b = get_bool(d, "shared_filesystem", f)) out["shared_filesystem"] = *b;
+    else if (!d["shared_filesystem"]) error(d, f, "missing required key 'shared_filesystem' (true or false)");
+    std::vector<std::pair<std::string, std::string>> tree = {{"isolated", "isolated"}, {"coordinator", "coordinator"}, {"concurrent", "concurrent"}};
+    if (auto t = get_enum<std::string>(d, "tree_creation_mode", f, tree, true)) out["tree_creation_mode"] = *t;
+    std::vector<std::pair<std::string, std::string>> paths = {{"random", "random"}, {"partitioned", "partitioned"}, {"exclusive", "exclusive"}, {"weighted", "weighted"}};
+    if (auto p = get_enum<std::string>(d, "path_selection", f, paths, true)) out["path_selection"] = *p;
+    if (auto o = get_number(d, "partition_overlap", f)) {
+      if (*o < 0 || *o > 1) error(d["partition_overlap"], f + ".partition_overlap", "must be between 0 and 1");
+      out["partition_overlap"] = *o;
+    }
+    for (const char* key : {"start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout", "agent_ready_timeout"}) {
+      if (auto v = get_duration(d, key, f)) out[key] = v->count();
+    }
+    if (YAML::Node bs = d["barrier_sync"]) {
+      std::string bf = f + ".barrier_sync";
+      if (check_map(bs, bf, kBarrierSyncKeys)) {
+        get_bool(bs, "enabled", bf);
+        for (const char* key : {"default_heartbeat_interval", "default_missed_threshold", "default_query_timeout",
+                                "default_query_retries"}) {
+          get_int(bs, key, bf);
+        }
+        for (const char* phase : {"validation", "prepare", "execute", "cleanup"}) {
+          if (YAML::Node p = bs[phase]) parse_barrier(p, bf + "." + phase);
+        }
+        out["barrier_sync"] = to_json(bs, bf);
+      }
+    }
+    for (const char* key : {"ssh", "deployment"}) {
+      if (YAML::Node n = d[key]) {
+        if (!n.IsMap()) error(n, f + "." + key, "expected a mapping, found " + describe(n));
+        else out[key] = to_json(n, f + "." + key);
+      }
+    }
+    if (auto p = get_string(d, "path_template", f)) out["path_template"] = *p;
+    if (auto k = get_string(d, "kv_cache_dir", f)) out["kv_cache_dir"] = *k;
+    if (YAML::Node stages = d["stages"]) {
+      spec.stages = parse_nodes(stages, f + ".stages");
+      if (stages.IsSequence() && stages.size() == 0) {
+        error(stages, f + ".stages", "the stage list is empty; remove it to get the defaults preflight, prepare, execute, cleanup");
+      }
+    } else {
+      spec.stages = default_stages();
+    }
+    out["agent_count"] = d["agents"] && d["agents"].IsSequence() ? d["agents"].size() : 0;
+    spec.distributed = out;
+  }
+
+  // sai3-bench's defaults for a staged pipeline without a stage list.
+  std::vector<Node> default_stages() const {
+    auto make = [&](const char* name, int64_t order, StageKind kind, Completion completion) {
+      Node n;
+      n.kind = NodeKind::kStage;
+      n.name = name;
+      n.order = order;
+      n.stage_kind = kind;
+      n.completion = completion;
+      n.loc = {file_, 0, 0};
+      return n;
+    };
+    std::vector<Node> out;
+    out.push_back(make("preflight", 1, StageKind::kValidation, Completion::kValidationPassed));
+    out.back().timeout = std::chrono::seconds(300);
+    out.push_back(make("prepare", 2, StageKind::kPrepare, Completion::kTasksDone));
+    out.push_back(make("execute", 3, StageKind::kExecute, Completion::kDuration));
+    out.back().duration = std::chrono::seconds(60);
+    out.push_back(make("cleanup", 4, StageKind::kCleanup, Completion::kTasksDone));
+    return out;
+  }
+
+  Json parse_barrier(const YAML::Node& b, const std::string& f) {
+    if (!check_map(b, f, kBarrierKeys)) return Json();
+    get_enum<std::string>(b, "type", f, {{"all_or_nothing", "all_or_nothing"}, {"majority", "majority"}, {"best_effort", "best_effort"}});
+    for (const char* key : {"heartbeat_interval", "missed_threshold", "query_timeout", "query_retries", "agent_barrier_timeout"}) {
+      if (auto v = get_int(b, key, f)) {
+        if (*v < 0) error(b[key], f + "." + key, "must not be negative");
+      }
+    }
+    return to_json(b, f);
+  }
+
+  // Nodes -------------------------------------------------------------------------------------
+
+  std::vector<Node> parse_nodes(const YAML::Node& seq, const std::string& field) {
+    std::vector<Node> out;
+    if (!seq.IsSequence()) {
+      error(seq, field, "expected a list of stages, found " + describe(seq));
+      return out;
+    }
+    size_t i = 0;
+    for (const auto& item : seq) {
+      std::string f = field + "[" + std::to_string(i++) + "]";
+      if (auto n = parse_node(item, f)) out.push_back(std::move(*n));
+    }
+    return out;
+  }
+
+  std::optional<Node> parse_node(const YAML::Node& n, const std::string& field) {
+    if (!n.IsMap()) {
+      error(n, field, "expected a stage (a mapping with name and uses), found " + describe(n));
+      return std::nullopt;
+    }
+    Node node;
+    node.loc = loc(n);
+    if (auto name = get_string(n, "name", field, true)) {
+      node.name = *name;
+      static const std::regex name_re(R"(^[A-Za-z0-9_.\-]+$)");
+      if (!std::regex_match(*name, name_re)) {
+        error(n["name"], field + ".name", "stage name '" + *name + "' may contain only letters, digits, '_', '-' and '.'");
+      }
+    }
+    std::string f = node.name.empty() ? field : field + " '" + node.name + "'";
+    if (n["loop"]) return parse_loop(n, f, std::move(node));
+    if (n["conditional"]) return parse_conditional(n, f, std::move(node));
+    if (n["parallel"]) return parse_parallel(n, f, std::move(node));
+    if (n["sequence"]) {
+      check_map(n, f, kSeqNodeKeys);
+      node.kind = NodeKind::kSequence;
+      node.when = get_expression(n, "when", f);
+      node.children = parse_nodes(n["sequence"], f + ".sequence");
+      return node;
+    }
+    return parse_stage(n, f, std::move(node));
+  }
+
+  std::optional<Node> parse_loop(const YAML::Node& n, const std::string& f, Node node) {
+    node.kind = NodeKind::kLoop;
+    check_map(n, f, kLoopNodeKeys);
+    node.when = get_expression(n, "when", f);
+    YAML::Node l = n["loop"];
+    std::string lf = f + ".loop";
+    if (!check_map(l, lf, kLoopKeys)) return node;
+    int modes = (l["over"] ? 1 : 0) + (l["count"] ? 1 : 0) + (l["until"] ? 1 : 0);
+    if (modes != 1) {
+      error(l, lf, "a loop needs exactly one of 'over' (a list), 'count' (a number) or 'until' (a condition)");
+    }
+    if (YAML::Node over = l["over"]) {
+      node.loop_mode = LoopMode::kOver;
+      if (over.IsSequence()) {
+        node.over = Expression::from_value(to_json(over, lf + ".over"));
+      } else {
+        node.over = get_expression(l, "over", lf);
+      }
+    } else if (YAML::Node count = l["count"]) {
+      node.loop_mode = LoopMode::kCount;
+      node.over = get_expression(l, "count", lf);
+    } else if (l["until"]) {
+      node.loop_mode = LoopMode::kUntil;
+      node.until = get_expression(l, "until", lf);
+      if (!l["max"]) error(l, lf, "an 'until' loop needs 'max', the most iterations it may run");
+    }
+    node.max_iterations = get_int(l, "max", lf);
+    if (node.max_iterations && *node.max_iterations < 1) error(l["max"], lf + ".max", "must be at least 1");
+    if (!l["stages"]) error(l, lf, "missing required key 'stages' (the loop body)");
+    else node.children = parse_nodes(l["stages"], lf + ".stages");
+    return node;
+  }
+
+  std::optional<Node> parse_conditional(const YAML::Node& n, const std::string& f, Node node) {
+    node.kind = NodeKind::kConditional;
+    check_map(n, f, kCondNodeKeys);
+    YAML::Node c = n["conditional"];
+    std::string cf = f + ".conditional";
+    if (!check_map(c, cf, kCondKeys)) return node;
+    node.when = get_expression(c, "when", cf);
+    if (!c["when"]) error(c, cf, "missing required key 'when' (the condition)");
+    if (!c["then"]) error(c, cf, "missing required key 'then' (stages to run when the condition holds)");
+    else node.children = parse_nodes(c["then"], cf + ".then");
+    if (c["else"]) node.else_children = parse_nodes(c["else"], cf + ".else");
+    return node;
+  }
+
+  std::optional<Node> parse_parallel(const YAML::Node& n, const std::string& f, Node node) {
+    node.kind = NodeKind::kParallel;
+    check_map(n, f, kParNodeKeys);
+    node.when = get_expression(n, "when", f);
+    YAML::Node p = n["parallel"];
+    std::string pf = f + ".parallel";
+    if (!check_map(p, pf, kParKeys)) return node;
+    if (auto j = get_enum<JoinPolicy>(p, "join", pf, {{"all", JoinPolicy::kAll}, {"any", JoinPolicy::kAny}, {"race", JoinPolicy::kRace}})) {
+      node.join = *j;
+    }
+    if (auto m = get_enum<MergePolicy>(p, "merge", pf, {{"error", MergePolicy::kError}, {"last_wins", MergePolicy::kLastWins}, {"first_wins", MergePolicy::kFirstWins}})) {
+      node.merge = *m;
+    }
+    node.max_concurrency = get_int(p, "max_concurrency", pf);
+    YAML::Node branches = p["branches"];
+    if (!branches) {
+      error(p, pf, "missing required key 'branches'");
+      return node;
+    }
+    if (!branches.IsSequence()) {
+      error(branches, pf + ".branches", "expected a list of branches, found " + describe(branches));
+      return node;
+    }
+    size_t i = 0;
+    for (const auto& b : branches) {
+      std::string bf = pf + ".branches[" + std::to_string(i++) + "]";
+      if (!check_map(b, bf, kBranchKeys)) continue;
+      Branch branch;
+      if (auto name = get_string(b, "name", bf, true)) branch.name = *name;
+      if (!b["stages"]) error(b, bf, "missing required key 'stages'");
+      else branch.nodes = parse_nodes(b["stages"], bf + ".stages");
+      node.branches.push_back(std::move(branch));
+    }
+    return node;
+  }
+
+  RetryPolicy parse_retry(const YAML::Node& r, const std::string& f) {
+    RetryPolicy policy;
+    policy.initial_backoff = std::chrono::milliseconds(200);
+    if (r.IsScalar()) {
+      YAML::Node wrapper;
+      wrapper["attempts"] = r;
+      if (auto a = get_int(wrapper, "attempts", f)) policy.max_attempts = static_cast<int>(*a);
+      else error(r, f, "expected a number of attempts or a mapping, found " + describe(r));
+      return policy;
+    }
+    if (!check_map(r, f, kRetryKeys)) return policy;
+    if (auto a = get_int(r, "attempts", f)) {
+      if (*a < 1 || *a > 1000) error(r["attempts"], f + ".attempts", "must be between 1 and 1000");
+      policy.max_attempts = static_cast<int>(*a);
+    }
+    if (auto b = get_duration(r, "backoff", f)) policy.initial_backoff = *b;
+    if (auto b = get_duration(r, "max_backoff", f)) policy.max_backoff = *b;
+    if (auto m = get_number(r, "multiplier", f)) {
+      if (*m < 1.0) error(r["multiplier"], f + ".multiplier", "must be at least 1.0");
+      policy.multiplier = *m;
+    }
+    if (auto j = get_bool(r, "jitter", f)) policy.jitter = *j;
+    if (auto e = get_duration(r, "max_elapsed", f)) policy.max_elapsed = *e;
+    if (YAML::Node on = r["on"]) {
+      if (!on.IsSequence()) {
+        error(on, f + ".on", "expected a list of error codes, found " + describe(on));
+      } else {
+        for (const auto& c : on) {
+          auto code = c.IsScalar() ? parse_error_code(c.Scalar()) : std::nullopt;
+          if (!code) {
+            error(c, f + ".on", "unknown error code " + describe(c) +
+                                    " (expected e.g. unavailable, deadline_exceeded, resource_exhausted, internal)");
+          } else {
+            policy.retry_on.push_back(*code);
+          }
+        }
+      }
+    }
+    return policy;
+  }
+
+  std::optional<Node> parse_stage(const YAML::Node& n, const std::string& f, Node node) {
+    node.kind = NodeKind::kStage;
+    check_map(n, f, kStageKeys);
+    if (auto uses = get_string(n, "uses", f)) node.uses = *uses;
+    if (YAML::Node with = n["with"]) {
+      if (!with.IsMap()) {
+        error(with, f + ".with", "expected a mapping of options, found " + describe(with));
+      } else {
+        node.with = to_json(with, f + ".with");
+        check_templates(with, f + ".with");
+      }
+    }
+    node.order = get_int(n, "order", f);
+    node.timeout = get_duration(n, "timeout", f);
+    if (YAML::Node r = n["retry"]) node.retry = parse_retry(r, f + ".retry");
+    if (auto o = get_bool(n, "optional", f)) node.optional = *o;
+    if (auto i = get_bool(n, "idempotent", f)) node.idempotent = *i;
+    node.when = get_expression(n, "when", f);
+    if (YAML::Node b = n["barrier"]) node.barrier = parse_barrier(b, f + ".barrier");
+
+    auto kind = get_enum<StageKind>(n, "type", f,
+                                    {{"execute", StageKind::kExecute}, {"prepare", StageKind::kPrepare},
+                                     {"cleanup", StageKind::kCleanup}, {"custom", StageKind::kCustom},
+                                     {"hybrid", StageKind::kHybrid}, {"validation", StageKind::kValidation}});
+    if (n["type"] && !kind) return node;
+    node.stage_kind = kind.value_or(StageKind::kPlain);
+    if (!n["type"] && !n["uses"]) {
+      error(n, f, "a stage needs 'uses' (a registered stage type, see `crucible stages`) or 'type' "
+                  "(execute, prepare, cleanup, custom, hybrid, validation)");
+    }
+    parse_kind_fields(n, f, node);
+    auto completion = get_enum<Completion>(n, "completion", f,
+                                           {{"duration", Completion::kDuration}, {"tasks_done", Completion::kTasksDone},
+                                            {"script_exit", Completion::kScriptExit},
+                                            {"validation_passed", Completion::kValidationPassed},
+                                            {"duration_or_tasks", Completion::kDurationOrTasks}});
+    node.completion = completion.value_or(validate_internal::default_completion(node.stage_kind));
+    return node;
+  }
+
+  // Fields that belong to one stage kind only.
+  void parse_kind_fields(const YAML::Node& n, const std::string& f, Node& node) {
+    struct FieldRule {
+      const char* key;
+      std::vector<StageKind> kinds;
+    };
+    const std::vector<FieldRule> rules = {
+        {"duration", {StageKind::kExecute, StageKind::kPlain}},
+        {"expected_objects", {StageKind::kPrepare, StageKind::kCleanup}},
+        {"expected_tasks", {StageKind::kHybrid, StageKind::kPlain}},
+        {"max_duration", {StageKind::kHybrid}},
+        {"command", {StageKind::kCustom}},
+        {"args", {StageKind::kCustom}},
+    };
+    for (const auto& rule : rules) {
+      if (!n[rule.key]) continue;
+      if (std::find(rule.kinds.begin(), rule.kinds.end(), node.stage_kind) == rule.kinds.end()) {
+        std::string kinds;
+        for (StageKind k : rule.kinds) {
+          if (k != StageKind::kPlain) kinds += std::string(kinds.empty() ? "" : " or ") + std::string(stage_kind_name(k));
+        }
+        error(n[rule.key], f + "." + rule.key,
+              "'" + std::string(rule.key) + "' does not apply to " +
+                  (node.stage_kind == StageKind::kPlain ? std::string("a stage without 'type'")
+                                                         : "type " + std::string(stage_kind_name(node.stage_kind))) +
+                  "; it belongs to type " + kinds);
+      }
+    }
+    if (node.stage_kind == StageKind::kExecute) {
+      node.duration = get_duration(n, "duration", f, true);
+    } else if (auto d = get_duration(n, "duration", f)) {
+      node.duration = d;
+    }
+    if (auto d = get_duration(n, "max_duration", f)) node.duration = d;
+    if (auto e = get_int(n, "expected_objects", f)) node.expected_tasks = e;
+    if (auto e = get_int(n, "expected_tasks", f)) node.expected_tasks = e;
+    if (node.expected_tasks && *node.expected_tasks < 0) {
+      error(n, f, "expected task count must not be negative");
+    }
+    if (node.stage_kind == StageKind::kCustom) {
+      if (auto c = get_string(n, "command", f, !n["uses"])) node.command = *c;
+      if (YAML::Node args = n["args"]) {
+        if (!args.IsSequence()) {
+          error(args, f + ".args", "expected a list of arguments, found " + describe(args));
+        } else {
+          for (const auto& a : args) {
+            if (!a.IsScalar()) error(a, f + ".args", "expected a string argument, found " + describe(a));
+            else node.args.push_back(a.Scalar());
+          }
+        }
+      }
+    }
+  }
+
+  void check_templates(const YAML::Node& n, const std::string& f) {
+    if (n.IsScalar()) {
+      if (auto e = check_template(n.Scalar())) {
+        size_t quote = n.Tag() == "!" ? 1 : 0;
+        error(n, f, "bad template '" + n.Scalar() + "': " + e->message, quote + e->offset);
+      }
+    } else if (n.IsSequence()) {
+      size_t i = 0;
+      for (const auto& item : n) check_templates(item, f + "[" + std::to_string(i++) + "]");
+    } else if (n.IsMap()) {
+      for (const auto& kv : n) check_templates(kv.second, sub(f, kv.first.Scalar()));
+    }
+  }
+
+  const StageRegistry& registry_;
+  std::string file_;
+  std::vector<Diagnostic> diags_;
+};
+
+}  // namespace
+
+LoadResult load_pipeline_text(std::string_view text, const std::string& file_label, const StageRegistry& registry) {
+  return Loader(registry, file_label).load(text);
+}
+
+LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry) {
+  std::ifstream in(path);
+  if (!in) {
+    LoadResult result;
+    result.diagnostics.push_back({Diagnostic::Severity::kError, {path, 0, 0}, "", "cannot read the pipeline file"});
+    return result;
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return load_pipeline_text(buf.str(), path, registry);
+}
+
+}  // namespace crucible

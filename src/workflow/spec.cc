@@ -1,0 +1,132 @@
+#include "crucible/workflow/spec.h"
+
+#include "crucible/core/hash.h"
+
+namespace crucible {
+
+std::string SourceLocation::to_string() const {
+  std::string out = file.empty() ? "<builder>" : file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  return out;
+}
+
+std::string_view stage_kind_name(StageKind k) {
+  switch (k) {
+    case StageKind::kPlain: return "plain";
+    case StageKind::kExecute: return "execute";
+    case StageKind::kPrepare: return "prepare";
+    case StageKind::kCleanup: return "cleanup";
+    case StageKind::kCustom: return "custom";
+    case StageKind::kHybrid: return "hybrid";
+    case StageKind::kValidation: return "validation";
+  }
+  return "plain";
+}
+
+std::string_view completion_name(Completion c) {
+  switch (c) {
+    case Completion::kOnce: return "once";
+    case Completion::kDuration: return "duration";
+    case Completion::kTasksDone: return "tasks_done";
+    case Completion::kScriptExit: return "script_exit";
+    case Completion::kValidationPassed: return "validation_passed";
+    case Completion::kDurationOrTasks: return "duration_or_tasks";
+  }
+  return "once";
+}
+
+std::string_view join_name(JoinPolicy j) {
+  switch (j) {
+    case JoinPolicy::kAll: return "all";
+    case JoinPolicy::kAny: return "any";
+    case JoinPolicy::kRace: return "race";
+  }
+  return "all";
+}
+
+std::string_view merge_name(MergePolicy m) {
+  switch (m) {
+    case MergePolicy::kError: return "error";
+    case MergePolicy::kLastWins: return "last_wins";
+    case MergePolicy::kFirstWins: return "first_wins";
+  }
+  return "error";
+}
+
+namespace {
+
+Json nodes_to_json(const std::vector<Node>& nodes);
+
+Json node_to_json(const Node& n) {
+  Json out = {{"name", n.name}};
+  if (n.when) out["when"] = n.when->text();
+  switch (n.kind) {
+    case NodeKind::kStage:
+      out["node"] = "stage";
+      out["uses"] = n.uses;
+      out["with"] = n.with;
+      if (n.order) out["order"] = *n.order;
+      if (n.timeout) out["timeout_ms"] = n.timeout->count();
+      out["retry"] = n.retry.to_json();
+      out["optional"] = n.optional;
+      if (n.idempotent) out["idempotent"] = *n.idempotent;
+      out["type"] = stage_kind_name(n.stage_kind);
+      out["completion"] = completion_name(n.completion);
+      if (n.duration) out["duration_ms"] = n.duration->count();
+      if (n.expected_tasks) out["expected_tasks"] = *n.expected_tasks;
+      if (!n.command.empty()) out["command"] = n.command;
+      if (!n.args.empty()) out["args"] = n.args;
+      if (!n.barrier.is_null()) out["barrier"] = n.barrier;
+      break;
+    case NodeKind::kSequence:
+      out["node"] = "sequence";
+      out["stages"] = nodes_to_json(n.children);
+      break;
+    case NodeKind::kLoop:
+      out["node"] = "loop";
+      out["mode"] = n.loop_mode == LoopMode::kOver ? "over" : n.loop_mode == LoopMode::kCount ? "count" : "until";
+      if (n.over) out["over"] = n.over->text();
+      if (n.until) out["until"] = n.until->text();
+      if (n.max_iterations) out["max"] = *n.max_iterations;
+      out["stages"] = nodes_to_json(n.children);
+      break;
+    case NodeKind::kConditional:
+      out["node"] = "conditional";
+      out["then"] = nodes_to_json(n.children);
+      out["else"] = nodes_to_json(n.else_children);
+      break;
+    case NodeKind::kParallel: {
+      out["node"] = "parallel";
+      out["join"] = join_name(n.join);
+      out["merge"] = merge_name(n.merge);
+      if (n.max_concurrency) out["max_concurrency"] = *n.max_concurrency;
+      Json branches = Json::array();
+      for (const Branch& b : n.branches) branches.push_back({{"name", b.name}, {"stages", nodes_to_json(b.nodes)}});
+      out["branches"] = branches;
+      break;
+    }
+  }
+  return out;
+}
+
+Json nodes_to_json(const std::vector<Node>& nodes) {
+  Json out = Json::array();
+  for (const Node& n : nodes) out.push_back(node_to_json(n));
+  return out;
+}
+
+}  // namespace
+
+Json spec_to_json(const WorkflowSpec& spec) {
+  Json out = {{"name", spec.name},
+              {"durability", durability_name(spec.durability)},
+              {"config", spec.config},
+              {"stages", nodes_to_json(spec.stages)}};
+  if (!spec.distributed.is_null()) out["distributed"] = spec.distributed;
+  if (!spec.reliability.is_null()) out["reliability"] = spec.reliability;
+  return out;
+}
+
+std::string spec_hash(const WorkflowSpec& spec) { return sha256_hex(spec_to_json(spec).dump()); }
+
+}  // namespace crucible

@@ -1,0 +1,296 @@
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "crucible/workflow/loader.h"
+#include "workflow/validate_internal.h"
+
+namespace crucible {
+namespace validate_internal {
+
+std::string suggest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = 3;
+  for (const std::string& c : candidates) {
+    std::vector<size_t> prev(c.size() + 1), cur(c.size() + 1);
+    for (size_t j = 0; j <= c.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= c.size(); ++j) {
+        size_t sub = prev[j - 1] + (word[i - 1] == c[j - 1] ? 0 : 1);
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+      }
+      prev.swap(cur);
+    }
+    if (prev[c.size()] < best_distance) {
+      best_distance = prev[c.size()];
+      best = c;
+    }
+  }
+  return best;
+}
+
+Completion default_completion(StageKind kind) {
+  switch (kind) {
+    case StageKind::kPlain: return Completion::kOnce;
+    case StageKind::kExecute: return Completion::kDuration;
+    case StageKind::kPrepare:
+    case StageKind::kCleanup: return Completion::kTasksDone;
+    case StageKind::kCustom: return Completion::kScriptExit;
+    case StageKind::kHybrid: return Completion::kDurationOrTasks;
+    case StageKind::kValidation: return Completion::kValidationPassed;
+  }
+  return Completion::kOnce;
+}
+
+std::vector<Completion> allowed_completions(StageKind kind) {
+  switch (kind) {
+    case StageKind::kPlain:
+      return {Completion::kOnce, Completion::kDuration, Completion::kTasksDone, Completion::kDurationOrTasks};
+    case StageKind::kExecute: return {Completion::kDuration, Completion::kDurationOrTasks};
+    case StageKind::kPrepare:
+    case StageKind::kCleanup: return {Completion::kTasksDone, Completion::kDurationOrTasks};
+    case StageKind::kCustom: return {Completion::kScriptExit, Completion::kDurationOrTasks};
+    case StageKind::kHybrid: return {Completion::kDurationOrTasks};
+    case StageKind::kValidation: return {Completion::kValidationPassed};
+  }
+  return {};
+}
+
+}  // namespace validate_internal
+
+namespace {
+
+using validate_internal::allowed_completions;
+
+class Validator {
+ public:
+  explicit Validator(const StageRegistry& registry) : registry_(registry) {}
+
+  std::vector<Diagnostic> run(WorkflowSpec& spec) {
+    if (spec.name.empty()) add(SourceLocation{spec.file, 0, 0}, "name", "a pipeline needs a name");
+    if (spec.stages.empty()) add(SourceLocation{spec.file, 1, 1}, "stages", "the pipeline has no stages");
+    check_list(spec.stages, "stages");
+    return std::move(diags_);
+  }
+
+ private:
+  void add(const SourceLocation& loc, const std::string& field, std::string msg,
+           Diagnostic::Severity sev = Diagnostic::Severity::kError) {
+    diags_.push_back({sev, loc, field, std::move(msg)});
+  }
+
+  void check_list(std::vector<Node>& nodes, const std::string& field, std::set<std::string>* names = nullptr) {
+    std::set<std::string> local;
+    std::set<std::string>& seen = names != nullptr ? *names : local;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      Node& n = nodes[i];
+      std::string f = field + "[" + std::to_string(i) + "] '" + n.name + "'";
+      if (n.name.empty()) {
+        add(n.loc, field + "[" + std::to_string(i) + "]", "a stage needs a name");
+      } else if (!seen.insert(n.name).second) {
+        add(n.loc, f + ".name", "duplicate stage name '" + n.name + "'; names must be unique among siblings");
+      }
+      check_node(n, f);
+    }
+    check_order(nodes, field);
+  }
+
+  // Stages run by `order` when given: every sibling needs one, values are unique, gaps warn.
+  void check_order(std::vector<Node>& nodes, const std::string& field) {
+    size_t with_order = static_cast<size_t>(std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); }));
+    if (with_order == 0) return;
+    std::map<int64_t, const Node*> by_order;
+    for (const Node& n : nodes) {
+      if (!n.order) {
+        add(n.loc, field, "stage '" + n.name + "' has no 'order' while its siblings do; give every sibling an order");
+        continue;
+      }
+      auto [it, inserted] = by_order.emplace(*n.order, &n);
+      if (!inserted) {
+        add(n.loc, field, "duplicate order " + std::to_string(*n.order) + ": stages '" + it->second->name +
+                              "' and '" + n.name + "'");
+      }
+    }
+    if (with_order != nodes.size()) return;
+    int64_t expected = by_order.begin()->first;
+    for (const auto& [order, node] : by_order) {
+      if (order != expected) {
+        add(node->loc, field, "gap in order before stage '" + node->name + "' (order " + std::to_string(order) +
+                                  ", previous " + std::to_string(expected - 1) + ")",
+            Diagnostic::Severity::kWarning);
+      }
+      expected = order + 1;
+    }
+    std::stable_sort(nodes.begin(), nodes.end(), [](const Node& a, const Node& b) { return *a.order < *b.order; });
+  }
+
+  void check_node(Node& n, const std::string& f) {
+    switch (n.kind) {
+      case NodeKind::kStage:
+        check_stage(n, f);
+        break;
+      case NodeKind::kSequence:
+        check_list(n.children, f + ".sequence");
+        break;
+      case NodeKind::kLoop:
+        if (n.loop_mode == LoopMode::kUntil && !n.max_iterations) {
+          add(n.loc, f + ".loop", "an 'until' loop needs 'max'");
+        }
+        if (n.children.empty()) add(n.loc, f + ".loop.stages", "the loop body is empty");
+        check_list(n.children, f + ".loop.stages");
+        break;
+      case NodeKind::kConditional: {
+        if (!n.when) add(n.loc, f + ".conditional", "a conditional needs 'when'");
+        std::set<std::string> names;
+        check_list(n.children, f + ".conditional.then", &names);
+        check_list(n.else_children, f + ".conditional.else", &names);
+        break;
+      }
+      case NodeKind::kParallel: {
+        if (n.branches.empty()) add(n.loc, f + ".parallel.branches", "a parallel node needs at least one branch");
+        if (n.max_concurrency && *n.max_concurrency < 1) {
+          add(n.loc, f + ".parallel.max_concurrency", "must be at least 1");
+        }
+        std::set<std::string> names;
+        for (size_t i = 0; i < n.branches.size(); ++i) {
+          Branch& b = n.branches[i];
+          std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
+          if (b.name.empty()) add(n.loc, bf, "a branch needs a name");
+          else if (!names.insert(b.name).second) add(n.loc, bf, "duplicate branch name '" + b.name + "'");
+          if (b.nodes.empty()) add(n.loc, bf + ".stages", "the branch has no stages");
+          check_list(b.nodes, bf + ".stages");
+        }
+        break;
+      }
+    }
+  }
+
+  void check_stage(Node& n, const std::string& f) {
+    auto allowed = allowed_completions(n.stage_kind);
+    if (std::find(allowed.begin(), allowed.end(), n.completion) == allowed.end()) {
+      std::string names;
+      for (Completion c : allowed) names += std::string(names.empty() ? "" : ", ") + std::string(completion_name(c));
+      std::string msg = "completion " + std::string(completion_name(n.completion)) + " does not fit " +
+                        (n.stage_kind == StageKind::kPlain ? std::string("a stage without 'type'")
+                                                           : "type " + std::string(stage_kind_name(n.stage_kind))) +
+                        " (it accepts " + names + ")";
+      if (n.stage_kind == StageKind::kHybrid && n.completion == Completion::kValidationPassed) {
+        msg += "; use `type: validation` for a validation stage, or `completion: duration_or_tasks` for a hybrid one";
+      }
+      add(n.loc, f + ".completion", msg);
+    }
+    bool uses_duration = n.completion == Completion::kDuration || n.completion == Completion::kDurationOrTasks;
+    bool uses_tasks = n.completion == Completion::kTasksDone || n.completion == Completion::kDurationOrTasks;
+    bool local = !n.uses.empty() || n.stage_kind == StageKind::kCustom;
+    if (local && n.stage_kind == StageKind::kPlain) {
+      if (uses_duration && !n.duration) add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs 'duration'");
+      if (uses_tasks && !n.expected_tasks) {
+        add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs 'expected_tasks'");
+      }
+    }
+    if (!n.uses.empty() && !n.stage) bind(n, f);
+  }
+
+  void bind(Node& n, const std::string& f) {
+    auto stage = registry_.create(n.uses);
+    if (!stage) {
+      std::string hint = validate_internal::suggest(n.uses, registry_.names());
+      add(n.loc, f + ".uses", "unknown stage type '" + n.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                                  " (`crucible stages` lists them)");
+      return;
+    }
+    StageDescription d = (*stage)->describe();
+    n.stage_idempotent = d.idempotent;
+    n.stage = std::shared_ptr<Stage>(std::move(*stage));
+    const OptionSpec* wildcard = d.option("*");
+    bool open = wildcard != nullptr;
+    auto check_expressions = [&](const std::string& key, const Json& value) {
+      std::vector<std::string> texts;
+      if (value.is_string()) texts.push_back(value.get<std::string>());
+      if (value.is_array()) {
+        for (const Json& v : value) {
+          if (v.is_string()) texts.push_back(v.get<std::string>());
+        }
+      }
+      for (const std::string& t : texts) {
+        if (t.find("${") != std::string::npos) continue;
+        auto e = Expression::parse(t);
+        if (!e) add(n.loc, f + ".with." + key, "bad expression '" + t + "': " + e.error().to_string());
+      }
+    };
+    for (const OptionSpec& o : d.options) {
+      if (o.required && !n.with.contains(o.name)) {
+        add(n.loc, f + ".with", "stage type '" + n.uses + "' needs option '" + o.name + "' (" + o.type + ": " +
+                                    o.description + ")");
+      }
+    }
+    for (const auto& [key, value] : n.with.items()) {
+      const OptionSpec* o = d.option(key);
+      if (o == nullptr) {
+        if (open && wildcard->type == "expression") check_expressions(key, value);
+        if (open) continue;
+        std::vector<std::string> names;
+        for (const OptionSpec& x : d.options) names.push_back(x.name);
+        std::string hint = validate_internal::suggest(key, names);
+        add(n.loc, f + ".with." + key, "stage type '" + n.uses + "' has no option '" + key + "'" +
+                                           (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+        continue;
+      }
+      if (o->type == "expression") {
+        check_expressions(key, value);
+        continue;
+      }
+      if (has_templates(value) || o->type == "any") continue;
+      std::string found = json_type_name(value);
+      bool fits = found == o->type || (o->type == "number" && found == "integer") ||
+                  (o->type == "duration" && (found == "string" || found == "integer" || found == "number"));
+      if (o->type == "duration" && value.is_string() && !parse_duration(value.get<std::string>())) fits = false;
+      if (!fits) {
+        add(n.loc, f + ".with." + key, "option '" + key + "' must be " + o->type + ", found " + found + " " + value.dump());
+      }
+    }
+  }
+
+  const StageRegistry& registry_;
+  std::vector<Diagnostic> diags_;
+};
+
+bool needs_remote(const Node& n) {
+  return n.kind == NodeKind::kStage && n.uses.empty() && n.stage_kind != StageKind::kCustom &&
+         n.stage_kind != StageKind::kPlain;
+}
+
+const Node* find_unsupported(const std::vector<Node>& nodes) {
+  for (const Node& n : nodes) {
+    if (needs_remote(n)) return &n;
+    if (const Node* c = find_unsupported(n.children)) return c;
+    if (const Node* c = find_unsupported(n.else_children)) return c;
+    for (const Branch& b : n.branches) {
+      if (const Node* c = find_unsupported(b.nodes)) return c;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry) {
+  return Validator(registry).run(spec);
+}
+
+std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {
+  if (!spec.distributed.is_null() && spec.distributed.value("agent_count", 0) > 0) {
+    return "this pipeline runs across " + std::to_string(spec.distributed.value("agent_count", 0)) +
+           " distributed agents, which Crucible cannot do yet (the `distributed:` section is validated "
+           "but not executed); remove the agents to run its stages on this machine";
+  }
+  if (const Node* n = find_unsupported(spec.stages)) {
+    return "stage '" + n->name + "' (type " + std::string(stage_kind_name(n->stage_kind)) + ", " + n->loc.to_string() +
+           ") needs the distributed storage workload, which Crucible cannot run yet; give it a `uses:` "
+           "body to run it on this machine";
+  }
+  return std::nullopt;
+}
+
+}  // namespace crucible
