@@ -35,7 +35,8 @@ class MemoryJournal : public Journal {
       RunSummary& summary = it->second.log.summary;
       if (auto status = status_after(r)) summary.status = *status;
       if (r.type == RecordType::kRunFailed && r.error) summary.error = r.error->message();
-      if (r.type == RecordType::kRunStarted && r.payload.contains("spec_hash")) {
+      bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec";
+      if ((r.type == RecordType::kRunStarted || new_spec) && r.payload.contains("spec_hash")) {
         summary.spec_hash = r.payload["spec_hash"].get<std::string>();
       }
       summary.updated_ms = std::max(summary.updated_ms, r.at_ms);

@@ -1,0 +1,443 @@
+#include "commands.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "crucible/core/clock.h"
+#include "crucible/core/random.h"
+#include "crucible/journal_sqlite/sqlite_journal.h"
+#include "crucible/telemetry/events.h"
+#include "crucible/workflow/builtin_stages.h"
+#include "crucible/workflow/loader.h"
+#include "crucible/workflow/runner.h"
+#include "bench/benchmarks.h"
+
+namespace crucible::cli {
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kRunFailed = 1;
+constexpr int kUsage = 2;
+
+int fail(int code, const std::string& message) {
+  std::fprintf(stderr, "crucible: %s\n", message.c_str());
+  return code;
+}
+
+// Everything a command that runs pipelines needs, wired once.
+struct Engine {
+  StageRegistry registry = builtin_registry();
+  std::unique_ptr<Journal> journal;
+  std::unique_ptr<Executor> executor;
+  EventBus events;
+  std::unique_ptr<Runner> runner;
+
+  Status open(const GlobalOptions& g, bool progress) {
+    SqliteJournalOptions options;
+    options.path = default_journal_path(g.journal);
+    auto j = open_sqlite_journal(options);
+    if (!j) return tl::unexpected(j.error());
+    journal = std::move(*j);
+    executor = std::make_unique<Executor>();
+    if (progress && !g.quiet) events.add_sink(make_console_sink(g.json ? stderr : stdout, isatty(g.json ? 2 : 1) != 0));
+    if (!g.events_file.empty()) {
+      auto sink = make_jsonl_sink(g.events_file);
+      if (!sink) return tl::unexpected(sink.error());
+      events.add_sink(*sink);
+    }
+    runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), &events);
+    return {};
+  }
+};
+
+// key=value with a dotted key; the value is JSON when it parses, else a string.
+Status apply_set(Json& overrides, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "--set expects key=value, got '" + assignment + "'");
+  }
+  std::string key = assignment.substr(0, eq);
+  std::string text = assignment.substr(eq + 1);
+  auto parsed = parse_json(text);
+  Json value = parsed ? *parsed : Json(text);
+  Json* target = &overrides;
+  size_t start = 0;
+  while (true) {
+    size_t dot = key.find('.', start);
+    std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (part.empty()) return make_error(ErrorCode::kInvalidArgument, "--set has an empty key part in '" + key + "'");
+    if (dot == std::string::npos) {
+      (*target)[part] = value;
+      return {};
+    }
+    if (!(*target)[part].is_object()) (*target)[part] = Json::object();
+    target = &(*target)[part];
+    start = dot + 1;
+  }
+}
+
+void print_summary(const RunResult& r) {
+  std::printf("\n%s: run %s %s (%d executed, %d replayed, %.1f ms)\n", r.pipeline.c_str(), r.run_id.str().c_str(),
+              std::string(run_status_name(r.status)).c_str(), r.executed, r.replayed,
+              static_cast<double>(r.duration_us) / 1000.0);
+  if (!r.context.metrics().empty()) {
+    std::printf("metrics:\n");
+    for (const auto& [k, v] : r.context.metrics()) std::printf("  %-32s %s\n", k.c_str(), v.dump().c_str());
+  }
+  if (!r.optional_failures.empty()) {
+    std::printf("optional stages that failed:\n");
+    for (const auto& k : r.optional_failures) std::printf("  %s\n", k.c_str());
+  }
+  if (r.error) std::printf("error: %s\n", r.error->to_string().c_str());
+  if (!r.waiting_on.empty()) {
+    std::printf("waiting for promise '%s': crucible signal %s %s --value '<json>'\n", r.waiting_on.c_str(),
+                r.run_id.str().c_str(), r.waiting_on.c_str());
+  }
+  if (!r.attention_step.empty()) {
+    std::printf("needs attention: the outcome of %s is unknown (it is not idempotent).\n"
+                "  crucible resume %s --rerun-step %s   to run it again\n"
+                "  crucible resume %s --skip-step %s    to record it as done\n",
+                r.attention_step.c_str(), r.run_id.str().c_str(), r.attention_step.c_str(), r.run_id.str().c_str(),
+                r.attention_step.c_str());
+  }
+}
+
+int finish(const GlobalOptions& g, const RunResult& r) {
+  if (g.json) {
+    std::cout << r.to_json().dump(2) << std::endl;
+  } else if (!g.quiet) {
+    print_summary(r);
+  }
+  switch (r.status) {
+    case RunStatus::kCompleted:
+    case RunStatus::kWaiting:
+      return kOk;
+    default:
+      return kRunFailed;
+  }
+}
+
+std::optional<WorkflowSpec> load_or_report(const GlobalOptions& g, const std::string& file, const StageRegistry& registry) {
+  LoadResult loaded = load_pipeline_file(file, registry);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s", loaded.report().c_str());
+    std::fprintf(stderr, "crucible: %zu error(s) in %s; nothing was run\n", loaded.error_count(), file.c_str());
+    return std::nullopt;
+  }
+  if (!g.quiet) {
+    for (const Diagnostic& d : loaded.diagnostics) std::fprintf(stderr, "%s\n", d.to_string().c_str());
+  }
+  return std::move(loaded.spec);
+}
+
+Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
+  auto log = e.journal->read_run(id);
+  if (!log) return tl::unexpected(log.error());
+  auto spec = journaled_spec(*log);
+  if (!spec) return tl::unexpected(spec.error());
+  if (spec->value("format", std::string()) != "yaml") {
+    return make_error(ErrorCode::kFailedPrecondition, "run '" + id.str() +
+                                                          "' was built with the C++ builder; resume it from the program that built it");
+  }
+  std::string file = spec->value("file", std::string("<journal>"));
+  LoadResult loaded = load_pipeline_text(spec->value("text", std::string()), file, e.registry);
+  if (!loaded.ok()) {
+    return make_error(ErrorCode::kFailedPrecondition, "the journaled pipeline of run '" + id.str() +
+                                                          "' no longer validates:\n" + loaded.report());
+  }
+  return std::move(*loaded.spec);
+}
+
+int drive(const GlobalOptions& g, Engine& e, const WorkflowSpec& spec, Result<RunResult> result, bool no_wait) {
+  if (!result) return fail(result.error().code() == ErrorCode::kFailedPrecondition ? kUsage : kRunFailed,
+                           result.error().to_string());
+  if (result->status == RunStatus::kWaiting && !no_wait) {
+    if (!g.quiet) {
+      std::fprintf(g.json ? stderr : stdout, "waiting for promise '%s' (crucible signal %s %s --value '<json>')\n",
+                   result->waiting_on.c_str(), result->run_id.str().c_str(), result->waiting_on.c_str());
+    }
+    result = e.runner->wait_and_resume(spec, std::move(*result), std::stop_token());
+    if (!result) return fail(kRunFailed, result.error().to_string());
+  }
+  return finish(g, *result);
+}
+
+}  // namespace
+
+int cmd_run(const GlobalOptions& g, const RunArgs& a) {
+  Engine e;
+  auto spec = load_or_report(g, a.file, e.registry);
+  if (!spec) return kUsage;
+  if (auto reason = unsupported_reason(*spec)) return fail(kUsage, *reason);
+  StartOptions options;
+  for (const std::string& s : a.sets) {
+    if (auto ok = apply_set(options.overrides, s); !ok) return fail(kUsage, ok.error().message());
+  }
+  if (!a.run_id.empty()) {
+    auto id = RunId::parse(a.run_id);
+    if (!id) return fail(kUsage, "--run-id: " + id.error().message());
+    options.run_id = *id;
+  }
+  if (!a.durability.empty()) {
+    if (a.durability != "strict" && a.durability != "batched") {
+      return fail(kUsage, "--durability must be strict or batched, got '" + a.durability + "'");
+    }
+    options.durability = a.durability == "strict" ? Durability::kStrict : Durability::kBatched;
+  }
+  options.new_version = a.new_version;
+  if (auto opened = e.open(g, true); !opened) return fail(kRunFailed, opened.error().to_string());
+  return drive(g, e, *spec, e.runner->start(*spec, options), a.no_wait);
+}
+
+int cmd_validate(const GlobalOptions& g, const std::string& file) {
+  StageRegistry registry = builtin_registry();
+  LoadResult loaded = load_pipeline_file(file, registry);
+  if (g.json) {
+    Json diags = Json::array();
+    for (const Diagnostic& d : loaded.diagnostics) {
+      diags.push_back({{"severity", d.severity == Diagnostic::Severity::kError ? "error" : "warning"},
+                       {"file", d.loc.file}, {"line", d.loc.line}, {"column", d.loc.column},
+                       {"field", d.field}, {"message", d.message}});
+    }
+    std::cout << Json{{"file", file}, {"valid", loaded.ok()}, {"diagnostics", diags}}.dump(2) << std::endl;
+  } else {
+    std::fprintf(stderr, "%s", loaded.report().c_str());
+    if (loaded.ok()) {
+      std::printf("%s: valid pipeline '%s' (%zu top-level stages)\n", file.c_str(), loaded.spec->name.c_str(),
+                  loaded.spec->stages.size());
+      if (auto reason = unsupported_reason(*loaded.spec)) std::printf("note: %s\n", reason->c_str());
+    } else {
+      std::fprintf(stderr, "crucible: %zu error(s) in %s\n", loaded.error_count(), file.c_str());
+    }
+  }
+  return loaded.ok() ? kOk : kUsage;
+}
+
+int cmd_stages(const GlobalOptions& g) {
+  StageRegistry registry = builtin_registry();
+  Json out = Json::array();
+  for (const std::string& name : registry.names()) {
+    auto d = registry.describe(name);
+    if (!d) continue;
+    if (g.json) out.push_back(d->to_json());
+    else std::printf("  %-12s %s\n", name.c_str(), d->summary.c_str());
+  }
+  if (g.json) std::cout << out.dump(2) << std::endl;
+  return kOk;
+}
+
+int cmd_describe(const GlobalOptions& g, const std::string& stage) {
+  StageRegistry registry = builtin_registry();
+  auto d = registry.describe(stage);
+  if (!d) return fail(kUsage, d.error().message());
+  if (g.json) {
+    std::cout << d->to_json().dump(2) << std::endl;
+    return kOk;
+  }
+  std::printf("%s: %s\n", d->name.c_str(), d->summary.c_str());
+  std::printf("idempotent: %s\n", d->idempotent ? "yes" : "no");
+  if (!d->options.empty()) std::printf("options:\n");
+  for (const OptionSpec& o : d->options) {
+    std::printf("  %-20s %-10s %s%s%s\n", o.name.c_str(), o.type.c_str(), o.required ? "(required) " : "",
+                o.description.c_str(), o.default_value.is_null() ? "" : (" [default " + o.default_value.dump() + "]").c_str());
+  }
+  for (const std::string& i : d->inputs) std::printf("reads:  %s\n", i.c_str());
+  for (const std::string& o : d->outputs) std::printf("writes: %s\n", o.c_str());
+  return kOk;
+}
+
+namespace {
+
+struct StepRow {
+  std::string key;
+  std::string status;
+  int attempts = 0;
+  int64_t duration_us = 0;
+  std::string error;
+};
+
+std::vector<StepRow> step_rows(const RunLog& log) {
+  std::vector<StepRow> rows;
+  std::map<std::string, size_t> index;
+  for (const Record& r : log.records) {
+    if (r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted && r.type != RecordType::kStepFailed) {
+      continue;
+    }
+    auto [it, inserted] = index.emplace(r.key.str(), rows.size());
+    if (inserted) rows.push_back(StepRow{r.key.str(), "", 0, 0, ""});
+    StepRow& row = rows[it->second];
+    if (r.type == RecordType::kStepStarted) {
+      row.status = "in_flight";
+      row.attempts = r.attempts;
+    } else if (r.type == RecordType::kStepCompleted) {
+      bool skipped = r.payload.is_object() && r.payload.value("skipped", false);
+      row.status = skipped ? "skipped" : "completed";
+      row.attempts = std::max(row.attempts, r.attempts);
+      row.duration_us = r.duration_us;
+      row.error.clear();
+    } else {
+      bool optional = r.payload.is_object() && r.payload.value("optional", false);
+      row.status = optional ? "optional_failed" : "failed";
+      row.attempts = std::max(row.attempts, r.attempts);
+      row.duration_us = r.duration_us;
+      if (r.error) row.error = r.error->to_string();
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
+int cmd_status(const GlobalOptions& g, const std::string& run_id) {
+  auto id = RunId::parse(run_id);
+  if (!id) return fail(kUsage, id.error().message());
+  SqliteJournalOptions options;
+  options.path = default_journal_path(g.journal);
+  auto journal = open_sqlite_journal(options);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto log = (*journal)->read_run(*id);
+  if (!log) return fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
+  auto rows = step_rows(*log);
+  const RunSummary& s = log->summary;
+  Json suspended;
+  for (const Record& r : log->records) {
+    if (r.type == RecordType::kRunSuspended) suspended = r.payload;
+    if (r.type == RecordType::kStepStarted || r.type == RecordType::kRunCompleted) suspended = Json();
+  }
+  if (g.json) {
+    Json out = s.to_json();
+    Json stages = Json::array();
+    for (const StepRow& r : rows) {
+      stages.push_back({{"key", r.key}, {"status", r.status}, {"attempts", r.attempts},
+                        {"duration_ms", static_cast<double>(r.duration_us) / 1000.0}, {"error", r.error}});
+    }
+    out["stages"] = stages;
+    out["records"] = log->records.size();
+    if (!suspended.is_null()) out["suspended"] = suspended;
+    std::cout << out.dump(2) << std::endl;
+    return kOk;
+  }
+  std::printf("run %s  pipeline %s  status %s  records %zu\n", s.run_id.str().c_str(), s.pipeline.c_str(),
+              std::string(run_status_name(s.status)).c_str(), log->records.size());
+  if (!s.parent_run.empty()) std::printf("forked from %s\n", s.parent_run.c_str());
+  std::printf("%-40s %-16s %8s %12s  %s\n", "STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR");
+  for (const StepRow& r : rows) {
+    std::printf("%-40s %-16s %8d %10.1fms  %s\n", r.key.c_str(), r.status.c_str(), r.attempts,
+                static_cast<double>(r.duration_us) / 1000.0, r.error.c_str());
+  }
+  if (!s.error.empty()) std::printf("error: %s\n", s.error.c_str());
+  if (!suspended.is_null()) std::printf("suspended: %s\n", suspended.dump().c_str());
+  return kOk;
+}
+
+int cmd_list(const GlobalOptions& g, const ListArgs& a) {
+  RunFilter filter;
+  filter.limit = a.limit;
+  if (!a.status.empty()) {
+    auto st = parse_run_status(a.status);
+    if (!st) return fail(kUsage, "--status must be running, completed, failed, waiting or needs_attention");
+    filter.status = *st;
+  }
+  if (!a.pipeline.empty()) filter.pipeline = a.pipeline;
+  if (!a.since.empty()) {
+    auto d = parse_duration(a.since);
+    if (!d) return fail(kUsage, "--since expects a duration such as 2h or 7d, got '" + a.since + "'");
+    filter.created_after_ms = real_clock().now_ms() - d->count();
+  }
+  SqliteJournalOptions options;
+  options.path = default_journal_path(g.journal);
+  auto journal = open_sqlite_journal(options);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto runs = (*journal)->list_runs(filter);
+  if (!runs) return fail(kRunFailed, runs.error().to_string());
+  if (g.json) {
+    Json out = Json::array();
+    for (const RunSummary& s : *runs) out.push_back(s.to_json());
+    std::cout << out.dump(2) << std::endl;
+    return kOk;
+  }
+  std::printf("%-28s %-20s %-16s %s\n", "RUN", "PIPELINE", "STATUS", "ERROR");
+  for (const RunSummary& s : *runs) {
+    std::printf("%-28s %-20s %-16s %s\n", s.run_id.str().c_str(), s.pipeline.c_str(),
+                std::string(run_status_name(s.status)).c_str(), s.error.substr(0, 60).c_str());
+  }
+  return kOk;
+}
+
+int cmd_resume(const GlobalOptions& g, const ResumeArgs& a) {
+  auto id = RunId::parse(a.run_id);
+  if (!id) return fail(kUsage, id.error().message());
+  Engine e;
+  if (auto opened = e.open(g, true); !opened) return fail(kRunFailed, opened.error().to_string());
+  auto spec = spec_of_run(e, *id);
+  if (!spec) return fail(spec.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, spec.error().message());
+  ResumeOptions options;
+  options.rerun_steps.insert(a.rerun_steps.begin(), a.rerun_steps.end());
+  options.skip_steps.insert(a.skip_steps.begin(), a.skip_steps.end());
+  return drive(g, e, *spec, e.runner->resume(*spec, *id, options), a.no_wait);
+}
+
+int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value) {
+  auto id = RunId::parse(run_id);
+  if (!id) return fail(kUsage, id.error().message());
+  auto v = parse_json(value);
+  if (!v) return fail(kUsage, "--value must be JSON: " + v.error().message());
+  SqliteJournalOptions options;
+  options.path = default_journal_path(g.journal);
+  auto journal = open_sqlite_journal(options);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto resolved = (*journal)->resolve_promise(*id, name, *v);
+  if (!resolved) return fail(resolved.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, resolved.error().message());
+  if (!g.quiet) {
+    std::printf(*resolved ? "resolved promise '%s' of run %s\n" : "promise '%s' of run %s was already resolved; the first value stands\n",
+                name.c_str(), run_id.c_str());
+  }
+  return kOk;
+}
+
+int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from, const std::string& new_id,
+             bool no_wait) {
+  auto id = RunId::parse(run_id);
+  if (!id) return fail(kUsage, id.error().message());
+  std::optional<RunId> target;
+  if (!new_id.empty()) {
+    auto t = RunId::parse(new_id);
+    if (!t) return fail(kUsage, "--run-id: " + t.error().message());
+    target = *t;
+  }
+  Engine e;
+  if (auto opened = e.open(g, true); !opened) return fail(kRunFailed, opened.error().to_string());
+  auto spec = spec_of_run(e, *id);
+  if (!spec) return fail(spec.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, spec.error().message());
+  auto forked = e.runner->fork(*id, StepKey::from_string(from), target);
+  if (!forked) return fail(forked.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, forked.error().message());
+  if (!g.quiet && !g.json) std::printf("forked %s from %s at %s\n", forked->str().c_str(), run_id.c_str(), from.c_str());
+  return drive(g, e, *spec, e.runner->resume(*spec, *forked, {}), no_wait);
+}
+
+int cmd_prune(const GlobalOptions& g, const std::string& older_than) {
+  auto d = parse_duration(older_than);
+  if (!d) return fail(kUsage, "--older-than expects a duration such as 30d or 12h, got '" + older_than + "'");
+  SqliteJournalOptions options;
+  options.path = default_journal_path(g.journal);
+  auto journal = open_sqlite_journal(options);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto removed = (*journal)->prune(real_clock().now_ms() - d->count());
+  if (!removed) return fail(kRunFailed, removed.error().to_string());
+  if (!g.quiet) std::printf("pruned %zu finished run(s) older than %s\n", *removed, older_than.c_str());
+  return kOk;
+}
+
+int cmd_bench(const GlobalOptions&, const std::string& which, bool quick) {
+  Result<Json> out = make_error(ErrorCode::kInvalidArgument, "unknown benchmark '" + which + "'; expected dispatch or journal");
+  if (which == "dispatch") out = bench::run_dispatch(quick);
+  else if (which == "journal") out = bench::run_journal(quick);
+  if (!out) return fail(out.error().code() == ErrorCode::kInvalidArgument ? kUsage : kRunFailed, out.error().message());
+  std::cout << out->dump(2) << std::endl;
+  return kOk;
+}
+
+}  // namespace crucible::cli

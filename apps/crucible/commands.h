@@ -1,0 +1,54 @@
+// The `crucible` subcommands. Each returns the process exit code: 0 success, 1 the run failed,
+// 2 usage or validation error.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace crucible::cli {
+
+struct GlobalOptions {
+  std::string journal;      // --journal, else $CRUCIBLE_JOURNAL, else .crucible/journal.db
+  std::string events_file;  // --events: JSONL telemetry
+  bool json = false;
+  bool quiet = false;
+};
+
+struct RunArgs {
+  std::string file;
+  std::vector<std::string> sets;
+  std::string run_id;
+  bool new_version = false;
+  std::string durability;
+  bool no_wait = false;
+};
+
+struct ResumeArgs {
+  std::string run_id;
+  std::vector<std::string> rerun_steps;
+  std::vector<std::string> skip_steps;
+  bool no_wait = false;
+};
+
+struct ListArgs {
+  std::string status;
+  std::string pipeline;
+  std::string since;
+  size_t limit = 20;
+};
+
+int cmd_run(const GlobalOptions& g, const RunArgs& a);
+int cmd_validate(const GlobalOptions& g, const std::string& file);
+int cmd_stages(const GlobalOptions& g);
+int cmd_describe(const GlobalOptions& g, const std::string& stage);
+int cmd_status(const GlobalOptions& g, const std::string& run_id);
+int cmd_list(const GlobalOptions& g, const ListArgs& a);
+int cmd_resume(const GlobalOptions& g, const ResumeArgs& a);
+int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value);
+int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from, const std::string& new_id,
+             bool no_wait);
+int cmd_prune(const GlobalOptions& g, const std::string& older_than);
+int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick);
+
+}  // namespace crucible::cli

@@ -1,0 +1,18 @@
+// `crucible bench ...`: benchmarks that print one JSON object, with a raw baseline measured in
+// the same run so that noisy shared machines still give meaningful ratios.
+#pragma once
+
+#include "crucible/core/error.h"
+#include "crucible/core/json.h"
+
+namespace crucible::bench {
+
+// A 10,000-stage sequence of noop stages and a 10,000-branch parallel fan-out on the in-memory
+// journal: sequence_ns_per_stage, parallel_ns_per_branch (medians over repetitions).
+Result<Json> run_dispatch(bool quick);
+
+// SQLite journal: raw single-row FULL commits; strict 10-step pipelines back to back; 256
+// concurrent batched pipelines; recovery of 10,000 interrupted runs.
+Result<Json> run_journal(bool quick);
+
+}  // namespace crucible::bench

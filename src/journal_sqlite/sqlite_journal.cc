@@ -1,0 +1,694 @@
+#include "crucible/journal_sqlite/sqlite_journal.h"
+
+#include <sqlite3.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "crucible/core/clock.h"
+
+namespace crucible {
+namespace {
+
+// Each entry migrates the schema from version i to i + 1.
+const char* const kMigrations[] = {
+    R"sql(
+CREATE TABLE IF NOT EXISTS runs(
+  run_id TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  spec_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  parent_run TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '',
+  lease_owner TEXT NOT NULL DEFAULT '',
+  lease_epoch INTEGER NOT NULL DEFAULT 0,
+  lease_expires_ms INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, created_ms);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_ms);
+CREATE TABLE IF NOT EXISTS records(
+  seq INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  step_key TEXT NOT NULL,
+  at_ms INTEGER NOT NULL,
+  body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS records_by_run ON records(run_id, seq);
+CREATE TABLE IF NOT EXISTS kv(
+  scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY(scope, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS promises(
+  run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, resolved_ms INTEGER NOT NULL,
+  PRIMARY KEY(run_id, name)) WITHOUT ROWID;
+)sql",
+};
+
+Error sqlite_error(sqlite3* db, int rc, const std::string& what) {
+  ErrorCode code = ErrorCode::kInternal;
+  int primary = rc & 0xff;
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) code = ErrorCode::kUnavailable;
+  else if (primary == SQLITE_FULL) code = ErrorCode::kResourceExhausted;
+  else if (primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) code = ErrorCode::kDataLoss;
+  else if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || primary == SQLITE_PERM) code = ErrorCode::kUnavailable;
+  else if (primary == SQLITE_CONSTRAINT) code = ErrorCode::kAlreadyExists;
+  std::string msg = what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (sqlite " +
+                    std::to_string(rc) + ")";
+  if (primary == SQLITE_FULL) msg += "; the disk is full";
+  return Error(code, msg);
+}
+
+// A prepared statement, reset on reuse.
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() { sqlite3_finalize(stmt_); }
+
+  Status prepare(sqlite3* db, const char* sql) {
+    db_ = db;
+    int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+    if (rc != SQLITE_OK) return tl::unexpected(sqlite_error(db, rc, std::string("prepare ") + sql));
+    return {};
+  }
+  Stmt& reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    index_ = 0;
+    return *this;
+  }
+  Stmt& bind(const std::string& v) {
+    sqlite3_bind_text(stmt_, ++index_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int64_t v) {
+    sqlite3_bind_int64(stmt_, ++index_, v);
+    return *this;
+  }
+  Stmt& bind_null() {
+    sqlite3_bind_null(stmt_, ++index_);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int step() { return sqlite3_step(stmt_); }
+  std::string text(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(t),
+                                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+  int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+  sqlite3_stmt* raw() { return stmt_; }
+
+ private:
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* stmt_ = nullptr;
+  int index_ = 0;
+};
+
+Status exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    Error e = sqlite_error(db, rc, std::string("executing ") + std::string(sql).substr(0, 40));
+    return tl::unexpected(e);
+  }
+  return {};
+}
+
+struct Group {
+  std::vector<Record> records;
+  // A write that is not a record (lease, promise, state): runs inside the same group commit.
+  std::function<Status()> op;
+  bool batched = false;  // nobody waits for it: its own error is reported by a later call
+  bool done = false;
+  Status status;
+};
+
+class SqliteJournal : public Journal {
+ public:
+  SqliteJournal(const SqliteJournalOptions& options) : options_(options), blobs_(options.blob_dir) {}
+
+  ~SqliteJournal() override {
+    writer_.request_stop();
+    {
+      std::lock_guard lock(mu_);
+      cv_.notify_all();
+    }
+    if (writer_.joinable()) writer_.join();
+    (void)flush();
+    for (sqlite3* db : {write_db_, read_db_}) sqlite3_close_v2(db);
+  }
+
+  Status open() {
+    std::filesystem::path p(options_.path);
+    std::error_code ec;
+    if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+    for (sqlite3** db : {&write_db_, &read_db_}) {
+      int rc = sqlite3_open_v2(options_.path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+      if (rc != SQLITE_OK) {
+        return make_error(ErrorCode::kUnavailable, "cannot open journal '" + options_.path + "': " +
+                                                       (*db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc)));
+      }
+      sqlite3_busy_timeout(*db, 10000);
+    }
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    CRUCIBLE_RETURN_IF_ERROR(migrate());
+    CRUCIBLE_RETURN_IF_ERROR(prepare_statements());
+    writer_ = std::jthread([this](std::stop_token stop) { writer_loop(stop); });
+    return {};
+  }
+
+  using Journal::append;
+
+  Status append(std::vector<Record> records, Durability durability) override {
+    for (Record& r : records) CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+    std::unique_lock lock(mu_);
+    if (broken_) return make_error(*broken_);
+    if (deferred_) {
+      Error e = *deferred_;
+      deferred_.reset();
+      return make_error(e);
+    }
+    auto group = std::make_shared<Group>();
+    group->records = std::move(records);
+    pending_.push_back(group);
+    if (durability == Durability::kBatched) {
+      group->batched = true;
+      cv_.notify_all();
+      return {};
+    }
+    commit_until_done(lock, *group);
+    return group->status;
+  }
+
+  Status flush() override {
+    std::unique_lock lock(mu_);
+    if (broken_) return make_error(*broken_);
+    auto group = std::make_shared<Group>();
+    pending_.push_back(group);
+    commit_until_done(lock, *group);
+    if (!group->status) return group->status;
+    if (deferred_) {
+      Error e = *deferred_;
+      deferred_.reset();
+      return make_error(e);
+    }
+    return {};
+  }
+
+  Result<RunLog> read_run(const RunId& run) override {
+    std::lock_guard lock(read_mu_);
+    RunLog log;
+    auto summary = read_summary_locked(run);
+    if (!summary) return tl::unexpected(summary.error());
+    log.summary = std::move(*summary);
+    Stmt& q = read_records_.reset().bind(run.str());
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      auto r = decode_record(q, run);
+      if (!r) return tl::unexpected(r.error());
+      log.records.push_back(std::move(*r));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "reading run " + run.str()));
+    return log;
+  }
+
+  Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
+    std::string sql = "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE 1=1";
+    if (filter.status) sql += " AND status = ?";
+    if (filter.pipeline) sql += " AND pipeline = ?";
+    if (filter.created_after_ms) sql += " AND created_ms >= ?";
+    if (filter.created_before_ms) sql += " AND created_ms < ?";
+    sql += " ORDER BY created_ms DESC, run_id DESC LIMIT ?";
+    std::lock_guard lock(read_mu_);
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, sql.c_str()));
+    if (filter.status) q.bind(std::string(run_status_name(*filter.status)));
+    if (filter.pipeline) q.bind(*filter.pipeline);
+    if (filter.created_after_ms) q.bind(*filter.created_after_ms);
+    if (filter.created_before_ms) q.bind(*filter.created_before_ms);
+    q.bind(static_cast<int64_t>(filter.limit));
+    std::vector<RunSummary> out;
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) out.push_back(decode_summary(q));
+    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "listing runs"));
+    return out;
+  }
+
+  Result<std::vector<RunLog>> read_unfinished() override {
+    std::lock_guard lock(read_mu_);
+    std::vector<RunLog> out;
+    std::map<std::string, size_t> index;
+    Stmt runs;
+    CRUCIBLE_RETURN_IF_ERROR(runs.prepare(read_db_, "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE status = 'running'"));
+    int rc;
+    while ((rc = runs.step()) == SQLITE_ROW) {
+      RunLog log;
+      log.summary = decode_summary(runs);
+      index[log.summary.run_id.str()] = out.size();
+      out.push_back(std::move(log));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "listing unfinished runs"));
+    Stmt recs;
+    CRUCIBLE_RETURN_IF_ERROR(recs.prepare(read_db_,
+        "SELECT r.seq, r.type, r.step_key, r.at_ms, r.body, r.run_id FROM records r JOIN runs u ON u.run_id = r.run_id "
+        "WHERE u.status = 'running' ORDER BY r.seq"));
+    while ((rc = recs.step()) == SQLITE_ROW) {
+      auto it = index.find(recs.text(5));
+      if (it == index.end()) continue;
+      RunLog& log = out[it->second];
+      auto r = decode_record(recs, log.summary.run_id);
+      if (!r) return tl::unexpected(r.error());
+      log.records.push_back(std::move(*r));
+    }
+    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "reading unfinished runs"));
+    return out;
+  }
+
+  Result<Lease> acquire_lease(const RunId& run, const std::string& owner, std::chrono::milliseconds ttl,
+                              std::optional<uint64_t> steal_epoch) override {
+    Lease lease;
+    Status s = with_writer([&]() -> Status {
+      Stmt q;
+      CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
+      q.bind(run.str());
+      if (q.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+      std::string holder = q.text(0);
+      uint64_t epoch = static_cast<uint64_t>(q.integer(1));
+      int64_t expires = q.integer(2);
+      int64_t now = real_clock().now_ms();
+      bool free = holder.empty() || expires <= now || holder == owner || (steal_epoch && *steal_epoch == epoch);
+      if (!free) {
+        return make_error(ErrorCode::kFailedPrecondition, "run '" + run.str() + "' is being executed by " + holder +
+                                                              " (lease epoch " + std::to_string(epoch) + ", expires in " +
+                                                              std::to_string((expires - now) / 1000) + " s)");
+      }
+      lease = Lease{run, owner, epoch + 1, now + ttl.count()};
+      Stmt u;
+      CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires_ms = ? WHERE run_id = ?"));
+      u.bind(owner).bind(static_cast<int64_t>(lease.epoch)).bind(lease.expires_ms).bind(run.str());
+      if (int rc = u.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "taking lease"));
+      return {};
+    });
+    if (!s) return tl::unexpected(s.error());
+    return lease;
+  }
+
+  Result<std::optional<Lease>> current_lease(const RunId& run) override {
+    std::lock_guard lock(read_mu_);
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
+    q.bind(run.str());
+    if (q.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (q.text(0).empty()) return std::optional<Lease>();
+    return std::optional<Lease>(Lease{run, q.text(0), static_cast<uint64_t>(q.integer(1)), q.integer(2)});
+  }
+
+  Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) override {
+    return update_lease(lease, lease.owner, real_clock().now_ms() + ttl.count());
+  }
+
+  Status release_lease(const Lease& lease) override { return update_lease(lease, "", 0); }
+
+  Status put_value(const std::string& scope, const std::string& key, const Json& value) override {
+    return with_writer([&]() -> Status {
+      Stmt q;
+      CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "INSERT INTO kv(scope, key, value) VALUES(?, ?, ?) ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value"));
+      q.bind(scope).bind(key).bind(value.dump());
+      if (int rc = q.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "writing state"));
+      return {};
+    });
+  }
+
+  Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) override {
+    std::lock_guard lock(read_mu_);
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT value FROM kv WHERE scope = ? AND key = ?"));
+    q.bind(scope).bind(key);
+    if (q.step() != SQLITE_ROW) return std::optional<Json>();
+    auto v = parse_json(q.text(0));
+    if (!v) return tl::unexpected(v.error());
+    return std::optional<Json>(std::move(*v));
+  }
+
+  Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
+    bool resolved = false;
+    Status s = with_writer([&]() -> Status {
+      int64_t now = real_clock().now_ms();
+      Stmt ins;
+      CRUCIBLE_RETURN_IF_ERROR(ins.prepare(write_db_, "INSERT INTO promises(run_id, name, value, resolved_ms) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?) ON CONFLICT DO NOTHING"));
+      ins.bind(run.str()).bind(name).bind(value.dump()).bind(now).bind(run.str());
+      if (int rc = ins.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "resolving promise"));
+      if (sqlite3_changes(write_db_) == 0) {
+        Stmt exists;
+        CRUCIBLE_RETURN_IF_ERROR(exists.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
+        exists.bind(run.str());
+        if (exists.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+        return {};
+      }
+      resolved = true;
+      Record r;
+      r.type = RecordType::kPromiseResolved;
+      r.run_id = run;
+      r.at_ms = now;
+      r.payload = {{"name", name}, {"value", value}};
+      CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+      return apply_record(r);
+    });
+    if (!s) return tl::unexpected(s.error());
+    return resolved;
+  }
+
+  Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) override {
+    std::lock_guard lock(read_mu_);
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT value FROM promises WHERE run_id = ? AND name = ?"));
+    q.bind(run.str()).bind(name);
+    if (q.step() == SQLITE_ROW) {
+      auto v = parse_json(q.text(0));
+      if (!v) return tl::unexpected(v.error());
+      return std::optional<Json>(std::move(*v));
+    }
+    Stmt exists;
+    CRUCIBLE_RETURN_IF_ERROR(exists.prepare(read_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
+    exists.bind(run.str());
+    if (exists.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    return std::optional<Json>();
+  }
+
+  Result<size_t> prune(int64_t updated_before_ms) override {
+    size_t removed = 0;
+    Status s = with_writer([&]() -> Status {
+      const char* doomed = "SELECT run_id FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?1";
+      for (const char* table : {"records", "promises"}) {
+        std::string sql = std::string("DELETE FROM ") + table + " WHERE run_id IN (" + doomed + ")";
+        Stmt q;
+        CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, sql.c_str()));
+        q.bind(updated_before_ms);
+        if (int rc = q.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+      }
+      Stmt kv;
+      CRUCIBLE_RETURN_IF_ERROR(kv.prepare(write_db_, (std::string("DELETE FROM kv WHERE scope IN (") + doomed + ")").c_str()));
+      kv.bind(updated_before_ms);
+      if (int rc = kv.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+      Stmt runs;
+      CRUCIBLE_RETURN_IF_ERROR(runs.prepare(write_db_, "DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?"));
+      runs.bind(updated_before_ms);
+      if (int rc = runs.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+      removed = static_cast<size_t>(sqlite3_changes(write_db_));
+      return {};
+    });
+    if (!s) return tl::unexpected(s.error());
+    return removed;
+  }
+
+ private:
+  Status migrate() {
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "SELECT value FROM meta WHERE key = 'schema_version'"));
+    int version = 0;
+    if (q.step() == SQLITE_ROW) version = std::atoi(q.text(0).c_str());
+    q.reset();
+    const int latest = static_cast<int>(std::size(kMigrations));
+    if (version > latest) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "journal '" + options_.path + "' has schema version " + std::to_string(version) +
+                            ", newer than this crucible supports (" + std::to_string(latest) +
+                            "); use a newer crucible or another --journal");
+    }
+    for (int v = version; v < latest; ++v) {
+      CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "BEGIN IMMEDIATE"));
+      Status s = exec(write_db_, kMigrations[v]);
+      if (s) {
+        std::string sql = "INSERT INTO meta(key, value) VALUES('schema_version', '" + std::to_string(v + 1) +
+                          "') ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+        s = exec(write_db_, sql.c_str());
+      }
+      if (!s) {
+        (void)exec(write_db_, "ROLLBACK");
+        return s;
+      }
+      CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "COMMIT"));
+    }
+    return {};
+  }
+
+  Status prepare_statements() {
+    CRUCIBLE_RETURN_IF_ERROR(insert_run_.prepare(write_db_,
+        "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
+    CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(write_db_,
+        "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
+        "spec_hash = coalesce(?, spec_hash) WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(write_db_,
+        "INSERT INTO records(run_id, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?)"));
+    CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(read_db_,
+        "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
+    CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
+        "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE run_id = ?"));
+    return {};
+  }
+
+  // Large values go to the blob store before the record reaches the commit queue.
+  Status externalize_values(Record& r) {
+    for (Mutation& m : r.delta) {
+      if (m.value.is_null()) continue;
+      auto v = externalize(m.value, blobs_, options_.blob_threshold);
+      if (!v) return tl::unexpected(v.error());
+      m.value = std::move(*v);
+    }
+    if (!r.payload.is_null()) {
+      auto v = externalize(r.payload, blobs_, options_.blob_threshold);
+      if (!v) return tl::unexpected(v.error());
+      r.payload = std::move(*v);
+    }
+    return {};
+  }
+
+  Status apply_record(const Record& r) {
+    int rc;
+    if (r.type == RecordType::kRunStarted) {
+      const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
+      insert_run_.reset().bind(r.run_id.str()).bind(p.value("pipeline", std::string()))
+          .bind(p.value("spec_hash", std::string())).bind(r.at_ms).bind(r.at_ms).bind(p.value("parent_run", std::string()));
+      rc = insert_run_.step();
+      if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
+      }
+      if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting run"));
+    } else {
+      update_run_.reset().bind(r.at_ms);
+      auto status = status_after(r);
+      if (status) update_run_.bind(std::string(run_status_name(*status)));
+      else update_run_.bind_null();
+      if (r.type == RecordType::kRunFailed && r.error) update_run_.bind(r.error->message());
+      else update_run_.bind_null();
+      if (r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash")) {
+        update_run_.bind(r.payload["spec_hash"].get<std::string>());
+      } else {
+        update_run_.bind_null();
+      }
+      update_run_.bind(r.run_id.str());
+      rc = update_run_.step();
+      if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating run"));
+      if (sqlite3_changes(write_db_) == 0) {
+        return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+      }
+    }
+    insert_record_.reset().bind(r.run_id.str()).bind(std::string(record_type_name(r.type))).bind(r.key.str())
+        .bind(r.at_ms).bind(record_body_to_json(r).dump());
+    rc = insert_record_.step();
+    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting record"));
+    return {};
+  }
+
+  // Commits every pending group until `mine` is done; one thread commits at a time and takes
+  // everything queued (group commit). Called with `lock` held.
+  void commit_until_done(std::unique_lock<std::mutex>& lock, Group& mine) {
+    while (!mine.done) {
+      if (committing_) {
+        cv_.wait(lock);
+        continue;
+      }
+      commit_pending(lock);
+    }
+  }
+
+  void commit_pending(std::unique_lock<std::mutex>& lock) {
+    committing_ = true;
+    std::vector<std::shared_ptr<Group>> batch;
+    batch.swap(pending_);
+    lock.unlock();
+    Status result = commit_batch(batch);
+    lock.lock();
+    committing_ = false;
+    if (!result && !broken_) broken_ = result.error();
+    for (auto& g : batch) {
+      if (!result) g->status = make_error(*broken_);
+      g->done = true;
+    }
+    cv_.notify_all();
+  }
+
+  Status commit_batch(std::vector<std::shared_ptr<Group>>& batch) {
+    size_t work = 0;
+    for (auto& g : batch) work += g->records.size() + (g->op ? 1 : 0);
+    if (work == 0) return {};
+    int rc = sqlite3_exec(write_db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return tl::unexpected(sqlite_error(write_db_, rc, "beginning a journal commit"));
+    for (auto& g : batch) {
+      if (g->records.empty() && !g->op) continue;
+      bool savepoint = batch.size() > 1 || g->op;
+      if (savepoint) sqlite3_exec(write_db_, "SAVEPOINT g", nullptr, nullptr, nullptr);
+      Status s;
+      if (g->op) s = g->op();
+      for (const Record& r : g->records) {
+        if (!s) break;
+        s = apply_record(r);
+      }
+      if (!s) {
+        if (savepoint) sqlite3_exec(write_db_, "ROLLBACK TO g", nullptr, nullptr, nullptr);
+        else sqlite3_exec(write_db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        g->status = s;
+        if (g->batched) {
+          std::lock_guard lock(mu_);
+          if (!deferred_) deferred_ = s.error();
+        }
+        if (!savepoint) return {};
+      }
+      if (savepoint) sqlite3_exec(write_db_, "RELEASE g", nullptr, nullptr, nullptr);
+    }
+    rc = sqlite3_exec(write_db_, "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      Error e = sqlite_error(write_db_, rc, "committing the journal");
+      sqlite3_exec(write_db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return tl::unexpected(e);
+    }
+    return {};
+  }
+
+  void writer_loop(std::stop_token stop) {
+    std::unique_lock lock(mu_);
+    while (!stop.stop_requested()) {
+      cv_.wait(lock, stop, [&] { return !pending_.empty() && !committing_; });
+      if (stop.stop_requested()) break;
+      if (!pending_.empty() && !committing_) commit_pending(lock);
+    }
+  }
+
+  // Runs fn inside the next group commit, in a savepoint of its own, and waits for the commit.
+  Status with_writer(const std::function<Status()>& fn) {
+    std::unique_lock lock(mu_);
+    if (broken_) return make_error(*broken_);
+    auto group = std::make_shared<Group>();
+    group->op = fn;
+    pending_.push_back(group);
+    commit_until_done(lock, *group);
+    return group->status;
+  }
+
+  Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
+    return with_writer([&]() -> Status {
+      Stmt u;
+      CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_expires_ms = ? WHERE run_id = ? AND lease_epoch = ? AND lease_owner = ?"));
+      u.bind(owner).bind(expires).bind(lease.run_id.str()).bind(static_cast<int64_t>(lease.epoch)).bind(lease.owner);
+      if (int rc = u.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating lease"));
+      if (sqlite3_changes(write_db_) == 0) {
+        return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
+                                                   std::to_string(lease.epoch) + " is stale)");
+      }
+      return {};
+    });
+  }
+
+  Result<RunSummary> read_summary_locked(const RunId& run) {
+    Stmt& q = read_summary_.reset().bind(run.str());
+    int rc = q.step();
+    if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(read_db_, rc, "reading run " + run.str()));
+    RunSummary s = decode_summary(q);
+    q.reset();
+    return s;
+  }
+
+  static RunSummary decode_summary(Stmt& q) {
+    RunSummary s;
+    s.run_id = *RunId::parse(q.text(0));
+    s.pipeline = q.text(1);
+    s.spec_hash = q.text(2);
+    s.status = parse_run_status(q.text(3)).value_or(RunStatus::kRunning);
+    s.created_ms = q.integer(4);
+    s.updated_ms = q.integer(5);
+    s.parent_run = q.text(6);
+    s.error = q.text(7);
+    return s;
+  }
+
+  Result<Record> decode_record(Stmt& q, const RunId& run) {
+    Record r;
+    r.run_id = run;
+    r.seq = static_cast<uint64_t>(q.integer(0));
+    auto type = parse_record_type(q.text(1));
+    if (!type) return make_error(ErrorCode::kDataLoss, "unknown record type '" + q.text(1) + "' in run " + run.str());
+    r.type = *type;
+    r.key = StepKey::from_string(q.text(2));
+    r.at_ms = q.integer(3);
+    auto body = parse_json(q.text(4));
+    if (!body) return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
+    CRUCIBLE_RETURN_IF_ERROR(record_body_from_json(*body, r));
+    for (Mutation& m : r.delta) {
+      auto v = internalize(m.value, blobs_);
+      if (!v) return tl::unexpected(v.error());
+      m.value = std::move(*v);
+    }
+    auto p = internalize(r.payload, blobs_);
+    if (!p) return tl::unexpected(p.error());
+    r.payload = std::move(*p);
+    return r;
+  }
+
+  SqliteJournalOptions options_;
+  BlobStore blobs_;
+  sqlite3* write_db_ = nullptr;  // used by the thread that set committing_
+  sqlite3* read_db_ = nullptr;   // guarded by read_mu_
+  Stmt insert_run_, update_run_, insert_record_;
+  Stmt read_records_, read_summary_;
+
+  std::mutex read_mu_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::vector<std::shared_ptr<Group>> pending_;  // guarded by mu_
+  bool committing_ = false;                      // guarded by mu_
+  std::optional<Error> broken_;                  // guarded by mu_
+  std::optional<Error> deferred_;                // guarded by mu_: a batched group's own error
+  std::jthread writer_;
+};
+
+}  // namespace
+
+std::string default_journal_path(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("CRUCIBLE_JOURNAL"); env != nullptr && *env != '\0') return env;
+  return ".crucible/journal.db";
+}
+
+Result<std::unique_ptr<Journal>> open_sqlite_journal(const SqliteJournalOptions& options) {
+  SqliteJournalOptions resolved = options;
+  if (resolved.blob_dir.empty()) {
+    std::filesystem::path p(resolved.path);
+    resolved.blob_dir = (p.has_parent_path() ? p.parent_path() : std::filesystem::path(".")).string() + "/blobs";
+  }
+  auto journal = std::make_unique<SqliteJournal>(resolved);
+  CRUCIBLE_RETURN_IF_ERROR(journal->open());
+  return std::unique_ptr<Journal>(std::move(journal));
+}
+
+}  // namespace crucible
