@@ -12,11 +12,19 @@ namespace {
 
 class MemoryJournal : public Journal {
  public:
-  using Journal::append;
+  Status append(Record record, Durability) override {
+    std::lock_guard lock(mu_);
+    return append_locked(record);
+  }
 
   Status append(std::vector<Record> records, Durability) override {
     std::lock_guard lock(mu_);
-    for (Record& r : records) {
+    for (Record& r : records) CRUCIBLE_RETURN_IF_ERROR(append_locked(r));
+    return {};
+  }
+
+  Status append_locked(Record& r) {
+    {
       auto it = runs_.find(r.run_id);
       if (r.type == RecordType::kRunStarted) {
         if (it != runs_.end()) {

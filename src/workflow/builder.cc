@@ -92,7 +92,7 @@ SequenceBuilder& SequenceBuilder::sequence(std::string name, const Body& body) {
   return *this;
 }
 
-SequenceBuilder& SequenceBuilder::loop_over(std::string name, Json items, const Body& body) {
+SequenceBuilder& SequenceBuilder::loop_items(std::string name, Json items, const Body& body) {
   Node n;
   n.kind = NodeKind::kLoop;
   n.name = std::move(name);

@@ -1,1 +1,146 @@
+#include "crucible/workflow/expression.h"
+
 #include <gtest/gtest.h>
+
+namespace crucible {
+namespace {
+
+Context ctx() {
+  Context c("exp", *RunId::parse("run-1"), Json{{"topic", "cats"}, {"n", 3}, {"list", {1, 2, 3}}, {"nested", {{"k", "v"}}}});
+  c.put_metric("acc", 0.91);
+  c.put_metric("my-metric", 5);
+  c.assign("done", false);
+  c.put_artifact("report", "text");
+  c.push_loop(Json{{"lr", 0.1}}, 2);
+  return c;
+}
+
+Json eval(const std::string& text) {
+  auto e = Expression::parse(text);
+  EXPECT_TRUE(e) << text << ": " << (e ? "" : e.error().to_string());
+  if (!e) return Json("<parse error>");
+  auto v = e->evaluate(ctx());
+  EXPECT_TRUE(v) << text << ": " << (v ? "" : v.error().to_string());
+  return v ? *v : Json("<eval error>");
+}
+
+Error eval_error(const std::string& text) {
+  auto e = Expression::parse(text);
+  EXPECT_TRUE(e) << text;
+  auto v = e->evaluate(ctx());
+  EXPECT_FALSE(v) << text << " evaluated to " << (v ? v->dump() : "");
+  return v ? Error(ErrorCode::kUnknown, "") : v.error();
+}
+
+TEST(Expression, ReadsEveryRoot) {
+  EXPECT_EQ(eval("config.topic"), "cats");
+  EXPECT_EQ(eval("config.nested.k"), "v");
+  EXPECT_EQ(eval("config.list[1]"), 2);
+  EXPECT_EQ(eval("config.list[-1]"), 3);
+  EXPECT_EQ(eval("metrics.acc"), 0.91);
+  EXPECT_EQ(eval("metrics['my-metric']"), 5);
+  EXPECT_EQ(eval("state.done"), false);
+  EXPECT_EQ(eval("artifacts.report"), "text");
+  EXPECT_EQ(eval("item.lr"), 0.1);
+  EXPECT_EQ(eval("index"), 2);
+  EXPECT_EQ(eval("run.id"), "run-1");
+  EXPECT_TRUE(eval("metrics.missing").is_null());
+}
+
+TEST(Expression, ArithmeticComparisonAndBooleans) {
+  EXPECT_EQ(eval("1 + 2 * 3"), 7);
+  EXPECT_EQ(eval("(1 + 2) * 3"), 9);
+  EXPECT_EQ(eval("7 / 2"), 3.5);
+  EXPECT_EQ(eval("7 % 4"), 3);
+  EXPECT_EQ(eval("-config.n + 1"), -2);
+  EXPECT_EQ(eval("'a' + 'b'"), "ab");
+  EXPECT_EQ(eval("metrics.acc >= 0.9 and not state.done"), true);
+  EXPECT_EQ(eval("metrics.acc < 0.5 || config.n == 3"), true);
+  EXPECT_EQ(eval("config.n != 3"), false);
+  EXPECT_EQ(eval("1 == 1.0"), true);
+  EXPECT_EQ(eval("'b' in ['a', 'b']"), true);
+  EXPECT_EQ(eval("'at' in config.topic"), true);
+  EXPECT_EQ(eval("metrics.missing == null"), true);
+  EXPECT_EQ(eval("'apple' < 'banana'"), true);
+}
+
+TEST(Expression, Functions) {
+  EXPECT_EQ(eval("len(config.list)"), 3);
+  EXPECT_EQ(eval("len(config.topic)"), 4);
+  EXPECT_EQ(eval("range(3)"), Json::array({0, 1, 2}));
+  EXPECT_EQ(eval("range(1, 3)"), Json::array({1, 2}));
+  EXPECT_EQ(eval("str(config.n)"), "3");
+  EXPECT_EQ(eval("int('42')"), 42);
+  EXPECT_EQ(eval("float(2)"), 2.0);
+  EXPECT_EQ(eval("max(config.list)"), 3);
+  EXPECT_EQ(eval("min(4, 2, 9)"), 2);
+  EXPECT_EQ(eval("abs(-2.5)"), 2.5);
+}
+
+TEST(Expression, TypeErrorsAreInvalidArgumentNamingTheExpression) {
+  Error e = eval_error("config.topic > 3");
+  EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(e.message().find("config.topic > 3"), std::string::npos);
+  EXPECT_NE(e.message().find("cannot compare string"), std::string::npos);
+  EXPECT_EQ(eval_error("metrics.missing > 1").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(eval_error("config.n and true").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(eval_error("1 / 0").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(eval_error("len(3)").code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(Expression, EvaluateBoolRequiresABoolean) {
+  auto e = Expression::parse("config.n");
+  ASSERT_TRUE(e);
+  auto v = e->evaluate_bool(ctx());
+  ASSERT_FALSE(v);
+  EXPECT_NE(v.error().message().find("must be true or false"), std::string::npos);
+}
+
+TEST(Expression, ParseErrorsPointAtTheColumn) {
+  auto unknown = Expression::parse("metrics.acc > 0.9 and bogus.x");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().column, 23u);
+  EXPECT_NE(unknown.error().message.find("unknown name 'bogus'"), std::string::npos);
+  auto unclosed = Expression::parse("(1 + 2");
+  ASSERT_FALSE(unclosed);
+  EXPECT_EQ(unclosed.error().column, 7u);
+  auto bad_char = Expression::parse("1 # 2");
+  ASSERT_FALSE(bad_char);
+  EXPECT_EQ(bad_char.error().column, 3u);
+  auto fn = Expression::parse("system('rm -rf /')");
+  ASSERT_FALSE(fn);
+  EXPECT_NE(fn.error().message.find("unknown function 'system'"), std::string::npos);
+  EXPECT_FALSE(Expression::parse("'unterminated"));
+  EXPECT_FALSE(Expression::parse(""));
+}
+
+TEST(Template, WholeTemplateKeepsTheType) {
+  EXPECT_EQ(*render_template("${config.n}", ctx()), 3);
+  EXPECT_EQ(*render_template("${config.list}", ctx()), Json::array({1, 2, 3}));
+}
+
+TEST(Template, InterpolatesIntoText) {
+  EXPECT_EQ(*render_template("topic=${config.topic}, n=${config.n + 1}", ctx()), "topic=cats, n=4");
+  EXPECT_EQ(*render_template("cost $${literal}", ctx()), "cost ${literal}");
+  EXPECT_EQ(*render_template("no templates", ctx()), "no templates");
+}
+
+TEST(Template, RendersNestedValues) {
+  Json with = {{"argv", {"echo", "${config.topic}"}}, {"n", "${config.n}"}, {"k", 1}};
+  EXPECT_EQ(*render_templates(with, ctx()), (Json{{"argv", {"echo", "cats"}}, {"n", 3}, {"k", 1}}));
+  EXPECT_TRUE(has_templates(with));
+  EXPECT_FALSE(has_templates(Json{{"a", "b"}}));
+}
+
+TEST(Template, CheckReportsTheOffsetOfTheError) {
+  auto e = check_template("hello ${config.topic + }");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->offset, 23u);  // the "}" where an operand was expected
+  auto unterminated = check_template("x ${config.topic");
+  ASSERT_TRUE(unterminated.has_value());
+  EXPECT_EQ(unterminated->offset, 2u);
+  EXPECT_FALSE(check_template("fine ${config.topic}").has_value());
+}
+
+}  // namespace
+}  // namespace crucible

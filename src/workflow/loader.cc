@@ -107,7 +107,7 @@ class Loader {
     spec.file = file_;
     spec.source_text = std::string(text);
     parse_top(root, spec);
-    if (!has_errors()) {
+    if (!root.IsNull() && root.IsMap()) {
       auto more = validate_spec(spec, registry_);
       diags_.insert(diags_.end(), more.begin(), more.end());
     }

@@ -1,1 +1,185 @@
+#include "crucible/workflow/loader.h"
+
+#include <filesystem>
+
 #include <gtest/gtest.h>
+
+#include "crucible/workflow/builtin_stages.h"
+
+namespace crucible {
+namespace {
+
+struct Invalid {
+  const char* file;
+  const char* location;  // "line:column"
+  const char* message;   // a substring of the error
+};
+
+// Every file in tests/pipelines/invalid with the located message it must produce.
+const Invalid kInvalid[] = {
+    {"bad_duration.yaml", "5:14", "expected a duration such as 500ms, 30s, 5m or 2h, found '5 minutes'"},
+    {"bad_expression.yaml", "5:25", "bad expression 'metrics.acc >> 2': column 14: unexpected '>'"},
+    {"bad_template.yaml", "6:43", "bad template 'topic ${config.topic +}'"},
+    {"completion_mismatch.yaml", "3:5", "use `type: validation` for a validation stage, or `completion: duration_or_tasks`"},
+    {"distributed_missing_required.yaml", "2:3", "missing required key 'tree_creation_mode'"},
+    {"duplicate_name.yaml", "5:5", "duplicate stage name 'a'"},
+    {"duplicate_order.yaml", "6:5", "duplicate order 1: stages 'a' and 'b'"},
+    {"empty.yaml", "1:1", "the pipeline file is empty"},
+    {"field_of_other_kind.yaml", "5:15", "'duration' does not apply to type prepare"},
+    {"malformed_yaml.yaml", "5:4", "malformed YAML"},
+    {"missing_option.yaml", "3:5", "stage type 'metric' needs option 'name'"},
+    {"unknown_key.yaml", "5:5", "unknown key 'timout'; did you mean 'timeout'?"},
+    {"unknown_stage_type.yaml", "3:5", "unknown stage type 'noopp'; did you mean 'noop'?"},
+    {"until_without_max.yaml", "5:7", "an 'until' loop needs 'max'"},
+    {"wrong_option_type.yaml", "3:5", "option 'duration' must be duration, found array"},
+    {"wrong_type.yaml", "6:17", "expected an integer, found 'three'"},
+};
+
+const std::string kDir = "tests/pipelines/invalid/";
+
+TEST(Loader, EveryInvalidPipelineFailsWithItsLocatedMessage) {
+  StageRegistry registry = builtin_registry();
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kDir)) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, std::size(kInvalid)) << "every invalid pipeline needs an expectation";
+  for (const Invalid& c : kInvalid) {
+    LoadResult r = load_pipeline_file(kDir + c.file, registry);
+    EXPECT_FALSE(r.ok()) << c.file;
+    std::string report = r.report();
+    std::string prefix = kDir + c.file + ":" + c.location + ": error: ";
+    EXPECT_NE(report.find(prefix), std::string::npos) << c.file << " report:\n" << report;
+    EXPECT_NE(report.find(c.message), std::string::npos) << c.file << " report:\n" << report;
+  }
+}
+
+TEST(Loader, ListsEveryErrorNotJustTheFirst) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_text(R"(name: many
+stages:
+  - name: a
+    uses: noop
+    timout: 1s
+  - name: b
+    uses: nope
+  - name: c
+    uses: noop
+    when: "metrics.x >"
+    retry: {attempts: lots}
+)", "many.yaml", registry);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error_count(), 4u) << r.report();
+  EXPECT_NE(r.report().find("many.yaml:5:5"), std::string::npos);
+  EXPECT_NE(r.report().find("many.yaml:6:5: error: stages[1] 'b'.uses: unknown stage type 'nope'"), std::string::npos);
+  EXPECT_NE(r.report().find("many.yaml:10:"), std::string::npos);
+  EXPECT_NE(r.report().find("many.yaml:11:"), std::string::npos);
+}
+
+TEST(Loader, QuickstartExampleLoads) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_file("examples/quickstart.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  EXPECT_EQ(r.spec->name, "quickstart");
+  EXPECT_FALSE(unsupported_reason(*r.spec).has_value());
+}
+
+TEST(Loader, Seed003LoadsAsWrittenExceptTheForbiddenPreflight) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_file("tests/pipelines/seed003_multi_epoch.yaml", registry);
+  ASSERT_FALSE(r.ok());
+  ASSERT_EQ(r.error_count(), 1u) << r.report();
+  EXPECT_NE(r.report().find("seed003_multi_epoch.yaml:10:7: error"), std::string::npos) << r.report();
+  EXPECT_NE(r.report().find("`type: validation`"), std::string::npos);
+  EXPECT_NE(r.report().find("`completion: duration_or_tasks`"), std::string::npos);
+}
+
+TEST(Loader, Seed003MultiEpochWithTheFixLoadsInOrder) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_file("examples/staged_multi_epoch.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  std::vector<std::string> names;
+  for (const Node& n : r.spec->stages) names.push_back(n.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"preflight", "prepare", "epoch-1", "checkpoint-1", "epoch-2", "cleanup"}));
+  const Node& checkpoint = r.spec->stages[3];
+  EXPECT_EQ(checkpoint.stage_kind, StageKind::kCustom);
+  EXPECT_EQ(checkpoint.completion, Completion::kScriptExit);
+  EXPECT_EQ(checkpoint.command, "/usr/bin/save_checkpoint.sh");
+  EXPECT_EQ(checkpoint.args, (std::vector<std::string>{"--epoch", "1"}));
+  EXPECT_EQ(r.spec->stages[2].duration, std::chrono::seconds(3600));
+  EXPECT_EQ(r.spec->stages[1].expected_tasks, 10000);
+  EXPECT_TRUE(r.spec->stages[5].optional);
+  EXPECT_EQ(r.spec->distributed["tree_creation_mode"], "coordinator");
+  auto reason = unsupported_reason(*r.spec);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_NE(reason->find("1 distributed agent"), std::string::npos);
+}
+
+TEST(Loader, StagedPipelineWithoutStagesGetsTheDefaults) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_file("tests/pipelines/seed003_defaults.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  std::vector<std::string> names;
+  for (const Node& n : r.spec->stages) names.push_back(n.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"preflight", "prepare", "execute", "cleanup"}));
+}
+
+TEST(Loader, StagesRunByOrderAndGapsWarn) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_text(R"(name: ordered
+stages:
+  - {name: third, uses: noop, order: 7}
+  - {name: first, uses: noop, order: 1}
+  - {name: second, uses: noop, order: 2}
+)", "ordered.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  EXPECT_EQ(r.spec->stages[0].name, "first");
+  EXPECT_EQ(r.spec->stages[2].name, "third");
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(r.diagnostics[0].severity, Diagnostic::Severity::kWarning);
+  EXPECT_NE(r.diagnostics[0].message.find("gap in order"), std::string::npos);
+}
+
+TEST(Loader, LocalStagesOfSai3KindsRunWithAUsesBody) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_text(R"(name: local
+stages:
+  - {name: check, type: validation, uses: assert, with: {that: "true"}}
+  - {name: fill, type: prepare, uses: noop}
+  - {name: epoch, type: execute, duration: 10s}
+)", "local.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  auto reason = unsupported_reason(*r.spec);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_NE(reason->find("stage 'epoch' (type execute"), std::string::npos);
+}
+
+TEST(Loader, ConfigScalarsKeepTheirYamlTypes) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_text(R"(name: types
+config: {i: 3, f: 0.5, b: true, s: "3", n: null, word: hello}
+stages: [{name: a, uses: noop}]
+)", "types.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  EXPECT_EQ(r.spec->config["i"], 3);
+  EXPECT_EQ(r.spec->config["f"], 0.5);
+  EXPECT_EQ(r.spec->config["b"], true);
+  EXPECT_EQ(r.spec->config["s"], "3");
+  EXPECT_TRUE(r.spec->config["n"].is_null());
+  EXPECT_EQ(r.spec->config["word"], "hello");
+}
+
+TEST(ParseDuration, AcceptsUnitsAndPlainSeconds) {
+  EXPECT_EQ(parse_duration("250ms"), std::chrono::milliseconds(250));
+  EXPECT_EQ(parse_duration("1.5s"), std::chrono::milliseconds(1500));
+  EXPECT_EQ(parse_duration("5m"), std::chrono::minutes(5));
+  EXPECT_EQ(parse_duration("2h"), std::chrono::hours(2));
+  EXPECT_EQ(parse_duration("30d"), std::chrono::hours(24 * 30));
+  EXPECT_EQ(parse_duration("3"), std::chrono::seconds(3));
+  EXPECT_FALSE(parse_duration("soon").has_value());
+  EXPECT_FALSE(parse_duration("-1s").has_value());
+}
+
+}  // namespace
+}  // namespace crucible

@@ -48,8 +48,8 @@ Json spec_payload(const WorkflowSpec& spec, const std::string& hash) {
     out["format"] = "yaml";
     out["text"] = spec.source_text;
   } else {
-    out["format"] = "json";
-    out["spec"] = spec_to_json(spec);
+    // A spec built in C++ is rebuilt by the program that owns it; the hash identifies it.
+    out["format"] = "builder";
   }
   return out;
 }
@@ -228,8 +228,9 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   } else {
     result.status = RunStatus::kCompleted;
     end.type = RecordType::kRunCompleted;
+    // Completed stages and the trace are rebuilt by replay; the values are kept for readers.
     Json final_context = result.context.to_json();
-    final_context.erase("config");
+    for (const char* key : {"config", "completed_stages", "trace"}) final_context.erase(key);
     end.payload = {{"context", final_context}};
   }
   // The suspension record was appended where the run parked; a replay of a finished run adds

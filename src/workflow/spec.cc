@@ -127,6 +127,9 @@ Json spec_to_json(const WorkflowSpec& spec) {
   return out;
 }
 
-std::string spec_hash(const WorkflowSpec& spec) { return sha256_hex(spec_to_json(spec).dump()); }
+std::string spec_hash(const WorkflowSpec& spec) {
+  if (!spec.hash.empty()) return spec.hash;
+  return sha256_hex(spec_to_json(spec).dump());
+}
 
 }  // namespace crucible

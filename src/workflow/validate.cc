@@ -276,13 +276,17 @@ const Node* find_unsupported(const std::vector<Node>& nodes) {
 }  // namespace
 
 std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry) {
-  return Validator(registry).run(spec);
+  auto diagnostics = Validator(registry).run(spec);
+  spec.hash.clear();
+  spec.hash = spec_hash(spec);
+  return diagnostics;
 }
 
 std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {
   if (!spec.distributed.is_null() && spec.distributed.value("agent_count", 0) > 0) {
-    return "this pipeline runs across " + std::to_string(spec.distributed.value("agent_count", 0)) +
-           " distributed agents, which Crucible cannot do yet (the `distributed:` section is validated "
+    int agents = spec.distributed.value("agent_count", 0);
+    return "this pipeline runs across " + std::to_string(agents) + (agents == 1 ? " distributed agent" : " distributed agents") +
+           ", which Crucible cannot do yet (the `distributed:` section is validated "
            "but not executed); remove the agents to run its stages on this machine";
   }
   if (const Node* n = find_unsupported(spec.stages)) {

@@ -102,7 +102,8 @@ class Journal {
   // journal is broken: this and every later call return kDataLoss or kResourceExhausted, and no
   // later record becomes durable.
   virtual Status append(std::vector<Record> records, Durability durability) = 0;
-  Status append(Record record, Durability durability);
+  // One record; adapters may override to avoid building a vector.
+  virtual Status append(Record record, Durability durability);
   // Waits until everything appended so far is durable.
   virtual Status flush() = 0;
 

@@ -2,7 +2,7 @@
 //
 //   WorkflowBuilder b("seed001");
 //   b.stage("step1", "noop").stage("step2", "noop")
-//    .loop_over("items", Json::array({1, 2, 3}), [](SequenceBuilder& body) { body.stage("process", "noop"); })
+//    .loop_items("items", Json::array({1, 2, 3}), [](SequenceBuilder& body) { body.stage("process", "noop"); })
 //    .conditional("gate", "config.do_final", [](SequenceBuilder& then) { then.stage("final", "noop"); });
 //   Result<WorkflowSpec> spec = b.build(registry);
 #pragma once
@@ -38,7 +38,7 @@ class SequenceBuilder {
   SequenceBuilder& order(int64_t order);
 
   SequenceBuilder& sequence(std::string name, const Body& body);
-  SequenceBuilder& loop_over(std::string name, Json items, const Body& body);
+  SequenceBuilder& loop_items(std::string name, Json items, const Body& body);
   SequenceBuilder& loop_over(std::string name, const std::string& expression, const Body& body);
   SequenceBuilder& loop_count(std::string name, int64_t count, const Body& body);
   SequenceBuilder& loop_until(std::string name, const std::string& condition, int64_t max, const Body& body);

@@ -103,7 +103,7 @@ class Runner {
 };
 
 // The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}
-// or {"format":"json","spec"}, with "file" and "spec_hash".
+// or {"format":"builder"}, with "file" and "spec_hash".
 Result<Json> journaled_spec(const RunLog& log);
 
 }  // namespace crucible

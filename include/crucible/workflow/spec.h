@@ -101,11 +101,13 @@ struct WorkflowSpec {
   Json distributed;              // the validated `distributed:` section, or null
   Json reliability;              // the experiment's `reliability:` defaults, or null
   std::string source_text;       // YAML text, journaled so `resume` can reload it
+  std::string hash;              // spec_hash(), set by validation
 };
 
 // Canonical JSON of the tree, without source locations: equal for a YAML pipeline and the same
 // pipeline built in C++.
 Json spec_to_json(const WorkflowSpec& spec);
+// SHA-256 of spec_to_json(); the cached `hash` when validation set it.
 std::string spec_hash(const WorkflowSpec& spec);
 
 }  // namespace crucible
