@@ -1,1 +1,169 @@
-#include <gtest/gtest.h>
+#include "crucible/journal_sqlite/sqlite_journal.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "testing/journal_conformance.h"
+
+namespace crucible::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fresh_path(const std::string& name) {
+  static int counter = 0;
+  fs::path dir = fs::path(::testing::TempDir()) / ("sqlite-" + std::to_string(::getpid()) + "-" + name + "-" +
+                                                   std::to_string(counter++));
+  fs::remove_all(dir);
+  return (dir / "journal.db").string();
+}
+
+std::unique_ptr<Journal> open_at(const std::string& path, size_t blob_threshold = kDefaultBlobThreshold) {
+  SqliteJournalOptions o;
+  o.path = path;
+  o.blob_threshold = blob_threshold;
+  auto j = open_sqlite_journal(o);
+  EXPECT_TRUE(j) << (j ? "" : j.error().to_string());
+  return j ? std::move(*j) : nullptr;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, JournalConformance,
+                         ::testing::Values(JournalFactory([] { return open_at(fresh_path("conformance")); })));
+
+TEST(SqliteJournal, RecordsSurviveReopening) {
+  std::string path = fresh_path("reopen");
+  {
+    auto j = open_at(path);
+    ASSERT_TRUE(j->append(started("r1"), Durability::kStrict));
+    Record done = step("r1", RecordType::kStepCompleted, "/a");
+    done.delta = {Mutation{Mutation::Kind::kState, "k", Json{{"nested", {1, 2}}}}};
+    ASSERT_TRUE(j->append(done, Durability::kBatched));
+    ASSERT_TRUE(j->flush());
+  }
+  auto j = open_at(path);
+  auto log = j->read_run(*RunId::parse("r1"));
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->records.size(), 2u);
+  EXPECT_EQ(log->records[1].delta[0].value, (Json{{"nested", {1, 2}}}));
+}
+
+TEST(SqliteJournal, BatchedAppendsBecomeDurableWithoutAFlush) {
+  std::string path = fresh_path("batched");
+  auto j = open_at(path);
+  ASSERT_TRUE(j->append(started("r1"), Durability::kStrict));
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(j->append(step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str()), Durability::kBatched));
+  }
+  // The writer thread commits on its own; another connection sees it.
+  for (int tries = 0; tries < 200; ++tries) {
+    auto other = open_at(path);
+    if (other->read_run(*RunId::parse("r1"))->records.size() == 101) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL() << "batched records were never committed";
+}
+
+TEST(SqliteJournal, LargeValuesGoToTheBlobStore) {
+  std::string path = fresh_path("blobs");
+  auto j = open_at(path, 1024);
+  ASSERT_TRUE(j->append(started("r1"), Durability::kStrict));
+  Record done = step("r1", RecordType::kStepCompleted, "/big");
+  std::string big(100'000, 'z');
+  done.delta = {Mutation{Mutation::Kind::kArtifact, "text", Json(big)}};
+  ASSERT_TRUE(j->append(done, Durability::kStrict));
+  auto log = j->read_run(*RunId::parse("r1"));
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->records[1].delta[0].value, big);
+  // The journal row itself holds only the reference.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  sqlite3_prepare_v2(db, "SELECT max(length(body)) FROM records", -1, &q, nullptr);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_LT(sqlite3_column_int(q, 0), 1000);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  EXPECT_TRUE(fs::exists(fs::path(path).parent_path() / "blobs"));
+}
+
+TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {
+  std::string path = fresh_path("newer");
+  { open_at(path); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "UPDATE meta SET value = '99' WHERE key = 'schema_version'", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  SqliteJournalOptions o;
+  o.path = path;
+  auto j = open_sqlite_journal(o);
+  ASSERT_FALSE(j);
+  EXPECT_EQ(j.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(j.error().message().find("schema version 99"), std::string::npos);
+}
+
+TEST(SqliteJournal, UnopenablePathIsUnavailable) {
+  SqliteJournalOptions o;
+  o.path = "/proc/crucible-cannot-write-here/journal.db";
+  auto j = open_sqlite_journal(o);
+  ASSERT_FALSE(j);
+  EXPECT_EQ(j.error().code(), ErrorCode::kUnavailable);
+}
+
+TEST(SqliteJournal, ManyConcurrentStrictAppendersShareCommits) {
+  std::string path = fresh_path("group");
+  auto j = open_at(path);
+  constexpr int kThreads = 16, kEach = 40;
+  for (int t = 0; t < kThreads; ++t) ASSERT_TRUE(j->append(started(("r" + std::to_string(t)).c_str()), Durability::kStrict));
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        std::string run = "r" + std::to_string(t);
+        for (int i = 0; i < kEach; ++i) {
+          EXPECT_TRUE(j->append(step(run.c_str(), RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str()),
+                                Durability::kStrict));
+        }
+      });
+    }
+  }
+  (void)t0;
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(j->read_run(*RunId::parse("r" + std::to_string(t)))->records.size(), static_cast<size_t>(kEach + 1));
+  }
+}
+
+TEST(SqliteJournal, ABadGroupDoesNotSpoilItsNeighbours) {
+  std::string path = fresh_path("isolation");
+  auto j = open_at(path);
+  ASSERT_TRUE(j->append(started("good"), Durability::kStrict));
+  std::vector<std::jthread> threads;
+  std::atomic<int> ok{0}, not_found{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        const char* run = t % 2 == 0 ? "good" : "ghost";
+        auto s = j->append(step(run, RecordType::kStepCompleted, "/x"), Durability::kStrict);
+        if (s) ok++;
+        else if (s.error().code() == ErrorCode::kNotFound) not_found++;
+      }
+    });
+  }
+  threads.clear();
+  EXPECT_EQ(ok.load(), 80);
+  EXPECT_EQ(not_found.load(), 80);
+  EXPECT_EQ(j->read_run(*RunId::parse("good"))->records.size(), 81u);
+}
+
+TEST(DefaultJournalPath, FlagThenEnvironmentThenDefault) {
+  EXPECT_EQ(default_journal_path("x.db"), "x.db");
+  setenv("CRUCIBLE_JOURNAL", "/tmp/env.db", 1);
+  EXPECT_EQ(default_journal_path(""), "/tmp/env.db");
+  unsetenv("CRUCIBLE_JOURNAL");
+  EXPECT_EQ(default_journal_path(""), ".crucible/journal.db");
+}
+
+}  // namespace
+}  // namespace crucible::testing
