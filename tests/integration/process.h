@@ -1,0 +1,70 @@
+// Helpers for integration tests that run the built `crucible` binary in a child process.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace crucible::integration {
+
+struct Child {
+  pid_t pid = -1;
+  std::string out_path;
+  std::string err_path;
+};
+
+inline Child spawn_crucible(const std::vector<std::string>& args, const std::string& out_path,
+                            const std::string& err_path) {
+  std::vector<std::string> argv = {CRUCIBLE_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargs;
+  for (auto& a : argv) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  Child c;
+  c.out_path = out_path;
+  c.err_path = err_path;
+  if (posix_spawn(&c.pid, cargs[0], &actions, nullptr, cargs.data(), environ) != 0) c.pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return c;
+}
+
+// Waits for the child; returns its exit code, or 128 + signal.
+inline int wait_child(const Child& c) {
+  int status = 0;
+  while (waitpid(c.pid, &status, 0) < 0) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+struct Output {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+inline Output run_crucible(const std::vector<std::string>& args, const std::string& scratch) {
+  Child c = spawn_crucible(args, scratch + "/stdout", scratch + "/stderr");
+  int code = wait_child(c);
+  return Output{code, slurp(c.out_path), slurp(c.err_path)};
+}
+
+}  // namespace crucible::integration
