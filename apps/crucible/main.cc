@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   using namespace crucible::cli;
   CLI::App app{"Crucible runs AI experiment pipelines as durable, reliability-aware workflows."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand too
   GlobalOptions g;
   app.add_option("--journal", g.journal, "journal file (default $CRUCIBLE_JOURNAL or .crucible/journal.db)");
   app.add_option("--events", g.events_file, "append telemetry events as JSON lines to this file");

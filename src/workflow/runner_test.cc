@@ -671,23 +671,37 @@ stages:
 
 TEST_F(RunnerTest, BatchedModeLosesOnlyAnUnsyncedSuffixOnCrash) {
   testing::FaultInjectingJournal faulty(*journal_);
-  Runner runner(faulty, executor_, clock_, random_);
   WorkflowSpec spec = load(R"(
 name: b
 durability: batched
 stages:
   - {name: a, uses: probe}
   - {name: b, uses: probe}
+  - {name: c, uses: probe}
 )");
-  StartOptions o;
-  o.run_id = *RunId::parse("batched-run");
-  auto r = runner.start(spec, o);
-  ASSERT_TRUE(r);
-  // Everything was synced by the strict RunCompleted; a crash now loses nothing.
-  faulty.drop_unsynced();
-  auto log = journal_->read_run(*o.run_id);
+  RunId id = *RunId::parse("batched-run");
+  auto done = [&](const char* key, const char* name) {
+    Record r = rec(RecordType::kStepCompleted, key);
+    r.delta = {{Mutation::Kind::kComplete, name, Json()}, {Mutation::Kind::kTrace, name, Json()}};
+    return r;
+  };
+  auto records = crashed_run(id, spec, {done("/a", "a"), done("/b", "b")});
+  ASSERT_TRUE(faulty.append(records[0], Durability::kStrict));
+  ASSERT_TRUE(faulty.append(records[1], Durability::kBatched));
+  ASSERT_TRUE(faulty.flush());                                   // a group commit makes /a durable
+  ASSERT_TRUE(faulty.append(records[2], Durability::kBatched));  // /b is still in the volatile buffer
+  faulty.drop_unsynced();                                        // power cut
+
+  auto log = journal_->read_run(id);
   ASSERT_TRUE(log);
-  EXPECT_EQ(log->summary.status, RunStatus::kCompleted);
+  ASSERT_EQ(log->records.size(), 2u);  // an ordered prefix: RunStarted, /a
+  auto r = runner_->resume(spec, id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, RunStatus::kCompleted);
+  EXPECT_EQ(probe_->count("a"), 0);
+  EXPECT_EQ(probe_->count("b"), 1);
+  EXPECT_EQ(probe_->count("c"), 1);
+  EXPECT_EQ(r->context.trace(), (std::vector<std::string>{"a", "b", "c"}));
 }
 
 }  // namespace

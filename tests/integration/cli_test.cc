@@ -1,1 +1,218 @@
+// The `crucible` command end to end: exit codes, JSON output, status, list, signal, fork, prune,
+// resume, validation errors and the benchmarks' JSON.
+#include <filesystem>
+#include <thread>
+
 #include <gtest/gtest.h>
+
+#include "crucible/core/json.h"
+#include "process.h"
+
+namespace crucible::integration {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() / ("crucible-cli-" + std::to_string(getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    journal_ = dir_ + "/journal.db";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Output run(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--journal", journal_});
+    return run_crucible(args, dir_);
+  }
+  Json json_of(const Output& o) {
+    auto j = parse_json(o.out);
+    EXPECT_TRUE(j) << o.out << o.err;
+    return j ? *j : Json();
+  }
+
+  std::string dir_;
+  std::string journal_;
+};
+
+TEST_F(Cli, HelpWorksEverywhere) {
+  EXPECT_EQ(run({"--help"}).code, 0);
+  for (const char* cmd : {"run", "validate", "status", "list", "resume", "signal", "fork", "prune", "bench", "stages", "describe"}) {
+    Output o = run({cmd, "--help"});
+    EXPECT_EQ(o.code, 0) << cmd;
+    EXPECT_NE(o.out.find("Usage"), std::string::npos) << cmd;
+  }
+  EXPECT_EQ(run({"frobnicate"}).code, 2);
+}
+
+TEST_F(Cli, QuickstartRunsAndPrintsJson) {
+  Output o = run({"run", "examples/quickstart.yaml", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o);
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["metrics"]["accuracy.accuracy"], 0.86);
+  EXPECT_EQ(r["stages"].size(), 15u);
+  EXPECT_NE(o.err.find("/sweep[2]/train"), std::string::npos);  // progress goes to stderr with --json
+
+  Output status = run({"status", r["run_id"], "--json"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  Json s = json_of(status);
+  EXPECT_EQ(s["status"], "completed");
+  EXPECT_EQ(s["stages"][0]["key"], "/prepare");
+  EXPECT_EQ(s["stages"][0]["status"], "completed");
+
+  Output list = run({"list", "--json", "--status", "completed"});
+  ASSERT_EQ(list.code, 0);
+  EXPECT_EQ(json_of(list).size(), 1u);
+  Output table = run({"status", r["run_id"]});
+  EXPECT_NE(table.out.find("/gate/promote"), std::string::npos);
+}
+
+TEST_F(Cli, InvalidPipelinesExitTwoAndRunNothing) {
+  Output o = run({"run", "tests/pipelines/invalid/unknown_key.yaml"});
+  EXPECT_EQ(o.code, 2);
+  EXPECT_NE(o.err.find("tests/pipelines/invalid/unknown_key.yaml:5:5: error"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("nothing was run"), std::string::npos);
+  EXPECT_EQ(json_of(run({"list", "--json"})).size(), 0u);
+  Output v = run({"validate", "tests/pipelines/invalid/bad_expression.yaml", "--json"});
+  EXPECT_EQ(v.code, 2);
+  Json d = json_of(v);
+  EXPECT_EQ(d["valid"], false);
+  EXPECT_EQ(d["diagnostics"][0]["line"], 5);
+  EXPECT_EQ(d["diagnostics"][0]["column"], 25);
+  EXPECT_EQ(run({"validate", "examples/quickstart.yaml"}).code, 0);
+  EXPECT_EQ(run({"run", "no/such/file.yaml"}).code, 2);
+}
+
+TEST_F(Cli, DistributedPipelinesSayPlainlyTheyCannotRunYet) {
+  Output o = run({"run", "examples/staged_multi_epoch.yaml"});
+  EXPECT_EQ(o.code, 2);
+  EXPECT_NE(o.err.find("distributed agent"), std::string::npos) << o.err;
+  EXPECT_EQ(run({"validate", "examples/staged_multi_epoch.yaml"}).code, 0);
+}
+
+TEST_F(Cli, SetOverridesConfigAndFailuresExitOne) {
+  Output o = run({"run", "examples/quickstart.yaml", "--json", "--set", "target_accuracy=0.99"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o);
+  EXPECT_EQ(r["state"]["promoted"], false);  // the gate took the else branch
+  Output bad = run({"run", "examples/quickstart.yaml", "--json", "--set", "learning_rates=[0.1]"});
+  EXPECT_EQ(bad.code, 1);
+  Json f = json_of(bad);
+  EXPECT_EQ(f["status"], "failed");
+  EXPECT_NE(f["error"]["message"].get<std::string>().find("assertion failed"), std::string::npos);
+  EXPECT_EQ(run({"run", "examples/quickstart.yaml", "--set", "novalue"}).code, 2);
+}
+
+TEST_F(Cli, SameRunIdIsIdempotentAndAnotherSpecNeedsNewVersion) {
+  ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "mine", "--quiet"}).code, 0);
+  Output again = run({"run", "examples/quickstart.yaml", "--run-id", "mine", "--json"});
+  ASSERT_EQ(again.code, 0);
+  Json r = json_of(again);
+  EXPECT_EQ(r["executed"], 0);
+  EXPECT_EQ(r["replayed"], 15);
+  Output other = run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "mine"});
+  EXPECT_EQ(other.code, 2);
+  EXPECT_NE(other.err.find("--new-version"), std::string::npos);
+}
+
+TEST_F(Cli, SignalResolvesAWaitingRunAndResumeFinishesIt) {
+  Output parked = run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "ask", "--no-wait", "--json"});
+  ASSERT_EQ(parked.code, 0) << parked.err;
+  EXPECT_EQ(json_of(parked)["status"], "waiting");
+  EXPECT_EQ(json_of(run({"status", "ask", "--json"}))["status"], "waiting");
+  Output bad = run({"signal", "ask", "approval", "--value", "{not json"});
+  EXPECT_EQ(bad.code, 2);
+  ASSERT_EQ(run({"signal", "ask", "approval", "--value", R"({"ok": true})"}).code, 0);
+  Output second = run({"signal", "ask", "approval", "--value", R"({"ok": false})"});
+  EXPECT_NE(second.out.find("already resolved"), std::string::npos);
+  Output done = run({"resume", "ask", "--json"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  Json r = json_of(done);
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["state"]["verdict"]["ok"], true);
+  EXPECT_EQ(run({"signal", "nobody", "approval", "--value", "1"}).code, 2);
+}
+
+TEST_F(Cli, ARunningProcessContinuesWhenSignalled) {
+  Child waiting = spawn_crucible({"--journal", journal_, "run", "tests/integration/pipelines/approval.yaml", "--run-id",
+                                  "live", "--json"},
+                                 dir_ + "/live.out", dir_ + "/live.err");
+  for (int i = 0; i < 500; ++i) {
+    Output s = run({"status", "live", "--json"});
+    if (s.code == 0 && json_of(s)["status"] == "waiting") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(run({"signal", "live", "approval", "--value", R"({"ok": true})"}).code, 0);
+  EXPECT_EQ(wait_child(waiting), 0) << slurp(dir_ + "/live.err");
+  auto r = parse_json(slurp(dir_ + "/live.out"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["status"], "completed");
+}
+
+TEST_F(Cli, ForkReexecutesFromTheStep) {
+  ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "base", "--quiet"}).code, 0);
+  Output f = run({"fork", "base", "--from", "/gate", "--run-id", "branch", "--json"});
+  ASSERT_EQ(f.code, 0) << f.err;
+  Json r = json_of(f);
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["executed"], 2);  // /gate/promote and /check
+  EXPECT_EQ(json_of(run({"status", "branch", "--json"}))["parent_run"], "base");
+  EXPECT_EQ(run({"fork", "base", "--from", "/nope"}).code, 2);
+}
+
+TEST_F(Cli, PruneRemovesOldFinishedRunsOnly) {
+  ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "old", "--quiet"}).code, 0);
+  ASSERT_EQ(run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "parked", "--no-wait", "--quiet"}).code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Output p = run({"prune", "--older-than", "1ms"});
+  ASSERT_EQ(p.code, 0);
+  EXPECT_NE(p.out.find("pruned 1"), std::string::npos) << p.out;
+  EXPECT_EQ(run({"status", "old"}).code, 2);
+  EXPECT_EQ(run({"status", "parked"}).code, 0);
+  EXPECT_EQ(run({"prune", "--older-than", "someday"}).code, 2);
+}
+
+TEST_F(Cli, StagesAndDescribe) {
+  Output s = run({"stages"});
+  EXPECT_NE(s.out.find("command"), std::string::npos);
+  Output d = run({"describe", "command", "--json"});
+  ASSERT_EQ(d.code, 0);
+  EXPECT_EQ(json_of(d)["options"][0]["name"], "argv");
+  EXPECT_EQ(run({"describe", "nope"}).code, 2);
+}
+
+TEST_F(Cli, EventsAreWrittenAsJsonLines) {
+  std::string events = dir_ + "/events.jsonl";
+  ASSERT_EQ(run({"--events", events, "run", "examples/quickstart.yaml", "--quiet"}).code, 0);
+  std::string text = slurp(events);
+  EXPECT_NE(text.find("\"event\":\"run.started\""), std::string::npos);
+  EXPECT_NE(text.find("\"event\":\"stage.completed\""), std::string::npos);
+  EXPECT_NE(text.find("\"event\":\"run.completed\""), std::string::npos);
+}
+
+TEST_F(Cli, BenchDispatchPrintsItsJson) {
+  Output o = run({"bench", "dispatch", "--json", "--quick"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  EXPECT_TRUE(b.contains("sequence_ns_per_stage"));
+  EXPECT_TRUE(b.contains("parallel_ns_per_branch"));
+  EXPECT_EQ(run({"bench", "nothing"}).code, 2);
+}
+
+TEST_F(Cli, BenchJournalPrintsTheBaselineBesideTheEngine) {
+  Output o = run({"bench", "journal", "--json", "--quick"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  for (const char* key : {"raw_commit_p50_us", "raw_commit_p99_us", "strict_step_p50_us", "strict_step_p99_us",
+                          "strict_workflow_p50_ms", "batched_records_per_s", "batched_step_ack_p99_ms", "recovery_s"}) {
+    EXPECT_TRUE(b.contains(key)) << key;
+  }
+}
+
+}  // namespace
+}  // namespace crucible::integration

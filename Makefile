@@ -1,0 +1,41 @@
+# make        build everything (Release) into build/; the CLI is build/bin/crucible
+# make run    install dependencies, build, run examples/quickstart.yaml on the SQLite journal
+# make test   install dependencies, build, run every unit and integration test with ctest
+# make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
+# make bench  print the dispatch and journal benchmarks as JSON
+
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(CI),true)
+  CMAKE_FLAGS += -DCRUCIBLE_WERROR=ON
+endif
+
+.PHONY: all deps build run test tsan bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > /dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/bin/crucible run examples/quickstart.yaml
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+tsan: deps
+	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(CMAKE_FLAGS) > /dev/null
+	@cmake --build build-tsan -j $(JOBS) --target workflow_test journal_test journal_sqlite_test core_test
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) -R '^(Executor|Runner|JournalConformance|Memory|Sqlite|SqliteJournal|FakeClock)'
+
+bench: build
+	$(BUILD)/bin/crucible bench dispatch --json
+	$(BUILD)/bin/crucible bench journal --json
+
+clean:
+	rm -rf $(BUILD) build-tsan
