@@ -677,7 +677,8 @@ class Loader {
       std::vector<StageKind> kinds;
     };
     const std::vector<FieldRule> rules = {
-        {"duration", {StageKind::kExecute, StageKind::kPlain}},
+        {"duration",
+         {StageKind::kExecute, StageKind::kPlain, StageKind::kPrepare, StageKind::kCleanup, StageKind::kCustom}},
         {"expected_objects", {StageKind::kPrepare, StageKind::kCleanup}},
         {"expected_tasks", {StageKind::kHybrid, StageKind::kPlain}},
         {"max_duration", {StageKind::kHybrid}},

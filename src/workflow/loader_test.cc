@@ -1,6 +1,7 @@
 #include "crucible/workflow/loader.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -25,7 +26,7 @@ const Invalid kInvalid[] = {
     {"duplicate_name.yaml", "5:5", "duplicate stage name 'a'"},
     {"duplicate_order.yaml", "6:5", "duplicate order 1: stages 'a' and 'b'"},
     {"empty.yaml", "1:1", "the pipeline file is empty"},
-    {"field_of_other_kind.yaml", "5:15", "'duration' does not apply to type prepare"},
+    {"field_of_other_kind.yaml", "5:19", "'max_duration' does not apply to type prepare; it belongs to type hybrid"},
     {"malformed_yaml.yaml", "5:4", "malformed YAML"},
     {"missing_option.yaml", "3:5", "stage type 'metric' needs option 'name'"},
     {"unknown_key.yaml", "5:5", "unknown key 'timout'; did you mean 'timeout'?"},
@@ -146,7 +147,7 @@ TEST(Loader, LocalStagesOfSai3KindsRunWithAUsesBody) {
   LoadResult r = load_pipeline_text(R"(name: local
 stages:
   - {name: check, type: validation, uses: assert, with: {that: "true"}}
-  - {name: fill, type: prepare, uses: noop}
+  - {name: fill, type: prepare, uses: noop, completion: duration_or_tasks, duration: 10ms}
   - {name: epoch, type: execute, duration: 10s}
 )", "local.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
@@ -168,6 +169,30 @@ stages: [{name: a, uses: noop}]
   EXPECT_EQ(r.spec->config["s"], "3");
   EXPECT_TRUE(r.spec->config["n"].is_null());
   EXPECT_EQ(r.spec->config["word"], "hello");
+}
+
+TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
+  StageRegistry registry = builtin_registry();
+  std::ifstream in("docs/pipeline-format.md");
+  ASSERT_TRUE(in) << "docs/pipeline-format.md is missing";
+  std::string line, block;
+  bool in_yaml = false;
+  int examples = 0;
+  while (std::getline(in, line)) {
+    if (!in_yaml && line == "```yaml") {
+      in_yaml = true;
+      block.clear();
+    } else if (in_yaml && line == "```") {
+      in_yaml = false;
+      if (block.rfind("# example:", 0) != 0) continue;
+      ++examples;
+      LoadResult r = load_pipeline_text(block, "docs/pipeline-format.md", registry);
+      EXPECT_TRUE(r.ok()) << block << r.report();
+    } else if (in_yaml) {
+      block += line + "\n";
+    }
+  }
+  EXPECT_GE(examples, 4);
 }
 
 TEST(ParseDuration, AcceptsUnitsAndPlainSeconds) {

@@ -183,10 +183,15 @@ class Validator {
     bool uses_duration = n.completion == Completion::kDuration || n.completion == Completion::kDurationOrTasks;
     bool uses_tasks = n.completion == Completion::kTasksDone || n.completion == Completion::kDurationOrTasks;
     bool local = !n.uses.empty() || n.stage_kind == StageKind::kCustom;
-    if (local && n.stage_kind == StageKind::kPlain) {
-      if (uses_duration && !n.duration) add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs 'duration'");
-      if (uses_tasks && !n.expected_tasks) {
-        add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs 'expected_tasks'");
+    if (local) {
+      if (uses_duration && !n.duration) {
+        add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs '" +
+                          (n.stage_kind == StageKind::kHybrid ? "max_duration" : "duration") + "'");
+      }
+      if (uses_tasks && !n.expected_tasks && n.completion == Completion::kTasksDone) {
+        add(n.loc, f, "completion tasks_done needs '" +
+                          std::string(n.stage_kind == StageKind::kPlain || n.stage_kind == StageKind::kHybrid
+                                          ? "expected_tasks" : "expected_objects") + "'");
       }
     }
     if (!n.uses.empty() && !n.stage) bind(n, f);
