@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <thread>
 
 #include "workflow/execution.h"
@@ -34,6 +35,55 @@ bool owner_is_dead_local_process(const std::string& owner) {
     return false;
   }
 }
+
+// Renews a run's lease from the executor's timer thread while the run executes. Losing the lease
+// (another worker took the run over, epoch fenced) stops the run.
+class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
+ public:
+  LeaseKeeper(Journal& journal, Executor& executor, Lease lease, std::chrono::milliseconds ttl)
+      : journal_(journal), executor_(executor), lease_(std::move(lease)), ttl_(ttl),
+        period_(std::max(std::chrono::milliseconds(10), ttl / 3)) {}
+
+  void arm() {
+    std::lock_guard lock(mu_);
+    schedule_locked();
+  }
+  std::stop_token stop_token() const { return stop_.get_token(); }
+  // Stops renewing; returns why the lease was lost, if it was.
+  std::optional<Error> finish() {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    executor_.cancel(timer_);
+    return lost_;
+  }
+
+ private:
+  void schedule_locked() {
+    if (!done_) timer_ = executor_.schedule_after(period_, [self = shared_from_this()] { self->beat(); });
+  }
+  void beat() {
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    Status s = journal_.renew_lease(lease_, ttl_);
+    if (!s) {
+      lost_ = s.error().with_context("the run's lease was lost");
+      stop_.request_stop();
+      return;
+    }
+    schedule_locked();
+  }
+
+  Journal& journal_;
+  Executor& executor_;
+  const Lease lease_;
+  const std::chrono::milliseconds ttl_;
+  const std::chrono::milliseconds period_;
+  std::mutex mu_;
+  bool done_ = false;          // guarded by mu_
+  uint64_t timer_ = 0;         // guarded by mu_
+  std::optional<Error> lost_;  // guarded by mu_
+  std::stop_source stop_;
+};
 
 const Record* find_run_started(const RunLog& log) {
   for (const Record& r : log.records) {
@@ -197,8 +247,14 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
                         Json{{"pipeline", spec.name}}});
   }
 
+  auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, *lease, lease_ttl_);
+  keeper->arm();
   Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options);
-  auto flow = exec.run(result.context, std::stop_token());
+  auto flow = exec.run(result.context, keeper->stop_token());
+  if (auto lost = keeper->finish()) {
+    (void)journal_.release_lease(*lease);
+    return make_error(*lost);
+  }
   result.steps = exec.take_reports();
   result.optional_failures = exec.optional_failures();
   result.executed = exec.executed();

@@ -651,6 +651,42 @@ stages:
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
 }
 
+TEST_F(RunnerTest, LosingTheLeaseStopsTheRun) {
+  runner_->set_lease_ttl(30ms);
+  runner_->set_owner("worker-a");
+  WorkflowSpec spec = load("name: l\nstages: [{name: hang, uses: waits_for_stop}, {name: after, uses: probe}]\n");
+  StartOptions o;
+  o.run_id = *RunId::parse("leased");
+  std::jthread thief([&] {
+    for (int i = 0; i < 2000; ++i) {
+      auto current = journal_->current_lease(*o.run_id);
+      if (current && *current) {
+        std::this_thread::sleep_for(50ms);  // let the owner renew a few times first
+        ASSERT_TRUE(journal_->acquire_lease(*o.run_id, "worker-b", 1h, (**current).epoch));
+        return;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  auto r = runner_->start(spec, o);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAborted);
+  EXPECT_NE(r.error().message().find("lease was lost"), std::string::npos);
+  EXPECT_EQ(probe_->count("after"), 0);
+}
+
+TEST_F(RunnerTest, ALiveOwnersRunIsNotTakenOver) {
+  WorkflowSpec spec = load("name: l\nstages: [{name: a, uses: probe}]\n");
+  StartOptions o;
+  o.run_id = *RunId::parse("owned");
+  run(spec, o);
+  ASSERT_TRUE(journal_->acquire_lease(*o.run_id, "someone-else:1", 1h));
+  auto r = runner_->resume(spec, *o.run_id);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(r.error().message().find("someone-else"), std::string::npos);
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_);
