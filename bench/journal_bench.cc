@@ -73,6 +73,31 @@ Result<WorkflowSpec> ten_steps(const StageRegistry& registry, Durability d) {
   return b.build(registry);
 }
 
+// The journal alone: one strict step record per commit, no runner.
+Result<Json> journal_appends(const std::string& dir, int n) {
+  SqliteJournalOptions o;
+  o.path = dir + "/appends.db";
+  auto journal = open_sqlite_journal(o);
+  if (!journal) return tl::unexpected(journal.error());
+  Record start;
+  start.type = RecordType::kRunStarted;
+  start.run_id = *RunId::parse("appends");
+  start.payload = {{"pipeline", "bench"}, {"spec_hash", "h"}};
+  CRUCIBLE_RETURN_IF_ERROR((*journal)->append(start, Durability::kStrict));
+  std::vector<double> lat;
+  for (int i = 0; i < n; ++i) {
+    Record r;
+    r.type = RecordType::kStepCompleted;
+    r.run_id = start.run_id;
+    r.key = StepKey::from_string("/step" + std::to_string(i % 10));
+    r.delta = {Mutation{Mutation::Kind::kComplete, "step", Json()}, Mutation{Mutation::Kind::kTrace, "step", Json()}};
+    auto t0 = std::chrono::steady_clock::now();
+    CRUCIBLE_RETURN_IF_ERROR((*journal)->append(std::move(r), Durability::kStrict));
+    lat.push_back(since_us(t0));
+  }
+  return Json{{"p50_us", percentile(lat, 50)}, {"p99_us", percentile(lat, 99)}};
+}
+
 // (b) One 10-step pipeline at a time, strict durability.
 Result<Json> strict_sequential(const std::string& dir, int workflows, const StageRegistry& registry) {
   SqliteJournalOptions o;
@@ -206,6 +231,8 @@ Result<Json> run_journal(bool quick) {
   StageRegistry registry = builtin_registry();
   auto raw = raw_commits(dir, quick ? 300 : 3000);
   if (!raw) return raw;
+  auto appends = journal_appends(dir, quick ? 300 : 3000);
+  if (!appends) return appends;
   auto strict = strict_sequential(dir, quick ? 30 : 300, registry);
   if (!strict) return strict;
   auto batched = batched_concurrent(dir, 256, quick ? 2.0 : 20.0, registry);
@@ -220,6 +247,8 @@ Result<Json> run_journal(bool quick) {
               {"quick", quick},
               {"raw_commit_p50_us", raw_p50},
               {"raw_commit_p99_us", raw_p99},
+              {"journal_append_p50_us", (*appends)["p50_us"]},
+              {"journal_append_p99_us", (*appends)["p99_us"]},
               {"strict_step_p50_us", step_p50},
               {"strict_step_p99_us", step_p99},
               {"strict_workflow_p50_ms", (*strict)["workflow_p50_ms"]},

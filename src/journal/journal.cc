@@ -57,7 +57,12 @@ std::optional<RunStatus> parse_run_status(std::string_view name) {
 }
 
 std::string_view durability_name(Durability d) {
-  return d == Durability::kStrict ? "strict" : "batched";
+  switch (d) {
+    case Durability::kStrict: return "strict";
+    case Durability::kBatched: return "batched";
+    case Durability::kDeferred: return "deferred";
+  }
+  return "strict";
 }
 
 Json RunSummary::to_json() const {

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <condition_variable>
+#include <deque>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -32,13 +33,13 @@ CREATE TABLE IF NOT EXISTS runs(
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, created_ms);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_ms);
 CREATE TABLE IF NOT EXISTS records(
-  seq INTEGER PRIMARY KEY,
   run_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
   type TEXT NOT NULL,
   step_key TEXT NOT NULL,
   at_ms INTEGER NOT NULL,
-  body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS records_by_run ON records(run_id, seq);
+  body TEXT NOT NULL,
+  PRIMARY KEY(run_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv(
   scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY(scope, key)) WITHOUT ROWID;
@@ -122,6 +123,7 @@ Status exec(sqlite3* db, const char* sql) {
   return {};
 }
 
+// One append (or flush, or other write) waiting in the commit queue.
 struct Group {
   std::vector<Record> records;
   // A write that is not a record (lease, promise, state): runs inside the same group commit.
@@ -129,7 +131,15 @@ struct Group {
   bool batched = false;  // nobody waits for it: its own error is reported by a later call
   bool done = false;
   Status status;
+  std::condition_variable cv;  // wakes the thread waiting for this group only
 };
+
+// The writer thread waits this long after the first batched record for more to arrive, and so
+// that a strict append following it can lead the commit instead (one fsync, not two).
+constexpr auto kCommitDelay = std::chrono::microseconds(1000);
+// Deferred records that no commit has taken are committed after this long.
+constexpr auto kDeferredDelay = std::chrono::milliseconds(50);
+constexpr size_t kBatchTarget = 1024;
 
 class SqliteJournal : public Journal {
  public:
@@ -139,7 +149,7 @@ class SqliteJournal : public Journal {
     writer_.request_stop();
     {
       std::lock_guard lock(mu_);
-      cv_.notify_all();
+      writer_cv_.notify_all();
     }
     if (writer_.joinable()) writer_.join();
     (void)flush();
@@ -178,11 +188,15 @@ class SqliteJournal : public Journal {
       return make_error(e);
     }
     auto group = std::make_shared<Group>();
+    pending_records_ += records.size();
     group->records = std::move(records);
     pending_.push_back(group);
-    if (durability == Durability::kBatched) {
+    if (durability != Durability::kStrict) {
       group->batched = true;
-      cv_.notify_all();
+      if (durability == Durability::kBatched) {
+        ++urgent_;
+        writer_cv_.notify_one();
+      }
       return {};
     }
     commit_until_done(lock, *group);
@@ -260,7 +274,7 @@ class SqliteJournal : public Journal {
     Stmt recs;
     CRUCIBLE_RETURN_IF_ERROR(recs.prepare(read_db_,
         "SELECT r.seq, r.type, r.step_key, r.at_ms, r.body, r.run_id FROM records r JOIN runs u ON u.run_id = r.run_id "
-        "WHERE u.status = 'running' ORDER BY r.seq"));
+        "WHERE u.status = 'running' ORDER BY r.run_id, r.seq"));
     while ((rc = recs.step()) == SQLITE_ROW) {
       auto it = index.find(recs.text(5));
       if (it == index.end()) continue;
@@ -448,8 +462,11 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(write_db_,
         "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
         "spec_hash = coalesce(?, spec_hash) WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(next_seq_.prepare(write_db_,
+        "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
     CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(write_db_,
-        "INSERT INTO records(run_id, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?)"));
+        "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)"));
     CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(read_db_,
         "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
     CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
@@ -473,8 +490,15 @@ class SqliteJournal : public Journal {
     return {};
   }
 
+  // Writes one record inside the current transaction. Only records that change a run's status
+  // (or spec) touch its row; step records just check that the run exists. Sequence numbers are
+  // per run, assigned here under the write lock, so several processes may share the file.
   Status apply_record(const Record& r) {
     int rc;
+    auto status = status_after(r);
+    bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash");
+    bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
+                       r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
     if (r.type == RecordType::kRunStarted) {
       const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
       insert_run_.reset().bind(r.run_id.str()).bind(p.value("pipeline", std::string()))
@@ -484,38 +508,45 @@ class SqliteJournal : public Journal {
         return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
       }
       if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting run"));
-    } else {
+    } else if (changes_run || new_spec) {
       update_run_.reset().bind(r.at_ms);
-      auto status = status_after(r);
-      if (status) update_run_.bind(std::string(run_status_name(*status)));
+      if (status && r.type != RecordType::kPromiseResolved) update_run_.bind(std::string(run_status_name(*status)));
       else update_run_.bind_null();
       if (r.type == RecordType::kRunFailed && r.error) update_run_.bind(r.error->message());
       else update_run_.bind_null();
-      if (r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash")) {
-        update_run_.bind(r.payload["spec_hash"].get<std::string>());
-      } else {
-        update_run_.bind_null();
-      }
+      if (new_spec) update_run_.bind(r.payload["spec_hash"].get<std::string>());
+      else update_run_.bind_null();
       update_run_.bind(r.run_id.str());
       rc = update_run_.step();
       if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating run"));
       if (sqlite3_changes(write_db_) == 0) {
         return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
       }
+    } else {
+      Stmt& q = run_exists_.reset().bind(r.run_id.str());
+      rc = q.step();
+      q.reset();
+      if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+      if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, rc, "checking run"));
     }
-    insert_record_.reset().bind(r.run_id.str()).bind(std::string(record_type_name(r.type))).bind(r.key.str())
-        .bind(r.at_ms).bind(record_body_to_json(r).dump());
+    Stmt& seq = next_seq_.reset().bind(r.run_id.str());
+    if (seq.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
+    int64_t next = seq.integer(0) + 1;
+    seq.reset();
+    insert_record_.reset().bind(r.run_id.str()).bind(next).bind(std::string(record_type_name(r.type)))
+        .bind(r.key.str()).bind(r.at_ms).bind(record_body_to_json(r).dump());
     rc = insert_record_.step();
     if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting record"));
     return {};
   }
 
-  // Commits every pending group until `mine` is done; one thread commits at a time and takes
-  // everything queued (group commit). Called with `lock` held.
+  // Waits until `mine` is committed, leading a group commit whenever none is in progress: the
+  // leader takes everything queued and commits it in one transaction (LevelDB's writer queue).
+  // Called with `lock` held.
   void commit_until_done(std::unique_lock<std::mutex>& lock, Group& mine) {
     while (!mine.done) {
       if (committing_) {
-        cv_.wait(lock);
+        mine.cv.wait(lock);
         continue;
       }
       commit_pending(lock);
@@ -524,8 +555,10 @@ class SqliteJournal : public Journal {
 
   void commit_pending(std::unique_lock<std::mutex>& lock) {
     committing_ = true;
-    std::vector<std::shared_ptr<Group>> batch;
-    batch.swap(pending_);
+    std::vector<std::shared_ptr<Group>> batch(pending_.begin(), pending_.end());
+    pending_.clear();
+    pending_records_ = 0;
+    urgent_ = 0;
     lock.unlock();
     Status result = commit_batch(batch);
     lock.lock();
@@ -534,8 +567,22 @@ class SqliteJournal : public Journal {
     for (auto& g : batch) {
       if (!result) g->status = make_error(*broken_);
       g->done = true;
+      g->cv.notify_one();
     }
-    cv_.notify_all();
+    hand_over_locked();
+  }
+
+  // After a commit, wakes whoever should lead the next one: the first strict waiter, else the
+  // writer thread for batched records.
+  void hand_over_locked() {
+    if (pending_.empty()) return;
+    for (auto& g : pending_) {
+      if (!g->batched) {
+        g->cv.notify_one();
+        return;
+      }
+    }
+    if (urgent_ > 0) writer_cv_.notify_one();
   }
 
   Status commit_batch(std::vector<std::shared_ptr<Group>>& batch) {
@@ -578,8 +625,16 @@ class SqliteJournal : public Journal {
   void writer_loop(std::stop_token stop) {
     std::unique_lock lock(mu_);
     while (!stop.stop_requested()) {
-      cv_.wait(lock, stop, [&] { return !pending_.empty() && !committing_; });
+      if (pending_.empty()) {
+        writer_cv_.wait(lock, stop, [&] { return !pending_.empty(); });
+        continue;
+      }
+      bool urgent = writer_cv_.wait_for(lock, stop, kDeferredDelay, [&] { return urgent_ > 0 && !committing_; });
       if (stop.stop_requested()) break;
+      if (!urgent && (pending_.empty() || committing_)) continue;
+      writer_cv_.wait_for(lock, stop, kCommitDelay, [&] {
+        return pending_.empty() || committing_ || pending_records_ >= kBatchTarget;
+      });
       if (!pending_.empty() && !committing_) commit_pending(lock);
     }
   }
@@ -659,13 +714,15 @@ class SqliteJournal : public Journal {
   BlobStore blobs_;
   sqlite3* write_db_ = nullptr;  // used by the thread that set committing_
   sqlite3* read_db_ = nullptr;   // guarded by read_mu_
-  Stmt insert_run_, update_run_, insert_record_;
+  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_;
   Stmt read_records_, read_summary_;
 
   std::mutex read_mu_;
   std::mutex mu_;
-  std::condition_variable_any cv_;
-  std::vector<std::shared_ptr<Group>> pending_;  // guarded by mu_
+  std::condition_variable_any writer_cv_;
+  std::deque<std::shared_ptr<Group>> pending_;   // guarded by mu_
+  size_t pending_records_ = 0;                   // guarded by mu_
+  size_t urgent_ = 0;                            // guarded by mu_: batched groups pending
   bool committing_ = false;                      // guarded by mu_
   std::optional<Error> broken_;                  // guarded by mu_
   std::optional<Error> deferred_;                // guarded by mu_: a batched group's own error

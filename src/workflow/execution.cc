@@ -123,7 +123,7 @@ Result<Json> Execution::decide(const StepKey& key, const std::string& suffix,
   if (!value) return value;
   Record r = make_record(RecordType::kDecision, StepKey::from_string(k));
   r.payload = *value;
-  CRUCIBLE_RETURN_IF_ERROR(append(std::move(r), Durability::kBatched));
+  CRUCIBLE_RETURN_IF_ERROR(append(std::move(r), lazy_durability()));
   return value;
 }
 
@@ -145,6 +145,12 @@ void Execution::emit(EventType type, const Node& node, const StepKey& key, const
 }
 
 Durability Execution::step_durability(const Node&) const { return durability_; }
+
+// Records whose loss in a crash changes nothing (an intent, a decision not yet acted upon) ride
+// along with the next commit in strict mode; batched mode commits everything promptly.
+Durability Execution::lazy_durability() const {
+  return durability_ == Durability::kStrict ? Durability::kDeferred : Durability::kBatched;
+}
 
 Result<Flow> Execution::exec_list(const std::vector<Node>& nodes, const StepKey& parent, Context& ctx,
                                   std::stop_token stop) {
@@ -238,7 +244,7 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
     Record begin = make_record(RecordType::kStepStarted, key);
     begin.attempts = attempt;
     // A non-idempotent step's intent must be durable before it acts, so a crash can be detected.
-    CRUCIBLE_RETURN_IF_ERROR(append(std::move(begin), idempotent ? Durability::kBatched : Durability::kStrict));
+    CRUCIBLE_RETURN_IF_ERROR(append(std::move(begin), idempotent ? lazy_durability() : Durability::kStrict));
     emit(EventType::kStageStarted, node, key, nullptr);
 
     Status status = run_attempt(node, key, ctx, stop);

@@ -78,6 +78,7 @@ class Execution {
   void report(StepReport r);
   void emit(EventType type, const Node& node, const StepKey& key, const StepReport* r);
   Durability step_durability(const Node& node) const;
+  Durability lazy_durability() const;
 
   Deps deps_;
   const WorkflowSpec& spec_;

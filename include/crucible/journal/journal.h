@@ -54,8 +54,12 @@ std::optional<RunStatus> parse_run_status(std::string_view name);
 inline bool is_finished(RunStatus s) { return s == RunStatus::kCompleted || s == RunStatus::kFailed; }
 
 // How long append() waits. kStrict: until the record and every record before it are durable.
-// kBatched: only until it is queued; a group commit makes it durable soon after, in order.
-enum class Durability { kStrict, kBatched };
+// kBatched: only until it is queued; a group commit makes it durable soon after (about a
+// millisecond), in order. kDeferred: queued like kBatched, but no commit is started for it: it
+// becomes durable with the next commit, or within tens of milliseconds. The runner uses it for
+// records that a strict step commit follows anyway (a step's intent, a loop's list), so a strict
+// step costs one fsync.
+enum class Durability { kStrict, kBatched, kDeferred };
 std::string_view durability_name(Durability d);
 
 struct RunSummary {
