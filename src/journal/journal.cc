@@ -126,6 +126,12 @@ std::optional<RunStatus> status_after(const Record& record) {
   return std::nullopt;
 }
 
+Result<Lease> Journal::start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl) {
+  RunId run = run_started.run_id;
+  CRUCIBLE_RETURN_IF_ERROR(append(std::move(run_started), Durability::kStrict));
+  return acquire_lease(run, owner, ttl);
+}
+
 Status Journal::append(Record record, Durability durability) {
   std::vector<Record> records;
   records.push_back(std::move(record));

@@ -48,6 +48,10 @@ class MemoryJournal : public Journal {
         summary.spec_hash = r.payload["spec_hash"].get<std::string>();
       }
       summary.updated_ms = std::max(summary.updated_ms, r.at_ms);
+      if (r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
+          r.type == RecordType::kRunSuspended) {
+        if (auto lease = leases_.find(r.run_id); lease != leases_.end()) lease->second.owner.clear();
+      }
       r.seq = ++seq_;
       it->second.log.records.push_back(std::move(r));
     }

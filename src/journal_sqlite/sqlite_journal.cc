@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "crucible/core/clock.h"
 
@@ -126,6 +127,7 @@ Status exec(sqlite3* db, const char* sql) {
 // One append (or flush, or other write) waiting in the commit queue.
 struct Group {
   std::vector<Record> records;
+  std::vector<std::string> bodies;  // records[i] serialised by the appending thread
   // A write that is not a record (lease, promise, state): runs inside the same group commit.
   std::function<Status()> op;
   bool batched = false;  // nobody waits for it: its own error is reported by a later call
@@ -179,7 +181,12 @@ class SqliteJournal : public Journal {
   using Journal::append;
 
   Status append(std::vector<Record> records, Durability durability) override {
-    for (Record& r : records) CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+    std::vector<std::string> bodies;
+    bodies.reserve(records.size());
+    for (Record& r : records) {
+      CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+      bodies.push_back(record_body_to_json(r).dump());
+    }
     std::unique_lock lock(mu_);
     if (broken_) return make_error(*broken_);
     if (deferred_) {
@@ -190,6 +197,7 @@ class SqliteJournal : public Journal {
     auto group = std::make_shared<Group>();
     pending_records_ += records.size();
     group->records = std::move(records);
+    group->bodies = std::move(bodies);
     pending_.push_back(group);
     if (durability != Durability::kStrict) {
       group->batched = true;
@@ -310,6 +318,22 @@ class SqliteJournal : public Journal {
       CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires_ms = ? WHERE run_id = ?"));
       u.bind(owner).bind(static_cast<int64_t>(lease.epoch)).bind(lease.expires_ms).bind(run.str());
       if (int rc = u.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "taking lease"));
+      return {};
+    });
+    if (!s) return tl::unexpected(s.error());
+    return lease;
+  }
+
+  Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl) override {
+    CRUCIBLE_RETURN_IF_ERROR(externalize_values(run_started));
+    Lease lease;
+    Status s = with_writer([&]() -> Status {
+      CRUCIBLE_RETURN_IF_ERROR(apply_record(run_started));
+      int64_t expires = real_clock().now_ms() + ttl.count();
+      Stmt& q = take_lease_.reset().bind(owner).bind(expires).bind(run_started.run_id.str());
+      if (q.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "taking lease"));
+      lease = Lease{run_started.run_id, owner, static_cast<uint64_t>(q.integer(0)), expires};
+      q.reset();
       return {};
     });
     if (!s) return tl::unexpected(s.error());
@@ -461,10 +485,18 @@ class SqliteJournal : public Journal {
         "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
     CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(write_db_,
         "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
-        "spec_hash = coalesce(?, spec_hash) WHERE run_id = ?"));
+        "spec_hash = coalesce(?, spec_hash), "
+        "lease_owner = CASE WHEN ? THEN '' ELSE lease_owner END, "
+        "lease_expires_ms = CASE WHEN ? THEN 0 ELSE lease_expires_ms END WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(take_lease_.prepare(write_db_,
+        "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_expires_ms = ? WHERE run_id = ? "
+        "RETURNING lease_epoch"));
     CRUCIBLE_RETURN_IF_ERROR(next_seq_.prepare(write_db_,
         "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
     CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(savepoint_.prepare(write_db_, "SAVEPOINT g"));
+    CRUCIBLE_RETURN_IF_ERROR(release_.prepare(write_db_, "RELEASE g"));
+    CRUCIBLE_RETURN_IF_ERROR(rollback_to_.prepare(write_db_, "ROLLBACK TO g"));
     CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(write_db_,
         "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)"));
     CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(read_db_,
@@ -493,7 +525,7 @@ class SqliteJournal : public Journal {
   // Writes one record inside the current transaction. Only records that change a run's status
   // (or spec) touch its row; step records just check that the run exists. Sequence numbers are
   // per run, assigned here under the write lock, so several processes may share the file.
-  Status apply_record(const Record& r) {
+  Status apply_record(const Record& r, const std::string* body = nullptr) {
     int rc;
     auto status = status_after(r);
     bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash");
@@ -516,25 +548,33 @@ class SqliteJournal : public Journal {
       else update_run_.bind_null();
       if (new_spec) update_run_.bind(r.payload["spec_hash"].get<std::string>());
       else update_run_.bind_null();
-      update_run_.bind(r.run_id.str());
+      int64_t releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
+                         r.type == RecordType::kRunSuspended;
+      update_run_.bind(releases).bind(releases).bind(r.run_id.str());
       rc = update_run_.step();
       if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating run"));
       if (sqlite3_changes(write_db_) == 0) {
         return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
       }
-    } else {
+    } else if (!next_seq_cache_.contains(r.run_id.str())) {
       Stmt& q = run_exists_.reset().bind(r.run_id.str());
       rc = q.step();
       q.reset();
       if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
       if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, rc, "checking run"));
     }
-    Stmt& seq = next_seq_.reset().bind(r.run_id.str());
-    if (seq.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
-    int64_t next = seq.integer(0) + 1;
-    seq.reset();
+    // Sequence numbers are counted per run within a commit; the first record of a run in the
+    // commit reads the last one written.
+    auto [slot, fresh] = next_seq_cache_.try_emplace(r.run_id.str(), 0);
+    if (fresh) {
+      Stmt& seq = next_seq_.reset().bind(r.run_id.str());
+      if (seq.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
+      slot->second = seq.integer(0);
+      seq.reset();
+    }
+    int64_t next = ++slot->second;
     insert_record_.reset().bind(r.run_id.str()).bind(next).bind(std::string(record_type_name(r.type)))
-        .bind(r.key.str()).bind(r.at_ms).bind(record_body_to_json(r).dump());
+        .bind(r.key.str()).bind(r.at_ms).bind(body != nullptr ? *body : record_body_to_json(r).dump());
     rc = insert_record_.step();
     if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting record"));
     return {};
@@ -591,27 +631,33 @@ class SqliteJournal : public Journal {
     if (work == 0) return {};
     int rc = sqlite3_exec(write_db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return tl::unexpected(sqlite_error(write_db_, rc, "beginning a journal commit"));
+    next_seq_cache_.clear();
     for (auto& g : batch) {
       if (g->records.empty() && !g->op) continue;
-      bool savepoint = batch.size() > 1 || g->op;
-      if (savepoint) sqlite3_exec(write_db_, "SAVEPOINT g", nullptr, nullptr, nullptr);
+      // A single record fails before it writes anything; larger groups need a savepoint so a
+      // failure leaves no half of them behind.
+      bool savepoint = g->op || g->records.size() > 1;
+      if (savepoint) savepoint_.reset().step();
       Status s;
       if (g->op) s = g->op();
-      for (const Record& r : g->records) {
+      for (size_t i = 0; i < g->records.size(); ++i) {
         if (!s) break;
-        s = apply_record(r);
+        s = apply_record(g->records[i], i < g->bodies.size() ? &g->bodies[i] : nullptr);
+      }
+      if (savepoint) {
+        if (!s) {
+          rollback_to_.reset().step();
+          next_seq_cache_.clear();
+        }
+        release_.reset().step();
       }
       if (!s) {
-        if (savepoint) sqlite3_exec(write_db_, "ROLLBACK TO g", nullptr, nullptr, nullptr);
-        else sqlite3_exec(write_db_, "ROLLBACK", nullptr, nullptr, nullptr);
         g->status = s;
         if (g->batched) {
           std::lock_guard lock(mu_);
           if (!deferred_) deferred_ = s.error();
         }
-        if (!savepoint) return {};
       }
-      if (savepoint) sqlite3_exec(write_db_, "RELEASE g", nullptr, nullptr, nullptr);
     }
     rc = sqlite3_exec(write_db_, "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
@@ -714,7 +760,10 @@ class SqliteJournal : public Journal {
   BlobStore blobs_;
   sqlite3* write_db_ = nullptr;  // used by the thread that set committing_
   sqlite3* read_db_ = nullptr;   // guarded by read_mu_
-  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_;
+  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_, take_lease_;
+  Stmt savepoint_, release_, rollback_to_;
+  // The last sequence number per run in the commit in progress; used by the committing thread.
+  std::unordered_map<std::string, int64_t> next_seq_cache_;
   Stmt read_records_, read_summary_;
 
   std::mutex read_mu_;

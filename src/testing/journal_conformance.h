@@ -162,6 +162,32 @@ TEST_P(JournalConformance, LeasesFenceStaleOwners) {
   EXPECT_GT(again->epoch, stolen->epoch);
 }
 
+TEST_P(JournalConformance, StartRunCreatesTheRunAndTakesItsLease) {
+  auto lease = journal_->start_run(started("r1"), "worker-a", std::chrono::seconds(30));
+  ASSERT_TRUE(lease) << lease.error().to_string();
+  EXPECT_EQ(lease->owner, "worker-a");
+  EXPECT_TRUE(journal_->read_run(*RunId::parse("r1")));
+  auto other = journal_->acquire_lease(*RunId::parse("r1"), "worker-b", std::chrono::seconds(30));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), ErrorCode::kFailedPrecondition);
+  auto again = journal_->start_run(started("r1"), "worker-b", std::chrono::seconds(30));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+}
+
+TEST_P(JournalConformance, FinishingOrParkingARunReleasesItsLease) {
+  RunId run = *RunId::parse("r1");
+  ASSERT_TRUE(journal_->start_run(started("r1"), "worker-a", std::chrono::seconds(30)));
+  Record parked = step("r1", RecordType::kRunSuspended, "");
+  parked.payload = {{"status", "waiting"}};
+  ASSERT_TRUE(journal_->append(parked, Durability::kStrict));
+  EXPECT_FALSE(journal_->current_lease(run)->has_value());
+  auto b = journal_->acquire_lease(run, "worker-b", std::chrono::seconds(30));
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(journal_->append(step("r1", RecordType::kRunCompleted, ""), Durability::kStrict));
+  EXPECT_FALSE(journal_->current_lease(run)->has_value());
+}
+
 TEST_P(JournalConformance, ExpiredLeaseCanBeTaken) {
   RunId run = *RunId::parse("r1");
   ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));

@@ -198,13 +198,14 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
                      {"spec", spec_payload(spec, hash)},
                      {"input", merged_input(spec.config, options.overrides)},
                      {"durability", durability_name(durability)}};
-  CRUCIBLE_RETURN_IF_ERROR(journal_.append(started, Durability::kStrict));
+  auto lease = journal_.start_run(started, owner_, lease_ttl_);
+  if (!lease) return tl::unexpected(lease.error());
   RunLog log;
   log.summary.run_id = run_id;
   log.summary.pipeline = spec.name;
   log.summary.spec_hash = hash;
   log.records.push_back(std::move(started));
-  return execute(spec, log, durability, {});
+  return execute(spec, log, durability, {}, *lease);
 }
 
 Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
@@ -224,10 +225,10 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
 }
 
 Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
-                                  const ResumeOptions& options) {
+                                  const ResumeOptions& options, std::optional<Lease> taken) {
   const RunId& run_id = log.summary.run_id;
   const bool was_completed = log.summary.status == RunStatus::kCompleted;
-  auto lease = journal_.acquire_lease(run_id, owner_, lease_ttl_);
+  Result<Lease> lease = taken ? Result<Lease>(*taken) : journal_.acquire_lease(run_id, owner_, lease_ttl_);
   if (!lease) {
     auto current = journal_.current_lease(run_id);
     if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return tl::unexpected(lease.error());
@@ -291,9 +292,10 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   }
   // The suspension record was appended where the run parked; a replay of a finished run adds
   // nothing.
+  // The final record releases the lease in its commit; a parked run's suspension record did.
   bool append_end = event != EventType::kRunSuspended && !(was_completed && exec.replay_only());
   Status durable = append_end ? journal_.append(std::move(end), Durability::kStrict) : journal_.flush();
-  (void)journal_.release_lease(*lease);
+  if (!append_end) (void)journal_.release_lease(*lease);
   if (!durable) return tl::unexpected(durable.error());
   if (events_ != nullptr && events_->active()) {
     Event e{event, run_id.str(), "", "", clock_.now_ms(), result.duration_us, 0,

@@ -126,6 +126,11 @@ class Journal {
   // kAborted if the lease was taken over (epoch changed).
   virtual Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) = 0;
   virtual Status release_lease(const Lease& lease) = 0;
+  // Appends a kRunStarted record and takes the new run's lease in one commit. The default
+  // appends, then acquires.
+  virtual Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl);
+  // A run that finishes or parks (kRunCompleted, kRunFailed, kRunSuspended) has no owner: the
+  // record releases its lease in the same commit.
 
   // Per-run key/value state, and state shared by all runs when `run` is empty.
   virtual Status put_value(const std::string& scope, const std::string& key, const Json& value) = 0;

@@ -91,7 +91,7 @@ class Runner {
 
  private:
   Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
-                            const ResumeOptions& options);
+                            const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
 
   Journal& journal_;
   Executor& executor_;
