@@ -27,6 +27,12 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
+Result<std::unique_ptr<Journal>> open_journal(const GlobalOptions& g) {
+  SqliteJournalOptions options;
+  options.path = default_journal_path(g.journal);
+  return open_sqlite_journal(options);
+}
+
 // Everything a command that runs pipelines needs, wired once.
 struct Engine {
   StageRegistry registry = builtin_registry();
@@ -36,9 +42,7 @@ struct Engine {
   std::unique_ptr<Runner> runner;
 
   Status open(const GlobalOptions& g, bool progress) {
-    SqliteJournalOptions options;
-    options.path = default_journal_path(g.journal);
-    auto j = open_sqlite_journal(options);
+    auto j = open_journal(g);
     if (!j) return tl::unexpected(j.error());
     journal = std::move(*j);
     executor = std::make_unique<Executor>();
@@ -294,9 +298,7 @@ std::vector<StepRow> step_rows(const RunLog& log) {
 int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   auto id = RunId::parse(run_id);
   if (!id) return fail(kUsage, id.error().message());
-  SqliteJournalOptions options;
-  options.path = default_journal_path(g.journal);
-  auto journal = open_sqlite_journal(options);
+  auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   auto log = (*journal)->read_run(*id);
   if (!log) return fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
@@ -347,9 +349,7 @@ int cmd_list(const GlobalOptions& g, const ListArgs& a) {
     if (!d) return fail(kUsage, "--since expects a duration such as 2h or 7d, got '" + a.since + "'");
     filter.created_after_ms = real_clock().now_ms() - d->count();
   }
-  SqliteJournalOptions options;
-  options.path = default_journal_path(g.journal);
-  auto journal = open_sqlite_journal(options);
+  auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   auto runs = (*journal)->list_runs(filter);
   if (!runs) return fail(kRunFailed, runs.error().to_string());
@@ -385,9 +385,7 @@ int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::str
   if (!id) return fail(kUsage, id.error().message());
   auto v = parse_json(value);
   if (!v) return fail(kUsage, "--value must be JSON: " + v.error().message());
-  SqliteJournalOptions options;
-  options.path = default_journal_path(g.journal);
-  auto journal = open_sqlite_journal(options);
+  auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   auto resolved = (*journal)->resolve_promise(*id, name, *v);
   if (!resolved) return fail(resolved.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, resolved.error().message());
@@ -421,9 +419,7 @@ int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::strin
 int cmd_prune(const GlobalOptions& g, const std::string& older_than) {
   auto d = parse_duration(older_than);
   if (!d) return fail(kUsage, "--older-than expects a duration such as 30d or 12h, got '" + older_than + "'");
-  SqliteJournalOptions options;
-  options.path = default_journal_path(g.journal);
-  auto journal = open_sqlite_journal(options);
+  auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   auto removed = (*journal)->prune(real_clock().now_ms() - d->count());
   if (!removed) return fail(kRunFailed, removed.error().to_string());

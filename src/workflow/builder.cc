@@ -92,48 +92,41 @@ SequenceBuilder& SequenceBuilder::sequence(std::string name, const Body& body) {
   return *this;
 }
 
-SequenceBuilder& SequenceBuilder::loop_items(std::string name, Json items, const Body& body) {
+Node SequenceBuilder::loop_node(std::string name, LoopMode mode, const Body& body) {
   Node n;
   n.kind = NodeKind::kLoop;
   n.name = std::move(name);
-  n.loop_mode = LoopMode::kOver;
-  n.over = Expression::from_value(std::move(items));
+  n.loop_mode = mode;
   n.children = build_body(body, errors_);
+  return n;
+}
+
+SequenceBuilder& SequenceBuilder::loop_items(std::string name, Json items, const Body& body) {
+  Node n = loop_node(std::move(name), LoopMode::kOver, body);
+  n.over = Expression::from_value(std::move(items));
   nodes_.push_back(std::move(n));
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_over(std::string name, const std::string& expression, const Body& body) {
-  Node n;
-  n.kind = NodeKind::kLoop;
-  n.name = std::move(name);
-  n.loop_mode = LoopMode::kOver;
+  Node n = loop_node(std::move(name), LoopMode::kOver, body);
   n.over = parse(expression);
-  n.children = build_body(body, errors_);
   nodes_.push_back(std::move(n));
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_count(std::string name, int64_t count, const Body& body) {
-  Node n;
-  n.kind = NodeKind::kLoop;
-  n.name = std::move(name);
-  n.loop_mode = LoopMode::kCount;
+  Node n = loop_node(std::move(name), LoopMode::kCount, body);
   n.over = parse(std::to_string(count));
-  n.children = build_body(body, errors_);
   nodes_.push_back(std::move(n));
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_until(std::string name, const std::string& condition, int64_t max,
                                              const Body& body) {
-  Node n;
-  n.kind = NodeKind::kLoop;
-  n.name = std::move(name);
-  n.loop_mode = LoopMode::kUntil;
+  Node n = loop_node(std::move(name), LoopMode::kUntil, body);
   n.until = parse(condition);
   n.max_iterations = max;
-  n.children = build_body(body, errors_);
   nodes_.push_back(std::move(n));
   return *this;
 }

@@ -53,6 +53,7 @@ class SequenceBuilder {
   Node& last();
   void record_error(std::string message) { errors_->push_back(std::move(message)); }
   std::optional<Expression> parse(const std::string& text);
+  Node loop_node(std::string name, LoopMode mode, const Body& body);
 
   std::vector<Node> nodes_;
   std::shared_ptr<std::vector<std::string>> errors_ = std::make_shared<std::vector<std::string>>();
