@@ -15,7 +15,7 @@
 #include "crucible/core/random.h"
 #include "crucible/journal/journal.h"
 #include "crucible/telemetry/events.h"
-#include "crucible/workflow/executor.h"
+#include "crucible/core/executor.h"
 #include "crucible/workflow/spec.h"
 
 namespace crucible {

@@ -1,4 +1,4 @@
-#include "crucible/workflow/executor.h"
+#include "crucible/core/executor.h"
 
 #include <atomic>
 #include <barrier>

@@ -1,5 +1,5 @@
-// The executor: the only owner of threads. A fixed pool of std::jthreads runs parallel branches;
-// a timer thread fires stage timeouts.
+// The executor: the only owner of threads. A fixed pool of std::jthreads runs parallel branches
+// and hedged attempts; a timer thread fires stage timeouts and lease renewals.
 #pragma once
 
 #include <chrono>
@@ -30,13 +30,15 @@ class Executor {
   // from inside a task cannot deadlock.
   void parallel_for(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
 
+  // Queues a task for the pool. Tasks must not block forever: they hold a pool thread.
+  void submit(std::function<void()> task);
+
   // Runs fn on the timer thread after `delay` unless cancelled first. Returns an id for cancel.
   uint64_t schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn);
   // Cancels a pending timer; returns false if it already ran or never existed.
   bool cancel(uint64_t id);
 
  private:
-  void submit(std::function<void()> task);
   void worker_loop(std::stop_token stop);
   void timer_loop(std::stop_token stop);
 

@@ -1,0 +1,185 @@
+#include "crucible/reliability/hedging.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+namespace crucible {
+namespace {
+
+HedgeRequest req(std::string_view key, double now_s = 0) {
+  HedgeRequest r;
+  r.key = key;
+  r.now_s = now_s;
+  return r;
+}
+
+HedgeOutcome finished(double primary_ms, bool hedged = false, bool won = false) {
+  HedgeOutcome o;
+  o.key = "k";
+  o.hedged = hedged;
+  o.hedge_won = won;
+  o.primary_finished = !won;
+  o.primary_latency_ms = primary_ms;
+  o.latency_ms = primary_ms;
+  return o;
+}
+
+TEST(HedgeStrategies, OffNeverHedgesAndFixedUsesItsDelay) {
+  HedgeRequest r = req("k");
+  EXPECT_FALSE(make_off_strategy()->delay_ms(r).has_value());
+  EXPECT_EQ(make_fixed_strategy(50)->delay_ms(r), 50.0);
+}
+
+TEST(HedgeStrategies, PercentileUsesTheInitialDelayUntilEnoughSamples) {
+  PercentileOptions o;
+  o.min_samples = 10;
+  o.initial_delay_ms = 100;
+  auto s = make_percentile_strategy(o);
+  HedgeRequest r = req("k");
+  EXPECT_EQ(s->delay_ms(r), 100.0);
+  // The cached percentile is refreshed every window/50 = 20 samples: at 10, 30, ..., 110.
+  for (int i = 1; i <= 110; ++i) s->record(finished(i));
+  // Nearest rank: ceil(110 * 0.95) = the 105th value.
+  EXPECT_EQ(s->delay_ms(r), 105.0);
+  EXPECT_EQ(s->delay_ms(req("other")), 100.0);  // state is per key
+}
+
+TEST(HedgeStrategies, WorkloadAwareScalesByRequestClassWithAFloor) {
+  auto s = make_workload_aware_strategy({});
+  HedgeRequest r = req("k");
+  r.size = 4001;
+  r.model_complexity = "complex";
+  r.time_of_day = "peak";
+  r.priority = "high";
+  EXPECT_DOUBLE_EQ(*s->delay_ms(r), 210.0);  // 100 * 2.5 * 2.0 * 0.7 * 0.6
+  HedgeRequest tiny = req("k");
+  tiny.model_complexity = "simple";
+  tiny.priority = "high";
+  tiny.time_of_day = "peak";
+  WorkloadOptions o;
+  o.base_delay_ms = 20;
+  EXPECT_DOUBLE_EQ(*make_workload_aware_strategy(o)->delay_ms(tiny), 10.0);  // floor
+}
+
+TEST(HedgeStrategies, WorkloadAwareLearnsLatencyPerUnitOfSize) {
+  WorkloadOptions o;
+  o.min_samples = 20;
+  auto s = make_workload_aware_strategy(o);
+  for (int i = 0; i < 100; ++i) {
+    HedgeOutcome out = finished(2.0 * (100 + i));
+    out.size = 100 + i;
+    s->record(out);
+  }
+  HedgeRequest r = req("k");
+  r.size = 500;
+  EXPECT_NEAR(*s->delay_ms(r), 1000.0, 1e-9);  // 2 ms per unit
+}
+
+TEST(HedgeStrategies, ExponentialBackoffGrowsOnWasteShrinksOnWinsAndClamps) {
+  BackoffOptions o;
+  auto s = make_exponential_backoff_strategy(o);
+  HedgeRequest r = req("k");
+  EXPECT_EQ(s->delay_ms(r), 100.0);
+  s->record(finished(500, /*hedged=*/true, /*won=*/false));
+  EXPECT_EQ(s->delay_ms(r), 150.0);
+  s->record(finished(5, true, true));
+  EXPECT_EQ(s->delay_ms(r), 135.0);
+  HedgeOutcome err = finished(1);
+  err.error = true;
+  s->record(err);
+  EXPECT_EQ(s->delay_ms(r), 270.0);
+  for (int i = 0; i < 50; ++i) s->record(finished(1, true, false));
+  EXPECT_EQ(s->delay_ms(r), 5000.0);
+}
+
+TEST(HedgePolicy, BudgetLimitsBackupsToItsShareOfRequests) {
+  BudgetOptions b;
+  b.percent = 0.05;
+  b.cap = 5;
+  HedgePolicy policy(make_fixed_strategy(1), b, GateOptions{.min_hedges = 1'000'000});
+  int permitted = 0;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(policy.plan(req("k", i * 0.01)).has_value());
+    if (policy.permit_backup("k", i * 0.01)) ++permitted;
+  }
+  EXPECT_GE(permitted, 49);
+  EXPECT_LE(permitted, 52);
+}
+
+TEST(HedgePolicy, GateStopsHedgingWhenHedgesKeepLosing) {
+  HedgePolicy policy(make_fixed_strategy(1), BudgetOptions{.percent = 1.0, .cap = 100},
+                     GateOptions{.window = 20, .min_hedges = 20, .min_win_rate = 0.2, .cooldown_requests = 100});
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(policy.plan(req("k")).has_value());
+    ASSERT_TRUE(policy.permit_backup("k", 0));
+    policy.record(finished(10, true, false));
+  }
+  EXPECT_FALSE(policy.plan(req("k")).has_value());
+  EXPECT_EQ(policy.stats()["keys"]["k"]["gate_open"], false);
+  for (int i = 0; i < 120; ++i) (void)policy.plan(req("k"));
+  EXPECT_TRUE(policy.plan(req("k")).has_value());  // reopens after the cooldown
+}
+
+// Latencies for the adaptive test: lognormal body around 10 ms, with optional 1% x30 stragglers.
+double draw(SeededRandom& rng, bool stragglers) {
+  double u1 = std::max(rng.uniform01(), 1e-12), u2 = rng.uniform01();
+  double z = std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  double x = 10 * std::exp(0.25 * z);
+  if (stragglers && rng.uniform01() < 0.01) x *= 30;
+  return x;
+}
+
+double adaptive_extra_rate(bool stragglers) {
+  auto s = make_adaptive_strategy({});
+  SeededRandom rng(11);
+  int hedged_late = 0;
+  for (int i = 0; i < 4000; ++i) {
+    auto d = s->delay_ms(req("k"));
+    double x1 = draw(rng, stragglers), x2 = draw(rng, stragglers);
+    HedgeOutcome o;
+    o.key = "k";
+    o.delay_ms = d.value_or(INFINITY);
+    o.hedged = d && *d < x1;
+    o.hedge_won = o.hedged && *d + x2 < x1;
+    o.latency_ms = o.hedge_won ? *d + x2 : x1;
+    o.primary_finished = !o.hedge_won;
+    o.primary_latency_ms = o.primary_finished ? x1 : o.latency_ms;
+    if (o.hedged) o.backup_latency_ms = x2;
+    s->record(o);
+    if (i >= 3000 && o.hedged) ++hedged_late;
+  }
+  return hedged_late / 1000.0;
+}
+
+TEST(HedgeStrategies, AdaptiveLearnsNotToHedgeWhenNothingIsGained) {
+  EXPECT_LE(adaptive_extra_rate(false), 0.02);
+}
+
+TEST(HedgeStrategies, AdaptiveHedgesWhenStragglersMakeItPay) {
+  double rate = adaptive_extra_rate(true);
+  EXPECT_GT(rate, 0.005);
+  EXPECT_LE(rate, 0.12);
+}
+
+TEST(MakeHedgePolicy, ParsesTheConfigAndRejectsBadValues) {
+  int max_hedges = 0;
+  auto p = make_hedge_policy(Json{{"strategy", "percentile"}, {"percentile", 90}, {"max_hedges", 2}}, &max_hedges);
+  ASSERT_TRUE(p) << p.error().to_string();
+  EXPECT_EQ((*p)->strategy_name(), "percentile");
+  EXPECT_EQ(max_hedges, 2);
+  auto unknown = make_hedge_policy(Json{{"strategy", "telepathy"}});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(unknown.error().message().find("unknown hedging strategy 'telepathy'"), std::string::npos);
+  EXPECT_FALSE(make_hedge_policy(Json{{"strategy", "fixed"}}));
+  EXPECT_FALSE(make_hedge_policy(Json{{"strategy", "percentile"}, {"percentile", 150}}));
+  EXPECT_FALSE(make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 10}, {"max_hedges", 9}}));
+  EXPECT_FALSE(make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 10}, {"bogus", 1}}));
+  for (const char* s : {"off", "adaptive", "workload_aware", "exponential_backoff"}) {
+    EXPECT_TRUE(make_hedge_policy(Json{{"strategy", s}})) << s;
+  }
+}
+
+}  // namespace
+}  // namespace crucible
