@@ -133,4 +133,9 @@ void Executor::timer_loop(std::stop_token stop) {
   }
 }
 
+Executor& default_executor() {
+  static Executor executor(4);
+  return executor;
+}
+
 }  // namespace crucible

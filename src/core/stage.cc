@@ -86,18 +86,18 @@ bool StageOptions::boolean_or(std::string_view key, bool fallback) const {
 }
 
 Status StageRegistry::register_stage(std::string name, StageFactory factory) {
-  if (factories_.contains(name)) {
+  if (factories_->contains(name)) {
     return make_error(ErrorCode::kAlreadyExists, "stage '" + name + "' is already registered");
   }
-  factories_.emplace(std::move(name), std::move(factory));
+  factories_->emplace(std::move(name), std::move(factory));
   return {};
 }
 
 Result<std::unique_ptr<Stage>> StageRegistry::create(std::string_view name) const {
-  auto it = factories_.find(name);
-  if (it == factories_.end()) {
+  auto it = factories_->find(name);
+  if (it == factories_->end()) {
     std::string known;
-    for (const auto& [n, f] : factories_) known += (known.empty() ? "" : ", ") + n;
+    for (const auto& [n, f] : *factories_) known += (known.empty() ? "" : ", ") + n;
     return make_error(ErrorCode::kNotFound,
                       "unknown stage type '" + std::string(name) + "'; known types: " + known);
   }
@@ -110,12 +110,23 @@ Result<StageDescription> StageRegistry::describe(std::string_view name) const {
   return (*stage)->describe();
 }
 
-bool StageRegistry::contains(std::string_view name) const { return factories_.contains(name); }
+bool StageRegistry::contains(std::string_view name) const { return factories_->contains(name); }
 
 std::vector<std::string> StageRegistry::names() const {
   std::vector<std::string> out;
-  for (const auto& [n, f] : factories_) out.push_back(n);
+  for (const auto& [n, f] : *factories_) out.push_back(n);
   return out;
+}
+
+StageResolver StageRegistry::resolver() const {
+  std::weak_ptr<Factories> weak = factories_;
+  return [weak](std::string_view name) -> Result<std::unique_ptr<Stage>> {
+    auto factories = weak.lock();
+    if (!factories) return make_error(ErrorCode::kFailedPrecondition, "the stage registry is gone");
+    StageRegistry view;
+    view.factories_ = factories;
+    return view.create(name);
+  };
 }
 
 namespace {

@@ -161,6 +161,18 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
   }
   cancel_others(winner);
   const MonoTime end = clock_.monotonic();
+  if (options.wait_for_losers) {
+    while (true) {
+      size_t running = 0;
+      for (size_t i = 0; i < started; ++i) running += shared->attempts[i].done ? 0 : 1;
+      if (running == 0) break;
+      shared->wake = std::stop_source();
+      std::stop_token wake = shared->wake.get_token();
+      lock.unlock();
+      real_clock().sleep_for(std::chrono::milliseconds(50), wake);
+      lock.lock();
+    }
+  }
   const auto& w = shared->attempts[*winner];
   meta.attempts = static_cast<int>(started);
   meta.winner = static_cast<int>(*winner);

@@ -221,7 +221,7 @@ class AdaptiveStrategy : public HedgeStrategy {
 
  private:
   struct Arm {
-    double quantile;
+    double quantile;         // negative: a fixed delay
     double delay = kInf;
     double n = 0, mean = 0, m2 = 0;
   };
@@ -250,13 +250,20 @@ class AdaptiveStrategy : public HedgeStrategy {
     s.median = s.primary.quantile(50);
     s.warm_delay = s.primary.quantile(95);
     if (s.backup.size() > 0) s.backup_median = s.backup.quantile(50);
-    for (Arm& a : s.arms) a.delay = a.quantile <= 0 ? kInf : s.primary.quantile(a.quantile);
+    for (Arm& a : s.arms) {
+      if (a.quantile < 0) continue;  // fixed candidate
+      a.delay = a.quantile == 0 ? kInf : s.primary.quantile(a.quantile);
+    }
   }
 
   State& state(std::string_view key) {
     return keys_.get(key, [&] {
       State s{Window(o_.window), Window(o_.window), {}, 0, 0, 0, 1.0, 0, o_.seed ^ std::hash<std::string_view>()(key)};
-      for (double q : o_.quantiles) s.arms.push_back(Arm{q});
+      if (o_.delays.empty()) {
+        for (double q : o_.quantiles) s.arms.push_back(Arm{q});
+      } else {
+        for (double d : o_.delays) s.arms.push_back(Arm{-1, d});
+      }
       return s;
     });
   }
@@ -537,6 +544,18 @@ Result<std::unique_ptr<HedgePolicy>> make_hedge_policy(const Json& config, int* 
   } else if (strategy == "adaptive") {
     AdaptiveOptions o;
     o.budget = budget.percent;
+    if (options.contains("delay_candidates")) {
+      const Json& c = options["delay_candidates"];
+      if (!c.is_array() || c.size() < 2) {
+        return make_error(ErrorCode::kInvalidArgument, "hedging.options.delay_candidates must be a list of at least 2 delays in ms");
+      }
+      for (const Json& d : c) {
+        if (!d.is_number() || d.get<double>() < 0) {
+          return make_error(ErrorCode::kInvalidArgument, "hedging.options.delay_candidates holds " + d.dump() + "; expected delays in ms");
+        }
+        o.delays.push_back(d.get<double>());
+      }
+    }
     s = make_adaptive_strategy(o);
   } else if (strategy == "workload_aware") {
     WorkloadOptions o;

@@ -15,6 +15,7 @@
 
 #include "crucible/core/clock.h"
 #include "crucible/workflow/expression.h"
+#include "crucible/workflow/hedging_stage.h"
 #include "crucible/workflow/loader.h"
 
 extern char** environ;
@@ -401,6 +402,8 @@ Status register_builtin_stages(StageRegistry& r) {
                 stage_wait_for);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("command", [] { return make_command_stage(); }));
+  StageResolver resolve = r.resolver();
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("hedging", [resolve] { return make_hedging_stage(resolve); }));
   return {};
 }
 

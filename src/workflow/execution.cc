@@ -4,6 +4,7 @@
 #include <map>
 
 #include "crucible/workflow/builtin_stages.h"
+#include "crucible/reliability/hedger.h"
 #include "crucible/workflow/expression.h"
 
 namespace crucible::workflow_internal {
@@ -33,6 +34,7 @@ class StepServicesImpl : public StepServices {
     return exec_.journal().get_promise(exec_.run_id(), std::string(name));
   }
   Clock& clock() override { return exec_.clock(); }
+  Executor& executor() override { return exec_.executor(); }
 
  private:
   Execution& exec_;
@@ -341,6 +343,7 @@ Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx
     }
   }
 
+  if (node.hedge_policy) return run_hedged(node, *stage, ctx, options, stop);
   if (!node.timeout) return run_body(node, *stage, ctx, options, stop);
 
   // The timer flips `timed_out` and stops the attempt; shared state outlives a late timer.
@@ -360,6 +363,39 @@ Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx
     return make_error(ErrorCode::kDeadlineExceeded, "timed out after " + format_ms(*node.timeout));
   }
   return status;
+}
+
+// Runs the stage under the node's hedging policy: each attempt works on its own copy of the
+// context; the first success is kept and becomes the step's delta, the others are cancelled and
+// their copies dropped, so exactly one result is journaled.
+Status Execution::run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options,
+                             std::stop_token stop) {
+  Hedger hedger(deps_.executor, deps_.clock, *node.hedge_policy);
+  HedgeCallOptions o;
+  o.key = node.uses + "/" + node.name;
+  o.max_hedges = node.max_hedges;
+  o.wait_for_losers = true;
+  if (node.timeout) o.timeout = *node.timeout;
+  auto r = hedger.hedge<Context>([&](int, std::stop_token attempt_stop) -> Result<Context> {
+    Context copy = ctx;
+    Status s = run_body(node, stage, copy, options, attempt_stop);
+    if (!s) return tl::unexpected(s.error());
+    return copy;
+  }, o, stop);
+  if (!r) return tl::unexpected(r.error());
+  // The winner's changes become this step's own, recorded in its delta.
+  for (Mutation& m : r->value.take_delta()) {
+    switch (m.kind) {
+      case Mutation::Kind::kMetric: ctx.put_metric(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kArtifact: ctx.put_artifact(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kState: ctx.assign(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kComplete: ctx.mark_stage_complete(m.key); break;
+      case Mutation::Kind::kTrace: ctx.add_trace(m.key); break;
+    }
+  }
+  ctx.put_metric(node.name + ".hedging", r->meta.to_json());
+  if (auto suspend = r->value.take_suspend()) ctx.request_suspend(*suspend);
+  return {};
 }
 
 Status Execution::run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options,

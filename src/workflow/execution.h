@@ -58,6 +58,7 @@ class Execution {
   Result<Json> decide(const StepKey& key, const std::string& suffix, const std::function<Result<Json>()>& compute);
   Journal& journal() { return deps_.journal; }
   Clock& clock() { return deps_.clock; }
+  Executor& executor() { return deps_.executor; }
   const RunId& run_id() const { return run_id_; }
 
  private:
@@ -70,6 +71,7 @@ class Execution {
   Result<Flow> exec_parallel(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Status run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
+  Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Result<Flow> replayed_stage(const Node& node, const StepKey& key, Context& ctx);
   Result<Flow> finish_failure(const Node& node, const StepKey& key, Context& ctx, const Error& error,
                               int attempts, int64_t duration_us);

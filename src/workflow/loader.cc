@@ -56,7 +56,7 @@ const std::vector<std::string> kTopKeys = {"name", "description", "durability", 
 const std::vector<std::string> kStageKeys = {
     "name", "uses", "with", "order", "timeout", "retry", "optional", "completion", "barrier", "when",
     "idempotent", "type", "duration", "expected_objects", "expected_tasks", "max_duration", "command",
-    "args", "description"};
+    "args", "description", "hedging"};
 const std::vector<std::string> kLoopNodeKeys = {"name", "loop", "when", "description"};
 const std::vector<std::string> kLoopKeys = {"over", "count", "until", "max", "stages"};
 const std::vector<std::string> kCondNodeKeys = {"name", "conditional", "description"};
@@ -649,6 +649,10 @@ class Loader {
     if (auto i = get_bool(n, "idempotent", f)) node.idempotent = *i;
     node.when = get_expression(n, "when", f);
     if (YAML::Node b = n["barrier"]) node.barrier = parse_barrier(b, f + ".barrier");
+    if (YAML::Node h = n["hedging"]) {
+      if (!h.IsMap()) error(h, f + ".hedging", "expected a mapping (strategy, delay_ms, percentile, max_hedges, budget_percent, options), found " + describe(h));
+      else node.hedging = to_json(h, f + ".hedging");
+    }
 
     auto kind = get_enum<StageKind>(n, "type", f,
                                     {{"execute", StageKind::kExecute}, {"prepare", StageKind::kPrepare},

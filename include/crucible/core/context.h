@@ -14,6 +14,7 @@
 
 #include "crucible/core/clock.h"
 #include "crucible/core/error.h"
+#include "crucible/core/executor.h"
 #include "crucible/core/ids.h"
 #include "crucible/core/json.h"
 
@@ -46,6 +47,8 @@ class StepServices {
   virtual Result<std::optional<Json>> poll_promise(std::string_view name) = 0;
   // The runner's clock, for durable sleeps and deadlines.
   virtual Clock& clock() = 0;
+  // The runner's executor, for stages that run work concurrently (hedged requests).
+  virtual Executor& executor() = 0;
 };
 
 // A request from a stage to park the run until a promise resolves or a deadline passes.
@@ -66,6 +69,10 @@ class Context {
   const RunId& run_id() const { return run_id_; }
   // The run's read-only input.
   const Json& config() const { return *config_; }
+  // The experiment's read-only settings: {"name", "reliability": {...}} (empty object outside a
+  // runner).
+  const Json& experiment() const { return experiment_ ? *experiment_ : empty_json_; }
+  void set_experiment(std::shared_ptr<const Json> experiment) { experiment_ = std::move(experiment); }
 
   // Metrics.
   void put_metric(std::string key, Json value);
@@ -145,6 +152,8 @@ class Context {
   std::string experiment_id_;
   RunId run_id_;
   std::shared_ptr<const Json> config_;
+  std::shared_ptr<const Json> experiment_;
+  inline static const Json empty_json_ = Json::object();
   Map metrics_;
   Map artifacts_;
   Map state_;

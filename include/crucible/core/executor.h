@@ -56,4 +56,7 @@ class Executor {
   std::jthread timer_;
 };
 
+// A process-wide executor for code that runs outside a runner (direct stage calls, tools).
+Executor& default_executor();
+
 }  // namespace crucible

@@ -74,7 +74,12 @@ class Stage {
 
 using StageFactory = std::function<std::unique_ptr<Stage>()>;
 
-// Maps names to stage factories. Registration is not thread-safe; lookups are.
+// Creates a stage by type name, or kNotFound.
+using StageResolver = std::function<Result<std::unique_ptr<Stage>>(std::string_view name)>;
+
+// Maps names to stage factories. A handle: copies share one table, so a stage that creates
+// other stages by name (through resolver()) sees later registrations. Registration is not
+// thread-safe; lookups are.
 class StageRegistry {
  public:
   // kAlreadyExists if the name is taken.
@@ -84,9 +89,12 @@ class StageRegistry {
   Result<StageDescription> describe(std::string_view name) const;
   bool contains(std::string_view name) const;
   std::vector<std::string> names() const;
+  // A lookup that does not keep the table alive (kFailedPrecondition once it is gone).
+  StageResolver resolver() const;
 
  private:
-  std::map<std::string, StageFactory, std::less<>> factories_;
+  using Factories = std::map<std::string, StageFactory, std::less<>>;
+  std::shared_ptr<Factories> factories_ = std::make_shared<Factories>();
 };
 
 // A stage made from a function, for C++ pipelines and tests.

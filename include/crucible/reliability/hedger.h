@@ -51,6 +51,9 @@ struct HedgeCallOptions {
   std::optional<double> size;    // for workload-aware strategies
   std::string model_complexity;
   std::string priority;
+  // Return only once every cancelled attempt has returned, for attempts that borrow the caller's
+  // state. Otherwise hedge() returns as soon as the winner is known.
+  bool wait_for_losers = false;
 };
 
 class Hedger {

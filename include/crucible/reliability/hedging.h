@@ -64,6 +64,8 @@ struct PercentileOptions {
 struct AdaptiveOptions {
   // Arms: quantiles of the observed primary latency at which to hedge (0 means "do not hedge").
   std::vector<double> quantiles = {0, 80, 90, 95, 99, 99.9};
+  // Fixed delay candidates in ms instead of quantiles (crucible_hedging's delay_candidates).
+  std::vector<double> delays;
   double budget = 0.05;          // target extra-request fraction; the cost weight is tuned to meet it
   size_t window = 1000;
   size_t min_samples = 50;       // learns from counterfactuals only until then

@@ -11,6 +11,7 @@
 #include "crucible/core/json.h"
 #include "crucible/core/stage.h"
 #include "crucible/journal/journal.h"
+#include "crucible/reliability/hedging.h"
 #include "crucible/reliability/retry.h"
 #include "crucible/workflow/expression.h"
 
@@ -70,6 +71,9 @@ struct Node {
   Json barrier;                                       // validated, kept for distributed runs
   std::shared_ptr<Stage> stage;                       // bound implementation, or null
   bool stage_idempotent = true;                       // from the stage's description
+  Json hedging;                                       // `hedging:` merged over the experiment's defaults
+  std::shared_ptr<HedgePolicy> hedge_policy;          // built from `hedging` by validation
+  int max_hedges = 1;
 
   // Sequence body, loop body, conditional then-branch.
   std::vector<Node> children;
