@@ -16,6 +16,7 @@
 #include "crucible/core/clock.h"
 #include "crucible/workflow/expression.h"
 #include "crucible/workflow/hedging_stage.h"
+#include "crucible/workflow/http_stage.h"
 #include "crucible/workflow/loader.h"
 
 extern char** environ;
@@ -402,6 +403,7 @@ Status register_builtin_stages(StageRegistry& r) {
                 stage_wait_for);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("command", [] { return make_command_stage(); }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("http.request", [] { return make_http_request_stage(); }));
   StageResolver resolve = r.resolver();
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("hedging", [resolve] { return make_hedging_stage(resolve); }));
   return {};

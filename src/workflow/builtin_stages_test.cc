@@ -29,8 +29,8 @@ class BuiltinStages : public ::testing::Test {
 };
 
 TEST_F(BuiltinStages, RegistersTheDocumentedSet) {
-  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "hedging", "metric", "noop", "set",
-                                                         "sleep", "wait_for", "write_file"}));
+  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "hedging", "http.request", "metric",
+                                                         "noop", "set", "sleep", "wait_for", "write_file"}));
   for (const std::string& name : registry_.names()) {
     auto d = registry_.describe(name);
     ASSERT_TRUE(d);
