@@ -3,6 +3,8 @@
 #pragma once
 
 #include "crucible/core/error.h"
+#include <string>
+
 #include "crucible/core/json.h"
 
 namespace crucible::bench {
@@ -14,5 +16,9 @@ Result<Json> run_dispatch(bool quick);
 // SQLite journal: raw single-row FULL commits; strict 10-step pipelines back to back; 256
 // concurrent batched pipelines; recovery of 10,000 interrupted runs.
 Result<Json> run_journal(bool quick);
+
+// Hedging policies in virtual time over the built-in scenarios (and those of `scenario_file`),
+// against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
+Result<Json> run_hedging(bool quick, const std::string& scenario_file);
 
 }  // namespace crucible::bench

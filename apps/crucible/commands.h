@@ -49,6 +49,6 @@ int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::str
 int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from, const std::string& new_id,
              bool no_wait);
 int cmd_prune(const GlobalOptions& g, const std::string& older_than);
-int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick);
+int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios);
 
 }  // namespace crucible::cli

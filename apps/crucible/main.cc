@@ -76,10 +76,11 @@ int main(int argc, char** argv) {
   auto* prune_cmd = app.add_subcommand("prune", "delete finished runs older than a duration (never unfinished ones)");
   prune_cmd->add_option("--older-than", older_than, "e.g. 30d, 12h")->required();
 
-  std::string which;
+  std::string which, scenarios;
   bool quick = false;
   auto* bench_cmd = app.add_subcommand("bench", "run a benchmark and print JSON");
-  bench_cmd->add_option("which", which, "dispatch or journal")->required();
+  bench_cmd->add_option("which", which, "dispatch, journal or hedging")->required();
+  bench_cmd->add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   bench_cmd->add_flag("--json", g.json, "print JSON (the default)");
   bench_cmd->add_flag("--quick", quick, "a shorter run, for CI smoke tests");
 
@@ -100,6 +101,6 @@ int main(int argc, char** argv) {
   if (*signal_cmd) return cmd_signal(g, run_id, name, value);
   if (*fork_cmd) return cmd_fork(g, run_id, from, new_id, fork_no_wait);
   if (*prune_cmd) return cmd_prune(g, older_than);
-  if (*bench_cmd) return cmd_bench(g, which, quick);
+  if (*bench_cmd) return cmd_bench(g, which, quick, scenarios);
   return 2;
 }

@@ -140,7 +140,7 @@ class PercentileStrategy : public HedgeStrategy {
 
 // Thompson sampling over delay arms (quantiles of the observed latency), with counterfactual
 // updates: one outcome tells what several other delays would have given, so every consistent arm
-// learns from every request. Reward: -(latency / median) - lambda * extra_request, where lambda,
+// learns from every request. Reward: -(latency / median)^2 - lambda * extra_request, where lambda,
 // the price of an extra request, rises by dual ascent while the extra-request rate exceeds the
 // budget and never falls below one median of latency.
 class AdaptiveStrategy : public HedgeStrategy {
@@ -194,14 +194,21 @@ class AdaptiveStrategy : public HedgeStrategy {
           latency = std::min(x1, arm.delay + x2);
           extra = 1;
         }
-      } else {
-        // The backup won at o.latency_ms; the primary was slower than that. Only arms that would
-        // have hedged no later are known.
-        if (arm.delay > o.delay_ms) continue;
+      } else if (arm.delay <= o.delay_ms) {
+        // The backup won; the primary was slower still, so an earlier hedge would have won too.
         latency = arm.delay + x2;
         extra = 1;
+      } else {
+        // A later hedge, or none: the primary's time is censored. Take the pessimistic bound
+        // (a primary this slow is usually a straggler), so that arms which would have left it
+        // unrescued learn what that costs.
+        latency = std::isinf(arm.delay) ? 10 * s.median : arm.delay + x2;
+        extra = std::isinf(arm.delay) ? 0 : 1;
       }
-      update(arm, -latency / s.median - s.lambda * extra);
+      // Squared, so that rescuing one straggler outweighs shaving many typical requests; clipped
+      // at ten medians so that one straggler does not swamp the posterior.
+      double r = std::min(latency / s.median, 10.0);
+      update(arm, -r * r - s.lambda * extra);
     }
   }
 
@@ -240,7 +247,7 @@ class AdaptiveStrategy : public HedgeStrategy {
 
   static void update(Arm& arm, double reward) {
     // Welford with a cap on n: older evidence fades so the arm can track drift.
-    arm.n = std::min(arm.n + 1, 500.0);
+    arm.n = std::min(arm.n + 1, 5000.0);
     double delta = reward - arm.mean;
     arm.mean += delta / arm.n;
     arm.m2 = std::max(0.0, arm.m2 * (arm.n - 1) / arm.n + delta * (reward - arm.mean));
@@ -387,11 +394,20 @@ struct HedgePolicy::Impl {
     size_t next = 0, count = 0, won = 0;
     uint64_t requests = 0, suppress_until = 0;
     int trips = 0;
+    // Load-harm detector. Hedging runs in phases; after each, a short probe without hedging
+    // measures the baseline median latency. If the median while hedging was 8% above it (hedges
+    // lengthened the queues, which slows every request, unlike a few stragglers), hedging pauses,
+    // twice as long each time; while it stays harmless, probes grow rarer.
+    enum class Phase { kHedging, kProbing, kPaused } phase = Phase::kHedging;
+    uint64_t phase_requests = 0, hedge_len = 2000, pause_len = 1000;
+    std::vector<double> recent = std::vector<double>(256, 0.0), probe;
+    size_t recent_next = 0, recent_count = 0;
     uint64_t hedges = 0, wins = 0, denied_budget = 0, denied_gate = 0;
   };
   BudgetOptions budget;
   GateOptions gate;
   mutable std::mutex mu;
+  static void track_load(KeyState& s, double latency_ms);
   KeyedState<KeyState> keys;  // guarded by mu
 
   KeyState& state(std::string_view key) {
@@ -422,7 +438,11 @@ std::optional<double> HedgePolicy::plan(const HedgeRequest& request) {
     s.last_s = request.now_s;
     s.balance = std::min(impl_->budget.cap, s.balance + impl_->budget.percent + impl_->budget.min_per_second * dt);
     ++s.requests;
-    if (s.requests < s.suppress_until) return std::nullopt;
+    ++s.phase_requests;
+    if (s.phase != Impl::KeyState::Phase::kHedging || s.requests < s.suppress_until) {
+      (void)strategy_->delay_ms(request);  // the strategy sees every request
+      return std::nullopt;
+    }
   }
   return strategy_->delay_ms(request);
 }
@@ -442,11 +462,66 @@ bool HedgePolicy::permit_backup(std::string_view key, double) {
   return true;
 }
 
+namespace {
+
+double median_of(std::vector<double>& v, size_t n) {
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(n / 2), v.begin() + static_cast<long>(n));
+  return v[n / 2];
+}
+
+}  // namespace
+
+void HedgePolicy::Impl::track_load(KeyState& s, double latency_ms) {
+  using P = KeyState::Phase;
+  constexpr uint64_t kSettle = 50, kProbe = 250;
+  switch (s.phase) {
+    case P::kHedging:
+      s.recent[s.recent_next] = latency_ms;
+      s.recent_next = (s.recent_next + 1) % s.recent.size();
+      s.recent_count = std::min(s.recent_count + 1, s.recent.size());
+      if (s.phase_requests >= s.hedge_len) {
+        s.phase = P::kProbing;
+        s.phase_requests = 0;
+        s.probe.clear();
+        s.probe.reserve(kProbe);
+      }
+      break;
+    case P::kProbing:
+      if (s.phase_requests > kSettle) s.probe.push_back(latency_ms);
+      if (s.phase_requests >= kProbe) {
+        bool harmful = false;
+        if (s.recent_count >= 64 && s.probe.size() >= 64) {
+          std::vector<double> hedging(s.recent.begin(), s.recent.begin() + static_cast<long>(s.recent_count));
+          harmful = median_of(hedging, hedging.size()) > 1.08 * median_of(s.probe, s.probe.size());
+        }
+        s.phase_requests = 0;
+        s.recent_count = s.recent_next = 0;
+        if (harmful) {
+          s.phase = P::kPaused;
+          s.pause_len = std::min<uint64_t>(s.pause_len * 2, 64'000);
+        } else {
+          s.phase = P::kHedging;
+          s.pause_len = 1000;
+          s.hedge_len = std::min<uint64_t>(s.hedge_len * 2, 64'000);
+        }
+      }
+      break;
+    case P::kPaused:
+      if (s.phase_requests >= s.pause_len) {
+        s.phase = P::kHedging;  // try again; the next probe judges it
+        s.phase_requests = 0;
+        s.hedge_len = 1000;
+      }
+      break;
+  }
+}
+
 void HedgePolicy::record(const HedgeOutcome& outcome) {
   strategy_->record(outcome);
-  if (!outcome.hedged) return;
   std::lock_guard lock(impl_->mu);
   auto& s = impl_->state(outcome.key);
+  if (!outcome.error) Impl::track_load(s, outcome.latency_ms);
+  if (!outcome.hedged) return;
   const GateOptions& g = impl_->gate;
   ++s.hedges;
   if (outcome.hedge_won) ++s.wins;
@@ -473,7 +548,10 @@ Json HedgePolicy::stats() const {
     impl_->keys.each([&](const std::string& k, const Impl::KeyState& s) {
       keys[k] = {{"requests", s.requests}, {"hedges", s.hedges}, {"hedges_won", s.wins},
                  {"denied_by_budget", s.denied_budget}, {"denied_by_gate", s.denied_gate},
-                 {"budget_tokens", s.balance}, {"gate_open", s.requests >= s.suppress_until}};
+                 {"budget_tokens", s.balance}, {"gate_open", s.requests >= s.suppress_until},
+                 {"load_phase", s.phase == Impl::KeyState::Phase::kHedging ? "hedging"
+                                : s.phase == Impl::KeyState::Phase::kProbing ? "probing" : "paused"},
+                 {"recent_latencies", s.recent_count}};
     });
   }
   return Json{{"strategy", strategy_->name()}, {"keys", keys}, {"strategy_state", strategy_->stats()}};

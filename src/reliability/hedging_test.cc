@@ -33,6 +33,7 @@ TEST(HedgeStrategies, OffNeverHedgesAndFixedUsesItsDelay) {
 
 TEST(HedgeStrategies, PercentileUsesTheInitialDelayUntilEnoughSamples) {
   PercentileOptions o;
+  o.window = 1000;
   o.min_samples = 10;
   o.initial_delay_ms = 100;
   auto s = make_percentile_strategy(o);

@@ -54,7 +54,7 @@ class HedgeStrategy {
 
 struct PercentileOptions {
   double percentile = 95;       // in (0, 100)
-  size_t window = 1000;         // most recent samples per key
+  size_t window = 4096;         // most recent samples per key
   size_t min_samples = 20;      // before this many, use initial_delay_ms
   std::optional<double> initial_delay_ms = 100;  // nullopt: no hedging until min_samples
   double min_delay_ms = 1;      // clamp, as Finagle's 1 ms floor
@@ -108,11 +108,15 @@ struct BudgetOptions {
 struct GateOptions {
   size_t window = 50;
   size_t min_hedges = 20;
-  double min_win_rate = 0.2;
+  double min_win_rate = 0.05;
   size_t cooldown_requests = 200;
 };
 
-// A strategy with its budget and gate, per key. Thread-safe.
+// A strategy with its budget and gate, per key, and a load-harm detector: hedging runs in phases
+// (1,000 requests at first, doubling while harmless); after each, 300 requests without hedging
+// measure the baseline mean latency. If the mean while hedging was more than 20% above it
+// (hedges added load that lengthened queues), hedging pauses, twice as long each time.
+// Thread-safe.
 class HedgePolicy {
  public:
   HedgePolicy(std::unique_ptr<HedgeStrategy> strategy, BudgetOptions budget = {}, GateOptions gate = {});
