@@ -21,4 +21,7 @@ Result<Json> run_journal(bool quick);
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
 Result<Json> run_hedging(bool quick, const std::string& scenario_file);
 
+// The live part: `seconds` of hedged requests against a loopback HTTP server with stragglers.
+Result<Json> run_hedging_live(double seconds);
+
 }  // namespace crucible::bench

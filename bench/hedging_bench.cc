@@ -392,6 +392,14 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
   size_t passed = 0;
   for (const Json& t : targets) passed += t["pass"].get<bool>() ? 1 : 0;
 
+  auto live = run_hedging_live(quick ? 2.0 : 10.0);
+  if (!live) return tl::unexpected(live.error());
+  target("live: losers cancelled (server saw aborted transfers)", (*live)["losers_aborted_seen_by_server"].get<int64_t>() > 0,
+         (*live)["losers_aborted_seen_by_server"], "> 0");
+  target("live: exactly one result kept per request", (*live)["one_result_per_request"].get<bool>(),
+         (*live)["results_kept"], "results + failures == requests");
+  passed = 0;
+  for (const Json& t : targets) passed += t["pass"].get<bool>() ? 1 : 0;
   Json scenario_list = Json::array();
   for (const Scenario& s : scenarios) scenario_list.push_back(s.to_json());
   return Json{{"benchmark", "hedging"},
@@ -399,6 +407,7 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
               {"seeds", seeds},
               {"simulation_seconds", sim_seconds},
               {"decision_path", path},
+              {"live", *live},
               {"targets_passed", passed},
               {"targets_total", targets.size()},
               {"targets", targets},
