@@ -11,6 +11,7 @@
 #include "bench/bench_util.h"
 #include "bench/benchmarks.h"
 #include "bench/hedging_scenarios.h"
+#include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedging.h"
 
@@ -46,13 +47,26 @@ class World {
  public:
   World(const Scenario& s, uint64_t seed) : s_(s), seed_(seed) {}
 
+  // Draws every attempt's latency once, so that policies and the oracle sweep reuse them.
+  void precompute() {
+    cache_.assign(static_cast<size_t>(s_.max_hedges) + 1, std::vector<double>(s_.requests));
+    for (uint64_t k = 0; k <= static_cast<uint64_t>(s_.max_hedges); ++k) {
+      for (uint64_t i = 0; i < s_.requests; ++i) cache_[k][i] = draw(i, k);
+    }
+  }
+
+  double latency(uint64_t i, uint64_t k) const {
+    if (k < cache_.size()) return cache_[k][i];
+    return draw(i, k);
+  }
+
   double size(uint64_t i) const {
     if (s_.kind != "size" && !(s_.kind == "queue" && s_.correlated)) return 1;
     return sample_component(s_, crn(seed_, i, 99, 0), crn(seed_, i, 99, 1), crn(seed_, i, 99, 2));
   }
 
   // Attempt k of request i, in ms (service time for queue scenarios).
-  double latency(uint64_t i, uint64_t k) const {
+  double draw(uint64_t i, uint64_t k) const {
     double x;
     if (s_.kind == "size") {
       double z = std::sqrt(-2 * std::log(std::max(crn(seed_, i, k, 1), 1e-300))) * std::cos(6.283185307179586 * crn(seed_, i, k, 2));
@@ -74,21 +88,29 @@ class World {
  private:
   const Scenario& s_;
   uint64_t seed_;
+  std::vector<std::vector<double>> cache_;
 };
 
 struct RunStats {
   std::vector<double> latency;
   double attempts = 0, extra_work = 0, primary_work = 0;
   double late_requests = 0, late_attempts = 0;  // after the first 2,000 requests
-  double p(double q) const { return percentile(latency, q); }
+  std::vector<double> sorted;
+  void finish() {
+    sorted = latency;
+    std::sort(sorted.begin(), sorted.end());
+  }
+  double p(double q) const {
+    size_t i = static_cast<size_t>(q / 100.0 * static_cast<double>(sorted.size() - 1) + 0.5);
+    return sorted[std::min(i, sorted.size() - 1)];
+  }
   double extra_pct() const { return 100.0 * (attempts - static_cast<double>(latency.size())) / static_cast<double>(latency.size()); }
   double extra_work_pct() const { return 100.0 * extra_work / primary_work; }
   double late_extra_pct() const { return late_requests > 0 ? 100.0 * (late_attempts - late_requests) / late_requests : 0; }
 };
 
 // One policy over one scenario and seed, request by request in virtual time.
-RunStats simulate(const Scenario& s, uint64_t seed, HedgePolicy* policy) {
-  World w(s, seed);
+RunStats simulate(const Scenario& s, const World& w, HedgePolicy* policy) {
   RunStats st;
   st.latency.reserve(s.requests);
   for (uint64_t i = 0; i < s.requests; ++i) {
@@ -142,13 +164,13 @@ RunStats simulate(const Scenario& s, uint64_t seed, HedgePolicy* policy) {
       policy->record(o);
     }
   }
+  st.finish();
   return st;
 }
 
 // The queueing model: `servers` FIFO servers, Poisson arrivals at the offered load, primaries
 // and hedges to the less busy of two random servers, losers cancelled when the winner answers.
-RunStats simulate_queue(const Scenario& s, uint64_t seed, HedgePolicy* policy, double mean_service) {
-  World w(s, seed);
+RunStats simulate_queue(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service) {
   RunStats st;
   st.latency.reserve(s.requests);
   std::vector<double> free_at(static_cast<size_t>(s.servers), 0);
@@ -211,6 +233,7 @@ RunStats simulate_queue(const Scenario& s, uint64_t seed, HedgePolicy* policy, d
       policy->record(o);
     }
   }
+  st.finish();
   return st;
 }
 
@@ -227,8 +250,7 @@ struct Oracle {
 };
 
 // Fixed delays in hindsight on the same draws, without a budget (one hedge).
-Oracle sweep(const Scenario& s, uint64_t seed, const RunStats& off) {
-  World w(s, seed);
+Oracle sweep(const Scenario& s, const World& w, const RunStats& off) {
   Oracle o;
   double lo = off.p(50) * 0.5, hi = off.p(99.9);
   std::vector<double> lat(s.requests);
@@ -244,8 +266,10 @@ Oracle sweep(const Scenario& s, uint64_t seed, const RunStats& off) {
       }
     }
     o.extra.push_back(100.0 * static_cast<double>(hedged) / static_cast<double>(s.requests));
-    o.p99.push_back(percentile(lat, 99));
-    o.p999.push_back(percentile(lat, 99.9));
+    std::sort(lat.begin(), lat.end());
+    auto at = [&](double q) { return lat[static_cast<size_t>(q / 100.0 * static_cast<double>(lat.size() - 1) + 0.5)]; };
+    o.p99.push_back(at(99));
+    o.p999.push_back(at(99.9));
   }
   return o;
 }
@@ -309,38 +333,57 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
   Json rows = Json::array();
   // summary[scenario][policy] = per-seed metrics
   std::map<std::string, std::map<std::string, std::vector<Json>>> summary;
+  // Scenario-seed pairs run on the executor's two threads; rows are gathered in order.
+  std::vector<std::pair<const Scenario*, uint64_t>> jobs;
   for (const Scenario& s : scenarios) {
-    for (uint64_t seed : seeds) {
-      double mean_service = 0;
-      if (s.kind == "queue") {
-        World w(s, seed + 1000);
-        for (uint64_t i = 0; i < 20000; ++i) mean_service += w.latency(i, 0);
-        mean_service /= 20000;
-      }
-      RunStats off = s.kind == "queue" ? simulate_queue(s, seed, nullptr, mean_service) : simulate(s, seed, nullptr);
-      Oracle oracle = s.kind == "queue" ? Oracle{} : sweep(s, seed, off);
-      for (const PolicySpec& p : policies(off.p(50))) {
-        RunStats r = off;
-        if (p.name != "off") {
-          auto policy = make_hedge_policy(p.config);
-          if (!policy) return tl::unexpected(policy.error());
-          r = s.kind == "queue" ? simulate_queue(s, seed, policy->get(), mean_service) : simulate(s, seed, policy->get());
+    for (uint64_t seed : seeds) jobs.emplace_back(&s, seed);
+  }
+  std::vector<std::vector<Json>> job_rows(jobs.size());
+  std::vector<std::optional<Error>> job_errors(jobs.size());
+  Executor executor(2);
+  executor.parallel_for(jobs.size(), [&](size_t j) {
+    const Scenario& s = *jobs[j].first;
+    uint64_t seed = jobs[j].second;
+    double mean_service = 0;
+    if (s.kind == "queue") {
+      World w(s, seed + 1000);
+      for (uint64_t i = 0; i < 20000; ++i) mean_service += w.draw(i, 0);
+      mean_service /= 20000;
+    }
+    World world(s, seed);
+    world.precompute();
+    RunStats off = s.kind == "queue" ? simulate_queue(s, seed, world, nullptr, mean_service) : simulate(s, world, nullptr);
+    Oracle oracle = s.kind == "queue" ? Oracle{} : sweep(s, world, off);
+    for (const PolicySpec& p : policies(off.p(50))) {
+      RunStats r = off;
+      if (p.name != "off") {
+        auto policy = make_hedge_policy(p.config);
+        if (!policy) {
+          job_errors[j] = policy.error();
+          return;
         }
-        double cost = r.extra_pct();
-        Json row = {{"scenario", s.id}, {"policy", p.name}, {"seed", seed},
-                    {"p50", r.p(50)}, {"p90", r.p(90)}, {"p99", r.p(99)}, {"p99_9", r.p(99.9)},
-                    {"extra_requests_pct", cost}, {"extra_work_pct", r.extra_work_pct()},
-                    {"extra_requests_after_2000_pct", r.late_extra_pct()},
-                    {"p99_vs_off", r.p(99) / off.p(99)}, {"p99_9_vs_off", r.p(99.9) / off.p(99.9)}};
-        if (s.kind != "queue") {
-          row["oracle_p99"] = oracle.best(oracle.p99, off.p(99), cost);
-          row["oracle_p99_9"] = oracle.best(oracle.p999, off.p(99.9), cost);
-          row["ratio_to_oracle_p99"] = r.p(99) / row["oracle_p99"].get<double>();
-          row["ratio_to_oracle_p99_9"] = r.p(99.9) / row["oracle_p99_9"].get<double>();
-        }
-        rows.push_back(row);
-        summary[s.id][p.name].push_back(row);
+        r = s.kind == "queue" ? simulate_queue(s, seed, world, policy->get(), mean_service) : simulate(s, world, policy->get());
       }
+      double cost = r.extra_pct();
+      Json row = {{"scenario", s.id}, {"policy", p.name}, {"seed", seed},
+                  {"p50", r.p(50)}, {"p90", r.p(90)}, {"p99", r.p(99)}, {"p99_9", r.p(99.9)},
+                  {"extra_requests_pct", cost}, {"extra_work_pct", r.extra_work_pct()},
+                  {"extra_requests_after_2000_pct", r.late_extra_pct()},
+                  {"p99_vs_off", r.p(99) / off.p(99)}, {"p99_9_vs_off", r.p(99.9) / off.p(99.9)}};
+      if (s.kind != "queue") {
+        row["oracle_p99"] = oracle.best(oracle.p99, off.p(99), cost);
+        row["oracle_p99_9"] = oracle.best(oracle.p999, off.p(99.9), cost);
+        row["ratio_to_oracle_p99"] = r.p(99) / row["oracle_p99"].get<double>();
+        row["ratio_to_oracle_p99_9"] = r.p(99.9) / row["oracle_p99_9"].get<double>();
+      }
+      job_rows[j].push_back(std::move(row));
+    }
+  });
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (job_errors[j]) return make_error(*job_errors[j]);
+    for (Json& row : job_rows[j]) {
+      summary[row["scenario"].get<std::string>()][row["policy"].get<std::string>()].push_back(row);
+      rows.push_back(std::move(row));
     }
   }
   double sim_seconds = since_us(t_start) / 1e6;
