@@ -214,5 +214,27 @@ TEST_F(Cli, BenchJournalPrintsTheBaselineBesideTheEngine) {
   }
 }
 
+TEST_F(Cli, BenchHedgingPrintsRowsTargetsAndTheLiveTest) {
+  Output o = run({"bench", "hedging", "--json", "--quick", "--scenarios", "tests/integration/scenarios/extra.json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  EXPECT_GT(b["rows"].size(), 100u);
+  bool custom = false;
+  for (const Json& r : b["rows"]) {
+    for (const char* k : {"p50", "p90", "p99", "p99_9", "extra_requests_pct", "extra_work_pct"}) ASSERT_TRUE(r.contains(k)) << k;
+    custom = custom || r["scenario"] == "my-api";
+  }
+  EXPECT_TRUE(custom);
+  for (const Json& t : b["targets"]) {
+    for (const char* k : {"id", "pass", "value", "goal"}) ASSERT_TRUE(t.contains(k)) << k;
+  }
+  EXPECT_EQ(b["live"]["one_result_per_request"], true);
+  EXPECT_GT(b["live"]["losers_aborted_seen_by_server"].get<int>(), 0);
+  EXPECT_NE(b["reference"].get<std::string>().find("1,800 ms -> 74 ms"), std::string::npos);
+  Output bad = run({"bench", "hedging", "--quick", "--scenarios", "tests/integration/scenarios/bad.json"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("scenarios[0] 'broken'.components: unknown type 'gaussian'"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace crucible::integration
