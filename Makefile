@@ -30,8 +30,8 @@ test: build
 
 tsan: deps
 	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(CMAKE_FLAGS) > /dev/null
-	@cmake --build build-tsan -j $(JOBS) --target workflow_test journal_test journal_sqlite_test core_test
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) -R '^(Executor|Runner|JournalConformance|Memory|Sqlite|SqliteJournal|FakeClock)'
+	@cmake --build build-tsan -j $(JOBS) --target workflow_test journal_test journal_sqlite_test core_test reliability_test
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) -R '^(Executor|Runner|JournalConformance|Memory|Sqlite|SqliteJournal|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy)'
 
 bench: build
 	$(BUILD)/bin/crucible bench dispatch --json
