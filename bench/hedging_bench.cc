@@ -7,6 +7,8 @@
 #include <limits>
 #include <map>
 #include <new>
+#include <deque>
+#include <queue>
 
 #include "bench/bench_util.h"
 #include "bench/benchmarks.h"
@@ -168,69 +170,159 @@ RunStats simulate(const Scenario& s, const World& w, HedgePolicy* policy) {
   return st;
 }
 
-// The queueing model: `servers` FIFO servers, Poisson arrivals at the offered load, primaries
-// and hedges to the less busy of two random servers, losers cancelled when the winner answers.
+// The queueing model, an event-driven simulation: `servers` FIFO servers, Poisson arrivals at the
+// offered load, each attempt sent to the shorter of two random queues (a backup never to a server
+// its request already uses), losers cancelled when the winner answers (removed from their queue,
+// or stopped in service).
 RunStats simulate_queue(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service) {
+  struct Event {
+    double t;
+    uint64_t seq;
+    int type;  // 0 arrival, 1 hedge timer, 2 service done
+    uint64_t i;
+    int k;
+    int server;
+    uint64_t generation;
+    bool operator>(const Event& o) const { return t != o.t ? t > o.t : seq > o.seq; }
+  };
+  struct Job {
+    uint64_t i;
+    int k;
+    double service;
+  };
+  struct Server {
+    std::deque<Job> queue;
+    bool busy = false;
+    Job current{};
+    double started = 0;
+    uint64_t generation = 0;
+  };
+  struct Attempt {
+    int server = -1;
+    double start = -1, end = -1;
+  };
+  struct Req {
+    double arrival = 0;
+    std::optional<double> delay;
+    bool done = false;
+    int started = 0;
+    std::vector<Attempt> attempts;
+  };
   RunStats st;
   st.latency.reserve(s.requests);
-  std::vector<double> free_at(static_cast<size_t>(s.servers), 0);
-  double rate_per_ms = s.load * s.servers / mean_service;
-  double now = 0;
-  auto pick = [&](uint64_t i, uint64_t k, int avoid) {
-    int a = static_cast<int>(crn(seed, i, k, 5) * s.servers), b = static_cast<int>(crn(seed, i, k, 6) * s.servers);
-    if (a == avoid) a = (a + 1) % s.servers;
-    if (b == avoid) b = (b + 1) % s.servers;
-    return free_at[static_cast<size_t>(a)] <= free_at[static_cast<size_t>(b)] ? a : b;
+  std::vector<Server> servers(static_cast<size_t>(s.servers));
+  std::vector<Req> reqs(s.requests);
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> events;
+  uint64_t seq = 0;
+  const double rate_per_ms = s.load * s.servers / mean_service;
+  double t_arrival = 0;
+  events.push({0, seq++, 0, 0, 0, -1, 0});
+
+  auto start_next = [&](int sv, double now) {
+    Server& srv = servers[static_cast<size_t>(sv)];
+    srv.busy = false;
+    while (!srv.queue.empty()) {
+      Job j = srv.queue.front();
+      srv.queue.pop_front();
+      if (reqs[j.i].done) continue;
+      srv.busy = true;
+      srv.current = j;
+      srv.started = now;
+      reqs[j.i].attempts[static_cast<size_t>(j.k)].start = now;
+      events.push({now + j.service, seq++, 2, j.i, j.k, sv, ++srv.generation});
+      return;
+    }
   };
-  for (uint64_t i = 0; i < s.requests; ++i) {
-    now += -std::log(std::max(crn(seed, i, 0, 7), 1e-300)) / rate_per_ms;
-    HedgeRequest req;
-    req.key = "backend";
-    req.now_s = now / 1000.0;
-    std::optional<double> d = policy != nullptr ? policy->plan(req) : std::nullopt;
-    int s0 = pick(i, 0, -1);
-    double st0 = std::max(now, free_at[static_cast<size_t>(s0)]);
-    double x0 = w.latency(i, 0), done0 = st0 + x0;
-    double t = done0;
-    int started = 1, winner = 0, s1 = -1;
-    double st1 = 0, x1 = 0, done1 = kInf;
-    if (d && now + *d < done0 && policy->permit_backup(req.key, req.now_s)) {
-      s1 = pick(i, 1, s0);
-      st1 = std::max(now + *d, free_at[static_cast<size_t>(s1)]);
-      x1 = w.latency(i, 1) * (s.correlated ? 1.0 : 1.0);
-      if (s.correlated) x1 = w.size(i) / std::exp(0.5) * (crn(seed, i, 1, 3) < s.straggler_p ? s.straggler_factor : 1.0);
-      done1 = st1 + x1;
-      started = 2;
-      if (done1 < done0) {
-        t = done1;
-        winner = 1;
+  auto dispatch = [&](uint64_t i, int k, double now) {
+    Req& r = reqs[i];
+    auto used = [&](int sv) {
+      for (const Attempt& a : r.attempts) {
+        if (a.server == sv) return true;
+      }
+      return false;
+    };
+    int a = static_cast<int>(crn(seed, i, static_cast<uint64_t>(k), 5) * s.servers);
+    int b = static_cast<int>(crn(seed, i, static_cast<uint64_t>(k), 6) * s.servers);
+    for (int n = 0; n < s.servers && used(a); ++n) a = (a + 1) % s.servers;
+    for (int n = 0; n < s.servers && used(b); ++n) b = (b + 1) % s.servers;
+    auto load = [&](int sv) { return servers[static_cast<size_t>(sv)].queue.size() + (servers[static_cast<size_t>(sv)].busy ? 1 : 0); };
+    int sv = load(a) <= load(b) ? a : b;
+    double service = w.latency(i, static_cast<uint64_t>(k));
+    r.attempts[static_cast<size_t>(k)].server = sv;
+    ++r.started;
+    servers[static_cast<size_t>(sv)].queue.push_back(Job{i, k, service});
+    if (!servers[static_cast<size_t>(sv)].busy) start_next(sv, now);
+  };
+  auto finish = [&](uint64_t i, int winner, double now) {
+    Req& r = reqs[i];
+    r.done = true;
+    double busy = 0;
+    for (size_t k = 0; k < r.attempts.size(); ++k) {
+      Attempt& a = r.attempts[k];
+      if (a.server < 0) continue;
+      if (a.start >= 0) busy += (a.end >= 0 ? a.end : now) - a.start;
+      if (static_cast<int>(k) == winner || a.start < 0) continue;
+      Server& srv = servers[static_cast<size_t>(a.server)];
+      if (srv.busy && srv.current.i == i && srv.current.k == static_cast<int>(k)) {
+        ++srv.generation;  // the loser in service stops; its completion event is now stale
+        start_next(a.server, now);
       }
     }
-    // The winner holds its server until it answers; the loser is cancelled then.
-    free_at[static_cast<size_t>(s0)] = winner == 0 ? done0 : (st0 < t ? t : free_at[static_cast<size_t>(s0)]);
-    if (s1 >= 0) free_at[static_cast<size_t>(s1)] = winner == 1 ? done1 : (st1 < t ? t : free_at[static_cast<size_t>(s1)]);
-    double latency = t - now;
-    double busy = std::max(0.0, std::min(t, done0) - st0) + (s1 >= 0 ? std::max(0.0, std::min(t, done1) - st1) : 0);
+    double x0 = w.latency(i, 0), latency = now - r.arrival;
     st.latency.push_back(latency);
-    st.attempts += started;
+    st.attempts += r.started;
     st.primary_work += x0;
     st.extra_work += busy - x0;
     if (i >= 2000) {
       st.late_requests += 1;
-      st.late_attempts += started;
+      st.late_attempts += r.started;
     }
     if (policy != nullptr) {
       HedgeOutcome o;
-      o.key = req.key;
-      o.now_s = req.now_s;
-      o.delay_ms = d.value_or(kInf);
-      o.hedged = started > 1;
-      o.hedge_won = winner == 1;
+      o.key = "backend";
+      o.now_s = now / 1000.0;
+      o.delay_ms = r.delay.value_or(kInf);
+      o.hedged = r.started > 1;
+      o.hedge_won = winner > 0;
       o.latency_ms = latency;
       o.primary_finished = winner == 0;
-      o.primary_latency_ms = winner == 0 ? done0 - now : latency;
-      if (started > 1 && done1 <= t) o.backup_latency_ms = done1 - (now + *d);
+      o.primary_latency_ms = latency;
+      if (winner > 0) o.backup_latency_ms = now - r.attempts[static_cast<size_t>(winner)].start;
       policy->record(o);
+    }
+  };
+
+  while (!events.empty()) {
+    Event e = events.top();
+    events.pop();
+    if (e.type == 0) {
+      uint64_t i = e.i;
+      Req& r = reqs[i];
+      r.arrival = e.t;
+      r.attempts.resize(static_cast<size_t>(s.max_hedges) + 1);
+      HedgeRequest req;
+      req.key = "backend";
+      req.now_s = e.t / 1000.0;
+      r.delay = policy != nullptr ? policy->plan(req) : std::nullopt;
+      dispatch(i, 0, e.t);
+      if (r.delay) events.push({e.t + *r.delay, seq++, 1, i, 1, -1, 0});
+      if (i + 1 < s.requests) {
+        t_arrival += -std::log(std::max(crn(seed, i + 1, 0, 7), 1e-300)) / rate_per_ms;
+        events.push({t_arrival, seq++, 0, i + 1, 0, -1, 0});
+      }
+    } else if (e.type == 1) {
+      Req& r = reqs[e.i];
+      if (r.done || e.k > s.max_hedges) continue;
+      if (!policy->permit_backup("backend", e.t / 1000.0)) continue;
+      dispatch(e.i, e.k, e.t);
+      if (e.k < s.max_hedges) events.push({e.t + *r.delay, seq++, 1, e.i, e.k + 1, -1, 0});
+    } else {
+      Server& srv = servers[static_cast<size_t>(e.server)];
+      if (e.generation != srv.generation) continue;  // stopped
+      Req& r = reqs[e.i];
+      r.attempts[static_cast<size_t>(e.k)].end = e.t;
+      if (!r.done) finish(e.i, e.k, e.t);
+      start_next(e.server, e.t);
     }
   }
   st.finish();

@@ -394,14 +394,16 @@ struct HedgePolicy::Impl {
     size_t next = 0, count = 0, won = 0;
     uint64_t requests = 0, suppress_until = 0;
     int trips = 0;
-    // Load-harm detector. Hedging runs in phases; after each, a short probe without hedging
-    // measures the baseline median latency. If the median while hedging was 8% above it (hedges
-    // lengthened the queues, which slows every request, unlike a few stragglers), hedging pauses,
-    // twice as long each time; while it stays harmless, probes grow rarer.
+    // Load-harm detector. While hedging, the median of the last 256 latencies is checked against
+    // a reference; if it rose 20%, a probe of 250 requests without hedging measures the baseline.
+    // If hedging's median was more than 8% above the probe's (hedges lengthened the queues, which
+    // slows every request, unlike a few stragglers), hedging pauses, twice as long each time;
+    // otherwise the world changed (drift) and the probe's median becomes the new reference.
     enum class Phase { kHedging, kProbing, kPaused } phase = Phase::kHedging;
-    uint64_t phase_requests = 0, hedge_len = 2000, pause_len = 1000;
-    std::vector<double> recent = std::vector<double>(256, 0.0), probe;
+    uint64_t phase_requests = 0, pause_len = 1000;
+    std::vector<double> recent = std::vector<double>(256, 0.0), probe, scratch = std::vector<double>(256, 0.0);
     size_t recent_next = 0, recent_count = 0;
+    double reference = 0, suspect = 0;
     uint64_t hedges = 0, wins = 0, denied_budget = 0, denied_gate = 0;
   };
   BudgetOptions budget;
@@ -473,44 +475,46 @@ double median_of(std::vector<double>& v, size_t n) {
 
 void HedgePolicy::Impl::track_load(KeyState& s, double latency_ms) {
   using P = KeyState::Phase;
-  constexpr uint64_t kSettle = 50, kProbe = 250;
+  constexpr uint64_t kSettle = 50, kProbe = 250, kWindow = 256;
   switch (s.phase) {
-    case P::kHedging:
+    case P::kHedging: {
       s.recent[s.recent_next] = latency_ms;
       s.recent_next = (s.recent_next + 1) % s.recent.size();
       s.recent_count = std::min(s.recent_count + 1, s.recent.size());
-      if (s.phase_requests >= s.hedge_len) {
+      if (s.recent_count < kWindow || s.phase_requests % kWindow != 0) break;
+      std::copy(s.recent.begin(), s.recent.end(), s.scratch.begin());
+      double m = median_of(s.scratch, s.scratch.size());
+      if (s.reference == 0) {
+        s.reference = m;
+      } else if (m > 1.2 * s.reference) {
+        s.suspect = m;
         s.phase = P::kProbing;
         s.phase_requests = 0;
         s.probe.clear();
         s.probe.reserve(kProbe);
       }
       break;
+    }
     case P::kProbing:
       if (s.phase_requests > kSettle) s.probe.push_back(latency_ms);
       if (s.phase_requests >= kProbe) {
-        bool harmful = false;
-        if (s.recent_count >= 64 && s.probe.size() >= 64) {
-          std::vector<double> hedging(s.recent.begin(), s.recent.begin() + static_cast<long>(s.recent_count));
-          harmful = median_of(hedging, hedging.size()) > 1.08 * median_of(s.probe, s.probe.size());
-        }
+        double baseline = median_of(s.probe, s.probe.size());
         s.phase_requests = 0;
         s.recent_count = s.recent_next = 0;
-        if (harmful) {
+        if (s.suspect > 1.08 * baseline) {
           s.phase = P::kPaused;
           s.pause_len = std::min<uint64_t>(s.pause_len * 2, 64'000);
         } else {
           s.phase = P::kHedging;
+          s.reference = baseline;
           s.pause_len = 1000;
-          s.hedge_len = std::min<uint64_t>(s.hedge_len * 2, 64'000);
         }
       }
       break;
     case P::kPaused:
       if (s.phase_requests >= s.pause_len) {
-        s.phase = P::kHedging;  // try again; the next probe judges it
+        s.phase = P::kHedging;  // try again; a rising median sends it back to a probe
         s.phase_requests = 0;
-        s.hedge_len = 1000;
       }
       break;
   }

@@ -112,10 +112,10 @@ struct GateOptions {
   size_t cooldown_requests = 200;
 };
 
-// A strategy with its budget and gate, per key, and a load-harm detector: hedging runs in phases
-// (1,000 requests at first, doubling while harmless); after each, 300 requests without hedging
-// measure the baseline mean latency. If the mean while hedging was more than 20% above it
-// (hedges added load that lengthened queues), hedging pauses, twice as long each time.
+// A strategy with its budget and gate, per key, and a load-harm detector: when the median latency
+// while hedging rises 20% above its reference, 250 requests without hedging measure a baseline;
+// if hedging's median was more than 8% above it (hedges added load that lengthened queues),
+// hedging pauses, twice as long each time; otherwise the baseline becomes the new reference.
 // Thread-safe.
 class HedgePolicy {
  public:
