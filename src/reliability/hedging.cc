@@ -247,7 +247,7 @@ class AdaptiveStrategy : public HedgeStrategy {
 
   static void update(Arm& arm, double reward) {
     // Welford with a cap on n: older evidence fades so the arm can track drift.
-    arm.n = std::min(arm.n + 1, 5000.0);
+    arm.n = std::min(arm.n + 1, 50000.0);
     double delta = reward - arm.mean;
     arm.mean += delta / arm.n;
     arm.m2 = std::max(0.0, arm.m2 * (arm.n - 1) / arm.n + delta * (reward - arm.mean));

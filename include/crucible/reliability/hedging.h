@@ -63,7 +63,7 @@ struct PercentileOptions {
 
 struct AdaptiveOptions {
   // Arms: quantiles of the observed primary latency at which to hedge (0 means "do not hedge").
-  std::vector<double> quantiles = {0, 80, 90, 95, 99, 99.9};
+  std::vector<double> quantiles = {0, 90, 93, 95, 97, 98, 99, 99.5};
   // Fixed delay candidates in ms instead of quantiles (crucible_hedging's delay_candidates).
   std::vector<double> delays;
   double budget = 0.05;          // target extra-request fraction; the cost weight is tuned to meet it
@@ -99,7 +99,7 @@ std::unique_ptr<HedgeStrategy> make_exponential_backoff_strategy(BackoffOptions 
 struct BudgetOptions {
   double percent = 0.05;
   double min_per_second = 0;
-  double cap = 10;
+  double cap = 20;
 };
 
 // Harm protection: over the last `window` hedges, if fewer than `min_win_rate` of them won, stop
