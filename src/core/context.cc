@@ -128,15 +128,25 @@ void Context::assign(std::string key, Json value) {
 
 const Json* Context::get(std::string_view key) const { return find(state_, key); }
 
+namespace {
+
+constexpr size_t kLinearScan = 16;
+
+}  // namespace
+
 void Context::mark_stage_complete(std::string_view name) {
   if (stage_completed(name)) return;
   completed_.emplace_back(name);
-  completed_set_.insert(completed_.back());
+  if (completed_.size() > kLinearScan) {
+    if (completed_set_.empty()) completed_set_.insert(completed_.begin(), completed_.end());
+    else completed_set_.insert(completed_.back());
+  }
   undo_.emplace_back();
   delta_.push_back(Mutation{Mutation::Kind::kComplete, std::string(name), Json()});
 }
 
 bool Context::stage_completed(std::string_view name) const {
+  if (completed_.size() <= kLinearScan) return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
   return completed_set_.contains(std::string(name));
 }
 
@@ -176,8 +186,9 @@ void Context::discard_delta() {
       case Mutation::Kind::kArtifact: restore(artifacts_, m.key, undo_[i]); break;
       case Mutation::Kind::kState: restore(state_, m.key, undo_[i]); break;
       case Mutation::Kind::kComplete:
-        completed_set_.erase(completed_.back());
+        if (completed_.size() > kLinearScan) completed_set_.erase(completed_.back());
         completed_.pop_back();
+        if (completed_.size() <= kLinearScan) completed_set_.clear();
         break;
       case Mutation::Kind::kTrace: trace_.pop_back(); break;
     }
@@ -198,7 +209,12 @@ void Context::apply_one(const Mutation& m) {
       state_[m.key] = m.value;
       break;
     case Mutation::Kind::kComplete:
-      if (completed_set_.insert(m.key).second) completed_.push_back(m.key);
+      if (stage_completed(m.key)) break;
+      completed_.push_back(m.key);
+      if (completed_.size() > kLinearScan) {
+        if (completed_set_.empty()) completed_set_.insert(completed_.begin(), completed_.end());
+        else completed_set_.insert(m.key);
+      }
       break;
     case Mutation::Kind::kTrace:
       trace_.push_back(m.key);

@@ -42,6 +42,31 @@ TEST(Context, CompletedStagesAreOrderedWithoutDuplicates) {
   EXPECT_FALSE(ctx.stage_completed("c"));
 }
 
+TEST(Context, CompletedStagesStayUniqueAcrossTheIndexThreshold) {
+  Context ctx = make();
+  for (int i = 0; i < 40; ++i) ctx.mark_stage_complete("s" + std::to_string(i % 20));
+  EXPECT_EQ(ctx.completed_stages().size(), 20u);
+  EXPECT_TRUE(ctx.stage_completed("s19"));
+  (void)ctx.take_delta();
+  ctx.mark_stage_complete("late");
+  ctx.discard_delta();
+  EXPECT_FALSE(ctx.stage_completed("late"));
+  EXPECT_EQ(ctx.completed_stages().size(), 20u);
+  Context replayed = make();
+  Delta d;
+  for (int i = 0; i < 30; ++i) d.push_back({Mutation::Kind::kComplete, "r" + std::to_string(i % 18), Json()});
+  replayed.apply(d);
+  EXPECT_EQ(replayed.completed_stages().size(), 18u);
+  EXPECT_TRUE(replayed.stage_completed("r17"));
+}
+
+TEST(Context, RunIdsCompareByValue) {
+  EXPECT_EQ(*RunId::parse("a"), *RunId::parse("a"));
+  EXPECT_NE(*RunId::parse("a"), *RunId::parse("b"));
+  EXPECT_LT(*RunId::parse("a"), *RunId::parse("b"));
+  EXPECT_TRUE(RunId().empty());
+}
+
 TEST(Context, EveryMutationIsRecordedInTheDelta) {
   Context ctx = make();
   ctx.put_metric("m", 1);

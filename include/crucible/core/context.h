@@ -158,6 +158,7 @@ class Context {
   Map artifacts_;
   Map state_;
   std::vector<std::string> completed_;
+  // An index over completed_, built once it is long enough for a linear scan to cost.
   std::unordered_set<std::string> completed_set_;
   std::vector<std::string> trace_;
   std::vector<LoopFrame> loops_;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -12,21 +13,23 @@
 namespace crucible {
 
 // Identifies one run of a pipeline. 1-128 characters from [A-Za-z0-9._:-]. Generated ids sort by
-// creation time: "20261121-050846-3fa2c1d9".
+// creation time: "20261121-050846-3fa2c1d9". Immutable and shared: copying one (every journal
+// record carries it) does not copy the text.
 class RunId {
  public:
   RunId() = default;
   static Result<RunId> parse(std::string_view text);
   static RunId generate(Clock& clock, Random& random);
 
-  const std::string& str() const { return value_; }
-  bool empty() const { return value_.empty(); }
-  friend bool operator==(const RunId&, const RunId&) = default;
-  friend auto operator<=>(const RunId&, const RunId&) = default;
+  const std::string& str() const { return value_ ? *value_ : empty_; }
+  bool empty() const { return str().empty(); }
+  friend bool operator==(const RunId& a, const RunId& b) { return a.value_ == b.value_ || a.str() == b.str(); }
+  friend auto operator<=>(const RunId& a, const RunId& b) { return a.str() <=> b.str(); }
 
  private:
-  explicit RunId(std::string value) : value_(std::move(value)) {}
-  std::string value_;
+  explicit RunId(std::string value) : value_(std::make_shared<const std::string>(std::move(value))) {}
+  std::shared_ptr<const std::string> value_;
+  inline static const std::string empty_;
 };
 
 // The deterministic address of a node in a run, from its path in the workflow tree:

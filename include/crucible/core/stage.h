@@ -41,10 +41,11 @@ struct StageDescription {
 // The resolved options of one stage invocation (templates already expanded).
 class StageOptions {
  public:
-  StageOptions() : values_(Json::object()) {}
+  StageOptions() = default;  // no options; allocates nothing
   explicit StageOptions(Json values) : values_(std::move(values)) {}
 
-  const Json& json() const { return values_; }
+  // The options as an object (an empty one when there are none).
+  const Json& json() const { return values_.is_null() ? empty_ : values_; }
   const Json* get(std::string_view key) const;
   bool has(std::string_view key) const { return get(key) != nullptr; }
 
@@ -60,6 +61,7 @@ class StageOptions {
 
  private:
   Json values_;
+  inline static const Json empty_ = Json::object();
 };
 
 // A unit of work in a pipeline. run() may be called concurrently by several runs, so a stage
