@@ -83,13 +83,23 @@ Status apply_set(Json& overrides, const std::string& assignment) {
   }
 }
 
+// Numbers as a person reads them: 0.4, not 0.3999999999999999.
+std::string readable(const Json& v) {
+  if (v.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.6g", v.get<double>());
+    return buf;
+  }
+  return v.dump();
+}
+
 void print_summary(const RunResult& r) {
   std::printf("\n%s: run %s %s (%d executed, %d replayed, %.1f ms)\n", r.pipeline.c_str(), r.run_id.str().c_str(),
               std::string(run_status_name(r.status)).c_str(), r.executed, r.replayed,
               static_cast<double>(r.duration_us) / 1000.0);
   if (!r.context.metrics().empty()) {
     std::printf("metrics:\n");
-    for (const auto& [k, v] : r.context.metrics()) std::printf("  %-32s %s\n", k.c_str(), v.dump().c_str());
+    for (const auto& [k, v] : r.context.metrics()) std::printf("  %-32s %s\n", k.c_str(), readable(v).c_str());
   }
   if (!r.optional_failures.empty()) {
     std::printf("optional stages that failed:\n");
