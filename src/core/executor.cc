@@ -93,6 +93,32 @@ void Executor::parallel_for(size_t n, const std::function<void(size_t)>& fn, siz
   job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == n; });
 }
 
+void Executor::parallel_for_blocking(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency) {
+  if (n == 0) return;
+  if (n == 1) {
+    fn(0);
+    return;
+  }
+  size_t limit = max_concurrency == 0 ? size_t{1024} : max_concurrency;
+  size_t threads = std::min(n, limit);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    while (true) {
+      size_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) return;
+      fn(i);
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    helpers.reserve(threads - 1);
+    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+    work();
+  }
+}
+
+std::jthread Executor::spawn(std::function<void()> fn) { return std::jthread(std::move(fn)); }
+
 uint64_t Executor::schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
   std::lock_guard lock(timer_mu_);
   uint64_t id = next_timer_++;

@@ -30,6 +30,15 @@ class Executor {
   // from inside a task cannot deadlock.
   void parallel_for(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
 
+  // Like parallel_for, for work that blocks on I/O (sleeps, child processes, network waits):
+  // runs on up to `max_concurrency` dedicated threads started for the call (0: one per item, at
+  // most 1024), so a few pool threads do not cap how many waits overlap. Returns when all are done.
+  void parallel_for_blocking(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
+
+  // Starts `fn` on a dedicated thread that outlives the call; the returned thread joins on
+  // destruction. For background work that blocks (shadow branches).
+  std::jthread spawn(std::function<void()> fn);
+
   // Queues a task for the pool. Tasks must not block forever: they hold a pool thread.
   void submit(std::function<void()> task);
 
