@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 
@@ -53,6 +54,8 @@ struct Engine {
       events.add_sink(*sink);
     }
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), &events);
+    std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal)).parent_path();
+    runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
     return {};
   }
 };

@@ -150,7 +150,7 @@ SequenceBuilder& SequenceBuilder::parallel(std::string name, std::vector<std::pa
   n.name = std::move(name);
   n.join = join;
   n.merge = merge;
-  for (auto& [branch_name, body] : branches) n.branches.push_back(Branch{branch_name, build_body(body, errors_)});
+  for (auto& [branch_name, body] : branches) n.branches.push_back(ParallelBranch{branch_name, build_body(body, errors_)});
   nodes_.push_back(std::move(n));
   return *this;
 }

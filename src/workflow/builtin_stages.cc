@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "crucible/core/clock.h"
+#include "crucible/workflow/compare_stage.h"
 #include "crucible/workflow/expression.h"
 #include "crucible/workflow/hedging_stage.h"
 #include "crucible/workflow/http_stage.h"
@@ -185,6 +186,10 @@ struct Tail {
     }
   }
   void push() {
+    if (json_lines != nullptr && !partial.empty() && partial.front() == '{') {
+      Json j = Json::parse(partial, nullptr, false);
+      if (j.is_object()) json_lines->push_back(std::move(j));
+    }
     lines.push_back(std::move(partial));
     partial.clear();
     while (lines.size() > max) lines.pop_front();
@@ -198,6 +203,7 @@ struct Tail {
   size_t max;
   std::deque<std::string> lines;
   std::string partial;
+  std::vector<Json>* json_lines = nullptr;  // collects every line that is a JSON object
 };
 
 class CommandStage : public Stage {
@@ -210,8 +216,11 @@ class CommandStage : public Stage {
          opt("cwd", "string", false, "working directory"),
          opt("timeout", "duration", false, "kill the process after this long"),
          opt("tail_lines", "integer", false, "lines of stdout/stderr to keep", 20),
-         opt("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)")},
-        {}, {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code"});
+         opt("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)"),
+         opt("metrics_from_stdout", "boolean", false,
+             "record the numbers of every stdout line that is a JSON object as metrics, e.g. {\"loss\": 0.3}", false)},
+        {}, {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code",
+             "metrics from stdout JSON lines (metrics_from_stdout)"});
   }
 
   Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
@@ -284,6 +293,8 @@ class CommandStage : public Stage {
                            const std::vector<std::string>& argv, std::optional<std::chrono::milliseconds> timeout,
                            size_t tail_lines, std::stop_token stop) {
     Tail out(tail_lines), err(tail_lines);
+    std::vector<Json> json_lines;
+    if (o.boolean_or("metrics_from_stdout", false)) out.json_lines = &json_lines;
     auto start = std::chrono::steady_clock::now();
     bool killed = false, timed_out = false;
     std::chrono::steady_clock::time_point term_sent;
@@ -332,6 +343,11 @@ class CommandStage : public Stage {
     ctx.put_artifact(stage, Json{{"argv", argv}, {"exit_code", exit_code}, {"stdout_tail", out.text()},
                                  {"stderr_tail", err_tail}, {"duration_ms", ms}});
     ctx.put_metric(stage + ".exit_code", exit_code);
+    for (const Json& line : json_lines) {
+      for (const auto& [k, v] : line.items()) {
+        if (v.is_number() || v.is_boolean()) ctx.put_metric(k, v);
+      }
+    }
     if (exit_code == 0) return {};
     std::string message = "'" + argv[0] + "' exited with code " + std::to_string(exit_code);
     if (!err_tail.empty()) message += "; stderr: " + err_tail.substr(err_tail.size() > 500 ? err_tail.size() - 500 : 0);
@@ -404,6 +420,7 @@ Status register_builtin_stages(StageRegistry& r) {
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("command", [] { return make_command_stage(); }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("http.request", [] { return make_http_request_stage(); }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("compare", [] { return make_compare_stage(); }));
   StageResolver resolve = r.resolver();
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("hedging", [resolve] { return make_hedging_stage(resolve); }));
   return {};

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 
+#include "crucible/experiment/branch.h"
+#include "crucible/experiment/run_logger.h"
 #include "crucible/workflow/builtin_stages.h"
 #include "crucible/reliability/hedger.h"
 #include "crucible/workflow/expression.h"
@@ -81,7 +83,22 @@ Execution::Execution(Deps deps, const WorkflowSpec& spec, RunId run_id, Durabili
       command_stage_(make_command_stage()) {}
 
 Result<Flow> Execution::run(Context& ctx, std::stop_token stop) {
-  return exec_list(spec_.stages, StepKey::root(), ctx, stop);
+  auto flow = exec_list(spec_.stages, StepKey::root(), ctx, stop);
+  join_background();
+  return flow;
+}
+
+void Execution::join_background() {
+  while (true) {
+    std::vector<std::jthread> threads;
+    {
+      std::lock_guard lock(background_mu_);
+      if (background_.empty()) return;
+      threads = std::move(background_);
+      background_.clear();
+    }
+    threads.clear();  // joins
+  }
 }
 
 std::vector<StepReport> Execution::take_reports() {
@@ -190,6 +207,8 @@ Result<Flow> Execution::exec_node(const Node& node, const StepKey& parent, Conte
       return exec_conditional(node, key, ctx, stop);
     case NodeKind::kParallel:
       return exec_parallel(node, key, ctx, stop);
+    case NodeKind::kExperiment:
+      return exec_experiment(node, key, ctx, stop);
   }
   return Flow::kContinue;
 }
@@ -624,6 +643,172 @@ Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t
   for (auto& [k, w] : artifacts) merged.push_back({Mutation::Kind::kArtifact, k, std::move(w.value)});
   ctx.apply(merged);
   return {};
+}
+
+namespace {
+
+// What `branch` changed relative to `base`, as mutations.
+Delta context_changes(const Context& base, const Context& branch, bool values) {
+  Delta out;
+  if (values) {
+    auto diff = [&](const Context::Map& from, const Context::Map& to, Mutation::Kind kind) {
+      for (const auto& [k, v] : to) {
+        auto it = from.find(k);
+        if (it == from.end() || it->second != v) out.push_back({kind, k, v});
+      }
+    };
+    diff(base.metrics(), branch.metrics(), Mutation::Kind::kMetric);
+    diff(base.artifacts(), branch.artifacts(), Mutation::Kind::kArtifact);
+    diff(base.state(), branch.state(), Mutation::Kind::kState);
+  }
+  for (const std::string& s : branch.completed_stages()) {
+    if (!base.stage_completed(s)) out.push_back({Mutation::Kind::kComplete, s, Json()});
+  }
+  for (size_t t = base.trace().size(); t < branch.trace().size(); ++t) {
+    out.push_back({Mutation::Kind::kTrace, branch.trace()[t], Json()});
+  }
+  return out;
+}
+
+Error branch_error(const Node& node, const Json& record) {
+  const Json& e = record.value("error", Json());
+  ErrorCode code = ErrorCode::kUnknown;
+  std::string message = "branch failed";
+  if (e.is_object()) {
+    code = parse_error_code(e.value("code", "unknown")).value_or(ErrorCode::kUnknown);
+    message = e.value("message", message);
+  }
+  return Error(code, "experiment '" + node.name + "' (" + node.strategy + ") branch " +
+                         record.value("config_id", std::string()) + ": " + message);
+}
+
+}  // namespace
+
+Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key, const Context& base, size_t index,
+                                           std::stop_token stop) {
+  const Json& config = node.configs[index];
+  const std::string id = config_id_of(config);
+  const StepKey bkey = StepKey::from_string(JournalRunLogger::branch_key(key.str(), id));
+  const std::string record_key = bkey.str() + "#branch";
+  BranchRun out;
+  auto recorded = replay_.decisions.find(record_key);
+  if (recorded != replay_.decisions.end() && recorded->second.value("status", "") != "success") {
+    out.record = recorded->second;  // a finished failure is not run again
+    return out;
+  }
+  Context bctx = base;
+  bctx.set_branch(std::make_shared<const Json>(Json{{"config", config}, {"config_id", id}, {"index", index}}));
+  MonoTime start = deps_.clock.monotonic();
+  auto flow = exec_list(node.children, bkey, bctx, stop);
+  {
+    std::lock_guard lock(mu_);
+    if (journal_error_) {
+      out.abort = *journal_error_;
+      return out;
+    }
+  }
+  if (flow && *flow == Flow::kSuspended) {
+    out.suspended = true;
+    return out;
+  }
+  if (!flow && stop.stop_requested()) {
+    out.abort = flow.error();  // cancelled: not an outcome of the branch
+    return out;
+  }
+  if (recorded != replay_.decisions.end() && flow) {
+    out.record = recorded->second;
+    out.context = std::move(bctx);
+    return out;
+  }
+  Json metrics = Json::object();
+  for (const Mutation& m : context_changes(base, bctx, true)) {
+    if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
+  }
+  Json record{{"config_id", id},
+              {"config", config},
+              {"status", flow ? "success" : "failed"},
+              {"duration_ms", static_cast<double>(micros_since(deps_.clock, start)) / 1000.0},
+              {"metrics", std::move(metrics)},
+              {"error", flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
+  Record r = make_record(RecordType::kDecision, StepKey::from_string(record_key));
+  r.payload = record;
+  if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched); !s) {
+    out.abort = s.error();
+    return out;
+  }
+  out.record = std::move(record);
+  if (flow) out.context = std::move(bctx);
+  return out;
+}
+
+Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
+  const size_t n = node.configs.size();
+  std::vector<size_t> selected;
+  if (node.strategy == "round_robin") {
+    // The rotation position is shared by every run of this pipeline; the pick is journaled so
+    // that a resumed run replays the same branch.
+    auto pick = decide(key, "#pick", [&]() -> Result<Json> {
+      const std::string kv = "round_robin/" + spec_.name + key.str();
+      auto v = deps_.journal.get_value("", kv);
+      if (!v) return tl::unexpected(v.error());
+      int64_t pos = *v && (*v)->is_number_integer() ? (*v)->get<int64_t>() : 0;
+      CRUCIBLE_RETURN_IF_ERROR(deps_.journal.put_value("", kv, Json(pos + 1)));
+      return Json(pos % static_cast<int64_t>(n));
+    });
+    if (!pick) return tl::unexpected(pick.error());
+    selected.push_back(pick->get<size_t>());
+  } else {
+    for (size_t i = 0; i < n; ++i) selected.push_back(i);
+  }
+
+  std::vector<BranchRun> runs;
+  if (node.strategy == "shadow") {
+    // Shadows start with the primary and finish in the background: the run goes on once the
+    // primary is done and waits for the shadows only before it ends.
+    for (size_t j = 1; j < selected.size(); ++j) {
+      auto thread = deps_.executor.spawn([this, &node, key, base = ctx, i = selected[j], stop] {
+        (void)run_branch(node, key, base, i, stop);
+      });
+      std::lock_guard lock(background_mu_);
+      background_.push_back(std::move(thread));
+    }
+    runs.push_back(run_branch(node, key, ctx, selected[0], stop));
+  } else {
+    runs.resize(selected.size());
+    size_t limit = static_cast<size_t>(node.max_concurrency.value_or(static_cast<int64_t>(std::min<size_t>(n, 64))));
+    deps_.executor.parallel_for_blocking(selected.size(), [&](size_t j) {
+      runs[j] = run_branch(node, key, ctx, selected[j], stop);
+    }, limit);
+  }
+
+  bool suspended = false;
+  for (const BranchRun& r : runs) {
+    if (r.abort) return tl::unexpected(*r.abort);
+    suspended = suspended || r.suspended;
+  }
+  if (suspended) return Flow::kSuspended;
+
+  Json records = Json::array();
+  int64_t succeeded = 0, failed = 0;
+  for (const BranchRun& r : runs) {
+    records.push_back(r.record);
+    (r.record.value("status", "") == "success" ? succeeded : failed) += 1;
+  }
+  // Round robin and shadow hand the caller one branch: its failure is the experiment's, and its
+  // changes become the run's own. A multi-branch experiment never fails for a branch.
+  const bool single = node.strategy != "multi_branch";
+  if (single && !runs[0].context) return tl::unexpected(branch_error(node, runs[0].record));
+  Delta merged;
+  for (const BranchRun& r : runs) {
+    if (!r.context) continue;
+    Delta d = context_changes(ctx, *r.context, single);
+    merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+  }
+  merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", node.strategy}, {"branches", std::move(records)}}});
+  merged.push_back({Mutation::Kind::kMetric, node.name + ".succeeded", succeeded});
+  merged.push_back({Mutation::Kind::kMetric, node.name + ".failed", failed});
+  ctx.apply(merged);
+  return Flow::kContinue;
 }
 
 }  // namespace crucible::workflow_internal

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -69,6 +70,18 @@ class Execution {
                          std::stop_token stop);
   Result<Flow> exec_conditional(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Result<Flow> exec_parallel(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
+  Result<Flow> exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
+  // One experiment branch: runs it on a copy of `base`, or takes its journaled outcome (a
+  // finished branch never runs again; a successful one is replayed to rebuild its context).
+  struct BranchRun {
+    Json record;                     // {config_id, config, status, duration_ms, metrics, error}
+    std::optional<Context> context;  // the branch's context when it succeeded
+    std::optional<Error> abort;      // the run must stop: journal failure or cancellation
+    bool suspended = false;
+  };
+  BranchRun run_branch(const Node& node, const StepKey& key, const Context& base, size_t index, std::stop_token stop);
+  // Waits for shadow branches still running in the background.
+  void join_background();
   Status run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
@@ -97,6 +110,8 @@ class Execution {
   std::string attention_step_;                   // guarded by mu_
   std::string waiting_on_;                       // guarded by mu_
   std::optional<int64_t> wake_at_ms_;            // guarded by mu_
+  std::mutex background_mu_;
+  std::vector<std::jthread> background_;         // guarded by background_mu_
   std::atomic<int> executed_{0};
   std::atomic<int> replayed_{0};
 };

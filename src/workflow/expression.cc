@@ -38,7 +38,7 @@ struct Token {
   size_t column;  // 1-based
 };
 
-const char* const kRoots[] = {"config", "metrics", "state", "artifacts", "item", "index", "run"};
+const char* const kRoots[] = {"config", "metrics", "state", "artifacts", "item", "index", "run", "branch"};
 const char* const kFunctions[] = {"len", "range", "str", "int", "float", "min", "max", "abs"};
 
 bool is_ident_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
@@ -406,6 +406,7 @@ class Evaluator {
     if (n.name == "artifacts") return from_map(ctx_.artifacts());
     if (n.name == "item") return ctx_.item() != nullptr ? *ctx_.item() : Json();
     if (n.name == "index") return ctx_.index() ? Json(*ctx_.index()) : Json();
+    if (n.name == "branch") return ctx_.branch() != nullptr ? *ctx_.branch() : Json();
     return Json{{"id", ctx_.run_id().str()}, {"experiment", ctx_.experiment_id()},
                 {"stage", ctx_.current_stage()}, {"step", ctx_.current_step_key()}};
   }

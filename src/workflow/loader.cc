@@ -10,6 +10,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "crucible/experiment/branch.h"
+#include "crucible/experiment/sweep.h"
 #include "workflow/validate_internal.h"
 
 namespace crucible {
@@ -64,6 +66,8 @@ const std::vector<std::string> kCondKeys = {"when", "then", "else"};
 const std::vector<std::string> kParNodeKeys = {"name", "parallel", "when", "description"};
 const std::vector<std::string> kParKeys = {"join", "merge", "max_concurrency", "branches"};
 const std::vector<std::string> kBranchKeys = {"name", "stages"};
+const std::vector<std::string> kExpNodeKeys = {"name", "experiment", "when", "description"};
+const std::vector<std::string> kExpKeys = {"strategy", "configs", "sweep", "samples", "seed", "max_concurrency", "stages"};
 const std::vector<std::string> kSeqNodeKeys = {"name", "sequence", "when", "description"};
 const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier", "jitter",
                                              "on", "max_elapsed"};
@@ -496,6 +500,7 @@ class Loader {
     if (n["loop"]) return parse_loop(n, f, std::move(node));
     if (n["conditional"]) return parse_conditional(n, f, std::move(node));
     if (n["parallel"]) return parse_parallel(n, f, std::move(node));
+    if (n["experiment"]) return parse_experiment(n, f, std::move(node));
     if (n["sequence"]) {
       check_map(n, f, kSeqNodeKeys);
       node.kind = NodeKind::kSequence;
@@ -580,12 +585,84 @@ class Loader {
     for (const auto& b : branches) {
       std::string bf = pf + ".branches[" + std::to_string(i++) + "]";
       if (!check_map(b, bf, kBranchKeys)) continue;
-      Branch branch;
+      ParallelBranch branch;
       if (auto name = get_string(b, "name", bf, true)) branch.name = *name;
       if (!b["stages"]) error(b, bf, "missing required key 'stages'");
       else branch.nodes = parse_nodes(b["stages"], bf + ".stages");
       node.branches.push_back(std::move(branch));
     }
+    return node;
+  }
+
+  std::optional<Node> parse_experiment(const YAML::Node& n, const std::string& f, Node node) {
+    node.kind = NodeKind::kExperiment;
+    check_map(n, f, kExpNodeKeys);
+    node.when = get_expression(n, "when", f);
+    YAML::Node e = n["experiment"];
+    std::string ef = f + ".experiment";
+    if (!check_map(e, ef, kExpKeys)) return node;
+    if (auto s = get_string(e, "strategy", ef)) {
+      static const std::vector<std::string> kStrategies = {"multi_branch", "round_robin", "shadow"};
+      if (std::find(kStrategies.begin(), kStrategies.end(), *s) == kStrategies.end()) {
+        std::string hint = suggest(*s, kStrategies);
+        error(e["strategy"], ef + ".strategy", "unknown strategy '" + *s + "' (expected " + join(kStrategies, ", ") + ")" +
+                                                   (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+      } else {
+        node.strategy = *s;
+      }
+    }
+    node.max_concurrency = get_int(e, "max_concurrency", ef);
+    if (node.max_concurrency && (*node.max_concurrency < 1 || *node.max_concurrency > 1024)) {
+      error(e["max_concurrency"], ef + ".max_concurrency", "must be between 1 and 1024");
+    }
+    node.samples = get_int(e, "samples", ef);
+    if (auto seed = get_int(e, "seed", ef)) node.sample_seed = *seed;
+    if (e["seed"] && !e["samples"]) error(e["seed"], ef + ".seed", "'seed' draws random samples; it needs 'samples'");
+    const bool has_configs = static_cast<bool>(e["configs"]), has_sweep = static_cast<bool>(e["sweep"]);
+    if (has_configs == has_sweep) {
+      error(e, ef, "an experiment needs exactly one of 'configs' (a list of configs) or 'sweep' (values to cross)");
+    }
+    if (has_configs) {
+      YAML::Node c = e["configs"];
+      if (!c.IsSequence() || c.size() == 0) {
+        error(c, ef + ".configs", "expected a non-empty list of config mappings, found " + describe(c));
+      } else {
+        size_t i = 0;
+        for (const auto& item : c) {
+          std::string cf = ef + ".configs[" + std::to_string(i++) + "]";
+          if (!item.IsMap()) error(item, cf, "expected a config mapping, found " + describe(item));
+          else node.configs.push_back(to_json(item, cf));
+        }
+      }
+      if (e["samples"]) error(e["samples"], ef + ".samples", "'samples' draws from a 'sweep'; it does not apply to 'configs'");
+    } else if (has_sweep) {
+      YAML::Node sw = e["sweep"];
+      if (!sw.IsMap()) {
+        error(sw, ef + ".sweep", "expected a mapping whose lists are the values to try, found " + describe(sw));
+      } else {
+        node.sweep = to_json(sw, ef + ".sweep");
+        Result<std::vector<Json>> expanded = std::vector<Json>{};
+        if (node.samples) {
+          if (*node.samples < 1) error(e["samples"], ef + ".samples", "must be at least 1");
+          else expanded = random_search(node.sweep, static_cast<size_t>(*node.samples), static_cast<uint64_t>(node.sample_seed));
+        } else {
+          expanded = expand_sweep(node.sweep, 10'000);
+        }
+        if (!expanded) error(sw, ef + ".sweep", expanded.error().message());
+        else for (Json& c : *expanded) node.configs.push_back(std::move(c));
+      }
+    }
+    std::map<std::string, size_t> ids;
+    for (size_t i = 0; i < node.configs.size(); ++i) {
+      auto [it, inserted] = ids.emplace(config_id_of(node.configs[i]), i);
+      if (!inserted) {
+        error(e, ef, "configs " + std::to_string(it->second) + " and " + std::to_string(i) + " have the same config_id '" +
+                         it->first + "'; every branch needs its own");
+        break;
+      }
+    }
+    if (!e["stages"]) error(e, ef, "missing required key 'stages' (what each branch runs)");
+    else node.children = parse_nodes(e["stages"], ef + ".stages");
     return node;
   }
 

@@ -243,7 +243,9 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   result.pipeline = spec.name;
   result.context = Context(spec.name, run_id, input);
   result.context.set_experiment(std::make_shared<const Json>(
-      Json{{"name", spec.name}, {"reliability", spec.reliability.is_null() ? Json::object() : spec.reliability}}));
+      Json{{"name", spec.name},
+           {"reliability", spec.reliability.is_null() ? Json::object() : spec.reliability},
+           {"artifact_dir", artifact_root_ + "/" + run_id.str()}}));
   MonoTime t0 = clock_.monotonic();
   if (events_ != nullptr && events_->active()) {
     events_->emit(Event{EventType::kRunStarted, run_id.str(), "", "", clock_.now_ms(), 0, 0, "", "",

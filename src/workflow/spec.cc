@@ -102,10 +102,20 @@ Json node_to_json(const Node& n) {
       out["merge"] = merge_name(n.merge);
       if (n.max_concurrency) out["max_concurrency"] = *n.max_concurrency;
       Json branches = Json::array();
-      for (const Branch& b : n.branches) branches.push_back({{"name", b.name}, {"stages", nodes_to_json(b.nodes)}});
+      for (const ParallelBranch& b : n.branches) branches.push_back({{"name", b.name}, {"stages", nodes_to_json(b.nodes)}});
       out["branches"] = branches;
       break;
     }
+    case NodeKind::kExperiment:
+      out["node"] = "experiment";
+      out["strategy"] = n.strategy;
+      out["configs"] = n.configs;
+      if (!n.sweep.is_null()) out["sweep"] = n.sweep;
+      if (n.samples) out["samples"] = *n.samples;
+      if (n.samples) out["seed"] = n.sample_seed;
+      if (n.max_concurrency) out["max_concurrency"] = *n.max_concurrency;
+      out["stages"] = nodes_to_json(n.children);
+      break;
   }
   return out;
 }

@@ -163,7 +163,7 @@ class Validator {
         }
         std::set<std::string> names;
         for (size_t i = 0; i < n.branches.size(); ++i) {
-          Branch& b = n.branches[i];
+          ParallelBranch& b = n.branches[i];
           std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
           if (b.name.empty()) add(n.loc, bf, "a branch needs a name");
           else if (!names.insert(b.name).second) add(n.loc, bf, "duplicate branch name '" + b.name + "'");
@@ -172,6 +172,10 @@ class Validator {
         }
         break;
       }
+      case NodeKind::kExperiment:
+        if (n.children.empty()) add(n.loc, f + ".experiment.stages", "the experiment has no stages");
+        check_list(n.children, f + ".experiment.stages");
+        break;
     }
   }
 
@@ -301,7 +305,7 @@ const Node* find_unsupported(const std::vector<Node>& nodes) {
     if (needs_remote(n)) return &n;
     if (const Node* c = find_unsupported(n.children)) return c;
     if (const Node* c = find_unsupported(n.else_children)) return c;
-    for (const Branch& b : n.branches) {
+    for (const ParallelBranch& b : n.branches) {
       if (const Node* c = find_unsupported(b.nodes)) return c;
     }
   }

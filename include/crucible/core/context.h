@@ -110,6 +110,11 @@ class Context {
   const Json* item() const { return loops_.empty() ? nullptr : &loops_.back().item; }
   std::optional<int64_t> index() const;
 
+  // Experiment branch scope: stages inside an experiment branch see {"config", "config_id",
+  // "index"} as `branch`; null elsewhere.
+  const Json* branch() const { return branch_.get(); }
+  void set_branch(std::shared_ptr<const Json> branch) { branch_ = std::move(branch); }
+
   // Progress a stage reports for the tasks_done completion criterion.
   void report_tasks(int64_t count) { tasks_done_ += count; }
   int64_t tasks_done() const { return tasks_done_; }
@@ -153,6 +158,7 @@ class Context {
   RunId run_id_;
   std::shared_ptr<const Json> config_;
   std::shared_ptr<const Json> experiment_;
+  std::shared_ptr<const Json> branch_;
   inline static const Json empty_json_ = Json::object();
   Map metrics_;
   Map artifacts_;

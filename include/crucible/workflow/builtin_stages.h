@@ -1,4 +1,4 @@
-// The stages every Crucible build registers: noop, sleep, set, assert, metric, command,
+// The stages every Crucible build registers: noop, sleep, set, assert, metric, command, compare,
 // write_file and wait_for.
 #pragma once
 

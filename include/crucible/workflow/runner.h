@@ -88,6 +88,9 @@ class Runner {
   void set_owner(std::string owner);
   // Lease length; renewed as steps finish.
   void set_lease_ttl(std::chrono::milliseconds ttl) { lease_ttl_ = ttl; }
+  // Where stages write a run's files (reports, charts): <root>/<run id>, handed to stages as
+  // experiment()["artifact_dir"]. Defaults to ".crucible/runs"; the CLI puts it next to the journal.
+  void set_artifact_root(std::string root) { artifact_root_ = std::move(root); }
 
  private:
   Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
@@ -100,6 +103,7 @@ class Runner {
   EventBus* events_;
   std::string owner_;
   std::chrono::milliseconds lease_ttl_{60'000};
+  std::string artifact_root_ = ".crucible/runs";
 };
 
 // The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}

@@ -24,7 +24,7 @@ struct SourceLocation {
   std::string to_string() const;
 };
 
-enum class NodeKind { kStage, kSequence, kLoop, kConditional, kParallel };
+enum class NodeKind { kStage, kSequence, kLoop, kConditional, kParallel, kExperiment };
 
 // The sai3-bench stage kinds (`type:`); kPlain is an ordinary `uses:` stage.
 enum class StageKind { kPlain, kExecute, kPrepare, kCleanup, kCustom, kHybrid, kValidation };
@@ -42,7 +42,7 @@ std::string_view merge_name(MergePolicy m);
 
 struct Node;
 
-struct Branch {
+struct ParallelBranch {
   std::string name;
   std::vector<Node> nodes;
 };
@@ -87,10 +87,17 @@ struct Node {
   std::optional<int64_t> max_iterations;
 
   // Parallel fields.
-  std::vector<Branch> branches;
+  std::vector<ParallelBranch> branches;
   JoinPolicy join = JoinPolicy::kAll;
   MergePolicy merge = MergePolicy::kError;
-  std::optional<int64_t> max_concurrency;
+  std::optional<int64_t> max_concurrency;  // parallel and experiment
+
+  // Experiment fields; `children` are the stages every branch runs.
+  std::string strategy = "multi_branch";  // multi_branch, round_robin or shadow
+  Json configs = Json::array();           // every config, after sweep expansion
+  Json sweep;                             // the `sweep:` mapping, or null
+  std::optional<int64_t> samples;         // random search: configs drawn from the sweep
+  int64_t sample_seed = 0;
 
   bool is_idempotent() const { return idempotent.value_or(stage_idempotent); }
 };
