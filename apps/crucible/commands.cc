@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <functional>
 #include <map>
+#include <set>
 
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
+#include "crucible/experiment/comparison.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/telemetry/events.h"
 #include "crucible/workflow/builtin_stages.h"
@@ -306,7 +309,154 @@ std::vector<StepRow> step_rows(const RunLog& log) {
   return rows;
 }
 
+// Experiment branches journaled in a run, by experiment step key, in the order they finished.
+std::map<std::string, std::vector<Json>> experiment_branches(const RunLog& log) {
+  std::map<std::string, std::vector<Json>> out;
+  for (const Record& r : log.records) {
+    if (r.type != RecordType::kDecision || !r.payload.is_object() || !r.payload.contains("config_id")) continue;
+    const std::string& key = r.key.str();
+    size_t at = key.rfind("/branch[");
+    if (at == std::string::npos || !key.ends_with("]#branch")) continue;
+    out[key.substr(0, at)].push_back(r.payload);
+  }
+  return out;
+}
+
+// Comparison artifacts written by `compare` stages, by step key.
+std::vector<std::pair<std::string, Json>> comparisons(const RunLog& log) {
+  std::vector<std::pair<std::string, Json>> out;
+  for (const Record& r : log.records) {
+    if (r.type != RecordType::kStepCompleted) continue;
+    for (const Mutation& m : r.delta) {
+      if (m.kind == Mutation::Kind::kArtifact && m.value.is_object() && m.value.contains("tests") &&
+          m.value.contains("verdict")) {
+        out.emplace_back(r.key.str(), m.value);
+      }
+    }
+  }
+  return out;
+}
+
+std::string short_value(const Json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.4g", v.get<double>());
+    return buf;
+  }
+  return v.dump();
+}
+
+// The config keys (dotted) whose values differ between branches: what a reader compares.
+std::vector<std::string> varying_keys(const std::vector<Json>& branches) {
+  std::map<std::string, std::set<std::string>> values;
+  std::function<void(const Json&, const std::string&)> walk = [&](const Json& node, const std::string& prefix) {
+    for (const auto& [k, v] : node.items()) {
+      std::string path = prefix.empty() ? k : prefix + "." + k;
+      if (v.is_object()) walk(v, path);
+      else values[path].insert(v.dump());
+    }
+  };
+  for (const Json& b : branches) walk(b.value("config", Json::object()), "");
+  std::vector<std::string> out;
+  for (const auto& [k, v] : values) {
+    if (v.size() > 1 && k != "config_id") out.push_back(k);
+  }
+  return out;
+}
+
+const Json* at_path(const Json& root, const std::string& path) {
+  const Json* node = &root;
+  size_t start = 0;
+  while (true) {
+    size_t dot = path.find('.', start);
+    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node->is_object() || !node->contains(part)) return nullptr;
+    node = &(*node)[part];
+    if (dot == std::string::npos) return node;
+    start = dot + 1;
+  }
+}
+
+void print_experiments(const RunLog& log) {
+  for (auto& [prefix, branches] : experiment_branches(log)) {
+    // Config order reads better than completion order.
+    std::stable_sort(branches.begin(), branches.end(), [](const Json& a, const Json& b) {
+      return a.value("config", Json()).dump() < b.value("config", Json()).dump();
+    });
+    int ok = 0;
+    for (const Json& b : branches) ok += b.value("status", "") == "success" ? 1 : 0;
+    std::printf("\nexperiment %s: %zu branches, %d succeeded, %zu failed\n", prefix.c_str(), branches.size(), ok,
+                branches.size() - static_cast<size_t>(ok));
+    std::vector<std::string> keys = varying_keys(branches);
+    std::string header = "CONFIG_ID         ";
+    for (const std::string& k : keys) header += std::string(k.size() < 10 ? 10 - k.size() : 0, ' ') + k + " ";
+    header += "STATUS    DURATION    METRICS";
+    std::printf("%s\n", header.c_str());
+    for (const Json& b : branches) {
+      const Json config = b.value("config", Json::object());
+      const Json metrics_json = b.value("metrics", Json::object());
+      std::string line = b.value("config_id", std::string());
+      line.resize(std::max<size_t>(line.size() + 1, 18), ' ');
+      for (const std::string& k : keys) {
+        const Json* v = at_path(config, k);
+        std::string text = v != nullptr ? short_value(*v) : "-";
+        size_t width = std::max<size_t>(k.size(), 10);
+        line += std::string(text.size() < width ? width - text.size() : 0, ' ') + text + " ";
+      }
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "%-9s %9.1fms   ", b.value("status", "").c_str(), b.value("duration_ms", 0.0));
+      line += buf;
+      std::string metrics;
+      for (const auto& [k, v] : metrics_json.items()) {
+        metrics += (metrics.empty() ? "" : " ") + k + "=" + short_value(v);
+      }
+      if (b.value("status", "") != "success" && b.contains("error") && b["error"].is_object()) {
+        metrics += (metrics.empty() ? "" : " ") + std::string("error: ") + b["error"].value("message", "");
+      }
+      std::printf("%s%s\n", line.c_str(), metrics.c_str());
+    }
+  }
+  for (const auto& [key, c] : comparisons(log)) {
+    std::printf("\ncomparison %s (metric %s, alpha %s)\n", key.c_str(), c.value("metric", "").c_str(),
+                short_value(c.value("alpha", Json(0.05))).c_str());
+    std::printf("%s", comparison_markdown(c).c_str());
+    if (c.contains("files")) std::printf("files: %s\n", c["files"].value("svg", "").c_str());
+  }
+}
+
 }  // namespace
+
+int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
+  auto id = RunId::parse(run_id);
+  if (!id) return fail(kUsage, id.error().message());
+  auto journal = open_journal(g);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto log = (*journal)->read_run(*id);
+  if (!log) return fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
+  auto branches = experiment_branches(*log);
+  auto compared = comparisons(*log);
+  if (g.json) {
+    Json out{{"run_id", log->summary.run_id.str()}, {"pipeline", log->summary.pipeline},
+             {"status", run_status_name(log->summary.status)}, {"experiments", Json::object()}, {"comparisons", Json::array()}};
+    for (const auto& [prefix, list] : branches) out["experiments"][prefix] = list;
+    for (const auto& [key, c] : compared) {
+      Json entry = c;
+      entry["step"] = key;
+      out["comparisons"].push_back(std::move(entry));
+    }
+    std::cout << out.dump(2) << std::endl;
+    return kOk;
+  }
+  std::printf("run %s  pipeline %s  status %s\n", log->summary.run_id.str().c_str(), log->summary.pipeline.c_str(),
+              std::string(run_status_name(log->summary.status)).c_str());
+  if (branches.empty() && compared.empty()) {
+    std::printf("this run has no experiment branches\n");
+    return kOk;
+  }
+  print_experiments(*log);
+  return kOk;
+}
 
 int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   auto id = RunId::parse(run_id);
@@ -332,6 +482,11 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
     out["stages"] = stages;
     out["records"] = log->records.size();
     if (!suspended.is_null()) out["suspended"] = suspended;
+    auto branches = experiment_branches(*log);
+    if (!branches.empty()) {
+      out["experiments"] = Json::object();
+      for (const auto& [prefix, list] : branches) out["experiments"][prefix] = list;
+    }
     std::cout << out.dump(2) << std::endl;
     return kOk;
   }
@@ -345,6 +500,7 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   }
   if (!s.error.empty()) std::printf("error: %s\n", s.error.c_str());
   if (!suspended.is_null()) std::printf("suspended: %s\n", suspended.dump().c_str());
+  print_experiments(*log);
   return kOk;
 }
 

@@ -43,6 +43,9 @@ int cmd_validate(const GlobalOptions& g, const std::string& file);
 int cmd_stages(const GlobalOptions& g);
 int cmd_describe(const GlobalOptions& g, const std::string& stage);
 int cmd_status(const GlobalOptions& g, const std::string& run_id);
+// `crucible experiments show RUN_ID`: branches (config id, varying parameters, status, duration,
+// metrics) and comparison verdicts.
+int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id);
 int cmd_list(const GlobalOptions& g, const ListArgs& a);
 int cmd_resume(const GlobalOptions& g, const ResumeArgs& a);
 int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value);

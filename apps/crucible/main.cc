@@ -41,6 +41,12 @@ int main(int argc, char** argv) {
   status_cmd->add_option("run_id", run_id, "run id")->required();
   status_cmd->add_flag("--json", g.json, "print JSON");
 
+  auto* experiments_cmd = app.add_subcommand("experiments", "inspect experiment branches and comparisons");
+  experiments_cmd->require_subcommand(1);
+  auto* experiments_show = experiments_cmd->add_subcommand("show", "a run's branches table and comparison verdicts");
+  experiments_show->add_option("run_id", run_id, "run id")->required();
+  experiments_show->add_flag("--json", g.json, "print JSON");
+
   ListArgs list;
   auto* list_cmd = app.add_subcommand("list", "list recent runs");
   list_cmd->add_option("--status", list.status, "running, completed, failed, waiting or needs_attention");
@@ -96,6 +102,7 @@ int main(int argc, char** argv) {
   if (*stages_cmd) return cmd_stages(g);
   if (*describe_cmd) return cmd_describe(g, stage);
   if (*status_cmd) return cmd_status(g, run_id);
+  if (*experiments_show) return cmd_experiments_show(g, run_id);
   if (*list_cmd) return cmd_list(g, list);
   if (*resume_cmd) return cmd_resume(g, resume);
   if (*signal_cmd) return cmd_signal(g, run_id, name, value);

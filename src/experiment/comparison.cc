@@ -103,7 +103,8 @@ Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const Compar
   for (const Json& t : tests) {
     if (!t.contains("p_value")) continue;
     significant = t["significant"].get<bool>();
-    basis = t["test"].get<std::string>() + " p = " + p_text(t["p_value"].get<double>());
+    double p = t["p_value"].get<double>();
+    basis = t["test"].get<std::string>() + (p < 1e-4 ? " p < 0.0001" : " p = " + p_text(p));
     break;
   }
   out["significant"] = significant;
