@@ -21,6 +21,10 @@ Result<Json> run_journal(bool quick);
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
 Result<Json> run_hedging(bool quick, const std::string& scenario_file);
 
+// 256 experiment branches that each wait 100 ms on I/O (max_concurrency 256, SQLite journal):
+// wall_ms, extra_rss_mib, overhead_us_per_branch, against raw threads doing the same waits.
+Result<Json> run_experiments(bool quick);
+
 // The live part: `seconds` of hedged requests against a loopback HTTP server with stragglers.
 Result<Json> run_hedging_live(double seconds);
 

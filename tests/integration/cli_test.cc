@@ -41,7 +41,8 @@ class Cli : public ::testing::Test {
 
 TEST_F(Cli, HelpWorksEverywhere) {
   EXPECT_EQ(run({"--help"}).code, 0);
-  for (const char* cmd : {"run", "validate", "status", "list", "resume", "signal", "fork", "prune", "bench", "stages", "describe"}) {
+  for (const char* cmd : {"run", "validate", "status", "list", "resume", "signal", "fork", "prune", "bench", "stages", "describe",
+                          "experiments"}) {
     Output o = run({cmd, "--help"});
     EXPECT_EQ(o.code, 0) << cmd;
     EXPECT_NE(o.out.find("Usage"), std::string::npos) << cmd;
@@ -193,6 +194,51 @@ TEST_F(Cli, EventsAreWrittenAsJsonLines) {
   EXPECT_NE(text.find("\"event\":\"run.started\""), std::string::npos);
   EXPECT_NE(text.find("\"event\":\"stage.completed\""), std::string::npos);
   EXPECT_NE(text.find("\"event\":\"run.completed\""), std::string::npos);
+}
+
+TEST_F(Cli, ExperimentExampleComparesAndShowsItsBranches) {
+  Output o = run({"run", "examples/experiment.yaml", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o);
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["metrics"]["sweep.succeeded"], 18);
+  EXPECT_EQ(r["metrics"]["lr_effect.significant"], true);
+  std::string id = r["run_id"];
+  for (const char* ext : {".json", ".md", ".svg"}) {
+    EXPECT_TRUE(fs::exists(dir_ + "/runs/" + id + "/lr_effect" + ext)) << ext;  // next to the journal
+  }
+
+  Output show = run({"experiments", "show", id, "--json"});
+  ASSERT_EQ(show.code, 0) << show.err;
+  Json s = json_of(show);
+  ASSERT_EQ(s["experiments"]["/sweep"].size(), 18u);
+  EXPECT_EQ(s["experiments"]["/sweep"][0]["status"], "success");
+  EXPECT_TRUE(s["experiments"]["/sweep"][0]["metrics"].contains("loss"));
+  ASSERT_EQ(s["comparisons"].size(), 1u);
+  EXPECT_EQ(s["comparisons"][0]["tests"][0]["test"], "anova");
+  EXPECT_EQ(s["comparisons"][0]["best"], "0.01");
+
+  Output table = run({"experiments", "show", id});
+  ASSERT_EQ(table.code, 0);
+  EXPECT_NE(table.out.find("experiment /sweep: 18 branches, 18 succeeded, 0 failed"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("| anova |"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("'0.01' has the lowest mean loss"), std::string::npos) << table.out;
+
+  Json status = json_of(run({"status", id, "--json"}));
+  EXPECT_EQ(status["experiments"]["/sweep"].size(), 18u);
+  EXPECT_EQ(run({"experiments", "show", "no-such-run"}).code, 2);
+  EXPECT_EQ(run({"experiments"}).code, 2);
+}
+
+TEST_F(Cli, BenchExperimentsPrintsItsJson) {
+  Output o = run({"bench", "experiments", "--json", "--quick"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  for (const char* key : {"wall_ms", "extra_rss_mib", "overhead_us_per_branch", "raw_threads_wall_ms", "targets"}) {
+    EXPECT_TRUE(b.contains(key)) << key;
+  }
+  EXPECT_EQ(b["branches"], 256);
+  EXPECT_GE(b["wall_ms"].get<double>(), 100.0);  // every branch really waited
 }
 
 TEST_F(Cli, BenchDispatchPrintsItsJson) {

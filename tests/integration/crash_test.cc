@@ -165,5 +165,60 @@ TEST_P(CrashTest, KilledRunsResumeWithoutRepeatingFinishedSteps) {
 
 INSTANTIATE_TEST_SUITE_P(Durability, CrashTest, ::testing::Values("strict", "batched"));
 
+// Finished branch outcomes in the journal: config index -> status.
+std::map<int, std::string> finished_branches(const std::string& journal, const std::string& run_id) {
+  std::map<int, std::string> out;
+  SqliteJournalOptions o;
+  o.path = journal;
+  auto j = open_sqlite_journal(o);
+  if (!j) return out;
+  auto log = (*j)->read_run(*RunId::parse(run_id));
+  if (!log) return out;
+  for (const Record& r : log->records) {
+    if (r.type == RecordType::kDecision && r.key.str().ends_with("]#branch")) {
+      out[r.payload["config"]["i"].get<int>()] = r.payload["status"].get<std::string>();
+    }
+  }
+  return out;
+}
+
+TEST(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
+  std::string dir = (fs::temp_directory_path() / ("crucible-exp-crash-" + std::to_string(getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string journal = dir + "/j.db", oracle = dir + "/oracle";
+  Child child = spawn_crucible({"--journal", journal, "--quiet", "run", "tests/integration/pipelines/experiment_crash.yaml",
+                                "--set", "oracle=" + oracle, "--run-id", "exp"},
+                               dir + "/out", dir + "/err");
+  ASSERT_GT(child.pid, 0);
+  // Kill once the fifth branch has started: about two pairs of branches have finished.
+  for (int i = 0; i < 1000 && lines_of(oracle).size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(child.pid, SIGKILL);
+  ASSERT_EQ(wait_child(child), 128 + SIGKILL);
+  std::map<int, std::string> before = finished_branches(journal, "exp");
+  ASSERT_GE(before.size(), 2u) << slurp(dir + "/err");
+  ASSERT_LT(before.size(), 8u);
+  std::map<int, int> runs_before;
+  for (const std::string& l : lines_of(oracle)) runs_before[std::stoi(l)]++;
+
+  Output resumed = run_crucible({"--journal", journal, "--quiet", "resume", "exp", "--json"}, dir);
+  ASSERT_EQ(resumed.code, 0) << resumed.err << resumed.out;
+  std::map<int, int> runs_after;
+  for (const std::string& l : lines_of(oracle)) runs_after[std::stoi(l)]++;
+  for (const auto& [i, status] : before) {
+    EXPECT_EQ(status, "success");
+    EXPECT_EQ(runs_after[i], runs_before[i]) << "branch " << i << " had finished and ran again";
+    EXPECT_EQ(runs_after[i], 1);
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_GE(runs_after[i], 1) << "branch " << i << " never ran";
+  std::map<int, std::string> after = finished_branches(journal, "exp");
+  EXPECT_EQ(after.size(), 8u);
+  auto result = parse_json(resumed.out);
+  ASSERT_TRUE(result);
+  EXPECT_EQ((*result)["status"], "completed");
+  EXPECT_EQ((*result)["metrics"]["sweep.succeeded"], 8);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace crucible::integration
