@@ -1,8 +1,9 @@
 # make        build everything (Release) into build/; the CLI is build/bin/crucible
-# make run    install dependencies, build, run examples/quickstart.yaml on the SQLite journal
+# make run    install dependencies, build, run examples/quickstart.yaml and examples/experiment.yaml
+#             on the SQLite journal
 # make test   install dependencies, build, run every unit and integration test with ctest
 # make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
-# make bench  print the dispatch and journal benchmarks as JSON
+# make bench  print the dispatch, journal and experiments benchmarks as JSON
 
 BUILD ?= build
 JOBS ?= $(shell nproc)
@@ -24,18 +25,20 @@ build: deps
 
 run: build
 	$(BUILD)/bin/crucible run examples/quickstart.yaml
+	$(BUILD)/bin/crucible run examples/experiment.yaml
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 tsan: deps
 	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(CMAKE_FLAGS) > /dev/null
-	@cmake --build build-tsan -j $(JOBS) --target workflow_test journal_test journal_sqlite_test core_test reliability_test
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) -R '^(Executor|Runner|JournalConformance|Memory|Sqlite|SqliteJournal|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy)'
+	@cmake --build build-tsan -j $(JOBS) --target workflow_test journal_test journal_sqlite_test core_test reliability_test experiment_test
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) -R '^(Executor|Runner|JournalConformance|Memory|Sqlite|SqliteJournal|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy|Shadow|MultiBranch|RoundRobin|InMemoryRunLogger|ExperimentPipelineTest)'
 
 bench: build
 	$(BUILD)/bin/crucible bench dispatch --json
 	$(BUILD)/bin/crucible bench journal --json
+	$(BUILD)/bin/crucible bench experiments --json
 
 clean:
 	rm -rf $(BUILD) build-tsan

@@ -171,10 +171,11 @@ stages: [{name: a, uses: noop}]
   EXPECT_EQ(r.spec->config["word"], "hello");
 }
 
-TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
+// Every ```yaml block starting with `# example:` in a document; returns how many loaded.
+int check_document_examples(const std::string& path) {
   StageRegistry registry = builtin_registry();
-  std::ifstream in("docs/pipeline-format.md");
-  ASSERT_TRUE(in) << "docs/pipeline-format.md is missing";
+  std::ifstream in(path);
+  EXPECT_TRUE(in) << path << " is missing";
   std::string line, block;
   bool in_yaml = false;
   int examples = 0;
@@ -186,13 +187,26 @@ TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
       in_yaml = false;
       if (block.rfind("# example:", 0) != 0) continue;
       ++examples;
-      LoadResult r = load_pipeline_text(block, "docs/pipeline-format.md", registry);
+      LoadResult r = load_pipeline_text(block, path, registry);
       EXPECT_TRUE(r.ok()) << block << r.report();
     } else if (in_yaml) {
       block += line + "\n";
     }
   }
-  EXPECT_GE(examples, 4);
+  return examples;
+}
+
+TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
+  EXPECT_GE(check_document_examples("docs/pipeline-format.md"), 4);
+  EXPECT_GE(check_document_examples("docs/experiments.md"), 1);
+}
+
+TEST(Loader, TheExamplePipelinesLoad) {
+  StageRegistry registry = builtin_registry();
+  for (const char* path : {"examples/quickstart.yaml", "examples/experiment.yaml", "examples/staged_multi_epoch.yaml"}) {
+    LoadResult r = load_pipeline_file(path, registry);
+    EXPECT_TRUE(r.ok()) << path << "\n" << r.report();
+  }
 }
 
 TEST(ParseDuration, AcceptsUnitsAndPlainSeconds) {
