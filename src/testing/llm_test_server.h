@@ -1,0 +1,254 @@
+// A real HTTP server on 127.0.0.1 that speaks the Anthropic Messages API and the OpenAI chat
+// completions API well enough to test the adapters: request checks, JSON answers, SSE streams,
+// scripted failures (429 with Retry-After, 500, 529, dropped connections), slow answers that
+// notice a client going away, and a log of every call.
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace crucible::testing {
+
+class LlmTestServer {
+ public:
+  using Json = nlohmann::json;
+
+  // What the next call does; calls beyond the queue answer normally.
+  struct Behavior {
+    enum Kind { kAnswer, kStatus, kDrop } kind = kAnswer;
+    int status = 200;
+    std::string error_type;      // Anthropic error type, e.g. overloaded_error
+    int retry_after_s = -1;      // Retry-After header when >= 0
+    int delay_ms = 0;            // answer after this long (kAnswer), noticing a closed client
+    std::string text;            // the answer; empty: the responder's
+  };
+  static Behavior answer(std::string text = "", int delay_ms = 0) { return {Behavior::kAnswer, 200, "", -1, delay_ms, std::move(text)}; }
+  static Behavior status(int code, std::string type, int retry_after_s = -1) {
+    return {Behavior::kStatus, code, std::move(type), retry_after_s, 0, ""};
+  }
+  static Behavior drop() { return {Behavior::kDrop, 200, "", -1, 0, ""}; }
+
+  explicit LlmTestServer(std::string api_key = "test-key") : api_key_(std::move(api_key)) {
+    server_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+    server_.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~LlmTestServer() {
+    server_.stop();
+    thread_.join();
+  }
+
+  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+  void push(Behavior b) {
+    std::lock_guard lock(mu_);
+    script_.push_back(std::move(b));
+  }
+  // Text of normal answers: responder(request body, call number from 0).
+  void set_responder(std::function<std::string(const Json&, int)> fn) {
+    std::lock_guard lock(mu_);
+    responder_ = std::move(fn);
+  }
+  // Delay of normal answers without a scripted behaviour: latency_ms(call number).
+  void set_latency(std::function<int(int)> fn) {
+    std::lock_guard lock(mu_);
+    latency_ = std::move(fn);
+  }
+  std::vector<Json> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+  // Calls whose last user message contains `text`.
+  int calls_containing(const std::string& text) {
+    std::lock_guard lock(mu_);
+    int n = 0;
+    for (const Json& r : requests_) {
+      if (r.contains("messages") && r["messages"].is_array() && !r["messages"].empty() &&
+          r["messages"].back().value("content", Json("")).dump().find(text) != std::string::npos) {
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  std::atomic<int> calls{0};
+  std::atomic<int> rejected{0};  // failed the request checks
+  std::atomic<int> aborted{0};   // the client closed the connection before the answer
+  std::atomic<int> completed{0};
+
+ private:
+  static std::string words_joined(const std::vector<std::string>& parts) {
+    std::string s;
+    for (const auto& p : parts) s += p;
+    return s;
+  }
+
+  void reject(httplib::Response& res, int status, const std::string& type, const std::string& message, bool anthropic) {
+    ++rejected;
+    res.status = status;
+    Json body = anthropic ? Json{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}
+                          : Json{{"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
+    res.set_content(body.dump(), "application/json");
+  }
+
+  void handle(const httplib::Request& req, httplib::Response& res, bool anthropic) {
+    int call = calls++;
+    if (anthropic) {
+      if (req.get_header_value("x-api-key") != api_key_) return reject(res, 401, "authentication_error", "invalid x-api-key", true);
+      if (req.get_header_value("anthropic-version").empty()) {
+        return reject(res, 400, "invalid_request_error", "anthropic-version header is required", true);
+      }
+    } else if (!api_key_.empty() && req.get_header_value("Authorization") != "Bearer " + api_key_) {
+      return reject(res, 401, "invalid_request_error", "Incorrect API key provided", false);
+    }
+    if (req.get_header_value("Content-Type").find("application/json") == std::string::npos) {
+      return reject(res, 400, "invalid_request_error", "content-type must be application/json", anthropic);
+    }
+    Json body = Json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("model") || !body["model"].is_string() || !body.contains("messages") ||
+        !body["messages"].is_array() || body["messages"].empty()) {
+      return reject(res, 400, "invalid_request_error", "model and a non-empty messages list are required", anthropic);
+    }
+    if (anthropic && (!body.contains("max_tokens") || !body["max_tokens"].is_number_integer())) {
+      return reject(res, 400, "invalid_request_error", "max_tokens: Field required", true);
+    }
+    for (const Json& m : body["messages"]) {
+      std::string role = m.value("role", "");
+      if (!m.contains("content") || (role != "user" && role != "assistant" && (anthropic || role != "system"))) {
+        return reject(res, 400, "invalid_request_error", "messages: unexpected role '" + role + "'", anthropic);
+      }
+    }
+    Behavior b;
+    std::function<std::string(const Json&, int)> responder;
+    std::function<int(int)> latency;
+    {
+      std::lock_guard lock(mu_);
+      requests_.push_back(body);
+      if (!script_.empty()) {
+        b = script_.front();
+        script_.pop_front();
+      } else if (latency_) {
+        b.delay_ms = latency_(call);
+      }
+      responder = responder_;
+    }
+    if (b.kind == Behavior::kStatus) {
+      res.status = b.status;
+      if (b.retry_after_s >= 0) res.set_header("Retry-After", std::to_string(b.retry_after_s));
+      std::string type = b.error_type.empty() ? "api_error" : b.error_type;
+      Json err = anthropic ? Json{{"type", "error"}, {"error", {{"type", type}, {"message", "scripted " + type}}}}
+                           : Json{{"error", {{"message", "scripted " + type}, {"type", type}, {"code", nullptr}}}};
+      res.set_content(err.dump(), "application/json");
+      return;
+    }
+    if (b.kind == Behavior::kDrop) {
+      res.set_chunked_content_provider("application/json", [](size_t, httplib::DataSink&) { return false; });
+      return;
+    }
+    std::string last;
+    const Json& lm = body["messages"].back();
+    if (lm.contains("content") && lm["content"].is_string()) last = lm["content"].get<std::string>();
+    std::string text = !b.text.empty() ? b.text : responder ? responder(body, call) : "echo: " + last;
+    bool stream = body.value("stream", false);
+    std::string model = body["model"].get<std::string>();
+    int64_t in_tokens = static_cast<int64_t>(req.body.size() / 4), out_tokens = static_cast<int64_t>(text.size() / 4 + 1);
+    std::vector<std::string> pieces;
+    for (size_t start = 0; start < text.size();) {
+      size_t space = text.find(' ', start);
+      size_t end = space == std::string::npos ? text.size() : space + 1;
+      pieces.push_back(text.substr(start, end - start));
+      start = end;
+    }
+    if (pieces.empty()) pieces.push_back("");
+    std::vector<std::string> frames;  // what the answer writes after the delay
+    const char* type = "application/json";
+    if (!stream) {
+      Json out = anthropic
+          ? Json{{"id", "msg_" + std::to_string(call)}, {"type", "message"}, {"role", "assistant"}, {"model", model},
+                 {"content", Json::array({{{"type", "text"}, {"text", text}}})}, {"stop_reason", "end_turn"},
+                 {"stop_sequence", nullptr}, {"usage", {{"input_tokens", in_tokens}, {"output_tokens", out_tokens}}}}
+          : Json{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion"}, {"model", model},
+                 {"choices", Json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", "stop"}}})},
+                 {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}, {"total_tokens", in_tokens + out_tokens}}}};
+      frames.push_back(out.dump());
+    } else if (anthropic) {
+      type = "text/event-stream";
+      auto ev = [](const std::string& name, const Json& data) { return "event: " + name + "\ndata: " + data.dump() + "\n\n"; };
+      frames.push_back(ev("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_" + std::to_string(call)}, {"type", "message"},
+                        {"role", "assistant"}, {"content", Json::array()}, {"model", model}, {"stop_reason", nullptr},
+                        {"usage", {{"input_tokens", in_tokens}, {"output_tokens", 1}}}}}}));
+      frames.push_back(ev("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}));
+      frames.push_back(ev("ping", {{"type", "ping"}}));
+      for (const auto& p : pieces) {
+        frames.push_back(ev("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", p}}}}));
+      }
+      frames.push_back(ev("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+      frames.push_back(ev("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
+                                            {"usage", {{"output_tokens", out_tokens}}}}));
+      frames.push_back(ev("message_stop", {{"type", "message_stop"}}));
+    } else {
+      type = "text/event-stream";
+      auto chunk = [&](const Json& delta, const Json& finish) {
+        Json c{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion.chunk"}, {"model", model},
+               {"choices", Json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}};
+        return "data: " + c.dump() + "\n\n";
+      };
+      frames.push_back(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+      for (const auto& p : pieces) frames.push_back(chunk({{"content", p}}, nullptr));
+      frames.push_back(chunk(Json::object(), "stop"));
+      Json usage{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion.chunk"}, {"model", model},
+                 {"choices", Json::array()}, {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}}}};
+      frames.push_back("data: " + usage.dump() + "\n\n");
+      frames.push_back("data: [DONE]\n\n");
+    }
+    // While waiting, a keep-alive byte every 5 ms (JSON whitespace, or an SSE comment) shows
+    // whether the client is still there.
+    const std::string keepalive = stream ? ":\n" : " ";
+    const int delay = b.delay_ms;
+    res.set_chunked_content_provider(type, [this, frames, keepalive, delay](size_t, httplib::DataSink& sink) {
+      auto t0 = std::chrono::steady_clock::now();
+      while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(delay)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5, delay)));
+        if (!sink.is_writable() || !sink.write(keepalive.data(), keepalive.size())) {
+          ++aborted;
+          return false;
+        }
+      }
+      for (const auto& f : frames) {
+        if (!sink.write(f.data(), f.size())) {
+          ++aborted;
+          return false;
+        }
+      }
+      ++completed;
+      sink.done();
+      return true;
+    });
+  }
+
+  std::string api_key_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mu_;
+  std::deque<Behavior> script_;                                // guarded by mu_
+  std::vector<Json> requests_;                                 // guarded by mu_
+  std::function<std::string(const Json&, int)> responder_;     // guarded by mu_
+  std::function<int(int)> latency_;                            // guarded by mu_
+};
+
+}  // namespace crucible::testing
