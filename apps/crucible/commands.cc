@@ -59,6 +59,7 @@ struct Engine {
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), &events);
     std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal)).parent_path();
     runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
+    runner->set_blob_dir(((dir.empty() ? std::filesystem::path(".") : dir) / "blobs").string());
     return {};
   }
 };

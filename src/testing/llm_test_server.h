@@ -40,6 +40,9 @@ class LlmTestServer {
 
   explicit LlmTestServer(std::string api_key = "test-key") : api_key_(std::move(api_key)) {
     server_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+    // One request per connection: clients that keep pooled connections (process-wide provider
+    // stacks) would otherwise hold the server's threads until the keep-alive timeout on stop.
+    server_.set_keep_alive_max_count(1);
     server_.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
     server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
     port_ = server_.bind_to_any_port("127.0.0.1");

@@ -16,6 +16,7 @@
 #include "crucible/core/clock.h"
 #include "crucible/workflow/compare_stage.h"
 #include "crucible/workflow/expression.h"
+#include "crucible/workflow/llm_stages.h"
 #include "crucible/workflow/hedging_stage.h"
 #include "crucible/workflow/http_stage.h"
 #include "crucible/workflow/loader.h"
@@ -421,6 +422,7 @@ Status register_builtin_stages(StageRegistry& r) {
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("command", [] { return make_command_stage(); }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("http.request", [] { return make_http_request_stage(); }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("compare", [] { return make_compare_stage(); }));
+  CRUCIBLE_RETURN_IF_ERROR(register_llm_stages(r));
   StageResolver resolve = r.resolver();
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("hedging", [resolve] { return make_hedging_stage(resolve); }));
   return {};

@@ -29,7 +29,8 @@ class BuiltinStages : public ::testing::Test {
 };
 
 TEST_F(BuiltinStages, RegistersTheDocumentedSet) {
-  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "compare", "hedging", "http.request", "metric",
+  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "compare", "hedging", "http.request", "llm.complete", "llm.critique",
+                                                         "llm.revise", "metric",
                                                          "noop", "set", "sleep", "wait_for", "write_file"}));
   for (const std::string& name : registry_.names()) {
     auto d = registry_.describe(name);

@@ -12,6 +12,7 @@
 
 #include "crucible/experiment/branch.h"
 #include "crucible/experiment/sweep.h"
+#include "crucible/workflow/llm_models.h"
 #include "workflow/validate_internal.h"
 
 namespace crucible {
@@ -53,7 +54,7 @@ namespace {
 using validate_internal::suggest;
 
 // Keys each kind of mapping accepts.
-const std::vector<std::string> kTopKeys = {"name", "description", "durability", "config", "reliability",
+const std::vector<std::string> kTopKeys = {"name", "description", "durability", "config", "reliability", "models",
                                            "stages", "distributed"};
 const std::vector<std::string> kStageKeys = {
     "name", "uses", "with", "order", "timeout", "retry", "optional", "completion", "barrier", "when",
@@ -352,6 +353,7 @@ class Loader {
       if (!r.IsMap()) error(r, "reliability", "expected a mapping, found " + describe(r));
       else spec.reliability = to_json(r, "reliability");
     }
+    if (YAML::Node m = root["models"]) parse_models(m, spec);
     YAML::Node stages = root["stages"];
     YAML::Node distributed = root["distributed"];
     if (distributed) {
@@ -364,6 +366,26 @@ class Loader {
       spec.stages = parse_nodes(stages, "stages");
     } else if (!distributed) {
       error(root, "", "missing required key 'stages' (the list of stages to run)");
+    }
+  }
+
+  void parse_models(const YAML::Node& m, WorkflowSpec& spec) {
+    if (!m.IsMap()) {
+      error(m, "models", "expected a mapping of model names to providers, found " + describe(m));
+      return;
+    }
+    spec.models = Json::object();
+    for (const auto& entry : m) {
+      std::string name = entry.first.as<std::string>();
+      std::string f = "models." + name;
+      Json config = to_json(entry.second, f);
+      for (const ModelProblem& p : check_model_config(config)) {
+        // Point at the offending key when it is there, else at the model.
+        std::string first = p.field.substr(0, p.field.find_first_of(".["));
+        YAML::Node at = entry.second.IsMap() && !first.empty() && entry.second[first] ? entry.second[first] : entry.second;
+        error(at, p.field.empty() ? f : f + "." + p.field, p.message);
+      }
+      spec.models[name] = std::move(config);
     }
   }
 

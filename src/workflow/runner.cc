@@ -245,7 +245,9 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   result.context.set_experiment(std::make_shared<const Json>(
       Json{{"name", spec.name},
            {"reliability", spec.reliability.is_null() ? Json::object() : spec.reliability},
-           {"artifact_dir", artifact_root_ + "/" + run_id.str()}}));
+           {"artifact_dir", artifact_root_ + "/" + run_id.str()},
+           {"blob_dir", blob_dir_},
+           {"models", spec.models.is_null() ? Json::object() : spec.models}}));
   MonoTime t0 = clock_.monotonic();
   if (events_ != nullptr && events_->active()) {
     events_->emit(Event{EventType::kRunStarted, run_id.str(), "", "", clock_.now_ms(), 0, 0, "", "",

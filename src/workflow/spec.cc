@@ -135,6 +135,7 @@ Json spec_to_json(const WorkflowSpec& spec) {
               {"stages", nodes_to_json(spec.stages)}};
   if (!spec.distributed.is_null()) out["distributed"] = spec.distributed;
   if (!spec.reliability.is_null()) out["reliability"] = spec.reliability;
+  if (!spec.models.is_null()) out["models"] = spec.models;
   return out;
 }
 

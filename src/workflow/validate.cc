@@ -77,6 +77,7 @@ class Validator {
         add(SourceLocation{spec.file, 0, 0}, "reliability.hedging", p.error().message());
       }
     }
+    models_ = spec.models;
     if (spec.name.empty()) add(SourceLocation{spec.file, 0, 0}, "name", "a pipeline needs a name");
     if (spec.stages.empty()) add(SourceLocation{spec.file, 1, 1}, "stages", "the pipeline has no stages");
     check_list(spec.stages, "stages");
@@ -179,7 +180,22 @@ class Validator {
     }
   }
 
+  // llm.* stages name a model of the `models:` section.
+  void check_model_reference(const Node& n, const std::string& f) {
+    if (n.uses.rfind("llm.", 0) != 0 || !n.with.is_object() || !n.with.contains("model")) return;
+    const Json& m = n.with["model"];
+    if (!m.is_string() || m.get<std::string>().find("${") != std::string::npos) return;
+    if (models_.is_object() && models_.contains(m.get<std::string>())) return;
+    std::string known;
+    if (models_.is_object()) {
+      for (const auto& [k, _] : models_.items()) known += (known.empty() ? "" : ", ") + k;
+    }
+    add(n.loc, f + ".with.model", "no model '" + m.get<std::string>() + "' in the pipeline's models: section" +
+                                      (known.empty() ? " (add a models: section)" : " (it has: " + known + ")"));
+  }
+
   void check_stage(Node& n, const std::string& f) {
+    check_model_reference(n, f);
     auto allowed = allowed_completions(n.stage_kind);
     if (std::find(allowed.begin(), allowed.end(), n.completion) == allowed.end()) {
       std::string names;
@@ -293,6 +309,7 @@ class Validator {
   const StageRegistry& registry_;
   std::vector<Diagnostic> diags_;
   Json hedging_defaults_;
+  Json models_;
 };
 
 bool needs_remote(const Node& n) {

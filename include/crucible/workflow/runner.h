@@ -91,6 +91,9 @@ class Runner {
   // Where stages write a run's files (reports, charts): <root>/<run id>, handed to stages as
   // experiment()["artifact_dir"]. Defaults to ".crucible/runs"; the CLI puts it next to the journal.
   void set_artifact_root(std::string root) { artifact_root_ = std::move(root); }
+  // The journal's blob directory, where the LLM completion cache lives; handed to stages as
+  // experiment()["blob_dir"]. Defaults to ".crucible/blobs".
+  void set_blob_dir(std::string dir) { blob_dir_ = std::move(dir); }
 
  private:
   Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
@@ -104,6 +107,7 @@ class Runner {
   std::string owner_;
   std::chrono::milliseconds lease_ttl_{60'000};
   std::string artifact_root_ = ".crucible/runs";
+  std::string blob_dir_ = ".crucible/blobs";
 };
 
 // The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}

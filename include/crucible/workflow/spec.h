@@ -111,6 +111,7 @@ struct WorkflowSpec {
   std::vector<Node> stages;      // the root sequence
   Json distributed;              // the validated `distributed:` section, or null
   Json reliability;              // the experiment's `reliability:` defaults, or null
+  Json models;                   // the `models:` section (name -> provider config), or null
   std::string source_text;       // YAML text, journaled so `resume` can reload it
   std::string hash;              // spec_hash(), set by validation
 };
