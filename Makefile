@@ -1,6 +1,6 @@
 # make        build everything (Release) into build/; the CLI is build/bin/crucible
-# make run    install dependencies, build, run examples/quickstart.yaml and examples/experiment.yaml
-#             on the SQLite journal
+# make run    install dependencies, build, run the quickstart, experiment and critique-loop examples
+#             on the SQLite journal (the LLM example answers offline without ANTHROPIC_API_KEY)
 # make test   install dependencies, build, run every unit and integration test with ctest
 # make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
 # make bench  print the dispatch, journal and experiments benchmarks as JSON
@@ -26,6 +26,7 @@ build: deps
 run: build
 	$(BUILD)/bin/crucible run examples/quickstart.yaml
 	$(BUILD)/bin/crucible run examples/experiment.yaml
+	$(BUILD)/bin/crucible run examples/critique_loop.yaml
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

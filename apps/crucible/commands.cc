@@ -310,6 +310,27 @@ std::vector<StepRow> step_rows(const RunLog& log) {
   return rows;
 }
 
+// LLM token usage summed over the run's completed steps (each llm.* step records its own).
+Json llm_usage(const RunLog& log) {
+  int64_t calls = 0, input = 0, output = 0, total = 0;
+  for (const Record& r : log.records) {
+    if (r.type != RecordType::kStepCompleted) continue;
+    for (const Mutation& m : r.delta) {
+      if (m.kind != Mutation::Kind::kMetric || !m.value.is_number_integer() || m.key == "llm_tokens_used") continue;
+      if (m.key.ends_with(".llm_tokens_used")) {
+        ++calls;
+        total += m.value.get<int64_t>();
+      } else if (m.key.ends_with(".input_tokens")) {
+        input += m.value.get<int64_t>();
+      } else if (m.key.ends_with(".output_tokens")) {
+        output += m.value.get<int64_t>();
+      }
+    }
+  }
+  if (calls == 0) return Json();
+  return Json{{"calls", calls}, {"input_tokens", input}, {"output_tokens", output}, {"tokens_used", total}};
+}
+
 // Experiment branches journaled in a run, by experiment step key, in the order they finished.
 std::map<std::string, std::vector<Json>> experiment_branches(const RunLog& log) {
   std::map<std::string, std::vector<Json>> out;
@@ -483,6 +504,7 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
     out["stages"] = stages;
     out["records"] = log->records.size();
     if (!suspended.is_null()) out["suspended"] = suspended;
+    if (Json usage = llm_usage(*log); !usage.is_null()) out["llm"] = usage;
     auto branches = experiment_branches(*log);
     if (!branches.empty()) {
       out["experiments"] = Json::object();
@@ -501,6 +523,12 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   }
   if (!s.error.empty()) std::printf("error: %s\n", s.error.c_str());
   if (!suspended.is_null()) std::printf("suspended: %s\n", suspended.dump().c_str());
+  if (Json usage = llm_usage(*log); !usage.is_null()) {
+    std::printf("llm: %lld calls, %lld tokens (input %lld, output %lld)\n", static_cast<long long>(usage["calls"].get<int64_t>()),
+                static_cast<long long>(usage["tokens_used"].get<int64_t>()),
+                static_cast<long long>(usage["input_tokens"].get<int64_t>()),
+                static_cast<long long>(usage["output_tokens"].get<int64_t>()));
+  }
   print_experiments(*log);
   return kOk;
 }

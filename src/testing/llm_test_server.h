@@ -71,6 +71,10 @@ class LlmTestServer {
     std::lock_guard lock(mu_);
     latency_ = std::move(fn);
   }
+  std::vector<std::string> rejections() {
+    std::lock_guard lock(mu_);
+    return rejections_;
+  }
   std::vector<Json> requests() {
     std::lock_guard lock(mu_);
     return requests_;
@@ -80,10 +84,10 @@ class LlmTestServer {
     std::lock_guard lock(mu_);
     int n = 0;
     for (const Json& r : requests_) {
-      if (r.contains("messages") && r["messages"].is_array() && !r["messages"].empty() &&
-          r["messages"].back().value("content", Json("")).dump().find(text) != std::string::npos) {
-        ++n;
-      }
+      if (!r.contains("messages") || !r["messages"].is_array() || r["messages"].empty()) continue;
+      const Json& content = r["messages"].back().value("content", Json(""));
+      std::string s = content.is_string() ? content.get<std::string>() : content.dump();
+      if (s.find(text) != std::string::npos) ++n;
     }
     return n;
   }
@@ -102,6 +106,10 @@ class LlmTestServer {
 
   void reject(httplib::Response& res, int status, const std::string& type, const std::string& message, bool anthropic) {
     ++rejected;
+    {
+      std::lock_guard lock(mu_);
+      rejections_.push_back(message);
+    }
     res.status = status;
     Json body = anthropic ? Json{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}
                           : Json{{"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
@@ -250,6 +258,7 @@ class LlmTestServer {
   std::mutex mu_;
   std::deque<Behavior> script_;                                // guarded by mu_
   std::vector<Json> requests_;                                 // guarded by mu_
+  std::vector<std::string> rejections_;                        // guarded by mu_
   std::function<std::string(const Json&, int)> responder_;     // guarded by mu_
   std::function<int(int)> latency_;                            // guarded by mu_
 };

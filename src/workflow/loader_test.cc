@@ -203,7 +203,8 @@ TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
 
 TEST(Loader, TheExamplePipelinesLoad) {
   StageRegistry registry = builtin_registry();
-  for (const char* path : {"examples/quickstart.yaml", "examples/experiment.yaml", "examples/staged_multi_epoch.yaml"}) {
+  for (const char* path : {"examples/quickstart.yaml", "examples/experiment.yaml", "examples/staged_multi_epoch.yaml",
+                           "examples/simple.yaml", "examples/critique_loop.yaml", "examples/critique_human.yaml"}) {
     LoadResult r = load_pipeline_file(path, registry);
     EXPECT_TRUE(r.ok()) << path << "\n" << r.report();
   }

@@ -126,6 +126,8 @@ Json RunResult::to_json() const {
   for (const auto& [k, v] : context.metrics()) metrics[k] = v;
   Json state = Json::object();
   for (const auto& [k, v] : context.state()) state[k] = v;
+  Json artifacts = Json::object();
+  for (const auto& [k, v] : context.artifacts()) artifacts[k] = v;
   Json out = {{"run_id", run_id.str()},
               {"pipeline", pipeline},
               {"status", run_status_name(status)},
@@ -135,6 +137,7 @@ Json RunResult::to_json() const {
               {"stages", stages},
               {"metrics", metrics},
               {"state", state},
+              {"artifacts", artifacts},
               {"trace", context.trace()},
               {"optional_failures", optional_failures}};
   if (error) out["error"] = {{"code", error_code_name(error->code())}, {"message", error->message()}};
