@@ -25,6 +25,10 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file);
 // wall_ms, extra_rss_mib, overhead_us_per_branch, against raw threads doing the same waits.
 Result<Json> run_experiments(bool quick);
 
+// Hedged LLM calls against a loopback Anthropic-style server with a slow tail, against the same
+// stream without hedging: p99_reduction, extra_calls_pct, journaled_results_per_step.
+Result<Json> run_llm(bool quick);
+
 // The live part: `seconds` of hedged requests against a loopback HTTP server with stragglers.
 Result<Json> run_hedging_live(double seconds);
 

@@ -627,11 +627,12 @@ int cmd_prune(const GlobalOptions& g, const std::string& older_than) {
 
 int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const std::string& scenarios) {
   Result<Json> out = make_error(ErrorCode::kInvalidArgument,
-                                "unknown benchmark '" + which + "'; expected dispatch, journal, hedging or experiments");
+                                "unknown benchmark '" + which + "'; expected dispatch, journal, hedging, experiments or llm");
   if (which == "dispatch") out = bench::run_dispatch(quick);
   else if (which == "journal") out = bench::run_journal(quick);
   else if (which == "hedging") out = bench::run_hedging(quick, scenarios);
   else if (which == "experiments") out = bench::run_experiments(quick);
+  else if (which == "llm") out = bench::run_llm(quick);
   if (!out) return fail(out.error().code() == ErrorCode::kInvalidArgument ? kUsage : kRunFailed, out.error().message());
   std::cout << out->dump(2) << std::endl;
   return kOk;

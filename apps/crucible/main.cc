@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   std::string which, scenarios;
   bool quick = false;
   auto* bench_cmd = app.add_subcommand("bench", "run a benchmark and print JSON");
-  bench_cmd->add_option("which", which, "dispatch, journal, hedging or experiments")->required();
+  bench_cmd->add_option("which", which, "dispatch, journal, hedging, experiments or llm")->required();
   bench_cmd->add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   bench_cmd->add_flag("--json", g.json, "print JSON (the default)");
   bench_cmd->add_flag("--quick", quick, "a shorter run, for CI smoke tests");

@@ -241,6 +241,18 @@ TEST_F(Cli, BenchExperimentsPrintsItsJson) {
   EXPECT_GE(b["wall_ms"].get<double>(), 100.0);  // every branch really waited
 }
 
+TEST_F(Cli, BenchLlmPrintsItsJson) {
+  Output o = run({"bench", "llm", "--json", "--quick"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  for (const char* key : {"p99_reduction", "extra_calls_pct", "journaled_results_per_step", "baseline", "hedged", "targets"}) {
+    EXPECT_TRUE(b.contains(key)) << key;
+  }
+  EXPECT_EQ(b["journaled_results_per_step"], 1.0);
+  EXPECT_EQ(b["max_journaled_results_per_step"], 1);
+  EXPECT_GT(b["hedged"]["losers_aborted_seen_by_server"].get<int>(), 0);
+}
+
 TEST_F(Cli, BenchDispatchPrintsItsJson) {
   Output o = run({"bench", "dispatch", "--json", "--quick"});
   ASSERT_EQ(o.code, 0) << o.err;
