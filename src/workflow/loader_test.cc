@@ -199,6 +199,7 @@ int check_document_examples(const std::string& path) {
 TEST(Loader, EveryExampleInTheFormatDocumentLoads) {
   EXPECT_GE(check_document_examples("docs/pipeline-format.md"), 4);
   EXPECT_GE(check_document_examples("docs/experiments.md"), 1);
+  EXPECT_GE(check_document_examples("docs/llm.md"), 1);
 }
 
 TEST(Loader, TheExamplePipelinesLoad) {
