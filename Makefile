@@ -3,7 +3,7 @@
 #             on the SQLite journal (the LLM example answers offline without ANTHROPIC_API_KEY)
 # make test   install dependencies, build, run every unit and integration test with ctest
 # make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
-# make bench  print the dispatch, journal and experiments benchmarks as JSON
+# make bench  print the dispatch, journal, experiments and llm benchmarks as JSON
 
 BUILD ?= build
 JOBS ?= $(shell nproc)
@@ -40,6 +40,7 @@ bench: build
 	$(BUILD)/bin/crucible bench dispatch --json
 	$(BUILD)/bin/crucible bench journal --json
 	$(BUILD)/bin/crucible bench experiments --json
+	$(BUILD)/bin/crucible bench llm --json
 
 clean:
 	rm -rf $(BUILD) build-tsan
