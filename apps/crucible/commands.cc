@@ -449,13 +449,35 @@ void print_experiments(const RunLog& log) {
 
 }  // namespace
 
-int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
+namespace {
+
+// The journal of one run for the commands that show it; on failure prints why and sets `code`
+// (usage for a bad or unknown id, run failure for a broken journal).
+std::optional<RunLog> read_run_log(const GlobalOptions& g, const std::string& run_id, int* code) {
   auto id = RunId::parse(run_id);
-  if (!id) return fail(kUsage, id.error().message());
+  if (!id) {
+    *code = fail(kUsage, id.error().message());
+    return std::nullopt;
+  }
   auto journal = open_journal(g);
-  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  if (!journal) {
+    *code = fail(kRunFailed, journal.error().to_string());
+    return std::nullopt;
+  }
   auto log = (*journal)->read_run(*id);
-  if (!log) return fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
+  if (!log) {
+    *code = fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
+    return std::nullopt;
+  }
+  return std::move(*log);
+}
+
+}  // namespace
+
+int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
+  int code = kOk;
+  auto log = read_run_log(g, run_id, &code);
+  if (!log) return code;
   auto branches = experiment_branches(*log);
   auto compared = comparisons(*log);
   if (g.json) {
@@ -481,12 +503,9 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
 }
 
 int cmd_status(const GlobalOptions& g, const std::string& run_id) {
-  auto id = RunId::parse(run_id);
-  if (!id) return fail(kUsage, id.error().message());
-  auto journal = open_journal(g);
-  if (!journal) return fail(kRunFailed, journal.error().to_string());
-  auto log = (*journal)->read_run(*id);
-  if (!log) return fail(log.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, log.error().message());
+  int code = kOk;
+  auto log = read_run_log(g, run_id, &code);
+  if (!log) return code;
   auto rows = step_rows(*log);
   const RunSummary& s = log->summary;
   Json suspended;

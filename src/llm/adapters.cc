@@ -26,6 +26,29 @@ Error malformed(std::string_view provider, const std::string& what) {
   return Error(ErrorCode::kUnavailable, std::string(provider) + ": malformed response: " + what);
 }
 
+// The body of a 200 answer as JSON (discarded when it is not JSON: callers check its shape);
+// other statuses become errors.
+Result<Json> post_json(HttpClient& http, std::string_view provider, const HttpPost& post, std::stop_token stop) {
+  auto reply = http.post(post, nullptr, stop);
+  if (!reply) return tl::unexpected(reply.error());
+  if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
+  return Json::parse(reply->body, nullptr, false);
+}
+
+// Posts a streaming request and hands each server-sent event to `handle`; a handler that stops
+// the stream leaves its reason in `stream_error`, which wins over the transfer's own error.
+Status post_stream(HttpClient& http, std::string_view provider, const HttpPost& post, const SseParser::Handler& handle,
+                   const std::optional<Error>& stream_error, std::stop_token stop) {
+  SseParser parser;
+  auto reply = http.post(post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
+  if (stream_error) return tl::unexpected(*stream_error);
+  if (!reply) return tl::unexpected(reply.error());
+  if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
+  parser.finish(handle);
+  if (stream_error) return tl::unexpected(*stream_error);
+  return {};
+}
+
 // Anthropic -------------------------------------------------------------------------------------
 
 class AnthropicProvider : public Provider {
@@ -37,10 +60,9 @@ class AnthropicProvider : public Provider {
   Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override {
     CRUCIBLE_RETURN_IF_ERROR(validate(request));
     auto t0 = Clock::now();
-    auto reply = http_.post(post(request, false), nullptr, stop);
-    if (!reply) return tl::unexpected(reply.error());
-    if (reply->status != 200) return tl::unexpected(http_error("anthropic", reply->status, reply->body, reply->retry_after));
-    Json j = Json::parse(reply->body, nullptr, false);
+    auto body = post_json(http_, "anthropic", post(request, false), stop);
+    if (!body) return tl::unexpected(body.error());
+    const Json& j = *body;
     if (!j.is_object() || !j.contains("content") || !j["content"].is_array()) {
       return tl::unexpected(malformed("anthropic", "expected a message with a content list"));
     }
@@ -64,7 +86,6 @@ class AnthropicProvider : public Provider {
     c.model = request.model;
     std::optional<Error> stream_error;
     bool stopped = false;
-    SseParser parser;
     SseParser::Handler handle = [&](const SseEvent& e) -> bool {
       Json d = Json::parse(e.data, nullptr, false);
       if (!d.is_object()) {
@@ -97,12 +118,7 @@ class AnthropicProvider : public Provider {
       }
       return true;
     };
-    auto reply = http_.post(post(request, true), [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
-    if (stream_error) return tl::unexpected(*stream_error);
-    if (!reply) return tl::unexpected(reply.error());
-    if (reply->status != 200) return tl::unexpected(http_error("anthropic", reply->status, reply->body, reply->retry_after));
-    parser.finish(handle);
-    if (stream_error) return tl::unexpected(*stream_error);
+    CRUCIBLE_RETURN_IF_ERROR(post_stream(http_, "anthropic", post(request, true), handle, stream_error, stop));
     if (!stopped) return tl::unexpected(malformed("anthropic", "the stream ended before message_stop"));
     c.latency = since(t0);
     return c;
@@ -146,10 +162,9 @@ class OpenAIProvider : public Provider {
   Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override {
     CRUCIBLE_RETURN_IF_ERROR(validate(request));
     auto t0 = Clock::now();
-    auto reply = http_.post(post(request, false), nullptr, stop);
-    if (!reply) return tl::unexpected(reply.error());
-    if (reply->status != 200) return tl::unexpected(http_error("openai", reply->status, reply->body, reply->retry_after));
-    Json j = Json::parse(reply->body, nullptr, false);
+    auto body = post_json(http_, "openai", post(request, false), stop);
+    if (!body) return tl::unexpected(body.error());
+    const Json& j = *body;
     if (!j.is_object() || !j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) {
       return tl::unexpected(malformed("openai", "expected a chat completion with choices"));
     }
@@ -171,7 +186,6 @@ class OpenAIProvider : public Provider {
     c.model = request.model;
     bool done = false;
     std::optional<Error> stream_error;
-    SseParser parser;
     SseParser::Handler handle = [&](const SseEvent& e) -> bool {
       if (e.data == "[DONE]") {
         done = true;
@@ -201,12 +215,7 @@ class OpenAIProvider : public Provider {
       usage_of(d.value("usage", Json()), c.usage);
       return true;
     };
-    auto reply = http_.post(post(request, true), [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
-    if (stream_error) return tl::unexpected(*stream_error);
-    if (!reply) return tl::unexpected(reply.error());
-    if (reply->status != 200) return tl::unexpected(http_error("openai", reply->status, reply->body, reply->retry_after));
-    parser.finish(handle);
-    if (stream_error) return tl::unexpected(*stream_error);
+    CRUCIBLE_RETURN_IF_ERROR(post_stream(http_, "openai", post(request, true), handle, stream_error, stop));
     if (!done) return tl::unexpected(malformed("openai", "the stream ended before [DONE]"));
     c.latency = since(t0);
     return c;

@@ -34,6 +34,45 @@ Json RetryPolicy::to_json() const {
   return out;
 }
 
+Result<RetryPolicy> RetryPolicy::from_json(const Json& j) {
+  auto bad = [](const std::string& what) { return make_error(ErrorCode::kInvalidArgument, "retry policy: " + what); };
+  if (!j.is_object()) return bad("expected an object");
+  RetryPolicy p;
+  auto integer = [&](const char* key, int64_t& out) -> Status {
+    if (!j.contains(key)) return {};
+    if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0) return bad(std::string(key) + " must be a non-negative integer");
+    out = j[key].get<int64_t>();
+    return {};
+  };
+  int64_t attempts = p.max_attempts, initial = p.initial_backoff.count(), max = p.max_backoff.count(), elapsed = -1;
+  CRUCIBLE_RETURN_IF_ERROR(integer("max_attempts", attempts));
+  CRUCIBLE_RETURN_IF_ERROR(integer("initial_backoff_ms", initial));
+  CRUCIBLE_RETURN_IF_ERROR(integer("max_backoff_ms", max));
+  CRUCIBLE_RETURN_IF_ERROR(integer("max_elapsed_ms", elapsed));
+  if (attempts < 1) return bad("max_attempts must be at least 1");
+  p.max_attempts = static_cast<int>(attempts);
+  p.initial_backoff = std::chrono::milliseconds(initial);
+  p.max_backoff = std::chrono::milliseconds(max);
+  if (elapsed >= 0) p.max_elapsed = std::chrono::milliseconds(elapsed);
+  if (j.contains("multiplier")) {
+    if (!j["multiplier"].is_number() || j["multiplier"].get<double>() < 1) return bad("multiplier must be a number of at least 1");
+    p.multiplier = j["multiplier"].get<double>();
+  }
+  if (j.contains("jitter")) {
+    if (!j["jitter"].is_boolean()) return bad("jitter must be true or false");
+    p.jitter = j["jitter"].get<bool>();
+  }
+  if (j.contains("retry_on")) {
+    if (!j["retry_on"].is_array()) return bad("retry_on must be a list of error codes");
+    for (const Json& c : j["retry_on"]) {
+      auto code = c.is_string() ? parse_error_code(c.get<std::string>()) : std::nullopt;
+      if (!code) return bad("unknown error code " + c.dump());
+      p.retry_on.push_back(*code);
+    }
+  }
+  return p;
+}
+
 Status retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop,
                   const std::function<Status(int attempt)>& fn, int* attempts) {
   MonoTime start = clock.monotonic();

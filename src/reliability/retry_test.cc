@@ -118,5 +118,23 @@ TEST(RetryPolicy, StopDuringBackoffIsCancelled) {
   EXPECT_EQ(s.error().code(), ErrorCode::kCancelled);
 }
 
+TEST(RetryPolicy, RoundTripsThroughJson) {
+  RetryPolicy p;
+  p.max_attempts = 4;
+  p.initial_backoff = std::chrono::milliseconds(250);
+  p.max_backoff = std::chrono::milliseconds(9000);
+  p.multiplier = 3;
+  p.jitter = false;
+  p.max_elapsed = std::chrono::milliseconds(60'000);
+  p.retry_on = {ErrorCode::kUnavailable, ErrorCode::kInvalidArgument};
+  auto back = RetryPolicy::from_json(p.to_json());
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, p);
+  EXPECT_EQ(*RetryPolicy::from_json(RetryPolicy{}.to_json()), RetryPolicy{});
+  EXPECT_FALSE(RetryPolicy::from_json(Json{{"max_attempts", 0}}));
+  EXPECT_FALSE(RetryPolicy::from_json(Json{{"retry_on", Json::array({"sometimes"})}}));
+  EXPECT_FALSE(RetryPolicy::from_json(Json(3)));
+}
+
 }  // namespace
 }  // namespace crucible

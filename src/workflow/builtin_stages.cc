@@ -28,10 +28,6 @@ namespace {
 
 using Fn = std::function<Status(Context&, const StageOptions&, std::stop_token)>;
 
-OptionSpec opt(std::string name, std::string type, bool required, std::string description, Json def = Json()) {
-  return OptionSpec{std::move(name), std::move(type), required, std::move(def), std::move(description)};
-}
-
 StageDescription describe(std::string name, std::string summary, std::vector<OptionSpec> options,
                           std::vector<std::string> inputs = {}, std::vector<std::string> outputs = {},
                           bool idempotent = true) {
@@ -212,13 +208,13 @@ class CommandStage : public Stage {
   StageDescription describe() const override {
     return crucible::describe(
         "command", "runs a program (argv, no shell); records its exit code and the tail of its output",
-        {opt("argv", "array", true, "program and arguments, e.g. [python3, train.py, --lr, 0.1]"),
-         opt("env", "object", false, "environment variables to add"),
-         opt("cwd", "string", false, "working directory"),
-         opt("timeout", "duration", false, "kill the process after this long"),
-         opt("tail_lines", "integer", false, "lines of stdout/stderr to keep", 20),
-         opt("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)"),
-         opt("metrics_from_stdout", "boolean", false,
+        {option_spec("argv", "array", true, "program and arguments, e.g. [python3, train.py, --lr, 0.1]"),
+         option_spec("env", "object", false, "environment variables to add"),
+         option_spec("cwd", "string", false, "working directory"),
+         option_spec("timeout", "duration", false, "kill the process after this long"),
+         option_spec("tail_lines", "integer", false, "lines of stdout/stderr to keep", 20),
+         option_spec("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)"),
+         option_spec("metrics_from_stdout", "boolean", false,
              "record the numbers of every stdout line that is a JSON object as metrics, e.g. {\"loss\": 0.3}", false)},
         {}, {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code",
              "metrics from stdout JSON lines (metrics_from_stdout)"});
@@ -381,41 +377,41 @@ Status register_builtin_stages(StageRegistry& r) {
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("sleep", [] {
     return make(describe("sleep", "waits for a duration; durable: after a crash only the rest is waited",
-                         {opt("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
+                         {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
                 stage_sleep);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("set", [] {
     return make(describe("set", "assigns state from expressions: each option is key: expression",
-                         {opt("*", "expression", false, "any key; a string value is an expression, others are literals")},
+                         {option_spec("*", "expression", false, "any key; a string value is an expression, others are literals")},
                          {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
                 stage_set);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("assert", [] {
     return make(describe("assert", "fails unless every condition holds (the validation kind)",
-                         {opt("that", "expression", true, "an expression or a list of expressions that must be true"),
-                          opt("message", "string", false, "added to the failure message")}),
+                         {option_spec("that", "expression", true, "an expression or a list of expressions that must be true"),
+                          option_spec("message", "string", false, "added to the failure message")}),
                 stage_assert);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("metric", [] {
     return make(describe("metric", "records a metric",
-                         {opt("name", "string", true, "metric name"), opt("value", "any", true, "the value; ${...} allowed")},
+                         {option_spec("name", "string", true, "metric name"), option_spec("value", "any", true, "the value; ${...} allowed")},
                          {}, {"metric <name>"}),
                 stage_metric);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("write_file", [] {
     return make(describe("write_file", "writes or appends a line of text to a file",
-                         {opt("path", "string", true, "file to write"), opt("text", "string", true, "the text; ${...} allowed"),
-                          opt("append", "boolean", false, "append instead of replacing", false),
-                          opt("newline", "boolean", false, "end with a newline", true),
-                          opt("sync", "boolean", false, "fsync before finishing", false)},
+                         {option_spec("path", "string", true, "file to write"), option_spec("text", "string", true, "the text; ${...} allowed"),
+                          option_spec("append", "boolean", false, "append instead of replacing", false),
+                          option_spec("newline", "boolean", false, "end with a newline", true),
+                          option_spec("sync", "boolean", false, "fsync before finishing", false)},
                          {}, {"artifact <stage>: {path}"}),
                 stage_write_file);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("wait_for", [] {
     return make(describe("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
-                         {opt("promise", "string", true, "the promise name"),
-                          opt("timeout", "duration", false, "fail with deadline_exceeded after this long"),
-                          opt("into", "string", false, "state key for the value (default: the promise name)")},
+                         {option_spec("promise", "string", true, "the promise name"),
+                          option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
+                          option_spec("into", "string", false, "state key for the value (default: the promise name)")},
                          {}, {"state <into>"}),
                 stage_wait_for);
   }));

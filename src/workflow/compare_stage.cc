@@ -9,10 +9,6 @@
 namespace crucible {
 namespace {
 
-OptionSpec opt(std::string name, std::string type, bool required, std::string description, Json def = Json()) {
-  return OptionSpec{std::move(name), std::move(type), required, std::move(def), std::move(description)};
-}
-
 // The config value at a dotted path, as group or pair text.
 Result<std::string> config_key(const Json& branch, const std::string& path) {
   if (path == "config_id") return branch.value("config_id", std::string());
@@ -56,15 +52,15 @@ class CompareStage : public Stage {
     d.summary = "compares an experiment's branches on a metric: Welch t, Mann-Whitney U, bootstrap CI and Cohen's d "
                 "for two groups (paired t and Wilcoxon with paired_by), ANOVA and Kruskal-Wallis for more";
     d.options = {
-        opt("experiment", "string", true, "name of the experiment stage whose branches to compare"),
-        opt("metric", "string", true, "branch metric to compare (a number, or a list of numbers per branch)"),
-        opt("group_by", "string", false, "config key whose values form the groups (dotted path)", "config_id"),
-        opt("paired_by", "string", false, "config key that pairs values across two groups (e.g. seed)"),
-        opt("alpha", "number", false, "significance level; default reliability.stats.alpha, else 0.05"),
-        opt("resamples", "integer", false, "bootstrap resamples", 10'000),
-        opt("seed", "integer", false, "bootstrap seed", 0),
-        opt("higher_is_better", "boolean", false, "whether the best group has the highest mean", true),
-        opt("out_dir", "string", false, "where the reports go; default the run's artifact directory")};
+        option_spec("experiment", "string", true, "name of the experiment stage whose branches to compare"),
+        option_spec("metric", "string", true, "branch metric to compare (a number, or a list of numbers per branch)"),
+        option_spec("group_by", "string", false, "config key whose values form the groups (dotted path)", "config_id"),
+        option_spec("paired_by", "string", false, "config key that pairs values across two groups (e.g. seed)"),
+        option_spec("alpha", "number", false, "significance level; default reliability.stats.alpha, else 0.05"),
+        option_spec("resamples", "integer", false, "bootstrap resamples", 10'000),
+        option_spec("seed", "integer", false, "bootstrap seed", 0),
+        option_spec("higher_is_better", "boolean", false, "whether the best group has the highest mean", true),
+        option_spec("out_dir", "string", false, "where the reports go; default the run's artifact directory")};
     d.inputs = {"state <experiment>"};
     d.outputs = {"artifact <stage>: the comparison", "artifact <stage>.markdown", "files <stage>.json, .md, .svg",
                  "metric <stage>.p_value", "metric <stage>.significant"};

@@ -56,55 +56,6 @@ Executor& llm_executor() {
 
 }  // namespace
 
-Result<RetryPolicy> retry_policy_from_json(const Json& value, const std::string& field) {
-  RetryPolicy p;
-  p.initial_backoff = std::chrono::milliseconds(500);
-  if (value.is_number_integer()) {
-    auto a = int_of(value, field, 1, 100);
-    if (!a) return tl::unexpected(a.error());
-    p.max_attempts = static_cast<int>(*a);
-    return p;
-  }
-  if (!value.is_object()) return make_error(ErrorCode::kInvalidArgument, field + ": expected a number of attempts or a mapping");
-  CRUCIBLE_RETURN_IF_ERROR(check_keys(value, {"attempts", "backoff", "max_backoff", "multiplier", "jitter", "on", "max_elapsed"}, field));
-  if (value.contains("attempts")) {
-    auto a = int_of(value["attempts"], field + ".attempts", 1, 100);
-    if (!a) return tl::unexpected(a.error());
-    p.max_attempts = static_cast<int>(*a);
-  }
-  for (auto [key, target] : {std::pair<const char*, std::chrono::milliseconds*>{"backoff", &p.initial_backoff},
-                             {"max_backoff", &p.max_backoff}}) {
-    if (!value.contains(key)) continue;
-    auto d = duration_of(value[key], field + "." + key);
-    if (!d) return tl::unexpected(d.error());
-    *target = *d;
-  }
-  if (value.contains("max_elapsed")) {
-    auto d = duration_of(value["max_elapsed"], field + ".max_elapsed");
-    if (!d) return tl::unexpected(d.error());
-    p.max_elapsed = *d;
-  }
-  if (value.contains("multiplier")) {
-    if (!value["multiplier"].is_number() || value["multiplier"].get<double>() < 1) {
-      return make_error(ErrorCode::kInvalidArgument, field + ".multiplier: must be a number of at least 1");
-    }
-    p.multiplier = value["multiplier"].get<double>();
-  }
-  if (value.contains("jitter")) {
-    if (!value["jitter"].is_boolean()) return make_error(ErrorCode::kInvalidArgument, field + ".jitter: expected true or false");
-    p.jitter = value["jitter"].get<bool>();
-  }
-  if (value.contains("on")) {
-    if (!value["on"].is_array()) return make_error(ErrorCode::kInvalidArgument, field + ".on: expected a list of error codes");
-    for (const Json& c : value["on"]) {
-      auto code = c.is_string() ? parse_error_code(c.get<std::string>()) : std::nullopt;
-      if (!code) return make_error(ErrorCode::kInvalidArgument, field + ".on: unknown error code " + c.dump());
-      p.retry_on.push_back(*code);
-    }
-  }
-  return p;
-}
-
 Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const std::string& field) {
   CircuitBreakerOptions o;
   if (value.is_boolean()) return o;
@@ -164,10 +115,8 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     if (auto d = duration_of(c["timeout"], "timeout"); !d) add("timeout", d.error().message().substr(9));
   }
   if (c.contains("retry")) {
-    if (auto r = retry_policy_from_json(c["retry"], "retry"); !r) {
-      const std::string& m = r.error().message();
-      add(m.substr(0, m.find(':')), m.substr(m.find(':') + 2));
-    }
+    // The loader parses `retry:` with the stages' parser and stores RetryPolicy::to_json().
+    if (auto r = RetryPolicy::from_json(c["retry"]); !r) add("retry", r.error().message());
   }
   if (c.contains("hedging")) {
     if (!c["hedging"].is_object()) add("hedging", "expected a mapping such as {strategy: percentile, percentile: 95}");
@@ -264,7 +213,7 @@ Result<ModelHandle> resolve_model(const std::string& name, const Json& config, c
     p = std::make_shared<llm::CircuitBreakingProvider>(p, real_clock(), *circuit_options_from_json(config["circuit_breaker"], ""));
   }
   if (config.contains("retry")) {
-    p = std::make_shared<llm::RetryingProvider>(p, *retry_policy_from_json(config["retry"], "retry"), real_clock(), system_random());
+    p = std::make_shared<llm::RetryingProvider>(p, *RetryPolicy::from_json(config["retry"]), real_clock(), system_random());
   }
   if (config.value("cache", false)) {
     std::string scope = kind + "|" + config.value("base_url", "") + "|" + model + (h.offline ? "|offline" : "");

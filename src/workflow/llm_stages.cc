@@ -10,15 +10,11 @@
 namespace crucible {
 namespace {
 
-OptionSpec opt(std::string name, std::string type, bool required, std::string description, Json def = Json()) {
-  return OptionSpec{std::move(name), std::move(type), required, std::move(def), std::move(description)};
-}
-
 std::vector<OptionSpec> model_options() {
-  return {opt("model", "string", true, "a name from the pipeline's models: section"),
-          opt("max_tokens", "integer", false, "most tokens to generate", 1024),
-          opt("temperature", "number", false, "sampling temperature (0-2)"),
-          opt("system", "string", false, "system prompt; ${...} allowed")};
+  return {option_spec("model", "string", true, "a name from the pipeline's models: section"),
+          option_spec("max_tokens", "integer", false, "most tokens to generate", 1024),
+          option_spec("temperature", "number", false, "sampling temperature (0-2)"),
+          option_spec("system", "string", false, "system prompt; ${...} allowed")};
 }
 
 // Prints each offline notice once per process.
@@ -102,10 +98,10 @@ class CompleteStage : public Stage {
     d.name = "llm.complete";
     d.summary = "sends a prompt to a model and stores the answer as an artifact";
     d.options = model_options();
-    d.options.push_back(opt("prompt", "string", true, "the prompt; ${...} allowed"));
-    d.options.push_back(opt("output", "string", false, "artifact key for the text (default: the stage name)"));
-    d.options.push_back(opt("stop", "array", false, "stop sequences"));
-    d.options.push_back(opt("stream", "boolean", false, "receive the answer as a stream", false));
+    d.options.push_back(option_spec("prompt", "string", true, "the prompt; ${...} allowed"));
+    d.options.push_back(option_spec("output", "string", false, "artifact key for the text (default: the stage name)"));
+    d.options.push_back(option_spec("stop", "array", false, "stop sequences"));
+    d.options.push_back(option_spec("stream", "boolean", false, "receive the answer as a stream", false));
     d.outputs = {"artifact <output>: the text", "metrics <stage>.input_tokens, .output_tokens, .llm_tokens_used",
                  "metric llm_tokens_used (run total)"};
     d.idempotent = true;
@@ -138,10 +134,10 @@ class CritiqueStage : public Stage {
     d.name = "llm.critique";
     d.summary = "asks a model for a JSON verdict on a draft: pass or revise, with critique and feedback";
     d.options = model_options();
-    d.options.push_back(opt("draft", "string", false, "the text to review (default: artifact draft)"));
-    d.options.push_back(opt("criteria", "string", false, "what a good draft does", "clear, correct and complete"));
-    d.options.push_back(opt("into", "string", false, "state key for the verdict", "critique"));
-    d.options.push_back(opt("history", "string", false, "state key of the list of every verdict", "critiques"));
+    d.options.push_back(option_spec("draft", "string", false, "the text to review (default: artifact draft)"));
+    d.options.push_back(option_spec("criteria", "string", false, "what a good draft does", "clear, correct and complete"));
+    d.options.push_back(option_spec("into", "string", false, "state key for the verdict", "critique"));
+    d.options.push_back(option_spec("history", "string", false, "state key of the list of every verdict", "critiques"));
     d.outputs = {"state <into>: {decision, critique, feedback}", "state <history>: every verdict",
                  "metric <stage>.passed", "token metrics as llm.complete"};
     return d;
@@ -180,11 +176,11 @@ class ReviseStage : public Stage {
     d.name = "llm.revise";
     d.summary = "rewrites a draft from feedback; fails once max_revisions revisions have been made";
     d.options = model_options();
-    d.options.push_back(opt("draft", "string", false, "the text to revise (default: artifact draft)"));
-    d.options.push_back(opt("feedback", "string", false, "what to change (default: state critique.feedback)"));
-    d.options.push_back(opt("output", "string", false, "artifact key for the revised text", "draft"));
-    d.options.push_back(opt("max_revisions", "integer", false, "revisions allowed before the run fails", 3));
-    d.options.push_back(opt("counter", "string", false, "state key counting revisions", "revisions"));
+    d.options.push_back(option_spec("draft", "string", false, "the text to revise (default: artifact draft)"));
+    d.options.push_back(option_spec("feedback", "string", false, "what to change (default: state critique.feedback)"));
+    d.options.push_back(option_spec("output", "string", false, "artifact key for the revised text", "draft"));
+    d.options.push_back(option_spec("max_revisions", "integer", false, "revisions allowed before the run fails", 3));
+    d.options.push_back(option_spec("counter", "string", false, "state key counting revisions", "revisions"));
     d.outputs = {"artifact <output>: the revised text", "state <counter>: revisions made", "token metrics as llm.complete"};
     return d;
   }

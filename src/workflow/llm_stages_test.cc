@@ -188,7 +188,7 @@ TEST_F(LlmPipelineTest, ModelsAreValidatedWithLocations) {
       {"name: x\nmodels:\n  w: {provider: anthropic, model: c, api_key_env: sk-ant-123}\nstages: [{name: s, uses: noop}]\n",
        "expected the name of an environment variable"},
       {"name: x\nmodels:\n  w: {provider: openai, model: m, retry: {attempts: 0}}\nstages: [{name: s, uses: noop}]\n",
-       "models.w.retry.attempts: expected an integer from 1 to 100, got 0"},
+       "llm.yaml:3:53: error: models.w.retry.attempts: must be between 1 and 1000"},
       {"name: x\nmodels:\n  w: {provider: openai, model: m, hedging: {strategy: sometimes}}\nstages: [{name: s, uses: noop}]\n",
        "models.w.hedging:"},
       {"name: x\nmodels:\n  w: {provider: scripted, responses: [{txt: a}]}\nstages: [{name: s, uses: noop}]\n",

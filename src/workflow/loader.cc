@@ -379,6 +379,10 @@ class Loader {
       std::string name = entry.first.as<std::string>();
       std::string f = "models." + name;
       Json config = to_json(entry.second, f);
+      // `retry:` means the same as on a stage, parsed by the same code, kept in canonical form.
+      if (entry.second.IsMap() && entry.second["retry"]) {
+        config["retry"] = parse_retry(entry.second["retry"], f + ".retry").to_json();
+      }
       for (const ModelProblem& p : check_model_config(config)) {
         // Point at the offending key when it is there, else at the model.
         std::string first = p.field.substr(0, p.field.find_first_of(".["));

@@ -25,6 +25,12 @@ struct OptionSpec {
   std::string description;
 };
 
+// Shorthand for describe(): option_spec("argv", "array", true, "program and arguments").
+inline OptionSpec option_spec(std::string name, std::string type, bool required, std::string description,
+                              Json default_value = Json()) {
+  return OptionSpec{std::move(name), std::move(type), required, std::move(default_value), std::move(description)};
+}
+
 struct StageDescription {
   std::string name;
   std::string summary;

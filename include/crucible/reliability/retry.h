@@ -31,6 +31,8 @@ struct RetryPolicy {
   std::chrono::milliseconds backoff(int attempt, const Error& error, Random& random) const;
 
   Json to_json() const;
+  // The inverse of to_json(). kInvalidArgument for anything else.
+  static Result<RetryPolicy> from_json(const Json& json);
   friend bool operator==(const RetryPolicy&, const RetryPolicy&) = default;
 };
 

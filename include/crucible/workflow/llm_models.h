@@ -31,12 +31,10 @@ struct ModelProblem {
   std::string message;
 };
 
-// Every problem of one `models:` entry; empty when it is valid.
+// Every problem of one `models:` entry; empty when it is valid. `retry` is expected in the form
+// of RetryPolicy::to_json(): the loader parses the YAML `retry:` with the stages' parser.
 std::vector<ModelProblem> check_model_config(const Json& config);
 
-// A `retry:` value (a number of attempts or {attempts, backoff, max_backoff, multiplier, jitter,
-// on, max_elapsed}). kInvalidArgument naming the field.
-Result<RetryPolicy> retry_policy_from_json(const Json& value, const std::string& field);
 // A `circuit_breaker:` value (true, or {failures, window, cooldown, probes}).
 Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const std::string& field);
 
