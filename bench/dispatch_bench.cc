@@ -1,13 +1,13 @@
 #include <chrono>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
+#include "bench_util.h"
+#include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/workflow/builder.h"
-#include "crucible/workflow/builtin_stages.h"
-#include "crucible/workflow/runner.h"
+#include "crucible/stages/library.h"
+#include "crucible/engine/runner.h"
 
 namespace crucible::bench {
 

@@ -7,15 +7,15 @@
 
 #include <unistd.h>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
+#include "bench_util.h"
+#include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
-#include "crucible/workflow/builtin_stages.h"
+#include "crucible/stages/library.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/workflow/runner.h"
+#include "crucible/engine/runner.h"
 
 namespace crucible::bench {
 namespace {

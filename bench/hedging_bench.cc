@@ -10,9 +10,9 @@
 #include <deque>
 #include <queue>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
-#include "bench/hedging_scenarios.h"
+#include "bench_util.h"
+#include "benchmarks.h"
+#include "hedging_scenarios.h"
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedging.h"

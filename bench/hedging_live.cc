@@ -8,12 +8,12 @@
 #include <cmath>
 #include <thread>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
+#include "bench_util.h"
+#include "benchmarks.h"
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedger.h"
-#include "crucible/workflow/http_stage.h"
+#include "crucible/stages/http_stage.h"
 
 namespace crucible::bench {
 

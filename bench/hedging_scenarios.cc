@@ -1,4 +1,4 @@
-#include "bench/hedging_scenarios.h"
+#include "hedging_scenarios.h"
 
 #include <cmath>
 #include <fstream>

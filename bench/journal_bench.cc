@@ -5,16 +5,16 @@
 #include <filesystem>
 #include <thread>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
+#include "bench_util.h"
+#include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/telemetry/events.h"
 #include "crucible/workflow/builder.h"
-#include "crucible/workflow/builtin_stages.h"
-#include "crucible/workflow/runner.h"
-#include "workflow/execution.h"
+#include "crucible/stages/library.h"
+#include "crucible/engine/runner.h"
+#include "crucible/engine/replay.h"
 
 namespace crucible::bench {
 namespace {
@@ -221,7 +221,7 @@ Result<Json> recovery(const std::string& dir, int runs) {
   if (!logs) return tl::unexpected(logs.error());
   size_t ready = 0;
   for (const RunLog& log : *logs) {
-    auto index = workflow_internal::build_replay_index(log);
+    auto index = build_replay_index(log);
     if (index.completed.size() == 5) ++ready;
   }
   double secs = since_us(t0) / 1e6;

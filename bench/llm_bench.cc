@@ -11,17 +11,17 @@
 
 #include <unistd.h>
 
-#include "bench/bench_util.h"
-#include "bench/benchmarks.h"
+#include "bench_util.h"
+#include "benchmarks.h"
 #include "crucible/core/random.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/llm/adapters.h"
 #include "crucible/llm/decorators.h"
 #include "crucible/reliability/hedging.h"
-#include "crucible/workflow/builtin_stages.h"
+#include "crucible/stages/library.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/workflow/runner.h"
-#include "testing/llm_test_server.h"
+#include "crucible/engine/runner.h"
+#include "crucible/testing/llm_test_server.h"
 
 namespace crucible::bench {
 namespace {

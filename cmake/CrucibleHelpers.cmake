@@ -23,9 +23,10 @@ function(crucible_add_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(crucible_${name} STATIC ${ARG_SOURCES})
   add_library(crucible::${name} ALIAS crucible_${name})
+  # A module's private headers sit beside its sources and are visible to it alone.
   target_include_directories(crucible_${name}
     PUBLIC ${PROJECT_SOURCE_DIR}/include
-    PRIVATE ${PROJECT_SOURCE_DIR}/src)
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(crucible_${name}
     PUBLIC ${ARG_PUBLIC_DEPS}
     PRIVATE crucible_warnings ${ARG_PRIVATE_DEPS})
@@ -42,7 +43,7 @@ function(crucible_add_test name)
     set(ARG_TIMEOUT 120)
   endif()
   add_executable(${name}_test ${ARG_SOURCES})
-  target_include_directories(${name}_test PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_include_directories(${name}_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(${name}_test PRIVATE ${ARG_DEPS} crucible_warnings
     GTest::gtest GTest::gmock GTest::gtest_main)
   set_target_properties(${name}_test PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)

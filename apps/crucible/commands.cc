@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <functional>
@@ -14,10 +16,14 @@
 #include "crucible/experiment/comparison.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/telemetry/events.h"
-#include "crucible/workflow/builtin_stages.h"
+#include "crucible/stages/builtin_stages.h"
+#include "crucible/stages/command_stage.h"
+#include "crucible/stages/compare_stage.h"
+#include "crucible/stages/hedging_stage.h"
+#include "crucible/stages/http_stage.h"
+#include "crucible/stages/llm_stages.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/workflow/runner.h"
-#include "bench/benchmarks.h"
+#include "crucible/engine/runner.h"
 
 namespace crucible::cli {
 namespace {
@@ -37,9 +43,30 @@ Result<std::unique_ptr<Journal>> open_journal(const GlobalOptions& g) {
   return open_sqlite_journal(options);
 }
 
+// The stage families this binary offers, registered one by one, and the model registry the
+// llm.* stages call through. Hedged model calls block on the network, so they get a pool of
+// their own, larger than the core count.
+struct StageLibrary {
+  Executor model_executor{32};
+  std::shared_ptr<ModelRegistry> models =
+      std::make_shared<ModelRegistry>(model_executor, real_clock(), system_random());
+  StageRegistry registry;
+
+  StageLibrary() {
+    Status s = register_builtin_stages(registry);
+    if (s) s = register_command_stage(registry);
+    if (s) s = register_http_stages(registry);
+    if (s) s = register_compare_stage(registry);
+    if (s) s = register_llm_stages(registry, models);
+    if (s) s = register_hedging_stage(registry);
+    CRUCIBLE_CHECK(s.has_value());
+  }
+};
+
 // Everything a command that runs pipelines needs, wired once.
 struct Engine {
-  StageRegistry registry = builtin_registry();
+  StageLibrary library;
+  StageRegistry& registry = library.registry;
   std::unique_ptr<Journal> journal;
   std::unique_ptr<Executor> executor;
   EventBus events;
@@ -214,7 +241,8 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
 }
 
 int cmd_validate(const GlobalOptions& g, const std::string& file) {
-  StageRegistry registry = builtin_registry();
+  StageLibrary library;
+  StageRegistry& registry = library.registry;
   LoadResult loaded = load_pipeline_file(file, registry);
   if (g.json) {
     Json diags = Json::array();
@@ -238,7 +266,8 @@ int cmd_validate(const GlobalOptions& g, const std::string& file) {
 }
 
 int cmd_stages(const GlobalOptions& g) {
-  StageRegistry registry = builtin_registry();
+  StageLibrary library;
+  StageRegistry& registry = library.registry;
   Json out = Json::array();
   for (const std::string& name : registry.names()) {
     auto d = registry.describe(name);
@@ -251,7 +280,8 @@ int cmd_stages(const GlobalOptions& g) {
 }
 
 int cmd_describe(const GlobalOptions& g, const std::string& stage) {
-  StageRegistry registry = builtin_registry();
+  StageLibrary library;
+  StageRegistry& registry = library.registry;
   auto d = registry.describe(stage);
   if (!d) return fail(kUsage, d.error().message());
   if (g.json) {
@@ -645,16 +675,22 @@ int cmd_prune(const GlobalOptions& g, const std::string& older_than) {
 }
 
 int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const std::string& scenarios) {
-  Result<Json> out = make_error(ErrorCode::kInvalidArgument,
-                                "unknown benchmark '" + which + "'; expected dispatch, journal, hedging, experiments or llm");
-  if (which == "dispatch") out = bench::run_dispatch(quick);
-  else if (which == "journal") out = bench::run_journal(quick);
-  else if (which == "hedging") out = bench::run_hedging(quick, scenarios);
-  else if (which == "experiments") out = bench::run_experiments(quick);
-  else if (which == "llm") out = bench::run_llm(quick);
-  if (!out) return fail(out.error().code() == ErrorCode::kInvalidArgument ? kUsage : kRunFailed, out.error().message());
-  std::cout << out->dump(2) << std::endl;
-  return kOk;
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::filesystem::path bench = self.parent_path() / "crucible-bench";
+  if (ec || !std::filesystem::exists(bench)) {
+    return fail(kRunFailed, "the benchmarks live in crucible-bench, which is not installed next to " +
+                                (ec ? std::string("crucible") : self.string()) + " (build it with `make`)");
+  }
+  std::vector<std::string> args = {bench.string(), which, "--json"};
+  if (quick) args.push_back("--quick");
+  if (!scenarios.empty()) args.insert(args.end(), {"--scenarios", scenarios});
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  execv(argv[0], argv.data());
+  return fail(kRunFailed, "cannot run " + bench.string() + ": " + std::strerror(errno));
 }
 
 }  // namespace crucible::cli

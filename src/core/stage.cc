@@ -1,5 +1,7 @@
 #include "crucible/core/stage.h"
 
+#include "crucible/core/duration.h"
+
 namespace crucible {
 
 const OptionSpec* StageDescription::option(std::string_view option_name) const {
@@ -19,6 +21,19 @@ Json StageDescription::to_json() const {
   }
   return Json{{"name", name},       {"summary", summary}, {"inputs", inputs},
               {"outputs", outputs}, {"options", opts},    {"idempotent", idempotent}};
+}
+
+StageDescription describe_stage(std::string name, std::string summary, std::vector<OptionSpec> options,
+                          std::vector<std::string> inputs, std::vector<std::string> outputs,
+                          bool idempotent) {
+  StageDescription d;
+  d.name = std::move(name);
+  d.summary = std::move(summary);
+  d.options = std::move(options);
+  d.inputs = std::move(inputs);
+  d.outputs = std::move(outputs);
+  d.idempotent = idempotent;
+  return d;
 }
 
 const Json* StageOptions::get(std::string_view key) const {
@@ -45,6 +60,13 @@ Result<std::string> StageOptions::string(std::string_view key) const {
   const Json* v = get(key);
   if (v == nullptr || !v->is_string()) return tl::unexpected(wrong_type(key, "a string", v));
   return v->get<std::string>();
+}
+
+Result<std::chrono::milliseconds> StageOptions::duration(std::string_view key) const {
+  const Json* v = get(key);
+  std::optional<std::chrono::milliseconds> d = v == nullptr ? std::nullopt : duration_from_json(*v);
+  if (!d) return tl::unexpected(wrong_type(key, "a duration such as 500ms, 30s or 5m", v));
+  return *d;
 }
 
 Result<int64_t> StageOptions::integer(std::string_view key) const {

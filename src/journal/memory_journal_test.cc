@@ -1,6 +1,6 @@
 #include "crucible/journal/memory_journal.h"
 
-#include "testing/journal_conformance.h"
+#include "crucible/testing/journal_conformance.h"
 
 namespace crucible::testing {
 namespace {

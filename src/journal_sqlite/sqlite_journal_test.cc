@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "testing/journal_conformance.h"
+#include "crucible/testing/journal_conformance.h"
 
 namespace crucible::testing {
 namespace {

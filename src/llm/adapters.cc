@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "crucible/llm/sse.h"
-#include "llm/http.h"
+#include "crucible/http/client.h"
 
 namespace crucible::llm {
 namespace {
@@ -28,8 +28,8 @@ Error malformed(std::string_view provider, const std::string& what) {
 
 // The body of a 200 answer as JSON (discarded when it is not JSON: callers check its shape);
 // other statuses become errors.
-Result<Json> post_json(HttpClient& http, std::string_view provider, const HttpPost& post, std::stop_token stop) {
-  auto reply = http.post(post, nullptr, stop);
+Result<Json> post_json(http::Client& http, std::string_view provider, const http::Request& post, std::stop_token stop) {
+  auto reply = http.send(post, stop);
   if (!reply) return tl::unexpected(reply.error());
   if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
   return Json::parse(reply->body, nullptr, false);
@@ -37,10 +37,10 @@ Result<Json> post_json(HttpClient& http, std::string_view provider, const HttpPo
 
 // Posts a streaming request and hands each server-sent event to `handle`; a handler that stops
 // the stream leaves its reason in `stream_error`, which wins over the transfer's own error.
-Status post_stream(HttpClient& http, std::string_view provider, const HttpPost& post, const SseParser::Handler& handle,
+Status post_stream(http::Client& http, std::string_view provider, const http::Request& post, const SseParser::Handler& handle,
                    const std::optional<Error>& stream_error, std::stop_token stop) {
   SseParser parser;
-  auto reply = http.post(post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
+  auto reply = http.send(post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
   if (stream_error) return tl::unexpected(*stream_error);
   if (!reply) return tl::unexpected(reply.error());
   if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
@@ -130,7 +130,7 @@ class AnthropicProvider : public Provider {
     return parse_stop_reason(v.get<std::string>()).value_or(StopReason::kEndTurn);
   }
 
-  HttpPost post(const CompletionRequest& r, bool streaming) const {
+  http::Request post(const CompletionRequest& r, bool streaming) const {
     Json body{{"model", r.model}, {"max_tokens", r.max_tokens}, {"messages", Json::array()}};
     for (const Message& m : r.messages) body["messages"].push_back({{"role", role_name(m.role)}, {"content", m.content}});
     if (!r.system.empty()) body["system"] = r.system;
@@ -138,7 +138,8 @@ class AnthropicProvider : public Provider {
     if (!r.stop_sequences.empty()) body["stop_sequences"] = r.stop_sequences;
     if (r.metadata.is_object() && r.metadata.contains("user_id")) body["metadata"] = {{"user_id", r.metadata["user_id"]}};
     if (streaming) body["stream"] = true;
-    HttpPost p;
+    http::Request p;
+    p.method = "POST";
     p.url = o_.base_url + "/v1/messages";
     p.headers = {"x-api-key: " + o_.api_key, "anthropic-version: " + o_.version, "content-type: application/json",
                  streaming ? "accept: text/event-stream" : "accept: application/json"};
@@ -148,7 +149,7 @@ class AnthropicProvider : public Provider {
   }
 
   AnthropicOptions o_;
-  HttpClient http_;
+  http::Client http_;
 };
 
 // OpenAI-compatible -----------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class OpenAIProvider : public Provider {
     usage.output_tokens = u.value("completion_tokens", usage.output_tokens);
   }
 
-  HttpPost post(const CompletionRequest& r, bool streaming) const {
+  http::Request post(const CompletionRequest& r, bool streaming) const {
     Json messages = Json::array();
     if (!r.system.empty()) messages.push_back({{"role", "system"}, {"content", r.system}});
     for (const Message& m : r.messages) messages.push_back({{"role", role_name(m.role)}, {"content", m.content}});
@@ -243,7 +244,8 @@ class OpenAIProvider : public Provider {
       body["stream"] = true;
       body["stream_options"] = {{"include_usage", true}};
     }
-    HttpPost p;
+    http::Request p;
+    p.method = "POST";
     p.url = o_.base_url + "/v1/chat/completions";
     p.headers = {"content-type: application/json", streaming ? "accept: text/event-stream" : "accept: application/json"};
     if (!o_.api_key.empty()) p.headers.push_back("authorization: Bearer " + o_.api_key);
@@ -253,7 +255,7 @@ class OpenAIProvider : public Provider {
   }
 
   OpenAIOptions o_;
-  HttpClient http_;
+  http::Client http_;
 };
 
 // Scripted --------------------------------------------------------------------------------------
@@ -262,6 +264,16 @@ std::string request_text(const CompletionRequest& r) {
   std::string text = r.system;
   for (const Message& m : r.messages) text += "\n" + m.content;
   return text;
+}
+
+// Anthropic's error types that say more than the status.
+std::optional<ErrorCode> code_for_error_type(const std::string& type) {
+  if (type == "overloaded_error" || type == "api_error") return ErrorCode::kUnavailable;
+  if (type == "rate_limit_error") return ErrorCode::kResourceExhausted;
+  if (type == "authentication_error") return ErrorCode::kUnauthenticated;
+  if (type == "permission_error") return ErrorCode::kPermissionDenied;
+  if (type == "not_found_error") return ErrorCode::kNotFound;
+  return std::nullopt;
 }
 
 int64_t estimate_tokens(size_t chars) { return static_cast<int64_t>(chars / 4 + 1); }
@@ -279,21 +291,14 @@ Error http_error(std::string_view provider, long status, const std::string& body
   }
   if (message.empty()) message = body.size() > 300 ? body.substr(0, 300) + "..." : body;
   ErrorCode code = ErrorCode::kUnknown;
-  if (type == "overloaded_error" || type == "api_error") code = ErrorCode::kUnavailable;
-  else if (type == "rate_limit_error") code = ErrorCode::kResourceExhausted;
-  else if (type == "authentication_error") code = ErrorCode::kUnauthenticated;
-  else if (type == "permission_error") code = ErrorCode::kPermissionDenied;
-  else if (type == "not_found_error") code = ErrorCode::kNotFound;
-  // OpenAI-style APIs label most client errors invalid_request_error: the status says more.
-  else if (status == 401) code = ErrorCode::kUnauthenticated;
-  else if (status == 403) code = ErrorCode::kPermissionDenied;
-  else if (status == 404) code = ErrorCode::kNotFound;
-  else if (status == 408) code = ErrorCode::kDeadlineExceeded;
-  else if (status == 429) code = ErrorCode::kResourceExhausted;
-  else if (status >= 500) code = ErrorCode::kUnavailable;
-  else if (type == "invalid_request_error" || type == "request_too_large" || status == 400 || status == 413 ||
-           status == 422) {
-    code = ErrorCode::kInvalidArgument;
+  if (auto by_type = code_for_error_type(type)) {
+    code = *by_type;
+  } else {
+    // OpenAI-style APIs label most client errors invalid_request_error: the status says more.
+    code = http::error_code_for_status(status).value_or(ErrorCode::kUnknown);
+    if (code == ErrorCode::kUnknown && (type == "invalid_request_error" || type == "request_too_large")) {
+      code = ErrorCode::kInvalidArgument;
+    }
   }
   std::string text = std::string(provider) + ": HTTP " + std::to_string(status) + (type.empty() ? "" : " " + type) +
                      (message.empty() ? "" : ": " + message);

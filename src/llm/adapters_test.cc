@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "crucible/llm/decorators.h"
-#include "testing/llm_test_server.h"
+#include "crucible/testing/llm_test_server.h"
 
 namespace crucible::llm {
 namespace {

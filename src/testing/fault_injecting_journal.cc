@@ -1,4 +1,4 @@
-#include "testing/fault_injecting_journal.h"
+#include "crucible/testing/fault_injecting_journal.h"
 
 namespace crucible::testing {
 

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "crucible/workflow/builtin_stages.h"
+#include "crucible/stages/library.h"
 
 namespace crucible {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "crucible/experiment/branch.h"
 #include "crucible/experiment/sweep.h"
-#include "crucible/workflow/llm_models.h"
-#include "workflow/validate_internal.h"
+#include "crucible/llm/models.h"
+#include "validate_internal.h"
 
 namespace crucible {
 
@@ -35,18 +35,6 @@ size_t LoadResult::error_count() const {
   return static_cast<size_t>(std::count_if(diagnostics.begin(), diagnostics.end(), [](const Diagnostic& d) {
     return d.severity == Diagnostic::Severity::kError;
   }));
-}
-
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  static const std::regex re(R"(^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$)");
-  std::cmatch m;
-  std::string s(text);
-  if (!std::regex_match(s.c_str(), m, re)) return std::nullopt;
-  double value = std::stod(m[1].str());
-  std::string unit = m[2].matched ? m[2].str() : "s";
-  double ms = unit == "ms" ? value : unit == "s" ? value * 1e3 : unit == "m" ? value * 60e3
-              : unit == "h" ? value * 3600e3 : value * 86400e3;
-  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
 
 namespace {

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "crucible/workflow/builtin_stages.h"
+#include "crucible/stages/library.h"
 
 namespace crucible {
 namespace {
@@ -209,17 +209,6 @@ TEST(Loader, TheExamplePipelinesLoad) {
     LoadResult r = load_pipeline_file(path, registry);
     EXPECT_TRUE(r.ok()) << path << "\n" << r.report();
   }
-}
-
-TEST(ParseDuration, AcceptsUnitsAndPlainSeconds) {
-  EXPECT_EQ(parse_duration("250ms"), std::chrono::milliseconds(250));
-  EXPECT_EQ(parse_duration("1.5s"), std::chrono::milliseconds(1500));
-  EXPECT_EQ(parse_duration("5m"), std::chrono::minutes(5));
-  EXPECT_EQ(parse_duration("2h"), std::chrono::hours(2));
-  EXPECT_EQ(parse_duration("30d"), std::chrono::hours(24 * 30));
-  EXPECT_EQ(parse_duration("3"), std::chrono::seconds(3));
-  EXPECT_FALSE(parse_duration("soon").has_value());
-  EXPECT_FALSE(parse_duration("-1s").has_value());
 }
 
 }  // namespace

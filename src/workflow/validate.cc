@@ -3,7 +3,7 @@
 #include <set>
 
 #include "crucible/workflow/loader.h"
-#include "workflow/validate_internal.h"
+#include "validate_internal.h"
 
 namespace crucible {
 namespace validate_internal {
@@ -224,6 +224,7 @@ class Validator {
       }
     }
     if (!n.uses.empty() && !n.stage) bind(n, f);
+    if (n.stage_kind == StageKind::kCustom && n.uses.empty() && !n.stage) bind_custom(n, f);
     if (!n.hedging.is_null()) check_hedging(n, f);
   }
 
@@ -244,6 +245,17 @@ class Validator {
     n.hedging = merged;
     n.hedge_policy = std::shared_ptr<HedgePolicy>(std::move(*policy));
     n.max_hedges = max_hedges;
+  }
+
+  // A custom stage runs its `command:` through the registry's `command` stage.
+  void bind_custom(Node& n, const std::string& f) {
+    auto stage = registry_.create("command");
+    if (!stage) {
+      add(n.loc, f + ".command", "type custom runs through the `command` stage, which this build does not register");
+      return;
+    }
+    n.stage_idempotent = (*stage)->describe().idempotent;
+    n.stage = std::shared_ptr<Stage>(std::move(*stage));
   }
 
   void bind(Node& n, const std::string& f) {

@@ -9,7 +9,7 @@
 
 #include "crucible/core/json.h"
 #include "process.h"
-#include "testing/llm_test_server.h"
+#include "crucible/testing/llm_test_server.h"
 
 namespace crucible::integration {
 namespace {

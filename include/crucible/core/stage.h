@@ -1,6 +1,7 @@
 // The Stage interface and the StageRegistry that maps `uses:` names to stage factories.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,6 +45,11 @@ struct StageDescription {
   Json to_json() const;
 };
 
+// Shorthand for a whole description.
+StageDescription describe_stage(std::string name, std::string summary, std::vector<OptionSpec> options,
+                                std::vector<std::string> inputs = {}, std::vector<std::string> outputs = {},
+                                bool idempotent = true);
+
 // The resolved options of one stage invocation (templates already expanded).
 class StageOptions {
  public:
@@ -60,6 +66,8 @@ class StageOptions {
   Result<int64_t> integer(std::string_view key) const;
   Result<double> number(std::string_view key) const;
   Result<bool> boolean(std::string_view key) const;
+  // A duration string ("30s") or a number of seconds.
+  Result<std::chrono::milliseconds> duration(std::string_view key) const;
   std::string string_or(std::string_view key, std::string fallback) const;
   int64_t integer_or(std::string_view key, int64_t fallback) const;
   double number_or(std::string_view key, double fallback) const;

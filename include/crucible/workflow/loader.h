@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "crucible/core/duration.h"
 #include "crucible/core/stage.h"
 #include "crucible/workflow/spec.h"
 
@@ -42,9 +43,6 @@ LoadResult load_pipeline_text(std::string_view text, const std::string& file_lab
 // to the registry, required options present. Binds each stage node to a new stage instance and
 // sorts siblings by `order`.
 std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry);
-
-// "1.5s", "300ms", "5m", "2h", "1d" or a plain number of seconds.
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 // Why `spec` cannot run on this machine (distributed agents, storage workloads without a local
 // body), or nullopt when it can.

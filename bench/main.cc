@@ -1,0 +1,37 @@
+// crucible-bench: the benchmarks behind `crucible bench`, kept out of the product binary so that
+// it links no test server. Prints one JSON object per benchmark.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "benchmarks.h"
+
+int main(int argc, char** argv) {
+  using namespace crucible;
+  CLI::App app{"crucible-bench runs one benchmark and prints JSON with its raw baseline and goals."};
+  std::string which, scenarios;
+  bool quick = false, json = false;
+  app.add_option("which", which, "dispatch, journal, hedging, experiments or llm")->required();
+  app.add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
+  app.add_flag("--json", json, "print JSON (the default)");
+  app.add_flag("--quick", quick, "a shorter run, for CI smoke tests");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  Result<Json> out = make_error(ErrorCode::kInvalidArgument,
+                                "unknown benchmark '" + which + "'; expected dispatch, journal, hedging, experiments or llm");
+  if (which == "dispatch") out = bench::run_dispatch(quick);
+  else if (which == "journal") out = bench::run_journal(quick);
+  else if (which == "hedging") out = bench::run_hedging(quick, scenarios);
+  else if (which == "experiments") out = bench::run_experiments(quick);
+  else if (which == "llm") out = bench::run_llm(quick);
+  if (!out) {
+    std::cerr << "crucible-bench: " << out.error().message() << "\n";
+    return out.error().code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  }
+  std::cout << out->dump(2) << std::endl;
+  return 0;
+}

@@ -1,0 +1,376 @@
+#include "crucible/engine/runner.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
+
+#include "walk.h"
+
+namespace crucible {
+namespace {
+
+using engine_internal::Execution;
+using engine_internal::Flow;
+
+std::string default_owner() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "localhost");
+  return std::string(host) + ":" + std::to_string(getpid());
+}
+
+// Whether `owner` names a process on this host that no longer exists.
+bool owner_is_dead_local_process(const std::string& owner) {
+  auto colon = owner.rfind(':');
+  if (colon == std::string::npos) return false;
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) return false;
+  if (owner.substr(0, colon) != host) return false;
+  try {
+    pid_t pid = static_cast<pid_t>(std::stol(owner.substr(colon + 1)));
+    if (pid == getpid()) return false;
+    return kill(pid, 0) != 0 && errno == ESRCH;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// Renews a run's lease from the executor's timer thread while the run executes. Losing the lease
+// (another worker took the run over, epoch fenced) stops the run.
+class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
+ public:
+  LeaseKeeper(Journal& journal, Executor& executor, Lease lease, std::chrono::milliseconds ttl)
+      : journal_(journal), executor_(executor), lease_(std::move(lease)), ttl_(ttl),
+        period_(std::max(std::chrono::milliseconds(10), ttl / 3)) {}
+
+  void arm() {
+    std::lock_guard lock(mu_);
+    schedule_locked();
+  }
+  std::stop_token stop_token() const { return stop_.get_token(); }
+  // Stops renewing; returns why the lease was lost, if it was.
+  std::optional<Error> finish() {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    executor_.cancel(timer_);
+    return lost_;
+  }
+
+ private:
+  void schedule_locked() {
+    if (!done_) timer_ = executor_.schedule_after(period_, [self = shared_from_this()] { self->beat(); });
+  }
+  void beat() {
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    Status s = journal_.renew_lease(lease_, ttl_);
+    if (!s) {
+      lost_ = s.error().with_context("the run's lease was lost");
+      stop_.request_stop();
+      return;
+    }
+    schedule_locked();
+  }
+
+  Journal& journal_;
+  Executor& executor_;
+  const Lease lease_;
+  const std::chrono::milliseconds ttl_;
+  const std::chrono::milliseconds period_;
+  std::mutex mu_;
+  bool done_ = false;          // guarded by mu_
+  uint64_t timer_ = 0;         // guarded by mu_
+  std::optional<Error> lost_;  // guarded by mu_
+  std::stop_source stop_;
+};
+
+const Record* find_run_started(const RunLog& log) {
+  for (const Record& r : log.records) {
+    if (r.type == RecordType::kRunStarted) return &r;
+  }
+  return nullptr;
+}
+
+Json spec_payload(const WorkflowSpec& spec, const std::string& hash) {
+  Json out = {{"spec_hash", hash}, {"file", spec.file}};
+  if (!spec.source_text.empty()) {
+    out["format"] = "yaml";
+    out["text"] = spec.source_text;
+  } else {
+    // A spec built in C++ is rebuilt by the program that owns it; the hash identifies it.
+    out["format"] = "builder";
+  }
+  return out;
+}
+
+Json merged_input(const Json& defaults, const Json& overrides) {
+  Json input = defaults.is_object() ? defaults : Json::object();
+  for (const auto& [k, v] : overrides.items()) input[k] = v;
+  return input;
+}
+
+}  // namespace
+
+Json StepReport::to_json() const {
+  Json out = {{"key", key}, {"name", name}, {"status", status}, {"attempts", attempts},
+              {"duration_ms", static_cast<double>(duration_us) / 1000.0}};
+  if (error) out["error"] = {{"code", error_code_name(error->code())}, {"message", error->message()}};
+  return out;
+}
+
+Json RunResult::to_json() const {
+  Json stages = Json::array();
+  for (const StepReport& s : steps) stages.push_back(s.to_json());
+  Json metrics = Json::object();
+  for (const auto& [k, v] : context.metrics()) metrics[k] = v;
+  Json state = Json::object();
+  for (const auto& [k, v] : context.state()) state[k] = v;
+  Json artifacts = Json::object();
+  for (const auto& [k, v] : context.artifacts()) artifacts[k] = v;
+  Json out = {{"run_id", run_id.str()},
+              {"pipeline", pipeline},
+              {"status", run_status_name(status)},
+              {"duration_ms", static_cast<double>(duration_us) / 1000.0},
+              {"executed", executed},
+              {"replayed", replayed},
+              {"stages", stages},
+              {"metrics", metrics},
+              {"state", state},
+              {"artifacts", artifacts},
+              {"trace", context.trace()},
+              {"optional_failures", optional_failures}};
+  if (error) out["error"] = {{"code", error_code_name(error->code())}, {"message", error->message()}};
+  if (!waiting_on.empty()) out["waiting_on"] = waiting_on;
+  if (wake_at_ms) out["deadline_ms"] = *wake_at_ms;
+  if (!attention_step.empty()) out["attention_step"] = attention_step;
+  return out;
+}
+
+Result<Json> journaled_spec(const RunLog& log) {
+  const Record* started = find_run_started(log);
+  if (started == nullptr) {
+    return make_error(ErrorCode::kDataLoss, "run '" + log.summary.run_id.str() + "' has no run_started record");
+  }
+  Json spec = started->payload.value("spec", Json());
+  for (const Record& r : log.records) {
+    if (r.type == RecordType::kDecision && r.key.str() == "#spec") spec = r.payload;
+  }
+  if (!spec.is_object()) return make_error(ErrorCode::kDataLoss, "run '" + log.summary.run_id.str() + "' has no spec");
+  return spec;
+}
+
+Runner::Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, EventBus* events)
+    : journal_(journal), executor_(executor), clock_(clock), random_(random), events_(events), owner_(default_owner()) {}
+
+Runner::~Runner() = default;
+
+void Runner::set_owner(std::string owner) { owner_ = std::move(owner); }
+
+Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& options) {
+  RunId run_id = options.run_id ? *options.run_id : RunId::generate(clock_, random_);
+  std::string hash = spec_hash(spec);
+  auto existing = journal_.read_run(run_id);
+  if (existing) {
+    if (existing->summary.spec_hash != hash) {
+      if (!options.new_version) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "run '" + run_id.str() + "' was started from a different pipeline (spec " +
+                              existing->summary.spec_hash.substr(0, 12) + ", this file " + hash.substr(0, 12) +
+                              "); pass --new-version to continue it with this one, or use another --run-id");
+      }
+      Record version;
+      version.type = RecordType::kDecision;
+      version.run_id = run_id;
+      version.key = StepKey::from_string("#spec");
+      version.at_ms = clock_.now_ms();
+      version.payload = spec_payload(spec, hash);
+      CRUCIBLE_RETURN_IF_ERROR(journal_.append(std::move(version), Durability::kStrict));
+    }
+    return resume(spec, run_id, {});
+  }
+  if (existing.error().code() != ErrorCode::kNotFound) return tl::unexpected(existing.error());
+
+  Durability durability = options.durability.value_or(spec.durability);
+  Record started;
+  started.type = RecordType::kRunStarted;
+  started.run_id = run_id;
+  started.at_ms = clock_.now_ms();
+  started.payload = {{"pipeline", spec.name},
+                     {"spec_hash", hash},
+                     {"spec", spec_payload(spec, hash)},
+                     {"input", merged_input(spec.config, options.overrides)},
+                     {"durability", durability_name(durability)}};
+  auto lease = journal_.start_run(started, owner_, lease_ttl_);
+  if (!lease) return tl::unexpected(lease.error());
+  RunLog log;
+  log.summary.run_id = run_id;
+  log.summary.pipeline = spec.name;
+  log.summary.spec_hash = hash;
+  log.records.push_back(std::move(started));
+  return execute(spec, log, durability, {}, *lease);
+}
+
+Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
+  auto log = journal_.read_run(run_id);
+  if (!log) return tl::unexpected(log.error());
+  std::string hash = spec_hash(spec);
+  if (log->summary.spec_hash != hash) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "run '" + run_id.str() + "' was started from another version of the pipeline (spec " +
+                          log->summary.spec_hash.substr(0, 12) + ", given " + hash.substr(0, 12) + ")");
+  }
+  const Record* started = find_run_started(*log);
+  if (started == nullptr) return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
+  auto durability = started->payload.value("durability", std::string("strict")) == "batched" ? Durability::kBatched
+                                                                                             : Durability::kStrict;
+  return execute(spec, *log, durability, options);
+}
+
+Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
+                                  const ResumeOptions& options, std::optional<Lease> taken) {
+  const RunId& run_id = log.summary.run_id;
+  const bool was_completed = log.summary.status == RunStatus::kCompleted;
+  Result<Lease> lease = taken ? Result<Lease>(*taken) : journal_.acquire_lease(run_id, owner_, lease_ttl_);
+  if (!lease) {
+    auto current = journal_.current_lease(run_id);
+    if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return tl::unexpected(lease.error());
+    lease = journal_.acquire_lease(run_id, owner_, lease_ttl_, (*current)->epoch);
+    if (!lease) return tl::unexpected(lease.error());
+  }
+
+  const Record* started = find_run_started(log);
+  Json input = started != nullptr ? started->payload.value("input", Json::object()) : Json::object();
+  RunResult result;
+  result.run_id = run_id;
+  result.pipeline = spec.name;
+  result.context = Context(spec.name, run_id, input);
+  result.context.set_experiment(std::make_shared<const Json>(
+      Json{{"name", spec.name},
+           {"reliability", spec.reliability.is_null() ? Json::object() : spec.reliability},
+           {"artifact_dir", artifact_root_ + "/" + run_id.str()},
+           {"blob_dir", blob_dir_},
+           {"models", spec.models.is_null() ? Json::object() : spec.models}}));
+  MonoTime t0 = clock_.monotonic();
+  if (events_ != nullptr && events_->active()) {
+    events_->emit(Event{EventType::kRunStarted, run_id.str(), "", "", clock_.now_ms(), 0, 0, "", "",
+                        Json{{"pipeline", spec.name}}});
+  }
+
+  auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, *lease, lease_ttl_);
+  keeper->arm();
+  Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options);
+  auto flow = exec.run(result.context, keeper->stop_token());
+  if (auto lost = keeper->finish()) {
+    (void)journal_.release_lease(*lease);
+    return make_error(*lost);
+  }
+  result.steps = exec.take_reports();
+  result.optional_failures = exec.optional_failures();
+  result.executed = exec.executed();
+  result.replayed = exec.replayed();
+  result.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(clock_.monotonic() - t0).count();
+  if (exec.journal_error()) {
+    (void)journal_.release_lease(*lease);
+    return make_error(*exec.journal_error());
+  }
+
+  Record end;
+  end.run_id = run_id;
+  end.at_ms = clock_.now_ms();
+  EventType event = EventType::kRunCompleted;
+  if (!flow) {
+    result.status = RunStatus::kFailed;
+    result.error = flow.error();
+    end.type = RecordType::kRunFailed;
+    end.error = flow.error();
+    event = EventType::kRunFailed;
+  } else if (*flow == Flow::kSuspended) {
+    result.waiting_on = exec.waiting_on();
+    result.wake_at_ms = exec.wake_at_ms();
+    result.attention_step = exec.attention_step();
+    result.status = result.attention_step.empty() ? RunStatus::kWaiting : RunStatus::kNeedsAttention;
+    event = EventType::kRunSuspended;
+  } else {
+    result.status = RunStatus::kCompleted;
+    end.type = RecordType::kRunCompleted;
+    // Completed stages and the trace are rebuilt by replay; the values are kept for readers.
+    Json final_context = result.context.to_json();
+    for (const char* key : {"config", "completed_stages", "trace"}) final_context.erase(key);
+    end.payload = {{"context", final_context}};
+  }
+  // The suspension record was appended where the run parked; a replay of a finished run adds
+  // nothing.
+  // The final record releases the lease in its commit; a parked run's suspension record did.
+  bool append_end = event != EventType::kRunSuspended && !(was_completed && exec.replay_only());
+  Status durable = append_end ? journal_.append(std::move(end), Durability::kStrict) : journal_.flush();
+  if (!append_end) (void)journal_.release_lease(*lease);
+  if (!durable) return tl::unexpected(durable.error());
+  if (events_ != nullptr && events_->active()) {
+    Event e{event, run_id.str(), "", "", clock_.now_ms(), result.duration_us, 0,
+            std::string(run_status_name(result.status)), result.error ? result.error->to_string() : "", Json()};
+    if (!result.waiting_on.empty()) e.error = "waiting for promise '" + result.waiting_on + "'";
+    if (!result.attention_step.empty()) e.error = "outcome of " + result.attention_step + " is unknown";
+    events_->emit(e);
+  }
+  return result;
+}
+
+Result<RunId> Runner::fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id) {
+  auto log = journal_.read_run(source);
+  if (!log) return tl::unexpected(log.error());
+  size_t cut = log->records.size();
+  for (size_t i = 0; i < log->records.size(); ++i) {
+    const Record& r = log->records[i];
+    bool step_record = r.type == RecordType::kStepStarted || r.type == RecordType::kStepCompleted ||
+                       r.type == RecordType::kStepFailed || r.type == RecordType::kDecision;
+    if (step_record && r.key.within(from)) {
+      cut = i;
+      break;
+    }
+  }
+  if (cut == log->records.size()) {
+    return make_error(ErrorCode::kNotFound, "run '" + source.str() + "' has no step '" + from.str() +
+                                                "' (`crucible status " + source.str() + "` lists its steps)");
+  }
+  RunId id = new_id ? *new_id : RunId::generate(clock_, random_);
+  std::vector<Record> copy;
+  for (size_t i = 0; i < cut; ++i) {
+    const Record& r = log->records[i];
+    if (r.type == RecordType::kRunSuspended || r.type == RecordType::kRunCompleted ||
+        r.type == RecordType::kRunFailed || r.type == RecordType::kPromiseResolved) {
+      continue;
+    }
+    Record c = r;
+    c.run_id = id;
+    c.seq = 0;
+    if (c.type == RecordType::kRunStarted) {
+      c.at_ms = clock_.now_ms();
+      c.payload["parent_run"] = source.str();
+      c.payload["forked_from"] = from.str();
+    }
+    copy.push_back(std::move(c));
+  }
+  CRUCIBLE_RETURN_IF_ERROR(journal_.append(std::move(copy), Durability::kStrict));
+  return id;
+}
+
+Result<RunResult> Runner::wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop) {
+  auto delay = std::chrono::milliseconds(20);
+  while (waiting.status == RunStatus::kWaiting) {
+    auto value = journal_.get_promise(waiting.run_id, waiting.waiting_on);
+    if (!value) return tl::unexpected(value.error());
+    bool due = waiting.wake_at_ms && clock_.now_ms() >= *waiting.wake_at_ms;
+    if (value->has_value() || due) {
+      auto next = resume(spec, waiting.run_id, {});
+      if (!next) return next;
+      waiting = std::move(*next);
+      continue;
+    }
+    if (!clock_.sleep_for(delay, stop)) return waiting;
+    delay = std::min(delay * 2, std::chrono::milliseconds(500));
+  }
+  return waiting;
+}
+
+}  // namespace crucible

@@ -1,0 +1,188 @@
+#include "crucible/stages/builtin_stages.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <fstream>
+
+#include "crucible/core/clock.h"
+#include "crucible/workflow/expression.h"
+
+namespace crucible {
+namespace {
+
+using Fn = std::function<Status(Context&, const StageOptions&, std::stop_token)>;
+
+Status stage_noop(Context&, const StageOptions&, std::stop_token) { return {}; }
+
+Status stage_sleep(Context& ctx, const StageOptions& o, std::stop_token stop) {
+  auto d = o.duration("duration");
+  if (!d) return tl::unexpected(d.error());
+  Clock& clock = ctx.services() != nullptr ? ctx.services()->clock() : real_clock();
+  int64_t wake_at = clock.now_ms() + d->count();
+  // The wake-up time is journaled, so a resumed run waits only for what is left.
+  if (StepServices* s = ctx.services()) {
+    auto memo = s->memo("wake_at_ms", [&] { return Json(wake_at); });
+    if (!memo) return tl::unexpected(memo.error());
+    wake_at = memo->get<int64_t>();
+  }
+  auto deadline = WallTime(std::chrono::milliseconds(wake_at));
+  if (!clock.sleep_until(deadline, stop)) return make_error(ErrorCode::kCancelled, "sleep was cancelled");
+  return {};
+}
+
+Status stage_set(Context& ctx, const StageOptions& o, std::stop_token) {
+  for (const auto& [key, value] : o.json().items()) {
+    if (!value.is_string()) {
+      ctx.assign(key, value);
+      continue;
+    }
+    auto e = Expression::parse(value.get<std::string>());
+    if (!e) {
+      return make_error(ErrorCode::kInvalidArgument, "option '" + key + "': bad expression '" +
+                                                         value.get<std::string>() + "': " + e.error().to_string());
+    }
+    auto v = e->evaluate(ctx);
+    if (!v) return tl::unexpected(v.error());
+    ctx.assign(key, std::move(*v));
+  }
+  return {};
+}
+
+Status stage_assert(Context& ctx, const StageOptions& o, std::stop_token) {
+  const Json* that = o.get("that");
+  std::vector<std::string> checks;
+  if (that != nullptr && that->is_string()) checks.push_back(that->get<std::string>());
+  else if (that != nullptr && that->is_array()) {
+    for (const Json& c : *that) {
+      if (!c.is_string()) return make_error(ErrorCode::kInvalidArgument, "option 'that' must hold expression strings");
+      checks.push_back(c.get<std::string>());
+    }
+  } else {
+    return make_error(ErrorCode::kInvalidArgument, "option 'that' must be an expression or a list of expressions");
+  }
+  for (const std::string& check : checks) {
+    auto e = Expression::parse(check);
+    if (!e) return make_error(ErrorCode::kInvalidArgument, "bad expression '" + check + "': " + e.error().to_string());
+    auto ok = e->evaluate_bool(ctx);
+    if (!ok) return tl::unexpected(ok.error());
+    if (!*ok) {
+      std::string message = o.string_or("message", "");
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "assertion failed: " + check + (message.empty() ? "" : " (" + message + ")"));
+    }
+  }
+  return {};
+}
+
+Status stage_metric(Context& ctx, const StageOptions& o, std::stop_token) {
+  auto name = o.string("name");
+  if (!name) return tl::unexpected(name.error());
+  const Json* value = o.get("value");
+  if (value == nullptr) return make_error(ErrorCode::kInvalidArgument, "missing required option 'value'");
+  ctx.put_metric(*name, *value);
+  return {};
+}
+
+Status stage_write_file(Context& ctx, const StageOptions& o, std::stop_token) {
+  auto path = o.string("path");
+  if (!path) return tl::unexpected(path.error());
+  auto text = o.string("text");
+  if (!text) return tl::unexpected(text.error());
+  bool append = o.boolean_or("append", false);
+  int fd = ::open(path->c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
+  if (fd < 0) return make_error(ErrorCode::kUnavailable, "cannot open '" + *path + "': " + std::strerror(errno));
+  std::string data = *text;
+  if (o.boolean_or("newline", true)) data.push_back('\n');
+  ssize_t n = ::write(fd, data.data(), data.size());
+  bool synced = !o.boolean_or("sync", false) || ::fsync(fd) == 0;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(data.size()) || !synced) {
+    return make_error(ErrorCode::kUnavailable, "cannot write '" + *path + "': " + std::strerror(errno));
+  }
+  ctx.put_artifact(ctx.current_stage().empty() ? "write_file" : ctx.current_stage(), Json{{"path", *path}});
+  return {};
+}
+
+Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
+  auto name = o.string("promise");
+  if (!name) return tl::unexpected(name.error());
+  StepServices* services = ctx.services();
+  if (services == nullptr) return make_error(ErrorCode::kFailedPrecondition, "wait_for needs a durable runner");
+  std::optional<int64_t> deadline;
+  if (o.has("timeout")) {
+    auto d = o.duration("timeout");
+    if (!d) return tl::unexpected(d.error());
+    auto memo = services->memo("deadline_ms", [&] { return Json(services->clock().now_ms() + d->count()); });
+    if (!memo) return tl::unexpected(memo.error());
+    deadline = memo->get<int64_t>();
+  }
+  auto value = services->poll_promise(*name);
+  if (!value) return tl::unexpected(value.error());
+  if (value->has_value()) {
+    ctx.assign(o.string_or("into", *name), **value);
+    return {};
+  }
+  if (deadline && services->clock().now_ms() >= *deadline) {
+    return make_error(ErrorCode::kDeadlineExceeded, "no value for promise '" + *name + "' before its timeout");
+  }
+  ctx.request_suspend(SuspendRequest{*name, deadline});
+  return {};
+}
+
+std::unique_ptr<Stage> make(StageDescription d, Fn fn) { return make_function_stage(std::move(d), std::move(fn)); }
+
+}  // namespace
+
+Status register_builtin_stages(StageRegistry& r) {
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("noop", [] {
+    return make(describe_stage("noop", "does nothing; a placeholder and a benchmark baseline", {}), stage_noop);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("sleep", [] {
+    return make(describe_stage("sleep", "waits for a duration; durable: after a crash only the rest is waited",
+                         {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
+                stage_sleep);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("set", [] {
+    return make(describe_stage("set", "assigns state from expressions: each option is key: expression",
+                         {option_spec("*", "expression", false, "any key; a string value is an expression, others are literals")},
+                         {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
+                stage_set);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("assert", [] {
+    return make(describe_stage("assert", "fails unless every condition holds (the validation kind)",
+                         {option_spec("that", "expression", true, "an expression or a list of expressions that must be true"),
+                          option_spec("message", "string", false, "added to the failure message")}),
+                stage_assert);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("metric", [] {
+    return make(describe_stage("metric", "records a metric",
+                         {option_spec("name", "string", true, "metric name"), option_spec("value", "any", true, "the value; ${...} allowed")},
+                         {}, {"metric <name>"}),
+                stage_metric);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("write_file", [] {
+    return make(describe_stage("write_file", "writes or appends a line of text to a file",
+                         {option_spec("path", "string", true, "file to write"), option_spec("text", "string", true, "the text; ${...} allowed"),
+                          option_spec("append", "boolean", false, "append instead of replacing", false),
+                          option_spec("newline", "boolean", false, "end with a newline", true),
+                          option_spec("sync", "boolean", false, "fsync before finishing", false)},
+                         {}, {"artifact <stage>: {path}"}),
+                stage_write_file);
+  }));
+  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("wait_for", [] {
+    return make(describe_stage("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
+                         {option_spec("promise", "string", true, "the promise name"),
+                          option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
+                          option_spec("into", "string", false, "state key for the value (default: the promise name)")},
+                         {}, {"state <into>"}),
+                stage_wait_for);
+  }));
+  return {};
+}
+
+}  // namespace crucible

@@ -1,0 +1,218 @@
+#include "crucible/stages/command_stage.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+
+extern char** environ;
+
+namespace crucible {
+namespace {
+
+// command --------------------------------------------------------------------------------------
+
+struct Tail {
+  explicit Tail(size_t max_lines) : max(max_lines) {}
+  void feed(const char* data, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      if (data[i] == '\n') {
+        push();
+      } else {
+        partial.push_back(data[i]);
+      }
+    }
+  }
+  void push() {
+    if (json_lines != nullptr && !partial.empty() && partial.front() == '{') {
+      Json j = Json::parse(partial, nullptr, false);
+      if (j.is_object()) json_lines->push_back(std::move(j));
+    }
+    lines.push_back(std::move(partial));
+    partial.clear();
+    while (lines.size() > max) lines.pop_front();
+  }
+  std::string text() {
+    if (!partial.empty()) push();
+    std::string out;
+    for (const auto& l : lines) out += l + "\n";
+    return out;
+  }
+  size_t max;
+  std::deque<std::string> lines;
+  std::string partial;
+  std::vector<Json>* json_lines = nullptr;  // collects every line that is a JSON object
+};
+
+class CommandStage : public Stage {
+ public:
+  StageDescription describe() const override {
+    return describe_stage(
+        "command", "runs a program (argv, no shell); records its exit code and the tail of its output",
+        {option_spec("argv", "array", true, "program and arguments, e.g. [python3, train.py, --lr, 0.1]"),
+         option_spec("env", "object", false, "environment variables to add"),
+         option_spec("cwd", "string", false, "working directory"),
+         option_spec("timeout", "duration", false, "kill the process after this long"),
+         option_spec("tail_lines", "integer", false, "lines of stdout/stderr to keep", 20),
+         option_spec("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)"),
+         option_spec("metrics_from_stdout", "boolean", false,
+             "record the numbers of every stdout line that is a JSON object as metrics, e.g. {\"loss\": 0.3}", false)},
+        {}, {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code",
+             "metrics from stdout JSON lines (metrics_from_stdout)"});
+  }
+
+  Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
+    const Json* argv_json = o.get("argv");
+    if (argv_json == nullptr || !argv_json->is_array() || argv_json->empty()) {
+      return make_error(ErrorCode::kInvalidArgument, "option 'argv' must be a non-empty list of strings");
+    }
+    std::vector<std::string> argv;
+    for (const Json& a : *argv_json) argv.push_back(a.is_string() ? a.get<std::string>() : a.dump());
+    std::optional<std::chrono::milliseconds> timeout;
+    if (o.has("timeout")) {
+      auto d = o.duration("timeout");
+      if (!d) return tl::unexpected(d.error());
+      timeout = *d;
+    }
+    size_t tail_lines = static_cast<size_t>(std::max<int64_t>(1, o.integer_or("tail_lines", 20)));
+
+    int out_pipe[2], err_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+      return make_error(ErrorCode::kResourceExhausted, std::string("pipe: ") + std::strerror(errno));
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    std::string cwd = o.string_or("cwd", "");
+    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+
+    std::vector<std::string> env_storage;
+    for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
+    if (const Json* env = o.get("env"); env != nullptr && env->is_object()) {
+      for (const auto& [k, v] : env->items()) {
+        std::string entry = k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+        std::erase_if(env_storage, [&](const std::string& s) { return s.rfind(k + "=", 0) == 0; });
+        env_storage.push_back(entry);
+      }
+    }
+    std::vector<char*> envp, args;
+    for (auto& e : env_storage) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+
+    pid_t pid = 0;
+    int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    if (rc != 0) {
+      ::close(out_pipe[0]);
+      ::close(err_pipe[0]);
+      if (rc == ENOENT) {
+        return make_error(ErrorCode::kNotFound, "program '" + argv[0] + "' not found" +
+                                                    (argv[0].find('/') == std::string::npos ? " on PATH" : ""));
+      }
+      if (rc == EACCES) return make_error(ErrorCode::kPermissionDenied, "program '" + argv[0] + "' is not executable");
+      return make_error(ErrorCode::kInternal, "cannot start '" + argv[0] + "': " + std::strerror(rc));
+    }
+    return wait_child(ctx, o, pid, out_pipe[0], err_pipe[0], argv, timeout, tail_lines, stop);
+  }
+
+ private:
+  static Status wait_child(Context& ctx, const StageOptions& o, pid_t pid, int out_fd, int err_fd,
+                           const std::vector<std::string>& argv, std::optional<std::chrono::milliseconds> timeout,
+                           size_t tail_lines, std::stop_token stop) {
+    Tail out(tail_lines), err(tail_lines);
+    std::vector<Json> json_lines;
+    if (o.boolean_or("metrics_from_stdout", false)) out.json_lines = &json_lines;
+    auto start = std::chrono::steady_clock::now();
+    bool killed = false, timed_out = false;
+    std::chrono::steady_clock::time_point term_sent;
+    int open_fds = 2;
+    pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+    char buf[4096];
+    while (open_fds > 0) {
+      int ready = ::poll(fds, 2, 50);
+      if (ready > 0) {
+        for (int i = 0; i < 2; ++i) {
+          if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+          if (n > 0) {
+            (i == 0 ? out : err).feed(buf, static_cast<size_t>(n));
+          } else if (n == 0 || errno != EINTR) {
+            ::close(fds[i].fd);
+            fds[i].fd = -1;
+            --open_fds;
+          }
+        }
+      }
+      auto now = std::chrono::steady_clock::now();
+      bool expired = timeout && now - start >= *timeout;
+      if (!killed && (stop.stop_requested() || expired)) {
+        timed_out = expired && !stop.stop_requested();
+        ::kill(-pid, SIGTERM);
+        killed = true;
+        term_sent = now;
+      } else if (killed && now - term_sent > std::chrono::seconds(2)) {
+        ::kill(-pid, SIGKILL);
+      }
+    }
+    for (int fd : {out_fd, err_fd}) (void)fd;
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::string err_tail = err.text();
+    const std::string& stage = ctx.current_stage().empty() ? std::string("command") : ctx.current_stage();
+    if (killed && stop.stop_requested()) return make_error(ErrorCode::kCancelled, "'" + argv[0] + "' was stopped");
+    if (timed_out) {
+      return make_error(ErrorCode::kDeadlineExceeded, "'" + argv[0] + "' ran past its timeout of " +
+                                                          std::to_string(timeout->count()) + " ms and was killed");
+    }
+    ctx.put_artifact(stage, Json{{"argv", argv}, {"exit_code", exit_code}, {"stdout_tail", out.text()},
+                                 {"stderr_tail", err_tail}, {"duration_ms", ms}});
+    ctx.put_metric(stage + ".exit_code", exit_code);
+    for (const Json& line : json_lines) {
+      for (const auto& [k, v] : line.items()) {
+        if (v.is_number() || v.is_boolean()) ctx.put_metric(k, v);
+      }
+    }
+    if (exit_code == 0) return {};
+    std::string message = "'" + argv[0] + "' exited with code " + std::to_string(exit_code);
+    if (!err_tail.empty()) message += "; stderr: " + err_tail.substr(err_tail.size() > 500 ? err_tail.size() - 500 : 0);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    if (!WIFEXITED(status)) return make_error(ErrorCode::kUnavailable, message);
+    if (const Json* codes = o.get("retryable_exit_codes"); codes != nullptr && codes->is_array()) {
+      for (const Json& c : *codes) {
+        if (c.is_number_integer() && c.get<int>() == exit_code) return make_error(ErrorCode::kUnavailable, message);
+      }
+    }
+    return make_error(ErrorCode::kFailedPrecondition, message);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_command_stage() { return std::make_unique<CommandStage>(); }
+
+Status register_command_stage(StageRegistry& registry) {
+  return registry.register_stage("command", [] { return make_command_stage(); });
+}
+
+}  // namespace crucible

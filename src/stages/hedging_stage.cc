@@ -1,0 +1,138 @@
+#include "crucible/stages/hedging_stage.h"
+
+#include <chrono>
+#include <map>
+#include <mutex>
+
+#include "crucible/reliability/hedger.h"
+
+namespace crucible {
+namespace {
+
+StageDescription hedging_description() {
+  StageDescription d;
+  d.name = "hedging";
+  d.summary = "runs a request with request hedging (reliability.hedging) and keeps the first success";
+  d.inputs = {"experiment reliability.hedging: strategy, delay_ms, percentile, max_hedges, budget_percent, options",
+              "a request: a C++ function, or the option `request: {uses, with}`"};
+  d.outputs = {"artifact hedging_result", "metric hedging: the hedging metadata and strategy", "stage hedging completed"};
+  d.options = {{"request", "object", false, Json(), "the request stage to hedge: {uses: TYPE, with: {...}}"},
+               {"timeout", "duration", false, Json(), "one deadline over every attempt (default 30s)"}};
+  return d;
+}
+
+class HedgingStage : public Stage {
+ public:
+  HedgingStage(HedgedRequestFn fn, StageResolver resolve) : fn_(std::move(fn)), resolve_(std::move(resolve)) {}
+
+  StageDescription describe() const override { return hedging_description(); }
+
+  Status run(Context& ctx, const StageOptions& options, std::stop_token stop) override {
+    auto request = resolve_request(ctx, options);
+    if (!request) return tl::unexpected(request.error());
+    const Json& reliability = ctx.experiment().value("reliability", Json::object());
+    if (!reliability.is_object() || !reliability.contains("hedging") || reliability["hedging"].is_null()) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "missing hedging config: the experiment needs reliability.hedging (strategy, delay_ms, ...)");
+    }
+    const Json& config = reliability["hedging"];
+    int max_hedges = 1;
+    auto policy = policy_for(config, &max_hedges);
+    if (!policy) return tl::unexpected(policy.error());
+
+    Executor& executor = ctx.services() != nullptr ? ctx.services()->executor() : default_executor();
+    Clock& clock = ctx.services() != nullptr ? ctx.services()->clock() : real_clock();
+    Hedger hedger(executor, clock, **policy);
+    HedgeCallOptions call;
+    call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
+    call.max_hedges = max_hedges;
+    call.wait_for_losers = true;
+    if (const Json* t = options.get("timeout"); t != nullptr && t->is_number()) {
+      call.timeout = std::chrono::milliseconds(static_cast<int64_t>(t->get<double>() * 1000));
+    }
+    auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {
+      try {
+        return (*request)(s);
+      } catch (const std::exception& e) {
+        return make_error(ErrorCode::kInternal, std::string("the request threw: ") + e.what());
+      }
+    }, call, stop);
+    if (!result) return make_error(result.error().code(), "request failed: " + result.error().message());
+    ctx.put_artifact("hedging_result", std::move(result->value));
+    ctx.put_metric("hedging", result->meta.to_json());
+    ctx.mark_stage_complete("hedging");
+    return {};
+  }
+
+ private:
+  // The C++ function, or a runner of the `request` stage on a scratch context.
+  Result<HedgedRequestFn> resolve_request(const Context& ctx, const StageOptions& options) {
+    if (!resolve_) {
+      if (!fn_) return make_error(ErrorCode::kInvalidArgument, "invalid request: the request function is empty");
+      return fn_;
+    }
+    const Json* spec = options.get("request");
+    if (spec == nullptr) {
+      return make_error(ErrorCode::kInvalidArgument, "missing request: set option `request: {uses: TYPE, with: {...}}`");
+    }
+    if (!spec->is_object() || !spec->contains("uses") || !(*spec)["uses"].is_string()) {
+      return make_error(ErrorCode::kInvalidArgument, "invalid request " + spec->dump() + ": expected {uses: TYPE, with: {...}}");
+    }
+    auto stage = resolve_((*spec)["uses"].get<std::string>());
+    if (!stage) return make_error(ErrorCode::kInvalidArgument, "invalid request: " + stage.error().message());
+    std::shared_ptr<Stage> shared(std::move(*stage));
+    Json with = spec->value("with", Json::object());
+    Context base = ctx;
+    return HedgedRequestFn([shared, with, base](std::stop_token stop) -> Result<Json> {
+      Context scratch = base;
+      (void)scratch.take_delta();
+      CRUCIBLE_RETURN_IF_ERROR(shared->run(scratch, StageOptions(with), stop));
+      Json out = Json::object();
+      for (const Mutation& m : scratch.delta()) {
+        if (m.kind == Mutation::Kind::kArtifact) out[m.key] = m.value;
+      }
+      if (out.size() == 1) return out.begin().value();
+      return out;
+    });
+  }
+
+  // Policies keep learning across calls: one per distinct configuration.
+  Result<HedgePolicy*> policy_for(const Json& config, int* max_hedges) {
+    std::lock_guard lock(mu_);
+    std::string key = config.dump();
+    auto it = policies_.find(key);
+    if (it == policies_.end()) {
+      auto p = make_hedge_policy(config, max_hedges);
+      if (!p) return tl::unexpected(p.error());
+      it = policies_.emplace(key, Entry{std::move(*p), *max_hedges}).first;
+    }
+    *max_hedges = it->second.max_hedges;
+    return it->second.policy.get();
+  }
+
+  struct Entry {
+    std::unique_ptr<HedgePolicy> policy;
+    int max_hedges;
+  };
+  HedgedRequestFn fn_;
+  StageResolver resolve_;
+  std::mutex mu_;
+  std::map<std::string, Entry> policies_;  // guarded by mu_
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_hedging_stage(HedgedRequestFn request) {
+  return std::make_unique<HedgingStage>(std::move(request), nullptr);
+}
+
+std::unique_ptr<Stage> make_hedging_stage(StageResolver resolve) {
+  return std::make_unique<HedgingStage>(nullptr, std::move(resolve));
+}
+
+Status register_hedging_stage(StageRegistry& registry) {
+  StageResolver resolve = registry.resolver();
+  return registry.register_stage("hedging", [resolve] { return make_hedging_stage(resolve); });
+}
+
+}  // namespace crucible
