@@ -59,7 +59,7 @@ Result<Completion> HedgedProvider::complete(const CompletionRequest& request, st
   HedgeCallOptions options;
   options.key = key_;
   options.max_hedges = max_hedges_;
-  options.timeout = std::chrono::hours(24);  // the adapters' own timeouts bound each attempt
+  // No deadline of its own: the adapters' timeouts bound each attempt.
   options.size = static_cast<double>(request.max_tokens);
   // Attempts may outlive this call (losers are told to stop, not awaited): they own copies.
   auto shared_request = std::make_shared<const CompletionRequest>(request);

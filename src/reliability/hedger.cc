@@ -24,6 +24,8 @@ Json HedgeMetadata::to_json() const {
 
 namespace {
 
+constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::hours(1);
+
 double ms_between(MonoTime a, MonoTime b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
 std::string_view time_of_day(Clock& clock) {
@@ -89,7 +91,7 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
     });
   };
 
-  const MonoTime deadline = t0 + options.timeout;
+  const MonoTime deadline = options.timeout ? t0 + *options.timeout : MonoTime::max();
   const size_t planned = delay ? max_attempts : 1;
   MonoTime next_hedge = delay ? t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                          std::chrono::duration<double, std::milli>(*delay))
@@ -124,10 +126,10 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       cancel_others(std::nullopt);
       return make_error(ErrorCode::kCancelled, "hedged request cancelled");
     }
-    if (now >= deadline) {
+    if (options.timeout && now >= deadline) {
       cancel_others(std::nullopt);
       return make_error(ErrorCode::kDeadlineExceeded, "hedged request timed out after " +
-                                                          std::to_string(options.timeout.count()) + " ms (" +
+                                                          std::to_string(options.timeout->count()) + " ms (" +
                                                           std::to_string(started) + " attempts)");
     }
     if (fire_now || (now >= next_hedge && started < planned)) {
@@ -155,7 +157,8 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       std::stop_source both;
       std::stop_callback on_wake(wake, [&both] { both.request_stop(); });
       std::stop_callback on_stop(stop, [&both] { both.request_stop(); });
-      clock_.sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(until - clock_.monotonic()), both.get_token());
+      // Attempts and stop requests wake the sleep; the cap keeps an open deadline finite.
+      clock_.sleep_for(std::min<std::chrono::nanoseconds>(until - clock_.monotonic(), kLongestSleep), both.get_token());
     }
     lock.lock();
   }
@@ -169,7 +172,7 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       shared->wake = std::stop_source();
       std::stop_token wake = shared->wake.get_token();
       lock.unlock();
-      real_clock().sleep_for(std::chrono::milliseconds(50), wake);
+      clock_.sleep_for(kLongestSleep, wake);  // the last loser to finish wakes it
       lock.lock();
     }
   }

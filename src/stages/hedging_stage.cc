@@ -9,6 +9,8 @@
 namespace crucible {
 namespace {
 
+constexpr std::chrono::milliseconds kDefaultTimeout{30'000};
+
 StageDescription hedging_description() {
   StageDescription d;
   d.name = "hedging";
@@ -47,8 +49,11 @@ class HedgingStage : public Stage {
     call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
     call.max_hedges = max_hedges;
     call.wait_for_losers = true;
-    if (const Json* t = options.get("timeout"); t != nullptr && t->is_number()) {
-      call.timeout = std::chrono::milliseconds(static_cast<int64_t>(t->get<double>() * 1000));
+    call.timeout = kDefaultTimeout;
+    if (options.has("timeout")) {
+      auto timeout = options.duration("timeout");
+      if (!timeout) return tl::unexpected(timeout.error());
+      call.timeout = *timeout;
     }
     auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {
       try {

@@ -2,6 +2,8 @@
 #include "crucible/stages/hedging_stage.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -25,6 +27,52 @@ Context context_with(Json hedging) {
 }
 
 Status run(Stage& stage, Context& ctx) { return stage.run(ctx, StageOptions(), {}); }
+
+// Durable helpers on a FakeClock, for driving a stage's timers by hand.
+class FakeServices : public StepServices {
+ public:
+  explicit FakeServices(Executor& executor) : executor_(executor) { clock_.set_auto_advance(false); }
+  Result<Json> memo(std::string_view, const std::function<Json()>& compute) override { return compute(); }
+  Result<std::optional<Json>> poll_promise(std::string_view) override { return std::optional<Json>(); }
+  Clock& clock() override { return clock_; }
+  Executor& executor() override { return executor_; }
+  FakeClock& fake() { return clock_; }
+
+ private:
+  FakeClock clock_;
+  Executor& executor_;
+};
+
+// Blocks until released or stopped; counts how often each ended.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable_any cv;
+  bool open = false;
+  std::atomic<int> started{0};
+  std::atomic<int> stopped{0};
+
+  Status wait(std::stop_token stop) {
+    ++started;
+    std::unique_lock lock(mu);
+    if (!cv.wait(lock, stop, [&] { return open; })) {
+      ++stopped;
+      return make_error(ErrorCode::kCancelled, "stopped");
+    }
+    return {};
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+// Waits (in real time, bounded) until `done` holds.
+template <typename F>
+bool eventually(F done) {
+  for (int i = 0; i < 5000 && !done(); ++i) std::this_thread::sleep_for(1ms);
+  return done();
+}
 
 HedgedRequestFn returns(Json value, std::chrono::milliseconds delay = 0ms) {
   return [value, delay](std::stop_token stop) -> Result<Json> {
@@ -195,6 +243,67 @@ stages:
   ASSERT_EQ(r->status, RunStatus::kCompleted) << (r->error ? r->error->to_string() : "");
   EXPECT_EQ((*r->context.get_artifact("hedging_result"))["stdout_tail"], "answer\n");
   EXPECT_TRUE(r->context.stage_completed("hedging"));
+}
+
+TEST(HedgingStage, HonoursATimeoutWrittenAsADurationString) {
+  Executor executor(2);
+  FakeServices services(executor);
+  Context ctx = context_with(Json{{"strategy", "off"}});
+  ctx.set_services(&services);
+  Gate gate;
+  auto stage = make_hedging_stage([&gate](std::stop_token stop) -> Result<Json> {
+    CRUCIBLE_RETURN_IF_ERROR(gate.wait(stop));
+    return Json("late");
+  });
+  auto result = std::async(std::launch::async, [&] { return stage->run(ctx, StageOptions(Json{{"timeout", "50ms"}}), {}); });
+  ASSERT_TRUE(eventually([&] { return gate.started.load() == 1 && !services.fake().sleeps().empty(); }));
+  services.fake().advance(100ms);
+  ASSERT_EQ(result.wait_for(5s), std::future_status::ready) << "the 50ms deadline did not fire";
+  Status s = result.get();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(s.error().message().find("50 ms"), std::string::npos) << s.error().message();
+  EXPECT_EQ(gate.stopped.load(), 1);
+  ctx.set_services(nullptr);
+}
+
+TEST(HedgingStage, RejectsATimeoutThatIsNotADuration) {
+  Context ctx = context_with(Json{{"strategy", "off"}});
+  auto stage = make_hedging_stage(returns("result"));
+  Status s = stage->run(ctx, StageOptions(Json{{"timeout", "soon"}}), {});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.error().message().find("timeout"), std::string::npos);
+}
+
+TEST(HedgingOnAStage, AStageWithoutTimeoutHasNoHiddenDeadline) {
+  StageRegistry registry = builtin_registry();
+  auto gate = std::make_shared<Gate>();
+  ASSERT_TRUE(registry.register_stage("gated", [gate] {
+    return make_function_stage(describe_stage("gated", "waits for the test", {}),
+                               [gate](Context&, const StageOptions&, std::stop_token stop) { return gate->wait(stop); });
+  }));
+  LoadResult loaded = load_pipeline_text(R"(
+name: hedged-no-timeout
+stages:
+  - {name: call, uses: gated, hedging: {strategy: "off"}}
+)", "hedged.yaml", registry);
+  ASSERT_TRUE(loaded.ok()) << loaded.report();
+  auto journal = make_memory_journal();
+  Executor executor(4);
+  FakeClock clock;
+  clock.set_auto_advance(false);
+  SeededRandom random(1);
+  Runner runner(*journal, executor, clock, random);
+  auto run = std::async(std::launch::async, [&] { return runner.start(*loaded.spec); });
+  ASSERT_TRUE(eventually([&] { return gate->started.load() == 1 && !clock.sleeps().empty(); }));
+  clock.advance(45s);  // past the 30 s the Hedger used to impose
+  EXPECT_EQ(run.wait_for(200ms), std::future_status::timeout) << "the hedged stage was stopped by a deadline";
+  gate->release();
+  auto r = run.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, RunStatus::kCompleted) << (r->error ? r->error->to_string() : "");
+  EXPECT_EQ(gate->stopped.load(), 0);
 }
 
 TEST(HedgingOnAStage, KeepsOneResultAndJournalsItOnce) {

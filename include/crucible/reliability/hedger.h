@@ -47,7 +47,9 @@ struct Hedged {
 struct HedgeCallOptions {
   std::string key = "default";   // policy state key: backend or model
   int max_hedges = 1;            // backups at most (gRPC caps attempts at 5)
-  std::chrono::milliseconds timeout{30'000};  // covers every attempt
+  // One deadline over every attempt; none: the attempts' own deadlines are the only ones, as for
+  // the same call unhedged.
+  std::optional<std::chrono::milliseconds> timeout;
   std::optional<double> size;    // for workload-aware strategies
   std::string model_complexity;
   std::string priority;
@@ -66,7 +68,7 @@ class Hedger {
   // Runs `request` with hedging. The first successful attempt wins at once; the others are asked
   // to stop. A failed attempt with a retryable code starts the next one at once (gRPC's rule);
   // a non-retryable failure is returned when no other attempt is running. kDeadlineExceeded after
-  // the timeout, kCancelled when `stop` is requested. Attempts run on the executor.
+  // the timeout (when one is set), kCancelled when `stop` is requested. Attempts run on the executor.
   template <typename T>
   Result<Hedged<T>> hedge(std::function<Result<T>(int attempt, std::stop_token stop)> request,
                           const HedgeCallOptions& options, std::stop_token stop = {}) {
