@@ -10,35 +10,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "crucible/core/file.h"
 #include "crucible/core/hash.h"
 
 namespace crucible {
 namespace {
 
 constexpr std::string_view kPrefix = "sha256:";
-
-Status write_all(int fd, std::string_view bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ErrorCode code = errno == ENOSPC ? ErrorCode::kResourceExhausted : ErrorCode::kDataLoss;
-      return make_error(code, "writing blob " + path + ": " + std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return {};
-}
-
-Status fsync_path(const std::string& path, int flags) {
-  int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return make_error(ErrorCode::kDataLoss, "open " + path + ": " + std::strerror(errno));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return make_error(ErrorCode::kDataLoss, "fsync " + path + ": " + std::strerror(errno));
-  return {};
-}
 
 }  // namespace
 
@@ -55,22 +33,7 @@ Result<std::string> BlobStore::put(std::string_view bytes) {
   std::string sub = dir_ + "/" + hex.substr(0, 2);
   std::filesystem::create_directories(sub, ec);
   if (ec) return make_error(ErrorCode::kUnavailable, "cannot create " + sub + ": " + ec.message());
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return make_error(ErrorCode::kUnavailable, "open " + tmp + ": " + std::strerror(errno));
-  Status written = write_all(fd, bytes, tmp);
-  if (written && ::fsync(fd) != 0) {
-    written = make_error(ErrorCode::kDataLoss, "fsync " + tmp + ": " + std::strerror(errno));
-  }
-  ::close(fd);
-  if (!written) {
-    ::unlink(tmp.c_str());
-    return tl::unexpected(written.error());
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return make_error(ErrorCode::kDataLoss, "rename " + tmp + ": " + std::strerror(errno));
-  }
-  CRUCIBLE_RETURN_IF_ERROR(fsync_path(sub, O_RDONLY | O_DIRECTORY));
+  CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(path, bytes, FileDurability::kFileAndDirectory));
   return ref;
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "crucible/core/file.h"
 #include "crucible/core/hash.h"
 #include "crucible/reliability/hedger.h"
 
@@ -146,16 +147,8 @@ Status BlobCompletionStore::put(const std::string& key, const Completion& comple
   std::filesystem::create_directories(index_dir_, ec);
   if (ec) return make_error(ErrorCode::kInternal, "llm cache: cannot create " + index_dir_ + ": " + ec.message());
   std::filesystem::path final_path = std::filesystem::path(index_dir_) / key;
-  std::filesystem::path tmp = final_path;
-  tmp += ".tmp" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return make_error(ErrorCode::kInternal, "llm cache: cannot write " + tmp.string());
-  std::string line = *ref + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return make_error(ErrorCode::kInternal, "llm cache: cannot write " + tmp.string());
-  std::filesystem::rename(tmp, final_path, ec);
-  if (ec) return make_error(ErrorCode::kInternal, "llm cache: cannot rename " + tmp.string() + ": " + ec.message());
+  Status written = write_file_atomically(final_path.string(), *ref + "\n", FileDurability::kFileAndDirectory);
+  if (!written) return make_error(written.error().with_context("llm cache"));
   return {};
 }
 

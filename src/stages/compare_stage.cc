@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 
+#include "crucible/core/file.h"
 #include "crucible/experiment/comparison.h"
 
 namespace crucible {
@@ -26,22 +27,6 @@ Result<std::string> config_key(const Json& branch, const std::string& path) {
     start = dot + 1;
   }
   return node->is_string() ? node->get<std::string>() : node->dump();
-}
-
-// Writes through a temporary file and a rename, so a reader never sees half a report.
-Status write_file_atomically(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return make_error(ErrorCode::kInternal, "cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return make_error(ErrorCode::kInternal, "cannot rename " + tmp.string() + ": " + ec.message());
-  return {};
 }
 
 class CompareStage : public Stage {
