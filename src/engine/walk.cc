@@ -7,6 +7,7 @@
 #include "crucible/experiment/run_logger.h"
 #include "crucible/core/duration.h"
 #include "crucible/reliability/hedger.h"
+#include "crucible/reliability/retry.h"
 #include "crucible/workflow/expression.h"
 
 namespace crucible::engine_internal {
@@ -226,53 +227,62 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
     }
   }
 
-  const bool idempotent = node.is_idempotent();
-  MonoTime start = deps_.clock.monotonic();
-  for (int attempt = 1;; ++attempt) {
-    Record begin = make_record(RecordType::kStepStarted, key);
-    begin.attempts = attempt;
-    // A non-idempotent step's intent must be durable before it acts, so a crash can be detected.
-    CRUCIBLE_RETURN_IF_ERROR(append(std::move(begin), idempotent ? lazy_durability() : Durability::kStrict));
-    emit(EventType::kStageStarted, node, key, nullptr);
+  const MonoTime start = deps_.clock.monotonic();
+  // A journal failure ends the retries too: the run stops to stay durable.
+  std::stop_source halt;
+  std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
+  int attempts = 0;
+  auto flow = retry_call(node.retry, deps_.clock, deps_.random, halt.get_token(), [&](int attempt) -> Result<Flow> {
+    auto r = attempt_step(node, key, ctx, stop, attempt, start);
+    if (!r && journal_failed()) halt.request_stop();
+    return r;
+  }, &attempts);
+  if (flow || journal_failed()) return flow;
+  return finish_failure(node, key, ctx, flow.error(), attempts, micros_since(deps_.clock, start));
+}
 
-    Status status = run_attempt(node, key, ctx, stop);
-    if (status) {
-      if (auto suspend = ctx.take_suspend()) {
-        ctx.discard_delta();
-        Record park = make_record(RecordType::kRunSuspended, key);
-        park.payload = {{"status", "waiting"}, {"step", key.str()}, {"promise", suspend->promise}};
-        if (suspend->deadline_ms) park.payload["deadline_ms"] = *suspend->deadline_ms;
-        CRUCIBLE_RETURN_IF_ERROR(append(std::move(park), Durability::kStrict));
-        std::lock_guard lock(mu_);
-        waiting_on_ = suspend->promise;
-        wake_at_ms_ = suspend->deadline_ms;
-        return Flow::kSuspended;
-      }
-      ctx.mark_stage_complete(node.name);
-      ctx.add_trace(node.name);
-      Record done = make_record(RecordType::kStepCompleted, key);
-      done.attempts = attempt;
-      done.duration_us = micros_since(deps_.clock, start);
-      done.delta = ctx.take_delta();
-      int64_t duration = done.duration_us;
-      CRUCIBLE_RETURN_IF_ERROR(append(std::move(done), step_durability(node)));
-      executed_.fetch_add(1, std::memory_order_relaxed);
-      StepReport r{key.str(), node.name, "completed", attempt, duration, std::nullopt};
-      emit(EventType::kStageCompleted, node, key, &r);
-      report(std::move(r));
-      return Flow::kContinue;
-    }
+Result<Flow> Execution::attempt_step(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop,
+                                     int attempt, MonoTime start) {
+  Record begin = make_record(RecordType::kStepStarted, key);
+  begin.attempts = attempt;
+  // A non-idempotent step's intent must be durable before it acts, so a crash can be detected.
+  CRUCIBLE_RETURN_IF_ERROR(append(std::move(begin), node.is_idempotent() ? lazy_durability() : Durability::kStrict));
+  emit(EventType::kStageStarted, node, key, nullptr);
+  Status status = run_attempt(node, key, ctx, stop);
+  if (!status) {
     ctx.discard_delta();
     (void)ctx.take_suspend();
-    Error error = status.error();
-    if (!stop.stop_requested() && node.retry.should_retry(error, attempt)) {
-      auto delay = node.retry.backoff(attempt, error, deps_.random);
-      bool within = !node.retry.max_elapsed ||
-                    (deps_.clock.monotonic() - start) + delay <= *node.retry.max_elapsed;
-      if (within && deps_.clock.sleep_for(delay, stop)) continue;
-    }
-    return finish_failure(node, key, ctx, error, attempt, micros_since(deps_.clock, start));
+    return tl::unexpected(status.error());
   }
+  if (auto suspend = ctx.take_suspend()) {
+    ctx.discard_delta();
+    Record park = make_record(RecordType::kRunSuspended, key);
+    park.payload = {{"status", "waiting"}, {"step", key.str()}, {"promise", suspend->promise}};
+    if (suspend->deadline_ms) park.payload["deadline_ms"] = *suspend->deadline_ms;
+    CRUCIBLE_RETURN_IF_ERROR(append(std::move(park), Durability::kStrict));
+    std::lock_guard lock(mu_);
+    waiting_on_ = suspend->promise;
+    wake_at_ms_ = suspend->deadline_ms;
+    return Flow::kSuspended;
+  }
+  ctx.mark_stage_complete(node.name);
+  ctx.add_trace(node.name);
+  Record done = make_record(RecordType::kStepCompleted, key);
+  done.attempts = attempt;
+  done.duration_us = micros_since(deps_.clock, start);
+  done.delta = ctx.take_delta();
+  int64_t duration = done.duration_us;
+  CRUCIBLE_RETURN_IF_ERROR(append(std::move(done), step_durability(node)));
+  executed_.fetch_add(1, std::memory_order_relaxed);
+  StepReport r{key.str(), node.name, "completed", attempt, duration, std::nullopt};
+  emit(EventType::kStageCompleted, node, key, &r);
+  report(std::move(r));
+  return Flow::kContinue;
+}
+
+bool Execution::journal_failed() {
+  std::lock_guard lock(mu_);
+  return journal_error_.has_value();
 }
 
 Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Context&, const Error& error,

@@ -72,6 +72,11 @@ class Execution {
   BranchRun run_branch(const Node& node, const StepKey& key, const Context& base, size_t index, std::stop_token stop);
   // Waits for shadow branches still running in the background.
   void join_background();
+  // One attempt of a stage: its intent, the stage under its policies, then its outcome record
+  // (completed, or parked on a promise). A failed attempt leaves no trace in `ctx`.
+  Result<Flow> attempt_step(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop, int attempt,
+                            MonoTime start);
+  bool journal_failed();
   Status run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);

@@ -20,15 +20,10 @@ RetryingProvider::RetryingProvider(std::shared_ptr<Provider> inner, RetryPolicy 
 
 template <typename Call>
 Result<Completion> RetryingProvider::with_retries(const Call& call, std::stop_token stop) {
-  auto start = clock_.monotonic();
-  for (int attempt = 1;; ++attempt) {
-    Result<Completion> r = call();
-    if (r || stop.stop_requested() || !policy_.should_retry(r.error(), attempt)) return r;
-    auto delay = policy_.backoff(attempt, r.error(), random_);
-    if (policy_.max_elapsed && (clock_.monotonic() - start) + delay > *policy_.max_elapsed) return r;
-    if (!clock_.sleep_for(delay, stop)) return make_error(ErrorCode::kCancelled, "cancelled while waiting to retry");
-    retries_.fetch_add(1, std::memory_order_relaxed);
-  }
+  return retry_call(policy_, clock_, random_, stop, [&](int attempt) -> Result<Completion> {
+    if (attempt > 1) retries_.fetch_add(1, std::memory_order_relaxed);
+    return call();
+  });
 }
 
 Result<Completion> RetryingProvider::complete(const CompletionRequest& request, std::stop_token stop) {

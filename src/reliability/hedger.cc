@@ -105,6 +105,19 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       if (!keep || i != *keep) shared->attempts[i].stop.request_stop();
     }
   };
+  // With wait_for_losers, every way out waits until the cancelled attempts have returned.
+  auto await_losers = [&] {
+    while (options.wait_for_losers) {
+      size_t running = 0;
+      for (size_t i = 0; i < started; ++i) running += shared->attempts[i].done ? 0 : 1;
+      if (running == 0) break;
+      shared->wake = std::stop_source();
+      std::stop_token wake = shared->wake.get_token();
+      lock.unlock();
+      clock_.sleep_for(kLongestSleep, wake);  // each attempt that finishes wakes it
+      lock.lock();
+    }
+  };
   while (true) {
     bool fire_now = false;
     while (!shared->finished.empty() && !winner) {
@@ -124,10 +137,12 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
     MonoTime now = clock_.monotonic();
     if (stop.stop_requested()) {
       cancel_others(std::nullopt);
+      await_losers();
       return make_error(ErrorCode::kCancelled, "hedged request cancelled");
     }
     if (options.timeout && now >= deadline) {
       cancel_others(std::nullopt);
+      await_losers();
       return make_error(ErrorCode::kDeadlineExceeded, "hedged request timed out after " +
                                                           std::to_string(options.timeout->count()) + " ms (" +
                                                           std::to_string(started) + " attempts)");
@@ -164,18 +179,7 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
   }
   cancel_others(winner);
   const MonoTime end = clock_.monotonic();
-  if (options.wait_for_losers) {
-    while (true) {
-      size_t running = 0;
-      for (size_t i = 0; i < started; ++i) running += shared->attempts[i].done ? 0 : 1;
-      if (running == 0) break;
-      shared->wake = std::stop_source();
-      std::stop_token wake = shared->wake.get_token();
-      lock.unlock();
-      clock_.sleep_for(kLongestSleep, wake);  // the last loser to finish wakes it
-      lock.lock();
-    }
-  }
+  await_losers();
   const auto& w = shared->attempts[*winner];
   meta.attempts = static_cast<int>(started);
   meta.winner = static_cast<int>(*winner);

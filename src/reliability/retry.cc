@@ -73,21 +73,20 @@ Result<RetryPolicy> RetryPolicy::from_json(const Json& j) {
   return p;
 }
 
-Status retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop,
-                  const std::function<Status(int attempt)>& fn, int* attempts) {
-  MonoTime start = clock.monotonic();
-  for (int attempt = 1;; ++attempt) {
-    if (attempts != nullptr) *attempts = attempt;
-    Status status = fn(attempt);
-    if (status) return status;
-    if (!policy.should_retry(status.error(), attempt)) return status;
-    auto delay = policy.backoff(attempt, status.error(), random);
-    if (policy.max_elapsed && (clock.monotonic() - start) + delay > *policy.max_elapsed) return status;
-    if (!clock.sleep_for(delay, stop)) {
-      return make_error(ErrorCode::kCancelled, "cancelled during retry backoff after: " +
-                                                   status.error().to_string());
-    }
-  }
+namespace retry_internal {
+
+std::optional<std::chrono::milliseconds> next_delay(const RetryPolicy& policy, const Error& error, int attempt,
+                                                    MonoTime start, Clock& clock, Random& random) {
+  if (!policy.should_retry(error, attempt)) return std::nullopt;
+  auto delay = policy.backoff(attempt, error, random);
+  if (policy.max_elapsed && (clock.monotonic() - start) + delay > *policy.max_elapsed) return std::nullopt;
+  return delay;
 }
+
+Error interrupted(const Error& last) {
+  return Error(ErrorCode::kCancelled, "cancelled during retry backoff after: " + last.to_string());
+}
+
+}  // namespace retry_internal
 
 }  // namespace crucible

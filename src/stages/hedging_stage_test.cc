@@ -250,20 +250,20 @@ TEST(HedgingStage, HonoursATimeoutWrittenAsADurationString) {
   FakeServices services(executor);
   Context ctx = context_with(Json{{"strategy", "off"}});
   ctx.set_services(&services);
-  Gate gate;
-  auto stage = make_hedging_stage([&gate](std::stop_token stop) -> Result<Json> {
-    CRUCIBLE_RETURN_IF_ERROR(gate.wait(stop));
+  auto gate = std::make_shared<Gate>();
+  auto stage = make_hedging_stage([gate](std::stop_token stop) -> Result<Json> {
+    CRUCIBLE_RETURN_IF_ERROR(gate->wait(stop));
     return Json("late");
   });
   auto result = std::async(std::launch::async, [&] { return stage->run(ctx, StageOptions(Json{{"timeout", "50ms"}}), {}); });
-  ASSERT_TRUE(eventually([&] { return gate.started.load() == 1 && !services.fake().sleeps().empty(); }));
+  ASSERT_TRUE(eventually([&] { return gate->started.load() == 1 && !services.fake().sleeps().empty(); }));
   services.fake().advance(100ms);
   ASSERT_EQ(result.wait_for(5s), std::future_status::ready) << "the 50ms deadline did not fire";
   Status s = result.get();
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code(), ErrorCode::kDeadlineExceeded);
   EXPECT_NE(s.error().message().find("50 ms"), std::string::npos) << s.error().message();
-  EXPECT_EQ(gate.stopped.load(), 1);
+  EXPECT_TRUE(eventually([&] { return gate->stopped.load() == 1; }));
   ctx.set_services(nullptr);
 }
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <stop_token>
+#include <type_traits>
 #include <vector>
 
 #include "crucible/core/clock.h"
@@ -36,13 +37,35 @@ struct RetryPolicy {
   friend bool operator==(const RetryPolicy&, const RetryPolicy&) = default;
 };
 
-struct RetryOutcome {
-  int attempts = 0;
-};
+namespace retry_internal {
 
-// Calls fn(attempt) until it succeeds, the policy gives up, or `stop` is requested (kCancelled).
-// `attempts` receives the number of attempts made.
-Status retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop,
-                  const std::function<Status(int attempt)>& fn, int* attempts = nullptr);
+// The delay before attempt `attempt + 1`, or nullopt when the policy gives up: the error is not
+// worth retrying, the attempts are spent or the delay would pass max_elapsed.
+std::optional<std::chrono::milliseconds> next_delay(const RetryPolicy& policy, const Error& error, int attempt,
+                                                    MonoTime start, Clock& clock, Random& random);
+// The error of a retry that `stop` interrupted: kCancelled, naming the last attempt's error.
+Error interrupted(const Error& last);
+
+}  // namespace retry_internal
+
+// The one retry loop. Calls fn(attempt) (1-based; fn returns a Result<T> or a Status) until it
+// succeeds or the policy gives up, and returns its last result. Backoff sleeps go through
+// `clock`. When `stop` is requested while another attempt is due, the retry is interrupted: the
+// result is kCancelled naming the last error. `attempts`, when given, receives the number made.
+template <typename F>
+auto retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop, F&& fn,
+                int* attempts = nullptr) -> std::invoke_result_t<F&, int> {
+  const MonoTime start = clock.monotonic();
+  for (int attempt = 1;; ++attempt) {
+    if (attempts != nullptr) *attempts = attempt;
+    auto result = fn(attempt);
+    if (result) return result;
+    auto delay = retry_internal::next_delay(policy, result.error(), attempt, start, clock, random);
+    if (!delay) return result;
+    if (stop.stop_requested() || !clock.sleep_for(*delay, stop)) {
+      return tl::unexpected(retry_internal::interrupted(result.error()));
+    }
+  }
+}
 
 }  // namespace crucible
