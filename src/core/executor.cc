@@ -6,7 +6,7 @@
 
 namespace crucible {
 
-Executor::Executor(size_t threads) {
+Executor::Executor(size_t threads, Clock& clock) : clock_(clock) {
   if (threads == 0) threads = std::max<size_t>(4, std::thread::hardware_concurrency());
   for (size_t i = 0; i < threads; ++i) {
     workers_.emplace_back([this](std::stop_token stop) { worker_loop(stop); });
@@ -24,8 +24,12 @@ Executor::~Executor() {
   timer_.request_stop();
   {
     std::lock_guard lock(timer_mu_);
+    timer_wake_.request_stop();
     timer_cv_.notify_all();
   }
+  timer_ = std::jthread();
+  std::lock_guard lock(background_mu_);
+  background_.clear();
 }
 
 void Executor::submit(std::function<void()> task) {
@@ -117,12 +121,19 @@ void Executor::parallel_for_blocking(size_t n, const std::function<void(size_t)>
   }
 }
 
-std::jthread Executor::spawn(std::function<void()> fn) { return std::jthread(std::move(fn)); }
+std::future<void> Executor::run_in_background(std::function<void()> fn) {
+  auto task = std::make_shared<std::packaged_task<void()>>(std::move(fn));
+  std::future<void> done = task->get_future();
+  std::lock_guard lock(background_mu_);
+  background_.emplace_back([task] { (*task)(); });
+  return done;
+}
 
 uint64_t Executor::schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
   std::lock_guard lock(timer_mu_);
   uint64_t id = next_timer_++;
-  auto when = std::chrono::steady_clock::now() + delay;
+  MonoTime when = clock_.monotonic() + delay;
+  if (timer_order_.empty() || when < timer_order_.begin()->first) timer_wake_.request_stop();
   timer_order_.emplace(when, id);
   timers_.emplace(id, std::move(fn));
   timer_cv_.notify_all();
@@ -142,10 +153,14 @@ void Executor::timer_loop(std::stop_token stop) {
       continue;
     }
     auto [when, id] = *timer_order_.begin();
-    if (std::chrono::steady_clock::now() < when) {
-      timer_cv_.wait_until(lock, stop, when, [&] {
-        return !timer_order_.empty() && timer_order_.begin()->first < when;
-      });
+    MonoTime now = clock_.monotonic();
+    if (now < when) {
+      // Sleeps on the clock; an earlier timer or the destructor ends the sleep.
+      timer_wake_ = std::stop_source();
+      std::stop_token wake = timer_wake_.get_token();
+      lock.unlock();
+      clock_.sleep_for(when - now, wake);
+      lock.lock();
       continue;
     }
     timer_order_.erase(timer_order_.begin());
@@ -157,11 +172,6 @@ void Executor::timer_loop(std::stop_token stop) {
     fn();
     lock.lock();
   }
-}
-
-Executor& default_executor() {
-  static Executor executor(4);
-  return executor;
 }
 
 }  // namespace crucible

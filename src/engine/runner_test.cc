@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <future>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -738,6 +739,92 @@ stages:
   EXPECT_EQ(probe_->count("b"), 1);
   EXPECT_EQ(probe_->count("c"), 1);
   EXPECT_EQ(r->context.trace(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+// A runner whose executor timers and clock are one FakeClock that moves only when told, so stage
+// timeouts and lease renewals happen exactly when the test advances time.
+class RunnerOnAFakeClock : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    clock_.set_auto_advance(false);
+    registry_ = builtin_registry();
+    auto started = started_;
+    ASSERT_TRUE(registry_.register_stage("waits", [started] {
+      return make_function_stage(describe_stage("waits", "runs until stopped", {}),
+                                 [started](Context&, const StageOptions&, std::stop_token stop) -> Status {
+                                   ++*started;
+                                   std::mutex mu;
+                                   std::condition_variable_any cv;
+                                   std::unique_lock lock(mu);
+                                   cv.wait(lock, stop, [] { return false; });
+                                   return make_error(ErrorCode::kCancelled, "stopped");
+                                 });
+    }));
+    journal_ = make_memory_journal();
+    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_);
+    runner_->set_owner("worker-a");
+  }
+
+  std::future<Result<RunResult>> start(const std::string& yaml, const std::string& id) {
+    LoadResult loaded = load_pipeline_text(yaml, "fake.yaml", registry_);
+    EXPECT_TRUE(loaded.ok()) << loaded.report();
+    spec_ = *loaded.spec;
+    StartOptions o;
+    o.run_id = *RunId::parse(id);
+    return std::async(std::launch::async, [this, o] { return runner_->start(spec_, o); });
+  }
+
+  // Waits, in real time and bounded, until the stage runs.
+  bool stage_running() {
+    for (int i = 0; i < 5000 && started_->load() == 0; ++i) std::this_thread::sleep_for(1ms);
+    return started_->load() > 0;
+  }
+
+  FakeClock clock_;
+  Executor executor_{2, clock_};
+  SeededRandom random_{7};
+  StageRegistry registry_;
+  std::shared_ptr<std::atomic<int>> started_ = std::make_shared<std::atomic<int>>(0);
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<Runner> runner_;
+  WorkflowSpec spec_;
+};
+
+TEST_F(RunnerOnAFakeClock, AStageTimeoutFiresWhenTheClockPassesIt) {
+  runner_->set_lease_ttl(1h);
+  auto run = start("name: t\nstages: [{name: slow, uses: waits, timeout: 5s}]\n", "timeout-run");
+  ASSERT_TRUE(stage_running());
+  clock_.advance(4s);
+  EXPECT_EQ(run.wait_for(50ms), std::future_status::timeout) << "the timeout fired early";
+  clock_.advance(1s);
+  ASSERT_EQ(run.wait_for(10s), std::future_status::ready);
+  auto r = run.get();
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->status, RunStatus::kFailed);
+  EXPECT_EQ(r->error->code(), ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(r->error->message().find("timed out after 5s"), std::string::npos) << r->error->message();
+}
+
+TEST_F(RunnerOnAFakeClock, TheLeaseIsRenewedOnTheClockAndLosingItStopsTheRun) {
+  runner_->set_lease_ttl(30s);  // renewed every 10 s
+  const RunId id = *RunId::parse("leased-run");
+  auto run = start("name: l\nstages: [{name: hang, uses: waits}]\n", id.str());
+  ASSERT_TRUE(stage_running());
+  auto before = journal_->current_lease(id);
+  ASSERT_TRUE(before && *before);
+  clock_.advance(10s);  // a renewal: the lease stays ours, with the same epoch
+  EXPECT_EQ(run.wait_for(50ms), std::future_status::timeout);
+  auto after = journal_->current_lease(id);
+  ASSERT_TRUE(after && *after);
+  EXPECT_EQ((**after).owner, "worker-a");
+  EXPECT_EQ((**after).epoch, (**before).epoch);
+  ASSERT_TRUE(journal_->acquire_lease(id, "worker-b", 1h, (**after).epoch));
+  clock_.advance(10s);  // the next renewal finds the lease fenced
+  ASSERT_EQ(run.wait_for(10s), std::future_status::ready);
+  auto r = run.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAborted);
+  EXPECT_NE(r.error().message().find("lease was lost"), std::string::npos);
 }
 
 }  // namespace

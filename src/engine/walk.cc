@@ -58,14 +58,14 @@ Result<Flow> Execution::run(Context& ctx, std::stop_token stop) {
 
 void Execution::join_background() {
   while (true) {
-    std::vector<std::jthread> threads;
+    std::vector<std::future<void>> running;
     {
       std::lock_guard lock(background_mu_);
       if (background_.empty()) return;
-      threads = std::move(background_);
+      running = std::move(background_);
       background_.clear();
     }
-    threads.clear();  // joins
+    for (auto& f : running) f.wait();
   }
 }
 
@@ -742,11 +742,11 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
     // Shadows start with the primary and finish in the background: the run goes on once the
     // primary is done and waits for the shadows only before it ends.
     for (size_t j = 1; j < selected.size(); ++j) {
-      auto thread = deps_.executor.spawn([this, &node, key, base = ctx, i = selected[j], stop] {
+      auto done = deps_.executor.run_in_background([this, &node, key, base = ctx, i = selected[j], stop] {
         (void)run_branch(node, key, base, i, stop);
       });
       std::lock_guard lock(background_mu_);
-      background_.push_back(std::move(thread));
+      background_.push_back(std::move(done));
     }
     runs.push_back(run_branch(node, key, ctx, selected[0], stop));
   } else {

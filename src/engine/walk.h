@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <string>
@@ -105,7 +106,7 @@ class Execution {
   std::string waiting_on_;                       // guarded by mu_
   std::optional<int64_t> wake_at_ms_;            // guarded by mu_
   std::mutex background_mu_;
-  std::vector<std::jthread> background_;         // guarded by background_mu_
+  std::vector<std::future<void>> background_;    // guarded by background_mu_: shadow branches
   std::atomic<int> executed_{0};
   std::atomic<int> replayed_{0};
 };

@@ -15,7 +15,14 @@ Status check_configs(const std::vector<Json>& configs, std::string_view strategy
   return {};
 }
 
-Executor& executor_of(const StrategyOptions& o) { return o.executor != nullptr ? *o.executor : default_executor(); }
+// The caller's executor, or one the strategy owns when none was given.
+Executor& executor_of(StrategyOptions& o, std::unique_ptr<Executor>& own) {
+  if (o.executor == nullptr) {
+    own = std::make_unique<Executor>(2);
+    o.executor = own.get();
+  }
+  return *o.executor;
+}
 Clock& clock_of(const StrategyOptions& o) { return o.clock != nullptr ? *o.clock : real_clock(); }
 
 Json numeric_members(const Json& output) {
@@ -110,16 +117,16 @@ Result<ExperimentOutcome> RoundRobin::run(const BranchFn& fn, const std::vector<
 
 // Shadow
 
-Shadow::Shadow(StrategyOptions options) : options_(std::move(options)) {}
+Shadow::Shadow(StrategyOptions options) : options_(std::move(options)) { executor_of(options_, own_executor_); }
 
 Shadow::~Shadow() {
   stop_.request_stop();
-  std::vector<std::jthread> threads;
+  std::vector<std::future<void>> threads;
   {
     std::lock_guard lock(mu_);
     threads = std::move(threads_);
   }
-  threads.clear();  // joins
+  for (auto& t : threads) t.wait();
 }
 
 Result<Json> Shadow::call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
@@ -137,7 +144,7 @@ Result<ExperimentOutcome> Shadow::run(const BranchFn& fn, const std::vector<Json
       auto slot = std::make_shared<Branch>();
       shadow_results_.push_back(slot);
       // The shadow owns copies of everything it touches: it may outlive this call.
-      threads_.push_back(executor_of(options_).spawn(
+      threads_.push_back(options_.executor->run_in_background(
           [slot, fn, config = configs[i], experiment = options_.experiment, &clock, logger, stop = stop_.get_token()] {
             Branch b = execute_branch(fn, config, experiment, clock, logger, stop);
             *slot = std::move(b);
@@ -153,7 +160,7 @@ Result<ExperimentOutcome> Shadow::run(const BranchFn& fn, const std::vector<Json
 }
 
 BranchSet Shadow::gather_shadows() {
-  std::vector<std::jthread> threads;
+  std::vector<std::future<void>> threads;
   std::vector<std::shared_ptr<Branch>> results;
   {
     std::lock_guard lock(mu_);
@@ -162,7 +169,7 @@ BranchSet Shadow::gather_shadows() {
     threads_.clear();
     shadow_results_.clear();
   }
-  for (std::jthread& t : threads) t.join();
+  for (auto& t : threads) t.wait();
   BranchSet set;
   for (auto& r : results) set.add(std::move(*r));
   return set;
@@ -170,13 +177,13 @@ BranchSet Shadow::gather_shadows() {
 
 // MultiBranch
 
-MultiBranch::MultiBranch(StrategyOptions options) : options_(std::move(options)) {}
+MultiBranch::MultiBranch(StrategyOptions options) : options_(std::move(options)) { executor_of(options_, own_executor_); }
 
 Result<BranchSet> MultiBranch::call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
   CRUCIBLE_RETURN_IF_ERROR(check_configs(configs, name()));
   std::vector<Branch> branches(configs.size());
   Clock& clock = clock_of(options_);
-  executor_of(options_).parallel_for_blocking(configs.size(), [&](size_t i) {
+  options_.executor->parallel_for_blocking(configs.size(), [&](size_t i) {
     branches[i] = execute_branch(fn, configs[i], options_.experiment, clock, logger);
   }, options_.max_concurrency);
   return BranchSet(std::move(branches));

@@ -42,9 +42,6 @@ class HedgingStage : public Stage {
     auto policy = policy_for(config, &max_hedges);
     if (!policy) return tl::unexpected(policy.error());
 
-    Executor& executor = ctx.services() != nullptr ? ctx.services()->executor() : default_executor();
-    Clock& clock = ctx.services() != nullptr ? ctx.services()->clock() : real_clock();
-    Hedger hedger(executor, clock, **policy);
     HedgeCallOptions call;
     call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
     call.max_hedges = max_hedges;
@@ -55,6 +52,11 @@ class HedgingStage : public Stage {
       if (!timeout) return tl::unexpected(timeout.error());
       call.timeout = *timeout;
     }
+    if (ctx.services() == nullptr) {
+      return make_error(ErrorCode::kFailedPrecondition, "the hedging stage runs its attempts on the runner's executor; "
+                                                        "run it in a pipeline or give its context StepServices");
+    }
+    Hedger hedger(ctx.services()->executor(), ctx.services()->clock(), **policy);
     auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {
       try {
         return (*request)(s);

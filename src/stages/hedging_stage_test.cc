@@ -26,7 +26,25 @@ Context context_with(Json hedging) {
   return ctx;
 }
 
-Status run(Stage& stage, Context& ctx) { return stage.run(ctx, StageOptions(), {}); }
+// The services a runner hands a stage, on the real clock.
+class RealServices : public StepServices {
+ public:
+  Result<Json> memo(std::string_view, const std::function<Json()>& compute) override { return compute(); }
+  Result<std::optional<Json>> poll_promise(std::string_view) override { return std::optional<Json>(); }
+  Clock& clock() override { return real_clock(); }
+  Executor& executor() override { return executor_; }
+
+ private:
+  Executor executor_{4};
+};
+
+Status run(Stage& stage, Context& ctx) {
+  RealServices services;
+  ctx.set_services(&services);
+  Status s = stage.run(ctx, StageOptions(), {});
+  ctx.set_services(nullptr);
+  return s;
+}
 
 // Durable helpers on a FakeClock, for driving a stage's timers by hand.
 class FakeServices : public StepServices {

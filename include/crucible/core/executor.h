@@ -1,5 +1,6 @@
 // The executor: the only owner of threads. A fixed pool of std::jthreads runs parallel branches
-// and hedged attempts; a timer thread fires stage timeouts and lease renewals.
+// and hedged attempts; a timer thread fires stage timeouts and lease renewals on the executor's
+// Clock, so tests drive them with a FakeClock; dedicated threads run blocking background work.
 #pragma once
 
 #include <chrono>
@@ -7,18 +8,22 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "crucible/core/clock.h"
+
 namespace crucible {
 
 class Executor {
  public:
-  // threads == 0 picks max(4, hardware concurrency).
-  explicit Executor(size_t threads = 0);
-  // Finishes queued tasks, then joins every thread.
+  // threads == 0 picks max(4, hardware concurrency). Timers run on `clock`, which must outlive
+  // the executor.
+  explicit Executor(size_t threads = 0, Clock& clock = real_clock());
+  // Finishes queued tasks, then joins every thread, background ones included.
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -35,14 +40,15 @@ class Executor {
   // most 1024), so a few pool threads do not cap how many waits overlap. Returns when all are done.
   void parallel_for_blocking(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
 
-  // Starts `fn` on a dedicated thread that outlives the call; the returned thread joins on
-  // destruction. For background work that blocks (shadow branches).
-  std::jthread spawn(std::function<void()> fn);
+  // Starts `fn` on a dedicated thread the executor owns, for background work that blocks
+  // (shadow branches). The future is ready when fn has returned.
+  std::future<void> run_in_background(std::function<void()> fn);
 
   // Queues a task for the pool. Tasks must not block forever: they hold a pool thread.
   void submit(std::function<void()> task);
 
-  // Runs fn on the timer thread after `delay` unless cancelled first. Returns an id for cancel.
+  // Runs fn on the timer thread once `delay` has passed on the executor's clock, unless cancelled
+  // first. Returns an id for cancel.
   uint64_t schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn);
   // Cancels a pending timer; returns false if it already ran or never existed.
   bool cancel(uint64_t id);
@@ -55,17 +61,19 @@ class Executor {
   std::condition_variable_any cv_;
   std::deque<std::function<void()>> queue_;  // guarded by mu_
 
+  Clock& clock_;
   std::mutex timer_mu_;
   std::condition_variable_any timer_cv_;
-  std::multimap<std::chrono::steady_clock::time_point, uint64_t> timer_order_;  // guarded by timer_mu_
-  std::map<uint64_t, std::function<void()>> timers_;                              // guarded by timer_mu_
-  uint64_t next_timer_ = 1;                                                      // guarded by timer_mu_
+  std::multimap<MonoTime, uint64_t> timer_order_;     // guarded by timer_mu_
+  std::map<uint64_t, std::function<void()>> timers_;  // guarded by timer_mu_
+  uint64_t next_timer_ = 1;                           // guarded by timer_mu_
+  std::stop_source timer_wake_;                       // guarded by timer_mu_: ends the timer's sleep
+
+  std::mutex background_mu_;
+  std::vector<std::jthread> background_;  // guarded by background_mu_
 
   std::vector<std::jthread> workers_;
   std::jthread timer_;
 };
-
-// A process-wide executor for code that runs outside a runner (direct stage calls, tools).
-Executor& default_executor();
 
 }  // namespace crucible

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -31,7 +32,7 @@ using BranchFn = std::function<Result<Json>(const Json& config, std::stop_token 
 
 struct StrategyOptions {
   std::string experiment = "experiment";  // name; keys the round-robin position and logger runs
-  Executor* executor = nullptr;           // default_executor() when null
+  Executor* executor = nullptr;           // when null, the strategy starts one of its own
   Clock* clock = nullptr;                 // real_clock() when null
   Journal* journal = nullptr;             // where RoundRobin keeps its position; memory when null
   size_t max_concurrency = 0;             // MultiBranch: 0 runs every branch at once
@@ -92,9 +93,10 @@ class Shadow : public Strategy {
 
  private:
   StrategyOptions options_;
+  std::unique_ptr<Executor> own_executor_;  // when options_ named none
   std::stop_source stop_;
   std::mutex mu_;
-  std::vector<std::jthread> threads_;                     // guarded by mu_
+  std::vector<std::future<void>> threads_;               // guarded by mu_: the running shadows
   std::vector<std::shared_ptr<Branch>> shadow_results_;  // guarded by mu_; filled by the threads
 };
 
@@ -108,6 +110,7 @@ class MultiBranch : public Strategy {
 
  private:
   StrategyOptions options_;
+  std::unique_ptr<Executor> own_executor_;  // when options_ named none
 };
 
 using StrategyFactory = std::function<std::unique_ptr<Strategy>(const StrategyOptions&)>;
