@@ -3,6 +3,16 @@
 #include <algorithm>
 
 namespace crucible {
+
+const Json& StageServices::empty_object() {
+  static const Json empty = Json::object();
+  return empty;
+}
+
+const std::string& StageServices::empty_string() {
+  static const std::string empty;
+  return empty;
+}
 namespace {
 
 std::string_view kind_name(Mutation::Kind kind) {

@@ -245,12 +245,7 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   result.run_id = run_id;
   result.pipeline = spec.name;
   result.context = Context(spec.name, run_id, input);
-  result.context.set_experiment(std::make_shared<const Json>(
-      Json{{"name", spec.name},
-           {"reliability", spec.reliability.is_null() ? Json::object() : spec.reliability},
-           {"artifact_dir", artifact_root_ + "/" + run_id.str()},
-           {"blob_dir", blob_dir_},
-           {"models", spec.models.is_null() ? Json::object() : spec.models}}));
+  result.context.set_experiment(std::make_shared<const Json>(Json{{"name", spec.name}}));
   MonoTime t0 = clock_.monotonic();
   if (events_ != nullptr && events_->active()) {
     events_->emit(Event{EventType::kRunStarted, run_id.str(), "", "", clock_.now_ms(), 0, 0, "", "",
@@ -259,7 +254,8 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
 
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, *lease, lease_ttl_);
   keeper->arm();
-  Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options);
+  Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options,
+                 {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
   if (auto lost = keeper->finish()) {
     (void)journal_.release_lease(*lease);

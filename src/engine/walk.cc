@@ -22,9 +22,11 @@ std::string where(const Node& node, const StepKey& key) {
 }
 
 // Durable helpers handed to a running stage.
-class StepServicesImpl : public StepServices {
+class StageServicesImpl : public StageServices {
+  static const Json& or_empty(const Json& section) { return section.is_object() ? section : empty_object(); }
+
  public:
-  StepServicesImpl(Execution& exec, const StepKey& key) : exec_(exec), key_(key) {}
+  StageServicesImpl(Execution& exec, const StepKey& key) : exec_(exec), key_(key) {}
   Result<Json> memo(std::string_view name, const std::function<Json()>& compute) override {
     return exec_.decide(key_, "#memo:" + std::string(name), [&]() -> Result<Json> { return compute(); });
   }
@@ -33,6 +35,10 @@ class StepServicesImpl : public StepServices {
   }
   Clock& clock() override { return exec_.clock(); }
   Executor& executor() override { return exec_.executor(); }
+  const Json& reliability() override { return or_empty(exec_.spec().reliability); }
+  const Json& models() override { return or_empty(exec_.spec().models); }
+  const std::string& artifact_dir() override { return exec_.dirs().artifact_dir; }
+  const std::string& blob_dir() override { return exec_.dirs().blob_dir; }
 
  private:
   Execution& exec_;
@@ -42,13 +48,14 @@ class StepServicesImpl : public StepServices {
 }  // namespace
 
 Execution::Execution(Deps deps, const WorkflowSpec& spec, RunId run_id, Durability durability, const RunLog& log,
-                     const ResumeOptions& options)
+                     const ResumeOptions& options, RunDirs dirs)
     : deps_(deps),
       spec_(spec),
       run_id_(std::move(run_id)),
       durability_(durability),
       replay_(build_replay_index(log)),
-      options_(options) {}
+      options_(options),
+      dirs_(std::move(dirs)) {}
 
 Result<Flow> Execution::run(Context& ctx, std::stop_token stop) {
   auto flow = exec_list(spec_.stages, StepKey::root(), ctx, stop);
@@ -308,7 +315,7 @@ Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Con
 }
 
 Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
-  StepServicesImpl services(*this, key);
+  StageServicesImpl services(*this, key);
   ctx.set_services(&services);
   ctx.set_current(&node.name, &key.str());
   struct Reset {

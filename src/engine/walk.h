@@ -24,10 +24,16 @@ struct Deps {
   EventBus* events;
 };
 
+// The run's directories, handed to stages through StageServices.
+struct RunDirs {
+  std::string artifact_dir;
+  std::string blob_dir;
+};
+
 class Execution {
  public:
   Execution(Deps deps, const WorkflowSpec& spec, RunId run_id, Durability durability, const RunLog& log,
-            const ResumeOptions& options);
+            const ResumeOptions& options, RunDirs dirs = {});
 
   // Runs the root sequence. An error is a stage failure (already journaled) unless
   // journal_error() is set.
@@ -52,6 +58,8 @@ class Execution {
   Clock& clock() { return deps_.clock; }
   Executor& executor() { return deps_.executor; }
   const RunId& run_id() const { return run_id_; }
+  const WorkflowSpec& spec() const { return spec_; }
+  const RunDirs& dirs() const { return dirs_; }
 
  private:
   Result<Flow> exec_list(const std::vector<Node>& nodes, const StepKey& parent, Context& ctx, std::stop_token stop);
@@ -97,6 +105,7 @@ class Execution {
   Durability durability_;
   ReplayIndex replay_;
   ResumeOptions options_;
+  RunDirs dirs_;
 
   std::mutex mu_;
   std::vector<StepReport> reports_;              // guarded by mu_

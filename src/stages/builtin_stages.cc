@@ -25,7 +25,7 @@ Status stage_sleep(Context& ctx, const StageOptions& o, std::stop_token stop) {
   Clock& clock = ctx.services() != nullptr ? ctx.services()->clock() : real_clock();
   int64_t wake_at = clock.now_ms() + d->count();
   // The wake-up time is journaled, so a resumed run waits only for what is left.
-  if (StepServices* s = ctx.services()) {
+  if (StageServices* s = ctx.services()) {
     auto memo = s->memo("wake_at_ms", [&] { return Json(wake_at); });
     if (!memo) return tl::unexpected(memo.error());
     wake_at = memo->get<int64_t>();
@@ -111,7 +111,7 @@ Status stage_write_file(Context& ctx, const StageOptions& o, std::stop_token) {
 Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
   auto name = o.string("promise");
   if (!name) return tl::unexpected(name.error());
-  StepServices* services = ctx.services();
+  StageServices* services = ctx.services();
   if (services == nullptr) return make_error(ErrorCode::kFailedPrecondition, "wait_for needs a durable runner");
   std::optional<int64_t> deadline;
   if (o.has("timeout")) {

@@ -67,7 +67,7 @@ class CompareStage : public Stage {
     const std::string paired_by = o.string_or("paired_by", "");
     CompareOptions options;
     options.metric = *metric;
-    const Json& rel = ctx.experiment().value("reliability", Json::object());
+    const Json& rel = ctx.services() != nullptr ? ctx.services()->reliability() : Json::object();
     double default_alpha = 0.05;
     if (rel.is_object() && rel.contains("stats") && rel["stats"].is_object() && rel["stats"].contains("alpha") &&
         rel["stats"]["alpha"].is_number()) {
@@ -140,7 +140,7 @@ class CompareStage : public Stage {
     c["excluded_branches"] = excluded;
 
     const std::string stage = ctx.current_stage().empty() ? std::string("compare") : ctx.current_stage();
-    std::string dir = o.string_or("out_dir", ctx.experiment().value("artifact_dir", std::string()));
+    std::string dir = o.string_or("out_dir", ctx.services() != nullptr ? ctx.services()->artifact_dir() : std::string());
     if (dir.empty()) dir = ".crucible/runs/" + (ctx.run_id().empty() ? std::string("adhoc") : ctx.run_id().str());
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);

@@ -32,7 +32,7 @@ class HedgingStage : public Stage {
   Status run(Context& ctx, const StageOptions& options, std::stop_token stop) override {
     auto request = resolve_request(ctx, options);
     if (!request) return tl::unexpected(request.error());
-    const Json& reliability = ctx.experiment().value("reliability", Json::object());
+    const Json& reliability = ctx.services() != nullptr ? ctx.services()->reliability() : Json::object();
     if (!reliability.is_object() || !reliability.contains("hedging") || reliability["hedging"].is_null()) {
       return make_error(ErrorCode::kFailedPrecondition,
                         "missing hedging config: the experiment needs reliability.hedging (strategy, delay_ms, ...)");
@@ -54,7 +54,7 @@ class HedgingStage : public Stage {
     }
     if (ctx.services() == nullptr) {
       return make_error(ErrorCode::kFailedPrecondition, "the hedging stage runs its attempts on the runner's executor; "
-                                                        "run it in a pipeline or give its context StepServices");
+                                                        "run it in a pipeline or give its context StageServices");
     }
     Hedger hedger(ctx.services()->executor(), ctx.services()->clock(), **policy);
     auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {

@@ -27,29 +27,35 @@ Context context_with(Json hedging) {
 }
 
 // The services a runner hands a stage, on the real clock.
-class RealServices : public StepServices {
+class RealServices : public StageServices {
  public:
+  explicit RealServices(const Context& ctx) : reliability_(ctx.experiment().value("reliability", Json::object())) {}
+  const Json& reliability() override { return reliability_; }
   Result<Json> memo(std::string_view, const std::function<Json()>& compute) override { return compute(); }
   Result<std::optional<Json>> poll_promise(std::string_view) override { return std::optional<Json>(); }
   Clock& clock() override { return real_clock(); }
   Executor& executor() override { return executor_; }
 
  private:
+  Json reliability_;
   Executor executor_{4};
 };
 
-Status run(Stage& stage, Context& ctx) {
-  RealServices services;
+Status run(Stage& stage, Context& ctx, Json options = Json()) {
+  RealServices services(ctx);
   ctx.set_services(&services);
-  Status s = stage.run(ctx, StageOptions(), {});
+  Status s = stage.run(ctx, StageOptions(std::move(options)), {});
   ctx.set_services(nullptr);
   return s;
 }
 
 // Durable helpers on a FakeClock, for driving a stage's timers by hand.
-class FakeServices : public StepServices {
+class FakeServices : public StageServices {
  public:
-  explicit FakeServices(Executor& executor) : executor_(executor) { clock_.set_auto_advance(false); }
+  FakeServices(Executor& executor, Json reliability) : reliability_(std::move(reliability)), executor_(executor) {
+    clock_.set_auto_advance(false);
+  }
+  const Json& reliability() override { return reliability_; }
   Result<Json> memo(std::string_view, const std::function<Json()>& compute) override { return compute(); }
   Result<std::optional<Json>> poll_promise(std::string_view) override { return std::optional<Json>(); }
   Clock& clock() override { return clock_; }
@@ -57,6 +63,7 @@ class FakeServices : public StepServices {
   FakeClock& fake() { return clock_; }
 
  private:
+  Json reliability_;
   FakeClock clock_;
   Executor& executor_;
 };
@@ -265,8 +272,8 @@ stages:
 
 TEST(HedgingStage, HonoursATimeoutWrittenAsADurationString) {
   Executor executor(2);
-  FakeServices services(executor);
   Context ctx = context_with(Json{{"strategy", "off"}});
+  FakeServices services(executor, ctx.experiment()["reliability"]);
   ctx.set_services(&services);
   auto gate = std::make_shared<Gate>();
   auto stage = make_hedging_stage([gate](std::stop_token stop) -> Result<Json> {
@@ -288,7 +295,7 @@ TEST(HedgingStage, HonoursATimeoutWrittenAsADurationString) {
 TEST(HedgingStage, RejectsATimeoutThatIsNotADuration) {
   Context ctx = context_with(Json{{"strategy", "off"}});
   auto stage = make_hedging_stage(returns("result"));
-  Status s = stage->run(ctx, StageOptions(Json{{"timeout", "soon"}}), {});
+  Status s = run(*stage, ctx, Json{{"timeout", "soon"}});
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(s.error().message().find("timeout"), std::string::npos);

@@ -33,7 +33,10 @@ struct Call {
 Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const StageOptions& o, std::string system, std::string prompt, std::stop_token stop) {
   auto name = o.string("model");
   if (!name) return tl::unexpected(name.error());
-  const Json& models = ctx.experiment().value("models", Json());
+  if (ctx.services() == nullptr) {
+    return make_error(ErrorCode::kFailedPrecondition, "llm stages call the models of a pipeline: run them in one");
+  }
+  const Json& models = ctx.services()->models();
   if (!models.is_object() || !models.contains(*name)) {
     std::string known;
     if (models.is_object()) {
@@ -44,7 +47,7 @@ Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const Stag
   }
   auto config = render_templates(models[*name], ctx);
   if (!config) return tl::unexpected(config.error().with_context("models." + *name));
-  std::string blob_dir = ctx.experiment().value("blob_dir", std::string(".crucible/blobs"));
+  std::string blob_dir = ctx.services()->blob_dir().empty() ? std::string(".crucible/blobs") : ctx.services()->blob_dir();
   auto handle = models_registry.resolve(*name, *config, blob_dir);
   if (!handle) return tl::unexpected(handle.error());
   if (!handle->notice.empty()) notice_once(handle->notice);

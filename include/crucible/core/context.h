@@ -35,11 +35,12 @@ using Delta = std::vector<Mutation>;
 Json delta_to_json(const Delta& delta);
 Result<Delta> delta_from_json(const Json& json);
 
-// What a stage asks of the durable runtime while it runs (journaled memos, promises). The runner
-// installs one per step; a Context outside a runner has none.
-class StepServices {
+// What the runner hands a running stage: durable helpers, its clock and executor, the pipeline's
+// defaults and the run's directories. The runner installs one per step; a Context outside a
+// runner has none.
+class StageServices {
  public:
-  virtual ~StepServices() = default;
+  virtual ~StageServices() = default;
   // Returns the journaled value named `name` for this step, computing and journaling it on first
   // execution. Replay returns the recorded value and never calls `compute`.
   virtual Result<Json> memo(std::string_view name, const std::function<Json()>& compute) = 0;
@@ -49,6 +50,18 @@ class StepServices {
   virtual Clock& clock() = 0;
   // The runner's executor, for stages that run work concurrently (hedged requests).
   virtual Executor& executor() = 0;
+  // The pipeline's `reliability:` defaults: an object, empty when there are none.
+  virtual const Json& reliability() { return empty_object(); }
+  // The pipeline's `models:` section (model name -> config): an object, empty when there is none.
+  virtual const Json& models() { return empty_object(); }
+  // Where this run's files go (reports, charts): <artifact root>/<run id>; empty when none.
+  virtual const std::string& artifact_dir() { return empty_string(); }
+  // The journal's blob directory, where the LLM completion cache lives; empty when none.
+  virtual const std::string& blob_dir() { return empty_string(); }
+
+ protected:
+  static const Json& empty_object();
+  static const std::string& empty_string();
 };
 
 // A request from a stage to park the run until a promise resolves or a deadline passes.
@@ -138,8 +151,8 @@ class Context {
   const std::string& current_step_key() const { return current_key_ ? *current_key_ : empty_; }
 
   // Durable runtime services for the running step, or nullptr.
-  StepServices* services() const { return services_; }
-  void set_services(StepServices* services) { services_ = services; }
+  StageServices* services() const { return services_; }
+  void set_services(StageServices* services) { services_ = services; }
   void request_suspend(SuspendRequest request) { suspend_ = std::move(request); }
   std::optional<SuspendRequest> take_suspend();
 
@@ -172,7 +185,7 @@ class Context {
   // undo_[i] is the value delta_[i] replaced (nullopt: the key was absent).
   std::vector<std::optional<Json>> undo_;
   int64_t tasks_done_ = 0;
-  StepServices* services_ = nullptr;
+  StageServices* services_ = nullptr;
   const std::string* current_stage_ = nullptr;
   const std::string* current_key_ = nullptr;
   inline static const std::string empty_;

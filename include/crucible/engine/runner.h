@@ -89,10 +89,10 @@ class Runner {
   // Lease length; renewed as steps finish.
   void set_lease_ttl(std::chrono::milliseconds ttl) { lease_ttl_ = ttl; }
   // Where stages write a run's files (reports, charts): <root>/<run id>, handed to stages as
-  // experiment()["artifact_dir"]. Defaults to ".crucible/runs"; the CLI puts it next to the journal.
+  // StageServices::artifact_dir(). Defaults to ".crucible/runs"; the CLI puts it next to the journal.
   void set_artifact_root(std::string root) { artifact_root_ = std::move(root); }
   // The journal's blob directory, where the LLM completion cache lives; handed to stages as
-  // experiment()["blob_dir"]. Defaults to ".crucible/blobs".
+  // StageServices::blob_dir(). Defaults to ".crucible/blobs".
   void set_blob_dir(std::string dir) { blob_dir_ = std::move(dir); }
 
  private:
