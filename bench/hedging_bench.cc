@@ -16,6 +16,7 @@
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedging.h"
+#include "crucible/reliability/hedging_config.h"
 
 // Counts heap allocations on threads that ask for it, to check the decision path allocates nothing.
 // The replacement pairs malloc with free, which GCC cannot see through when it inlines allocators.

@@ -14,6 +14,7 @@
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedger.h"
 #include "crucible/stages/http_stage.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible::bench {
 

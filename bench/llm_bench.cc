@@ -22,6 +22,7 @@
 #include "crucible/workflow/loader.h"
 #include "crucible/engine/runner.h"
 #include "crucible/testing/llm_test_server.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible::bench {
 namespace {

@@ -7,6 +7,7 @@
 
 #include "crucible/llm/decorators.h"
 #include "crucible/testing/llm_test_server.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible::llm {
 namespace {

@@ -12,6 +12,7 @@
 #include "crucible/llm/decorators.h"
 #include "crucible/reliability/hedging.h"
 #include "crucible/core/duration.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible {
 namespace {

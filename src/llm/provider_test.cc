@@ -8,6 +8,7 @@
 #include "crucible/llm/adapters.h"
 #include "crucible/llm/decorators.h"
 #include "crucible/llm/sse.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible::llm {
 namespace {

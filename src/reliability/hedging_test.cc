@@ -1,4 +1,5 @@
 #include "crucible/reliability/hedging.h"
+#include "crucible/reliability/hedging_config.h"
 
 #include <cmath>
 

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "crucible/reliability/hedger.h"
+#include "crucible/reliability/hedging_config.h"
 
 namespace crucible {
 namespace {

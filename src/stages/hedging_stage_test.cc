@@ -355,7 +355,7 @@ stages:
     hedging: {strategy: fixed, delay_ms: 20}
 )", "hedged.yaml", registry);
   ASSERT_TRUE(loaded.ok()) << loaded.report();
-  EXPECT_EQ(loaded.spec->stages[0].hedging["budget_percent"], 100);  // the experiment's default
+  EXPECT_EQ(loaded.spec->stages[0].hedging->budget_percent, 100);  // the experiment's default
   auto journal = make_memory_journal();
   Executor executor(4);
   SeededRandom random(1);
@@ -381,7 +381,9 @@ stages:
   - {name: b, uses: noop, idempotent: false, hedging: {strategy: fixed, delay_ms: 5}}
 )", "h.yaml", registry);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.report().find("h.yaml:3:5: error: stages[0] 'a'.hedging: unknown hedging strategy 'psychic'"), std::string::npos)
+  // Located at the bad field's value, named by its path.
+  EXPECT_NE(bad.report().find("h.yaml:3:47: error: stages[0] 'a'.hedging.strategy: unknown hedging strategy 'psychic'"),
+            std::string::npos)
       << bad.report();
   EXPECT_NE(bad.report().find("only idempotent stages can be hedged"), std::string::npos);
 }

@@ -46,6 +46,11 @@ SequenceBuilder& SequenceBuilder::timeout(std::chrono::milliseconds timeout) {
   return *this;
 }
 
+SequenceBuilder& SequenceBuilder::hedging(HedgingConfig config) {
+  last().hedging = std::move(config);
+  return *this;
+}
+
 SequenceBuilder& SequenceBuilder::retry(RetryPolicy policy) {
   last().retry = std::move(policy);
   return *this;

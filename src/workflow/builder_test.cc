@@ -46,5 +46,31 @@ TEST(WorkflowBuilder, BuildsNestedNodesAndModifiers) {
   EXPECT_FALSE(spec->hash.empty());
 }
 
+TEST(WorkflowBuilder, AHedgedStageMatchesTheSameStageInYaml) {
+  StageRegistry registry = builtin_registry();
+  auto hedging = HedgingConfig::from_json(Json{{"strategy", "fixed"}, {"delay_ms", 20}, {"max_hedges", 2}});
+  ASSERT_TRUE(hedging) << hedging.error().to_string();
+  WorkflowBuilder b("hedged");
+  b.stage("call", "noop").hedging(*hedging);
+  auto built = b.build(registry);
+  ASSERT_TRUE(built) << built.error().to_string();
+  ASSERT_NE(built->stages[0].hedge_policy, nullptr);
+  EXPECT_EQ(built->stages[0].max_hedges, 2);
+  LoadResult yaml = load_pipeline_text(
+      "name: hedged\nstages:\n  - {name: call, uses: noop, hedging: {strategy: fixed, delay_ms: 20, max_hedges: 2}}\n",
+      "hedged.yaml", registry);
+  ASSERT_TRUE(yaml.ok()) << yaml.report();
+  EXPECT_EQ(built->hash, yaml.spec->hash);
+}
+
+TEST(WorkflowBuilder, RejectsHedgingANonIdempotentStage) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("hedged");
+  b.stage("call", "noop").idempotent(false).hedging(*HedgingConfig::from_json(Json{{"strategy", "off"}}));
+  auto built = b.build(registry);
+  ASSERT_FALSE(built);
+  EXPECT_NE(built.error().message().find("only idempotent stages can be hedged"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace crucible

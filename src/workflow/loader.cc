@@ -11,6 +11,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "crucible/experiment/branch.h"
+#include "crucible/reliability/hedging_config.h"
 #include "crucible/experiment/sweep.h"
 #include "crucible/llm/models.h"
 #include "validate_internal.h"
@@ -338,8 +339,12 @@ class Loader {
       else spec.config = to_json(c, "config");
     }
     if (YAML::Node r = root["reliability"]) {
-      if (!r.IsMap()) error(r, "reliability", "expected a mapping, found " + describe(r));
-      else spec.reliability = to_json(r, "reliability");
+      if (!r.IsMap()) {
+        error(r, "reliability", "expected a mapping, found " + describe(r));
+      } else {
+        spec.reliability = to_json(r, "reliability");
+        if (YAML::Node h = r["hedging"]) hedging_defaults_ = parse_hedging(h, "reliability.hedging");
+      }
     }
     if (YAML::Node m = root["models"]) parse_models(m, spec);
     YAML::Node stages = root["stages"];
@@ -680,6 +685,46 @@ class Loader {
     return node;
   }
 
+  // A `hedging:` mapping, each field checked by HedgingConfig's rules and located at its value.
+  std::optional<HedgingConfig> parse_hedging(const YAML::Node& h, const std::string& f) {
+    if (!h.IsMap()) {
+      error(h, f, "expected a mapping (" + join(HedgingConfig::keys()) + "), found " + describe(h));
+      return std::nullopt;
+    }
+    HedgingConfig config;
+    bool ok = true;
+    auto report = [&](const YAML::Node& at, const Status& s) {
+      if (s) return;
+      error(at, sub(f, s.error().field().value_or("")), s.error().message());
+      ok = false;
+    };
+    for (const auto& kv : h) {
+      const std::string key = kv.first.as<std::string>();
+      if (key != "options" || !kv.second.IsMap()) {
+        report(kv.second, config.set(key, to_json(kv.second, sub(f, key))));
+        continue;
+      }
+      for (const auto& o : kv.second) {
+        std::string option = o.first.as<std::string>();
+        report(o.second, config.set_option(option, to_json(o.second, f + ".options." + option)));
+      }
+    }
+    report(h, config.check());
+    return ok ? std::optional<HedgingConfig>(std::move(config)) : std::nullopt;
+  }
+
+  // A stage's `hedging:` over the pipeline's `reliability.hedging`, key by key.
+  std::optional<HedgingConfig> parse_stage_hedging(const YAML::Node& h, const std::string& f) {
+    auto own = parse_hedging(h, f);
+    if (!own || !hedging_defaults_) return own;
+    auto merged = HedgingConfig::merge(*hedging_defaults_, *own);
+    if (!merged) {
+      error(h, sub(f, merged.error().field().value_or("")), merged.error().message());
+      return std::nullopt;
+    }
+    return std::move(*merged);
+  }
+
   RetryPolicy parse_retry(const YAML::Node& r, const std::string& f) {
     RetryPolicy policy;
     policy.initial_backoff = std::chrono::milliseconds(200);
@@ -740,10 +785,7 @@ class Loader {
     if (auto i = get_bool(n, "idempotent", f)) node.idempotent = *i;
     node.when = get_expression(n, "when", f);
     if (YAML::Node b = n["barrier"]) node.barrier = parse_barrier(b, f + ".barrier");
-    if (YAML::Node h = n["hedging"]) {
-      if (!h.IsMap()) error(h, f + ".hedging", "expected a mapping (strategy, delay_ms, percentile, max_hedges, budget_percent, options), found " + describe(h));
-      else node.hedging = to_json(h, f + ".hedging");
-    }
+    if (YAML::Node h = n["hedging"]) node.hedging = parse_stage_hedging(h, f + ".hedging");
 
     auto kind = get_enum<StageKind>(n, "type", f,
                                     {{"execute", StageKind::kExecute}, {"prepare", StageKind::kPrepare},
@@ -837,6 +879,7 @@ class Loader {
   const StageRegistry& registry_;
   std::string file_;
   std::vector<Diagnostic> diags_;
+  std::optional<HedgingConfig> hedging_defaults_;  // `reliability.hedging`, parsed before the stages
 };
 
 }  // namespace

@@ -19,6 +19,8 @@ struct Invalid {
 // Every file in tests/pipelines/invalid with the located message it must produce.
 const Invalid kInvalid[] = {
     {"bad_duration.yaml", "5:14", "expected a duration such as 500ms, 30s, 5m or 2h, found '5 minutes'"},
+    {"bad_hedging_default.yaml", "5:17", "reliability.hedging.percentile: must be between 1 and 99.99, got 150"},
+    {"bad_hedging_option.yaml", "8:27", "stages[0] 'a'.hedging.options.delay_candidates: must be a list of at least 2 delays"},
     {"bad_expression.yaml", "5:25", "bad expression 'metrics.acc >> 2': column 14: unexpected '>'"},
     {"bad_template.yaml", "6:43", "bad template 'topic ${config.topic +}'"},
     {"completion_mismatch.yaml", "3:5", "use `type: validation` for a validation stage, or `completion: duration_or_tasks`"},
@@ -26,6 +28,7 @@ const Invalid kInvalid[] = {
     {"duplicate_name.yaml", "5:5", "duplicate stage name 'a'"},
     {"duplicate_order.yaml", "6:5", "duplicate order 1: stages 'a' and 'b'"},
     {"empty.yaml", "1:1", "the pipeline file is empty"},
+    {"hedging_fixed_without_delay.yaml", "8:7", "stages[0] 'a'.hedging.delay_ms: hedging strategy fixed needs delay_ms"},
     {"field_of_other_kind.yaml", "5:19", "'max_duration' does not apply to type prepare; it belongs to type hybrid"},
     {"malformed_yaml.yaml", "5:4", "malformed YAML"},
     {"missing_option.yaml", "3:5", "stage type 'metric' needs option 'name'"},

@@ -77,7 +77,7 @@ Json node_to_json(const Node& n) {
       if (!n.command.empty()) out["command"] = n.command;
       if (!n.args.empty()) out["args"] = n.args;
       if (!n.barrier.is_null()) out["barrier"] = n.barrier;
-      if (!n.hedging.is_null()) out["hedging"] = n.hedging;
+      if (n.hedging) out["hedging"] = n.hedging->written;
       break;
     case NodeKind::kSequence:
       out["node"] = "sequence";

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "crucible/workflow/loader.h"
+#include "crucible/reliability/hedging_config.h"
 #include "validate_internal.h"
 
 namespace crucible {
@@ -68,15 +69,6 @@ class Validator {
   explicit Validator(const StageRegistry& registry) : registry_(registry) {}
 
   std::vector<Diagnostic> run(WorkflowSpec& spec) {
-    if (spec.reliability.is_object() && spec.reliability.contains("hedging")) {
-      hedging_defaults_ = spec.reliability["hedging"];
-      if (!hedging_defaults_.is_object()) {
-        add(SourceLocation{spec.file, 0, 0}, "reliability.hedging", "expected a mapping");
-        hedging_defaults_ = Json();
-      } else if (auto p = make_hedge_policy(hedging_defaults_); !p) {
-        add(SourceLocation{spec.file, 0, 0}, "reliability.hedging", p.error().message());
-      }
-    }
     models_ = spec.models;
     if (spec.name.empty()) add(SourceLocation{spec.file, 0, 0}, "name", "a pipeline needs a name");
     if (spec.stages.empty()) add(SourceLocation{spec.file, 1, 1}, "stages", "the pipeline has no stages");
@@ -225,26 +217,22 @@ class Validator {
     }
     if (!n.uses.empty() && !n.stage) bind(n, f);
     if (n.stage_kind == StageKind::kCustom && n.uses.empty() && !n.stage) bind_custom(n, f);
-    if (!n.hedging.is_null()) check_hedging(n, f);
+    if (n.hedging) check_hedging(n, f);
   }
 
   // A hedged stage runs several attempts at once and keeps one: it must be idempotent.
   void check_hedging(Node& n, const std::string& f) {
-    Json merged = hedging_defaults_.is_object() ? hedging_defaults_ : Json::object();
-    for (const auto& [k, v] : n.hedging.items()) merged[k] = v;
-    int max_hedges = 1;
-    auto policy = make_hedge_policy(merged, &max_hedges);
-    if (!policy) {
-      add(n.loc, f + ".hedging", policy.error().message());
-      return;
-    }
     if (!n.is_idempotent()) {
       add(n.loc, f + ".hedging", "stage '" + n.name + "' is not idempotent; only idempotent stages can be hedged");
       return;
     }
-    n.hedging = merged;
+    auto policy = HedgePolicy::create(*n.hedging);
+    if (!policy) {
+      add(n.loc, f + ".hedging", policy.error().message());
+      return;
+    }
     n.hedge_policy = std::shared_ptr<HedgePolicy>(std::move(*policy));
-    n.max_hedges = max_hedges;
+    n.max_hedges = n.hedging->max_hedges;
   }
 
   // A custom stage runs its `command:` through the registry's `command` stage.
@@ -320,7 +308,6 @@ class Validator {
 
   const StageRegistry& registry_;
   std::vector<Diagnostic> diags_;
-  Json hedging_defaults_;
   Json models_;
 };
 

@@ -51,6 +51,13 @@ class Error {
     retry_after_ = delay;
     return *this;
   }
+  // The input field the error is about ("percentile", "stages[2].retry"), for callers that
+  // locate it; the message does not repeat it.
+  const std::optional<std::string>& field() const { return field_; }
+  Error& with_field(std::string field) {
+    field_ = std::move(field);
+    return *this;
+  }
   // Returns a copy whose message starts with `where: `, e.g. the stage name and step key.
   Error with_context(std::string_view where) const;
   // "deadline_exceeded: stage 'train' timed out after 5s"
@@ -60,6 +67,7 @@ class Error {
   ErrorCode code_;
   std::string message_;
   std::optional<std::chrono::milliseconds> retry_after_;
+  std::optional<std::string> field_;
 };
 
 inline bool is_retryable(const Error& error) { return is_retryable_code(error.code()); }

@@ -117,10 +117,16 @@ struct GateOptions {
 // if hedging's median was more than 8% above it (hedges added load that lengthened queues),
 // hedging pauses, twice as long each time; otherwise the baseline becomes the new reference.
 // Thread-safe.
+struct HedgingConfig;
+
 class HedgePolicy {
  public:
   HedgePolicy(std::unique_ptr<HedgeStrategy> strategy, BudgetOptions budget = {}, GateOptions gate = {});
   ~HedgePolicy();
+
+  // The policy a checked config describes (crucible/reliability/hedging_config.h):
+  // kInvalidArgument naming the field when the config breaks a rule.
+  [[nodiscard]] static Result<std::unique_ptr<HedgePolicy>> create(const HedgingConfig& config);
 
   std::string_view strategy_name() const;
   // Called once per request: deposits into the budget and returns the planned delay.
@@ -135,10 +141,5 @@ class HedgePolicy {
   std::unique_ptr<HedgeStrategy> strategy_;
   std::unique_ptr<Impl> impl_;
 };
-
-// Parses a `hedging:` mapping (strategy, delay_ms, percentile, max_hedges, budget_percent,
-// options) into a policy. kInvalidArgument naming the field for an unknown strategy or a bad
-// value. `max_hedges` is returned through the pointer when given.
-Result<std::unique_ptr<HedgePolicy>> make_hedge_policy(const Json& config, int* max_hedges = nullptr);
 
 }  // namespace crucible

@@ -32,6 +32,8 @@ class SequenceBuilder {
   // Modifiers of the most recently added node.
   SequenceBuilder& timeout(std::chrono::milliseconds timeout);
   SequenceBuilder& retry(RetryPolicy policy);
+  // Hedged attempts of the stage (HedgingConfig::from_json or fields set one by one).
+  SequenceBuilder& hedging(HedgingConfig config);
   SequenceBuilder& optional(bool optional = true);
   SequenceBuilder& idempotent(bool idempotent);
   SequenceBuilder& when(const std::string& expression);

@@ -12,6 +12,7 @@
 #include "crucible/core/stage.h"
 #include "crucible/journal/journal.h"
 #include "crucible/reliability/hedging.h"
+#include "crucible/reliability/hedging_config.h"
 #include "crucible/reliability/retry.h"
 #include "crucible/workflow/expression.h"
 
@@ -71,7 +72,7 @@ struct Node {
   Json barrier;                                       // validated, kept for distributed runs
   std::shared_ptr<Stage> stage;                       // bound implementation, or null
   bool stage_idempotent = true;                       // from the stage's description
-  Json hedging;                                       // `hedging:` merged over the experiment's defaults
+  std::optional<HedgingConfig> hedging;               // `hedging:` merged over reliability.hedging
   std::shared_ptr<HedgePolicy> hedge_policy;          // built from `hedging` by validation
   int max_hedges = 1;
 
