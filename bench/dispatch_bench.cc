@@ -18,8 +18,7 @@ Result<Json> run_dispatch(bool quick) {
 
   WorkflowBuilder seq("dispatch-sequence");
   for (int i = 0; i < stages; ++i) seq.stage("s" + std::to_string(i), "noop");
-  auto seq_spec = seq.build(registry);
-  if (!seq_spec) return tl::unexpected(seq_spec.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto seq_spec, seq.build(registry));
 
   std::vector<std::pair<std::string, SequenceBuilder::Body>> branches;
   for (int i = 0; i < stages; ++i) {
@@ -27,8 +26,7 @@ Result<Json> run_dispatch(bool quick) {
   }
   WorkflowBuilder par("dispatch-parallel");
   par.parallel("fan", std::move(branches), JoinPolicy::kAll, MergePolicy::kLastWins);
-  auto par_spec = par.build(registry);
-  if (!par_spec) return tl::unexpected(par_spec.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto par_spec, par.build(registry));
 
   Executor executor(2);
   SeededRandom random(1);
@@ -45,7 +43,7 @@ Result<Json> run_dispatch(bool quick) {
     auto journal = make_memory_journal();
     Runner runner(*journal, executor, real_clock(), random);
     t0 = std::chrono::steady_clock::now();
-    auto res = runner.start(*seq_spec);
+    auto res = runner.start(seq_spec);
     double us = since_us(t0);
     if (!res || res->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "sequence run failed");
     seq_ns.push_back(us * 1000.0 / stages);
@@ -53,7 +51,7 @@ Result<Json> run_dispatch(bool quick) {
     auto journal2 = make_memory_journal();
     Runner runner2(*journal2, executor, real_clock(), random);
     t0 = std::chrono::steady_clock::now();
-    auto res2 = runner2.start(*par_spec);
+    auto res2 = runner2.start(par_spec);
     us = since_us(t0);
     if (!res2 || res2->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "parallel run failed");
     par_ns.push_back(us * 1000.0 / stages);

@@ -75,7 +75,7 @@ Result<Json> run_experiments(bool quick) {
   SqliteJournalOptions jo;
   jo.path = (dir / "journal.db").string();
   auto journal = open_sqlite_journal(jo);
-  if (!journal) return tl::unexpected(journal.error());
+  if (!journal) return make_error(journal.error());
   Executor executor(2);
   SeededRandom random(1);
   Runner runner(**journal, executor, real_clock(), random);

@@ -417,9 +417,8 @@ double median_of(std::vector<double> v) { return median(std::move(v)); }
 Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
   std::vector<Scenario> scenarios = builtin_scenarios(quick);
   if (!scenario_file.empty()) {
-    auto extra = load_scenarios(scenario_file);
-    if (!extra) return tl::unexpected(extra.error());
-    for (auto& s : *extra) scenarios.push_back(std::move(s));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto extra, load_scenarios(scenario_file));
+    for (auto& s : extra) scenarios.push_back(std::move(s));
   }
   const std::vector<uint64_t> seeds = {1, 2, 3};
   auto t_start = std::chrono::steady_clock::now();
@@ -529,7 +528,7 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
   for (const Json& t : targets) passed += t["pass"].get<bool>() ? 1 : 0;
 
   auto live = run_hedging_live(quick ? 2.0 : 10.0);
-  if (!live) return tl::unexpected(live.error());
+  if (!live) return make_error(live.error());
   target("live: losers cancelled (server saw aborted transfers)", (*live)["losers_aborted_seen_by_server"].get<int64_t>() > 0,
          (*live)["losers_aborted_seen_by_server"], "> 0");
   target("live: exactly one result kept per request", (*live)["one_result_per_request"].get<bool>(),

@@ -48,10 +48,9 @@ Result<Json> run_hedging_live(double seconds) {
   std::thread listener([&] { server.listen_after_bind(); });
   while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 
-  auto policy = make_hedge_policy(Json{{"strategy", "percentile"}, {"budget_percent", 5}});
-  if (!policy) return tl::unexpected(policy.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto policy, make_hedge_policy(Json{{"strategy", "percentile"}, {"budget_percent", 5}}));
   Executor executor(16);
-  Hedger hedger(executor, real_clock(), **policy);
+  Hedger hedger(executor, real_clock(), *policy);
   auto stage = make_http_request_stage();
   std::atomic<int64_t> requests{0}, hedged{0}, kept{0}, failures{0};
   std::mutex mu;

@@ -77,13 +77,12 @@ Result<WorkflowSpec> ten_steps(const StageRegistry& registry, Durability d) {
 Result<Json> journal_appends(const std::string& dir, int n) {
   SqliteJournalOptions o;
   o.path = dir + "/appends.db";
-  auto journal = open_sqlite_journal(o);
-  if (!journal) return tl::unexpected(journal.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
   Record start;
   start.type = RecordType::kRunStarted;
   start.run_id = *RunId::parse("appends");
   start.payload = {{"pipeline", "bench"}, {"spec_hash", "h"}};
-  CRUCIBLE_RETURN_IF_ERROR((*journal)->append(start, Durability::kStrict));
+  CRUCIBLE_RETURN_IF_ERROR(journal->append(start, Durability::kStrict));
   std::vector<double> lat;
   for (int i = 0; i < n; ++i) {
     Record r;
@@ -92,7 +91,7 @@ Result<Json> journal_appends(const std::string& dir, int n) {
     r.key = StepKey::from_string("/step" + std::to_string(i % 10));
     r.delta = {Mutation{Mutation::Kind::kComplete, "step", Json()}, Mutation{Mutation::Kind::kTrace, "step", Json()}};
     auto t0 = std::chrono::steady_clock::now();
-    CRUCIBLE_RETURN_IF_ERROR((*journal)->append(std::move(r), Durability::kStrict));
+    CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(r), Durability::kStrict));
     lat.push_back(since_us(t0));
   }
   return Json{{"p50_us", percentile(lat, 50)}, {"p99_us", percentile(lat, 99)}};
@@ -102,21 +101,19 @@ Result<Json> journal_appends(const std::string& dir, int n) {
 Result<Json> strict_sequential(const std::string& dir, int workflows, const StageRegistry& registry) {
   SqliteJournalOptions o;
   o.path = dir + "/strict.db";
-  auto journal = open_sqlite_journal(o);
-  if (!journal) return tl::unexpected(journal.error());
-  auto spec = ten_steps(registry, Durability::kStrict);
-  if (!spec) return tl::unexpected(spec.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto spec, ten_steps(registry, Durability::kStrict));
   Executor executor(2);
   SeededRandom random(7);
   EventBus bus;
   auto times = std::make_shared<StepTimes>();
   bus.add_sink(times);
-  Runner runner(**journal, executor, real_clock(), random, &bus);
+  Runner runner(*journal, executor, real_clock(), random, &bus);
   std::vector<double> steps, workflows_ms;
   for (int w = 0; w < workflows; ++w) {
     times->times.clear();
     auto t0 = std::chrono::steady_clock::now();
-    auto r = runner.start(*spec);
+    auto r = runner.start(spec);
     workflows_ms.push_back(since_us(t0) / 1000.0);
     if (!r || r->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "strict run failed");
     for (size_t i = 1; i < times->times.size(); ++i) {
@@ -131,13 +128,11 @@ Result<Json> strict_sequential(const std::string& dir, int workflows, const Stag
 Result<Json> batched_concurrent(const std::string& dir, int lanes, double seconds, const StageRegistry& registry) {
   SqliteJournalOptions o;
   o.path = dir + "/batched.db";
-  auto journal = open_sqlite_journal(o);
-  if (!journal) return tl::unexpected(journal.error());
-  auto spec = ten_steps(registry, Durability::kBatched);
-  if (!spec) return tl::unexpected(spec.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto spec, ten_steps(registry, Durability::kBatched));
   Executor executor(2);
   SeededRandom random(9);
-  Runner runner(**journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random);
   std::atomic<int64_t> workflows{0};
   std::atomic<bool> failed{false};
   std::vector<double> acks;
@@ -149,7 +144,7 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
     std::jthread probe([&] {
       while (std::chrono::steady_clock::now() < deadline) {
         auto ts = std::chrono::steady_clock::now();
-        if (!(*journal)->flush()) {
+        if (!journal->flush()) {
           failed = true;
           return;
         }
@@ -161,7 +156,7 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
     for (int l = 0; l < lanes; ++l) {
       threads.emplace_back([&] {
         while (std::chrono::steady_clock::now() < deadline) {
-          auto r = runner.start(*spec);
+          auto r = runner.start(spec);
           if (!r || r->status != RunStatus::kCompleted) {
             failed = true;
             return;
@@ -186,8 +181,7 @@ Result<Json> recovery(const std::string& dir, int runs) {
   SqliteJournalOptions o;
   o.path = dir + "/recovery.db";
   {
-    auto journal = open_sqlite_journal(o);
-    if (!journal) return tl::unexpected(journal.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
     std::vector<Record> batch;
     for (int i = 0; i < runs; ++i) {
       RunId id = *RunId::parse("r" + std::to_string(i));
@@ -208,19 +202,17 @@ Result<Json> recovery(const std::string& dir, int runs) {
         batch.push_back(std::move(c));
       }
       if (batch.size() > 5000) {
-        CRUCIBLE_RETURN_IF_ERROR((*journal)->append(std::move(batch), Durability::kStrict));
+        CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
         batch.clear();
       }
     }
-    CRUCIBLE_RETURN_IF_ERROR((*journal)->append(std::move(batch), Durability::kStrict));
+    CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto journal = open_sqlite_journal(o);
-  if (!journal) return tl::unexpected(journal.error());
-  auto logs = (*journal)->read_unfinished();
-  if (!logs) return tl::unexpected(logs.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto logs, journal->read_unfinished());
   size_t ready = 0;
-  for (const RunLog& log : *logs) {
+  for (const RunLog& log : logs) {
     auto index = build_replay_index(log);
     if (index.completed.size() == 5) ++ready;
   }

@@ -109,7 +109,7 @@ Result<Json> run_llm(bool quick) {
   Executor executor(kConcurrency * 3);
   const Json hedging{{"strategy", "percentile"}, {"percentile", 95}, {"budget_percent", 5}};
   auto policy = make_hedge_policy(hedging);
-  if (!policy) return tl::unexpected(policy.error());
+  if (!policy) return make_error(policy.error());
   llm::HedgedProvider hedged(adapter, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor, real_clock(), 1, "bench");
   Phase with_hedging = drive(hedged, server, warmup, requests);
 
@@ -119,8 +119,7 @@ Result<Json> run_llm(bool quick) {
   std::filesystem::remove_all(dir);
   SqliteJournalOptions jo;
   jo.path = (dir / "journal.db").string();
-  auto journal = open_sqlite_journal(jo);
-  if (!journal) return tl::unexpected(journal.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(jo));
   StageRegistry registry = builtin_registry();
   std::string yaml = "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
                      "    base_url: " + server.base_url() + "\n    api_key_env: " + kKeyEnv +
@@ -130,7 +129,7 @@ Result<Json> run_llm(bool quick) {
   LoadResult loaded = load_pipeline_text(yaml, "bench", registry);
   if (!loaded.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + loaded.report());
   SeededRandom random(5);
-  Runner runner(**journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random);
   runner.set_blob_dir((dir / "blobs").string());
   int calls_before = server.calls.load();
   auto run = runner.start(*loaded.spec);
@@ -139,15 +138,14 @@ Result<Json> run_llm(bool quick) {
                                                 (run ? (run->error ? run->error->to_string() : "") : run.error().to_string()));
   }
   int pipeline_calls = server.calls.load() - calls_before;
-  auto log = (*journal)->read_run(run->run_id);
-  if (!log) return tl::unexpected(log.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal->read_run(run->run_id));
   std::map<std::string, int> results;
-  for (const Record& r : log->records) {
+  for (const Record& r : log.records) {
     if (r.type == RecordType::kStepCompleted) results[r.key.str()]++;
   }
   int max_per_step = 0;
   for (const auto& [_, n] : results) max_per_step = std::max(max_per_step, n);
-  journal->reset();
+  journal.reset();
   std::filesystem::remove_all(dir);
   ::unsetenv(kKeyEnv);
 

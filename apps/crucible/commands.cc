@@ -73,15 +73,13 @@ struct Engine {
   std::unique_ptr<Runner> runner;
 
   Status open(const GlobalOptions& g, bool progress) {
-    auto j = open_journal(g);
-    if (!j) return tl::unexpected(j.error());
-    journal = std::move(*j);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto j, open_journal(g));
+    journal = std::move(j);
     executor = std::make_unique<Executor>();
     if (progress && !g.quiet) events.add_sink(make_console_sink(g.json ? stderr : stdout, isatty(g.json ? 2 : 1) != 0));
     if (!g.events_file.empty()) {
-      auto sink = make_jsonl_sink(g.events_file);
-      if (!sink) return tl::unexpected(sink.error());
-      events.add_sink(*sink);
+      CRUCIBLE_ASSIGN_OR_RETURN(auto sink, make_jsonl_sink(g.events_file));
+      events.add_sink(sink);
     }
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), &events);
     std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal)).parent_path();
@@ -182,16 +180,14 @@ std::optional<WorkflowSpec> load_or_report(const GlobalOptions& g, const std::st
 }
 
 Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
-  auto log = e.journal->read_run(id);
-  if (!log) return tl::unexpected(log.error());
-  auto spec = journaled_spec(*log);
-  if (!spec) return tl::unexpected(spec.error());
-  if (spec->value("format", std::string()) != "yaml") {
+  CRUCIBLE_ASSIGN_OR_RETURN(auto log, e.journal->read_run(id));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto spec, journaled_spec(log));
+  if (spec.value("format", std::string()) != "yaml") {
     return make_error(ErrorCode::kFailedPrecondition, "run '" + id.str() +
                                                           "' was built with the C++ builder; resume it from the program that built it");
   }
-  std::string file = spec->value("file", std::string("<journal>"));
-  LoadResult loaded = load_pipeline_text(spec->value("text", std::string()), file, e.registry);
+  std::string file = spec.value("file", std::string("<journal>"));
+  LoadResult loaded = load_pipeline_text(spec.value("text", std::string()), file, e.registry);
   if (!loaded.ok()) {
     return make_error(ErrorCode::kFailedPrecondition, "the journaled pipeline of run '" + id.str() +
                                                           "' no longer validates:\n" + loaded.report());

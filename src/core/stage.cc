@@ -58,32 +58,32 @@ Error wrong_type(std::string_view key, std::string_view expected, const Json* fo
 
 Result<std::string> StageOptions::string(std::string_view key) const {
   const Json* v = get(key);
-  if (v == nullptr || !v->is_string()) return tl::unexpected(wrong_type(key, "a string", v));
+  if (v == nullptr || !v->is_string()) return make_error(wrong_type(key, "a string", v));
   return v->get<std::string>();
 }
 
 Result<std::chrono::milliseconds> StageOptions::duration(std::string_view key) const {
   const Json* v = get(key);
   std::optional<std::chrono::milliseconds> d = v == nullptr ? std::nullopt : duration_from_json(*v);
-  if (!d) return tl::unexpected(wrong_type(key, "a duration such as 500ms, 30s or 5m", v));
+  if (!d) return make_error(wrong_type(key, "a duration such as 500ms, 30s or 5m", v));
   return *d;
 }
 
 Result<int64_t> StageOptions::integer(std::string_view key) const {
   const Json* v = get(key);
-  if (v == nullptr || !v->is_number_integer()) return tl::unexpected(wrong_type(key, "an integer", v));
+  if (v == nullptr || !v->is_number_integer()) return make_error(wrong_type(key, "an integer", v));
   return v->get<int64_t>();
 }
 
 Result<double> StageOptions::number(std::string_view key) const {
   const Json* v = get(key);
-  if (v == nullptr || !v->is_number()) return tl::unexpected(wrong_type(key, "a number", v));
+  if (v == nullptr || !v->is_number()) return make_error(wrong_type(key, "a number", v));
   return v->get<double>();
 }
 
 Result<bool> StageOptions::boolean(std::string_view key) const {
   const Json* v = get(key);
-  if (v == nullptr || !v->is_boolean()) return tl::unexpected(wrong_type(key, "a boolean", v));
+  if (v == nullptr || !v->is_boolean()) return make_error(wrong_type(key, "a boolean", v));
   return v->get<bool>();
 }
 
@@ -127,9 +127,8 @@ Result<std::unique_ptr<Stage>> StageRegistry::create(std::string_view name) cons
 }
 
 Result<StageDescription> StageRegistry::describe(std::string_view name) const {
-  auto stage = create(name);
-  if (!stage) return tl::unexpected(stage.error());
-  return (*stage)->describe();
+  CRUCIBLE_ASSIGN_OR_RETURN(auto stage, create(name));
+  return stage->describe();
 }
 
 bool StageRegistry::contains(std::string_view name) const { return factories_->contains(name); }

@@ -12,7 +12,7 @@ std::unique_ptr<Stage> hello() {
   d.options.push_back({"who", "string", true, Json(), "whom to greet"});
   return make_function_stage(d, [](Context& ctx, const StageOptions& o, std::stop_token) -> Status {
     auto who = o.string("who");
-    if (!who) return tl::unexpected(who.error());
+    if (!who) return make_error(who.error());
     ctx.assign("greeting", "hello " + *who);
     return {};
   });

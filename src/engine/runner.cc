@@ -189,7 +189,7 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
     }
     return resume(spec, run_id, {});
   }
-  if (existing.error().code() != ErrorCode::kNotFound) return tl::unexpected(existing.error());
+  if (existing.error().code() != ErrorCode::kNotFound) return make_error(existing.error());
 
   Durability durability = options.durability.value_or(spec.durability);
   Record started;
@@ -201,30 +201,28 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
                      {"spec", spec_payload(spec, hash)},
                      {"input", merged_input(spec.config, options.overrides)},
                      {"durability", durability_name(durability)}};
-  auto lease = journal_.start_run(started, owner_, lease_ttl_);
-  if (!lease) return tl::unexpected(lease.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto lease, journal_.start_run(started, owner_, lease_ttl_));
   RunLog log;
   log.summary.run_id = run_id;
   log.summary.pipeline = spec.name;
   log.summary.spec_hash = hash;
   log.records.push_back(std::move(started));
-  return execute(spec, log, durability, {}, *lease);
+  return execute(spec, log, durability, {}, lease);
 }
 
 Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
-  auto log = journal_.read_run(run_id);
-  if (!log) return tl::unexpected(log.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal_.read_run(run_id));
   std::string hash = spec_hash(spec);
-  if (log->summary.spec_hash != hash) {
+  if (log.summary.spec_hash != hash) {
     return make_error(ErrorCode::kFailedPrecondition,
                       "run '" + run_id.str() + "' was started from another version of the pipeline (spec " +
-                          log->summary.spec_hash.substr(0, 12) + ", given " + hash.substr(0, 12) + ")");
+                          log.summary.spec_hash.substr(0, 12) + ", given " + hash.substr(0, 12) + ")");
   }
-  const Record* started = find_run_started(*log);
+  const Record* started = find_run_started(log);
   if (started == nullptr) return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
   auto durability = started->payload.value("durability", std::string("strict")) == "batched" ? Durability::kBatched
                                                                                              : Durability::kStrict;
-  return execute(spec, *log, durability, options);
+  return execute(spec, log, durability, options);
 }
 
 Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
@@ -234,9 +232,9 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   Result<Lease> lease = taken ? Result<Lease>(*taken) : journal_.acquire_lease(run_id, owner_, lease_ttl_);
   if (!lease) {
     auto current = journal_.current_lease(run_id);
-    if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return tl::unexpected(lease.error());
+    if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return make_error(lease.error());
     lease = journal_.acquire_lease(run_id, owner_, lease_ttl_, (*current)->epoch);
-    if (!lease) return tl::unexpected(lease.error());
+    if (!lease) return make_error(lease.error());
   }
 
   const Record* started = find_run_started(log);
@@ -301,7 +299,7 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   bool append_end = event != EventType::kRunSuspended && !(was_completed && exec.replay_only());
   Status durable = append_end ? journal_.append(std::move(end), Durability::kStrict) : journal_.flush();
   if (!append_end) (void)journal_.release_lease(*lease);
-  if (!durable) return tl::unexpected(durable.error());
+  if (!durable) return make_error(durable.error());
   if (events_ != nullptr && events_->active()) {
     Event e{event, run_id.str(), "", "", clock_.now_ms(), result.duration_us, 0,
             std::string(run_status_name(result.status)), result.error ? result.error->to_string() : "", Json()};
@@ -313,11 +311,10 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
 }
 
 Result<RunId> Runner::fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id) {
-  auto log = journal_.read_run(source);
-  if (!log) return tl::unexpected(log.error());
-  size_t cut = log->records.size();
-  for (size_t i = 0; i < log->records.size(); ++i) {
-    const Record& r = log->records[i];
+  CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal_.read_run(source));
+  size_t cut = log.records.size();
+  for (size_t i = 0; i < log.records.size(); ++i) {
+    const Record& r = log.records[i];
     bool step_record = r.type == RecordType::kStepStarted || r.type == RecordType::kStepCompleted ||
                        r.type == RecordType::kStepFailed || r.type == RecordType::kDecision;
     if (step_record && r.key.within(from)) {
@@ -325,14 +322,14 @@ Result<RunId> Runner::fork(const RunId& source, const StepKey& from, std::option
       break;
     }
   }
-  if (cut == log->records.size()) {
+  if (cut == log.records.size()) {
     return make_error(ErrorCode::kNotFound, "run '" + source.str() + "' has no step '" + from.str() +
                                                 "' (`crucible status " + source.str() + "` lists its steps)");
   }
   RunId id = new_id ? *new_id : RunId::generate(clock_, random_);
   std::vector<Record> copy;
   for (size_t i = 0; i < cut; ++i) {
-    const Record& r = log->records[i];
+    const Record& r = log.records[i];
     if (r.type == RecordType::kRunSuspended || r.type == RecordType::kRunCompleted ||
         r.type == RecordType::kRunFailed || r.type == RecordType::kPromiseResolved) {
       continue;
@@ -354,10 +351,9 @@ Result<RunId> Runner::fork(const RunId& source, const StepKey& from, std::option
 Result<RunResult> Runner::wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop) {
   auto delay = std::chrono::milliseconds(20);
   while (waiting.status == RunStatus::kWaiting) {
-    auto value = journal_.get_promise(waiting.run_id, waiting.waiting_on);
-    if (!value) return tl::unexpected(value.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto value, journal_.get_promise(waiting.run_id, waiting.waiting_on));
     bool due = waiting.wake_at_ms && clock_.now_ms() >= *waiting.wake_at_ms;
-    if (value->has_value() || due) {
+    if (value.has_value() || due) {
       auto next = resume(spec, waiting.run_id, {});
       if (!next) return next;
       waiting = std::move(*next);

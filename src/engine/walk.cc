@@ -160,10 +160,10 @@ Result<Flow> Execution::exec_node(const Node& node, const StepKey& parent, Conte
   if (node.when && node.kind != NodeKind::kConditional) {
     auto decided = decide(key, "#when", [&]() -> Result<Json> {
       auto v = node.when->evaluate_bool(ctx);
-      if (!v) return tl::unexpected(v.error().with_context(where(node, key) + " when"));
+      if (!v) return make_error(v.error().with_context(where(node, key) + " when"));
       return Json(*v);
     });
-    if (!decided) return tl::unexpected(decided.error());
+    if (!decided) return make_error(decided.error());
     if (!decided->get<bool>()) {
       StepReport r{key.str(), node.name, "skipped", 0, 0, std::nullopt};
       emit(EventType::kStageCompleted, node, key, &r);
@@ -259,7 +259,7 @@ Result<Flow> Execution::attempt_step(const Node& node, const StepKey& key, Conte
   if (!status) {
     ctx.discard_delta();
     (void)ctx.take_suspend();
-    return tl::unexpected(status.error());
+    return make_error(status.error());
   }
   if (auto suspend = ctx.take_suspend()) {
     ctx.discard_delta();
@@ -311,7 +311,7 @@ Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Con
     optional_failures_.push_back(key.str());
     return Flow::kContinue;
   }
-  return tl::unexpected(located);
+  return make_error(located);
 }
 
 Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
@@ -337,9 +337,8 @@ Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx
                                                      " needs the distributed storage workload, which Crucible cannot run yet");
   } else if (!node.with.empty()) {
     if (has_templates(node.with)) {
-      auto rendered = render_templates(node.with, ctx);
-      if (!rendered) return tl::unexpected(rendered.error());
-      options = StageOptions(std::move(*rendered));
+      CRUCIBLE_ASSIGN_OR_RETURN(auto rendered, render_templates(node.with, ctx));
+      options = StageOptions(std::move(rendered));
     } else {
       options = StageOptions(node.with);
     }
@@ -381,10 +380,10 @@ Status Execution::run_hedged(const Node& node, Stage& stage, Context& ctx, const
   auto r = hedger.hedge<Context>([&](int, std::stop_token attempt_stop) -> Result<Context> {
     Context copy = ctx;
     Status s = run_body(node, stage, copy, options, attempt_stop);
-    if (!s) return tl::unexpected(s.error());
+    if (!s) return make_error(s.error());
     return copy;
   }, o, stop);
-  if (!r) return tl::unexpected(r.error());
+  if (!r) return make_error(r.error());
   // The winner's changes become this step's own, recorded in its delta.
   for (Mutation& m : r->value.take_delta()) {
     switch (m.kind) {
@@ -441,7 +440,7 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
   if (node.loop_mode != LoopMode::kUntil) {
     auto decided = decide(key, "#items", [&]() -> Result<Json> {
       auto v = node.over->evaluate(ctx);
-      if (!v) return tl::unexpected(v.error().with_context(where(node, key)));
+      if (!v) return make_error(v.error().with_context(where(node, key)));
       if (node.loop_mode == LoopMode::kCount) {
         if (!v->is_number_integer() || v->get<int64_t>() < 0) {
           return make_error(ErrorCode::kInvalidArgument, where(node, key) + ": count '" + node.over->text() +
@@ -455,7 +454,7 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
       }
       return *v;
     });
-    if (!decided) return tl::unexpected(decided.error());
+    if (!decided) return make_error(decided.error());
     items = std::move(*decided);
     int64_t n = items.is_array() ? static_cast<int64_t>(items.size()) : items.get<int64_t>();
     if (n > max) {
@@ -478,11 +477,11 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
     if (node.loop_mode == LoopMode::kUntil) {
       auto done = decide(iter, "#until", [&]() -> Result<Json> {
         auto v = node.until->evaluate_bool(ctx);
-        if (!v) return tl::unexpected(v.error().with_context(where(node, key)));
+        if (!v) return make_error(v.error().with_context(where(node, key)));
         return Json(*v);
       });
       ctx.pop_loop();
-      if (!done) return tl::unexpected(done.error());
+      if (!done) return make_error(done.error());
       if (done->get<bool>()) return Flow::kContinue;
     } else {
       ctx.pop_loop();
@@ -499,10 +498,10 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
 Result<Flow> Execution::exec_conditional(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
   auto branch = decide(key, "#branch", [&]() -> Result<Json> {
     auto v = node.when->evaluate_bool(ctx);
-    if (!v) return tl::unexpected(v.error().with_context("conditional '" + node.name + "' (" + key.str() + ")"));
+    if (!v) return make_error(v.error().with_context("conditional '" + node.name + "' (" + key.str() + ")"));
     return Json(*v ? "then" : "else");
   });
-  if (!branch) return tl::unexpected(branch.error());
+  if (!branch) return make_error(branch.error());
   return exec_list(*branch == "then" ? node.children : node.else_children, key, ctx, stop);
 }
 
@@ -548,7 +547,7 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
   if (node.join == JoinPolicy::kAll) {
     bool suspended = false;
     for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return tl::unexpected(results[i]->error());
+      if (!*results[i]) return make_error(results[i]->error());
       suspended = suspended || **results[i] == Flow::kSuspended;
     }
     if (suspended) return Flow::kSuspended;
@@ -559,14 +558,14 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
   }
   if (!winner) {
     for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return tl::unexpected(results[i]->error());
+      if (!*results[i]) return make_error(results[i]->error());
     }
     return Flow::kSuspended;
   }
   const Result<Flow>& won = *results[*winner];
   auto decided = decide(key, "#winner", [&]() -> Result<Json> { return Json(node.branches[*winner].name); });
-  if (!decided) return tl::unexpected(decided.error());
-  if (!won) return tl::unexpected(won.error());
+  if (!decided) return make_error(decided.error());
+  if (!won) return make_error(won.error());
   if (*won == Flow::kSuspended) return Flow::kSuspended;
   CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {*winner}, branches));
   return Flow::kContinue;
@@ -732,13 +731,12 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
     // that a resumed run replays the same branch.
     auto pick = decide(key, "#pick", [&]() -> Result<Json> {
       const std::string kv = "round_robin/" + spec_.name + key.str();
-      auto v = deps_.journal.get_value("", kv);
-      if (!v) return tl::unexpected(v.error());
-      int64_t pos = *v && (*v)->is_number_integer() ? (*v)->get<int64_t>() : 0;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, deps_.journal.get_value("", kv));
+      int64_t pos = v && v->is_number_integer() ? v->get<int64_t>() : 0;
       CRUCIBLE_RETURN_IF_ERROR(deps_.journal.put_value("", kv, Json(pos + 1)));
       return Json(pos % static_cast<int64_t>(n));
     });
-    if (!pick) return tl::unexpected(pick.error());
+    if (!pick) return make_error(pick.error());
     selected.push_back(pick->get<size_t>());
   } else {
     for (size_t i = 0; i < n; ++i) selected.push_back(i);
@@ -766,7 +764,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
 
   bool suspended = false;
   for (const BranchRun& r : runs) {
-    if (r.abort) return tl::unexpected(*r.abort);
+    if (r.abort) return make_error(*r.abort);
     suspended = suspended || r.suspended;
   }
   if (suspended) return Flow::kSuspended;
@@ -780,7 +778,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   // Round robin and shadow hand the caller one branch: its failure is the experiment's, and its
   // changes become the run's own. A multi-branch experiment never fails for a branch.
   const bool single = node.strategy != "multi_branch";
-  if (single && !runs[0].context) return tl::unexpected(branch_error(node, runs[0].record));
+  if (single && !runs[0].context) return make_error(branch_error(node, runs[0].record));
   Delta merged;
   for (const BranchRun& r : runs) {
     if (!r.context) continue;

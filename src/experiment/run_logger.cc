@@ -33,43 +33,39 @@ Result<std::string> InMemoryRunLogger::start_run(const std::string& experiment, 
 
 Result<InMemoryRunLogger::Run*> InMemoryRunLogger::find(const std::string& run) {
   auto it = runs_.find(run);
-  if (it == runs_.end()) return tl::unexpected(unknown_run(run).error());
+  if (it == runs_.end()) return make_error(unknown_run(run).error());
   return &it->second;
 }
 
 Status InMemoryRunLogger::log_params(const std::string& run, const Json& params) {
   std::lock_guard lock(mu_);
-  auto r = find(run);
-  if (!r) return tl::unexpected(r.error());
-  if (params.is_object()) (*r)->params.update(params);
-  else (*r)->params["value"] = params;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto r, find(run));
+  if (params.is_object()) r->params.update(params);
+  else r->params["value"] = params;
   return {};
 }
 
 Status InMemoryRunLogger::log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step) {
   CRUCIBLE_RETURN_IF_ERROR(check_metrics(metrics));
   std::lock_guard lock(mu_);
-  auto r = find(run);
-  if (!r) return tl::unexpected(r.error());
-  (*r)->metrics.push_back(Json{{"step", step ? Json(*step) : Json()}, {"values", metrics}});
+  CRUCIBLE_ASSIGN_OR_RETURN(auto r, find(run));
+  r->metrics.push_back(Json{{"step", step ? Json(*step) : Json()}, {"values", metrics}});
   return {};
 }
 
 Status InMemoryRunLogger::log_branch(const std::string& run, const Branch& branch) {
   std::lock_guard lock(mu_);
-  auto r = find(run);
-  if (!r) return tl::unexpected(r.error());
-  (*r)->branch = branch.to_json();
+  CRUCIBLE_ASSIGN_OR_RETURN(auto r, find(run));
+  r->branch = branch.to_json();
   return {};
 }
 
 Status InMemoryRunLogger::end_run(const std::string& run, BranchStatus status) {
   std::lock_guard lock(mu_);
-  auto r = find(run);
-  if (!r) return tl::unexpected(r.error());
-  if ((*r)->ended) return make_error(ErrorCode::kFailedPrecondition, "run logger: run '" + run + "' already ended");
-  (*r)->ended = true;
-  (*r)->status = status;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto r, find(run));
+  if (r->ended) return make_error(ErrorCode::kFailedPrecondition, "run logger: run '" + run + "' already ended");
+  r->ended = true;
+  r->status = status;
   return {};
 }
 
@@ -109,7 +105,7 @@ Result<std::string> JsonlRunLogger::start_run(const std::string& experiment, con
   std::lock_guard lock(mu_);
   std::string id = experiment + "/" + config_id + "#" + std::to_string(next_++);
   auto s = write(Json{{"event", "start_run"}, {"run", id}, {"experiment", experiment}, {"config_id", config_id}});
-  if (!s) return tl::unexpected(s.error());
+  if (!s) return make_error(s.error());
   return id;
 }
 

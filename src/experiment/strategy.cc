@@ -79,36 +79,32 @@ RoundRobin::RoundRobin(StrategyOptions options) : options_(std::move(options)) {
 Result<int64_t> RoundRobin::position() {
   std::lock_guard lock(mu_);
   if (options_.journal == nullptr) return memory_position_;
-  auto v = options_.journal->get_value("", "round_robin/" + options_.experiment);
-  if (!v) return tl::unexpected(v.error());
-  return *v && (*v)->is_number_integer() ? (*v)->get<int64_t>() : 0;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto v, options_.journal->get_value("", "round_robin/" + options_.experiment));
+  return v && v->is_number_integer() ? v->get<int64_t>() : 0;
 }
 
 Result<int64_t> RoundRobin::take_position() {
   std::lock_guard lock(mu_);
   if (options_.journal == nullptr) return memory_position_++;
   const std::string key = "round_robin/" + options_.experiment;
-  auto v = options_.journal->get_value("", key);
-  if (!v) return tl::unexpected(v.error());
-  int64_t pos = *v && (*v)->is_number_integer() ? (*v)->get<int64_t>() : 0;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto v, options_.journal->get_value("", key));
+  int64_t pos = v && v->is_number_integer() ? v->get<int64_t>() : 0;
   // Advanced before the call runs, so a crash mid-call moves on rather than retrying the config.
   CRUCIBLE_RETURN_IF_ERROR(options_.journal->put_value("", key, Json(pos + 1)));
   return pos;
 }
 
 Result<Json> RoundRobin::call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
-  auto outcome = run(fn, configs, logger);
-  if (!outcome) return tl::unexpected(outcome.error());
-  return std::move(outcome->output);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto outcome, run(fn, configs, logger));
+  return std::move(outcome.output);
 }
 
 Result<ExperimentOutcome> RoundRobin::run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
   CRUCIBLE_RETURN_IF_ERROR(check_configs(configs, name()));
-  auto pos = take_position();
-  if (!pos) return tl::unexpected(pos.error());
-  const Json& config = configs[static_cast<size_t>(*pos % static_cast<int64_t>(configs.size()))];
+  CRUCIBLE_ASSIGN_OR_RETURN(auto pos, take_position());
+  const Json& config = configs[static_cast<size_t>(pos % static_cast<int64_t>(configs.size()))];
   Branch branch = execute_branch(fn, config, options_.experiment, clock_of(options_), logger);
-  if (branch.status() == BranchStatus::kFailed) return tl::unexpected(*branch.error());
+  if (branch.status() == BranchStatus::kFailed) return make_error(*branch.error());
   ExperimentOutcome outcome;
   outcome.output = branch.output();
   outcome.branches.add(std::move(branch));
@@ -130,9 +126,8 @@ Shadow::~Shadow() {
 }
 
 Result<Json> Shadow::call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
-  auto outcome = run(fn, configs, logger);
-  if (!outcome) return tl::unexpected(outcome.error());
-  return std::move(outcome->output);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto outcome, run(fn, configs, logger));
+  return std::move(outcome.output);
 }
 
 Result<ExperimentOutcome> Shadow::run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
@@ -152,7 +147,7 @@ Result<ExperimentOutcome> Shadow::run(const BranchFn& fn, const std::vector<Json
     }
   }
   Branch primary = execute_branch(fn, configs[0], options_.experiment, clock, logger, stop_.get_token());
-  if (primary.status() == BranchStatus::kFailed) return tl::unexpected(*primary.error());
+  if (primary.status() == BranchStatus::kFailed) return make_error(*primary.error());
   ExperimentOutcome outcome;
   outcome.output = primary.output();
   outcome.branches.add(std::move(primary));
@@ -190,11 +185,10 @@ Result<BranchSet> MultiBranch::call(const BranchFn& fn, const std::vector<Json>&
 }
 
 Result<ExperimentOutcome> MultiBranch::run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
-  auto set = call(fn, configs, logger);
-  if (!set) return tl::unexpected(set.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto set, call(fn, configs, logger));
   ExperimentOutcome outcome;
-  outcome.output = set->to_json();
-  outcome.branches = std::move(*set);
+  outcome.output = set.to_json();
+  outcome.branches = std::move(set);
   return outcome;
 }
 

@@ -74,28 +74,24 @@ Result<std::vector<SweepAxis>> sweep_axes(const Json& sweep) {
 }
 
 Result<std::vector<Json>> expand_sweep(const Json& sweep, size_t max_configs) {
-  auto axes = sweep_axes(sweep);
-  if (!axes) return tl::unexpected(axes.error());
-  auto total = grid_size(*axes, max_configs);
-  if (!total) return tl::unexpected(total.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto axes, sweep_axes(sweep));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto total, grid_size(axes, max_configs));
   std::vector<Json> out;
-  out.reserve(*total);
-  for (uint64_t i = 0; i < *total; ++i) out.push_back(combination(sweep, *axes, i));
+  out.reserve(total);
+  for (uint64_t i = 0; i < total; ++i) out.push_back(combination(sweep, axes, i));
   return out;
 }
 
 Result<std::vector<Json>> random_search(const Json& sweep, size_t count, uint64_t seed) {
-  auto axes = sweep_axes(sweep);
-  if (!axes) return tl::unexpected(axes.error());
-  auto total = grid_size(*axes, std::numeric_limits<uint32_t>::max());
-  if (!total) return tl::unexpected(total.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto axes, sweep_axes(sweep));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto total, grid_size(axes, std::numeric_limits<uint32_t>::max()));
   if (count == 0) return make_error(ErrorCode::kInvalidArgument, "random search: samples must be at least 1");
-  if (count >= *total) return expand_sweep(sweep, std::numeric_limits<uint32_t>::max());
+  if (count >= total) return expand_sweep(sweep, std::numeric_limits<uint32_t>::max());
   // Floyd's algorithm: `count` distinct indices, then kept in draw order.
   SeededRandom random(seed);
   std::set<uint64_t> chosen;
   std::vector<uint64_t> order;
-  for (uint64_t j = *total - count; j < *total; ++j) {
+  for (uint64_t j = total - count; j < total; ++j) {
     uint64_t t = random.uniform(j + 1);
     uint64_t pick = chosen.contains(t) ? j : t;
     chosen.insert(pick);
@@ -103,7 +99,7 @@ Result<std::vector<Json>> random_search(const Json& sweep, size_t count, uint64_
   }
   std::vector<Json> out;
   out.reserve(count);
-  for (uint64_t i : order) out.push_back(combination(sweep, *axes, i));
+  for (uint64_t i : order) out.push_back(combination(sweep, axes, i));
   return out;
 }
 

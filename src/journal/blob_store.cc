@@ -57,9 +57,8 @@ Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold) 
   if (!value.is_string() && !value.is_array() && !value.is_object()) return value;
   std::string text = value.dump();
   if (text.size() <= threshold) return value;
-  auto ref = blobs.put(text);
-  if (!ref) return tl::unexpected(ref.error());
-  return Json{{"$blob", *ref}};
+  CRUCIBLE_ASSIGN_OR_RETURN(auto ref, blobs.put(text));
+  return Json{{"$blob", ref}};
 }
 
 Result<Json> internalize(const Json& value, BlobStore& blobs) {
@@ -67,9 +66,8 @@ Result<Json> internalize(const Json& value, BlobStore& blobs) {
       !value["$blob"].is_string()) {
     return value;
   }
-  auto bytes = blobs.get(value["$blob"].get<std::string>());
-  if (!bytes) return tl::unexpected(bytes.error());
-  return parse_json(*bytes);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto bytes, blobs.get(value["$blob"].get<std::string>()));
+  return parse_json(bytes);
 }
 
 }  // namespace crucible

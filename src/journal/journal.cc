@@ -91,9 +91,8 @@ Status record_body_from_json(const Json& body, Record& r) {
   r.attempts = body.value("attempts", 0);
   r.duration_us = body.value("duration_us", int64_t{0});
   if (auto it = body.find("delta"); it != body.end()) {
-    auto delta = delta_from_json(*it);
-    if (!delta) return tl::unexpected(delta.error());
-    r.delta = std::move(*delta);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto delta, delta_from_json(*it));
+    r.delta = std::move(delta);
   }
   if (auto it = body.find("error"); it != body.end()) {
     auto code = parse_error_code(it->value("code", std::string("unknown")));

@@ -75,7 +75,7 @@ class Stmt {
   Status prepare(sqlite3* db, const char* sql) {
     db_ = db;
     int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
-    if (rc != SQLITE_OK) return tl::unexpected(sqlite_error(db, rc, std::string("prepare ") + sql));
+    if (rc != SQLITE_OK) return make_error(sqlite_error(db, rc, std::string("prepare ") + sql));
     return {};
   }
   Stmt& reset() {
@@ -119,7 +119,7 @@ Status exec(sqlite3* db, const char* sql) {
     std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     Error e = sqlite_error(db, rc, std::string("executing ") + std::string(sql).substr(0, 40));
-    return tl::unexpected(e);
+    return make_error(e);
   }
   return {};
 }
@@ -229,17 +229,15 @@ class SqliteJournal : public Journal {
   Result<RunLog> read_run(const RunId& run) override {
     std::lock_guard lock(read_mu_);
     RunLog log;
-    auto summary = read_summary_locked(run);
-    if (!summary) return tl::unexpected(summary.error());
-    log.summary = std::move(*summary);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto summary, read_summary_locked(run));
+    log.summary = std::move(summary);
     Stmt& q = read_records_.reset().bind(run.str());
     int rc;
     while ((rc = q.step()) == SQLITE_ROW) {
-      auto r = decode_record(q, run);
-      if (!r) return tl::unexpected(r.error());
-      log.records.push_back(std::move(*r));
+      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(q, run));
+      log.records.push_back(std::move(r));
     }
-    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "reading run " + run.str()));
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "reading run " + run.str()));
     return log;
   }
 
@@ -261,7 +259,7 @@ class SqliteJournal : public Journal {
     std::vector<RunSummary> out;
     int rc;
     while ((rc = q.step()) == SQLITE_ROW) out.push_back(decode_summary(q));
-    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "listing runs"));
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "listing runs"));
     return out;
   }
 
@@ -278,7 +276,7 @@ class SqliteJournal : public Journal {
       index[log.summary.run_id.str()] = out.size();
       out.push_back(std::move(log));
     }
-    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "listing unfinished runs"));
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "listing unfinished runs"));
     Stmt recs;
     CRUCIBLE_RETURN_IF_ERROR(recs.prepare(read_db_,
         "SELECT r.seq, r.type, r.step_key, r.at_ms, r.body, r.run_id FROM records r JOIN runs u ON u.run_id = r.run_id "
@@ -287,11 +285,10 @@ class SqliteJournal : public Journal {
       auto it = index.find(recs.text(5));
       if (it == index.end()) continue;
       RunLog& log = out[it->second];
-      auto r = decode_record(recs, log.summary.run_id);
-      if (!r) return tl::unexpected(r.error());
-      log.records.push_back(std::move(*r));
+      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(recs, log.summary.run_id));
+      log.records.push_back(std::move(r));
     }
-    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(read_db_, rc, "reading unfinished runs"));
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "reading unfinished runs"));
     return out;
   }
 
@@ -317,10 +314,10 @@ class SqliteJournal : public Journal {
       Stmt u;
       CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires_ms = ? WHERE run_id = ?"));
       u.bind(owner).bind(static_cast<int64_t>(lease.epoch)).bind(lease.expires_ms).bind(run.str());
-      if (int rc = u.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "taking lease"));
+      if (int rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "taking lease"));
       return {};
     });
-    if (!s) return tl::unexpected(s.error());
+    if (!s) return make_error(s.error());
     return lease;
   }
 
@@ -331,12 +328,12 @@ class SqliteJournal : public Journal {
       CRUCIBLE_RETURN_IF_ERROR(apply_record(run_started));
       int64_t expires = real_clock().now_ms() + ttl.count();
       Stmt& q = take_lease_.reset().bind(owner).bind(expires).bind(run_started.run_id.str());
-      if (q.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "taking lease"));
+      if (q.step() != SQLITE_ROW) return make_error(sqlite_error(write_db_, SQLITE_ERROR, "taking lease"));
       lease = Lease{run_started.run_id, owner, static_cast<uint64_t>(q.integer(0)), expires};
       q.reset();
       return {};
     });
-    if (!s) return tl::unexpected(s.error());
+    if (!s) return make_error(s.error());
     return lease;
   }
 
@@ -361,7 +358,7 @@ class SqliteJournal : public Journal {
       Stmt q;
       CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "INSERT INTO kv(scope, key, value) VALUES(?, ?, ?) ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value"));
       q.bind(scope).bind(key).bind(value.dump());
-      if (int rc = q.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "writing state"));
+      if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "writing state"));
       return {};
     });
   }
@@ -372,9 +369,8 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT value FROM kv WHERE scope = ? AND key = ?"));
     q.bind(scope).bind(key);
     if (q.step() != SQLITE_ROW) return std::optional<Json>();
-    auto v = parse_json(q.text(0));
-    if (!v) return tl::unexpected(v.error());
-    return std::optional<Json>(std::move(*v));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(0)));
+    return std::optional<Json>(std::move(v));
   }
 
   Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
@@ -384,7 +380,7 @@ class SqliteJournal : public Journal {
       Stmt ins;
       CRUCIBLE_RETURN_IF_ERROR(ins.prepare(write_db_, "INSERT INTO promises(run_id, name, value, resolved_ms) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?) ON CONFLICT DO NOTHING"));
       ins.bind(run.str()).bind(name).bind(value.dump()).bind(now).bind(run.str());
-      if (int rc = ins.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "resolving promise"));
+      if (int rc = ins.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "resolving promise"));
       if (sqlite3_changes(write_db_) == 0) {
         Stmt exists;
         CRUCIBLE_RETURN_IF_ERROR(exists.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
@@ -401,7 +397,7 @@ class SqliteJournal : public Journal {
       CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
       return apply_record(r);
     });
-    if (!s) return tl::unexpected(s.error());
+    if (!s) return make_error(s.error());
     return resolved;
   }
 
@@ -411,9 +407,8 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT value FROM promises WHERE run_id = ? AND name = ?"));
     q.bind(run.str()).bind(name);
     if (q.step() == SQLITE_ROW) {
-      auto v = parse_json(q.text(0));
-      if (!v) return tl::unexpected(v.error());
-      return std::optional<Json>(std::move(*v));
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(0)));
+      return std::optional<Json>(std::move(v));
     }
     Stmt exists;
     CRUCIBLE_RETURN_IF_ERROR(exists.prepare(read_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
@@ -431,20 +426,20 @@ class SqliteJournal : public Journal {
         Stmt q;
         CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, sql.c_str()));
         q.bind(updated_before_ms);
-        if (int rc = q.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+        if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       }
       Stmt kv;
       CRUCIBLE_RETURN_IF_ERROR(kv.prepare(write_db_, (std::string("DELETE FROM kv WHERE scope IN (") + doomed + ")").c_str()));
       kv.bind(updated_before_ms);
-      if (int rc = kv.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+      if (int rc = kv.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       Stmt runs;
       CRUCIBLE_RETURN_IF_ERROR(runs.prepare(write_db_, "DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?"));
       runs.bind(updated_before_ms);
-      if (int rc = runs.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "pruning"));
+      if (int rc = runs.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       removed = static_cast<size_t>(sqlite3_changes(write_db_));
       return {};
     });
-    if (!s) return tl::unexpected(s.error());
+    if (!s) return make_error(s.error());
     return removed;
   }
 
@@ -510,14 +505,12 @@ class SqliteJournal : public Journal {
   Status externalize_values(Record& r) {
     for (Mutation& m : r.delta) {
       if (m.value.is_null()) continue;
-      auto v = externalize(m.value, blobs_, options_.blob_threshold);
-      if (!v) return tl::unexpected(v.error());
-      m.value = std::move(*v);
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(m.value, blobs_, options_.blob_threshold));
+      m.value = std::move(v);
     }
     if (!r.payload.is_null()) {
-      auto v = externalize(r.payload, blobs_, options_.blob_threshold);
-      if (!v) return tl::unexpected(v.error());
-      r.payload = std::move(*v);
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(r.payload, blobs_, options_.blob_threshold));
+      r.payload = std::move(v);
     }
     return {};
   }
@@ -539,7 +532,7 @@ class SqliteJournal : public Journal {
       if ((rc & 0xff) == SQLITE_CONSTRAINT) {
         return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
       }
-      if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting run"));
+      if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting run"));
     } else if (changes_run || new_spec) {
       update_run_.reset().bind(r.at_ms);
       if (status && r.type != RecordType::kPromiseResolved) update_run_.bind(std::string(run_status_name(*status)));
@@ -552,7 +545,7 @@ class SqliteJournal : public Journal {
                          r.type == RecordType::kRunSuspended;
       update_run_.bind(releases).bind(releases).bind(r.run_id.str());
       rc = update_run_.step();
-      if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating run"));
+      if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating run"));
       if (sqlite3_changes(write_db_) == 0) {
         return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
       }
@@ -561,14 +554,14 @@ class SqliteJournal : public Journal {
       rc = q.step();
       q.reset();
       if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
-      if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, rc, "checking run"));
+      if (rc != SQLITE_ROW) return make_error(sqlite_error(write_db_, rc, "checking run"));
     }
     // Sequence numbers are counted per run within a commit; the first record of a run in the
     // commit reads the last one written.
     auto [slot, fresh] = next_seq_cache_.try_emplace(r.run_id.str(), 0);
     if (fresh) {
       Stmt& seq = next_seq_.reset().bind(r.run_id.str());
-      if (seq.step() != SQLITE_ROW) return tl::unexpected(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
+      if (seq.step() != SQLITE_ROW) return make_error(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
       slot->second = seq.integer(0);
       seq.reset();
     }
@@ -576,7 +569,7 @@ class SqliteJournal : public Journal {
     insert_record_.reset().bind(r.run_id.str()).bind(next).bind(std::string(record_type_name(r.type)))
         .bind(r.key.str()).bind(r.at_ms).bind(body != nullptr ? *body : record_body_to_json(r).dump());
     rc = insert_record_.step();
-    if (rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "inserting record"));
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting record"));
     return {};
   }
 
@@ -630,7 +623,7 @@ class SqliteJournal : public Journal {
     for (auto& g : batch) work += g->records.size() + (g->op ? 1 : 0);
     if (work == 0) return {};
     int rc = sqlite3_exec(write_db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return tl::unexpected(sqlite_error(write_db_, rc, "beginning a journal commit"));
+    if (rc != SQLITE_OK) return make_error(sqlite_error(write_db_, rc, "beginning a journal commit"));
     next_seq_cache_.clear();
     for (auto& g : batch) {
       if (g->records.empty() && !g->op) continue;
@@ -663,7 +656,7 @@ class SqliteJournal : public Journal {
     if (rc != SQLITE_OK) {
       Error e = sqlite_error(write_db_, rc, "committing the journal");
       sqlite3_exec(write_db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return tl::unexpected(e);
+      return make_error(e);
     }
     return {};
   }
@@ -701,7 +694,7 @@ class SqliteJournal : public Journal {
       Stmt u;
       CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_expires_ms = ? WHERE run_id = ? AND lease_epoch = ? AND lease_owner = ?"));
       u.bind(owner).bind(expires).bind(lease.run_id.str()).bind(static_cast<int64_t>(lease.epoch)).bind(lease.owner);
-      if (int rc = u.step(); rc != SQLITE_DONE) return tl::unexpected(sqlite_error(write_db_, rc, "updating lease"));
+      if (int rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating lease"));
       if (sqlite3_changes(write_db_) == 0) {
         return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
                                                    std::to_string(lease.epoch) + " is stale)");
@@ -714,7 +707,7 @@ class SqliteJournal : public Journal {
     Stmt& q = read_summary_.reset().bind(run.str());
     int rc = q.step();
     if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
-    if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(read_db_, rc, "reading run " + run.str()));
+    if (rc != SQLITE_ROW) return make_error(sqlite_error(read_db_, rc, "reading run " + run.str()));
     RunSummary s = decode_summary(q);
     q.reset();
     return s;
@@ -746,13 +739,11 @@ class SqliteJournal : public Journal {
     if (!body) return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
     CRUCIBLE_RETURN_IF_ERROR(record_body_from_json(*body, r));
     for (Mutation& m : r.delta) {
-      auto v = internalize(m.value, blobs_);
-      if (!v) return tl::unexpected(v.error());
-      m.value = std::move(*v);
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, internalize(m.value, blobs_));
+      m.value = std::move(v);
     }
-    auto p = internalize(r.payload, blobs_);
-    if (!p) return tl::unexpected(p.error());
-    r.payload = std::move(*p);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto p, internalize(r.payload, blobs_));
+    r.payload = std::move(p);
     return r;
   }
 

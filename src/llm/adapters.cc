@@ -29,10 +29,9 @@ Error malformed(std::string_view provider, const std::string& what) {
 // The body of a 200 answer as JSON (discarded when it is not JSON: callers check its shape);
 // other statuses become errors.
 Result<Json> post_json(http::Client& http, std::string_view provider, const http::Request& post, std::stop_token stop) {
-  auto reply = http.send(post, stop);
-  if (!reply) return tl::unexpected(reply.error());
-  if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
-  return Json::parse(reply->body, nullptr, false);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto reply, http.send(post, stop));
+  if (reply.status != 200) return make_error(http_error(provider, reply.status, reply.body, reply.retry_after));
+  return Json::parse(reply.body, nullptr, false);
 }
 
 // Posts a streaming request and hands each server-sent event to `handle`; a handler that stops
@@ -41,11 +40,11 @@ Status post_stream(http::Client& http, std::string_view provider, const http::Re
                    const std::optional<Error>& stream_error, std::stop_token stop) {
   SseParser parser;
   auto reply = http.send(post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
-  if (stream_error) return tl::unexpected(*stream_error);
-  if (!reply) return tl::unexpected(reply.error());
-  if (reply->status != 200) return tl::unexpected(http_error(provider, reply->status, reply->body, reply->retry_after));
+  if (stream_error) return make_error(*stream_error);
+  if (!reply) return make_error(reply.error());
+  if (reply->status != 200) return make_error(http_error(provider, reply->status, reply->body, reply->retry_after));
   parser.finish(handle);
-  if (stream_error) return tl::unexpected(*stream_error);
+  if (stream_error) return make_error(*stream_error);
   return {};
 }
 
@@ -60,11 +59,10 @@ class AnthropicProvider : public Provider {
   Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override {
     CRUCIBLE_RETURN_IF_ERROR(validate(request));
     auto t0 = Clock::now();
-    auto body = post_json(http_, "anthropic", post(request, false), stop);
-    if (!body) return tl::unexpected(body.error());
-    const Json& j = *body;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto body, post_json(http_, "anthropic", post(request, false), stop));
+    const Json& j = body;
     if (!j.is_object() || !j.contains("content") || !j["content"].is_array()) {
-      return tl::unexpected(malformed("anthropic", "expected a message with a content list"));
+      return make_error(malformed("anthropic", "expected a message with a content list"));
     }
     Completion c;
     for (const Json& block : j["content"]) {
@@ -119,7 +117,7 @@ class AnthropicProvider : public Provider {
       return true;
     };
     CRUCIBLE_RETURN_IF_ERROR(post_stream(http_, "anthropic", post(request, true), handle, stream_error, stop));
-    if (!stopped) return tl::unexpected(malformed("anthropic", "the stream ended before message_stop"));
+    if (!stopped) return make_error(malformed("anthropic", "the stream ended before message_stop"));
     c.latency = since(t0);
     return c;
   }
@@ -163,11 +161,10 @@ class OpenAIProvider : public Provider {
   Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override {
     CRUCIBLE_RETURN_IF_ERROR(validate(request));
     auto t0 = Clock::now();
-    auto body = post_json(http_, "openai", post(request, false), stop);
-    if (!body) return tl::unexpected(body.error());
-    const Json& j = *body;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto body, post_json(http_, "openai", post(request, false), stop));
+    const Json& j = body;
     if (!j.is_object() || !j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) {
-      return tl::unexpected(malformed("openai", "expected a chat completion with choices"));
+      return make_error(malformed("openai", "expected a chat completion with choices"));
     }
     const Json& choice = j["choices"][0];
     Completion c;
@@ -217,7 +214,7 @@ class OpenAIProvider : public Provider {
       return true;
     };
     CRUCIBLE_RETURN_IF_ERROR(post_stream(http_, "openai", post(request, true), handle, stream_error, stop));
-    if (!done) return tl::unexpected(malformed("openai", "the stream ended before [DONE]"));
+    if (!done) return make_error(malformed("openai", "the stream ended before [DONE]"));
     c.latency = since(t0);
     return c;
   }
@@ -363,10 +360,10 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
     auto in = num("input_tokens");
     auto outt = num("output_tokens");
     for (auto* s : {&text, &match, &message, &error, &stop_reason}) {
-      if (!*s) return tl::unexpected(s->error());
+      if (!*s) return make_error(s->error());
     }
     for (auto* n : {&delay, &retry_after, &in, &outt}) {
-      if (!*n) return tl::unexpected(n->error());
+      if (!*n) return make_error(n->error());
     }
     r.text = *text;
     r.match = *match;
@@ -449,7 +446,7 @@ Result<Completion> ScriptedProvider::complete(const CompletionRequest& request, 
   if (chosen.error) {
     Error e(*chosen.error, "scripted: " + chosen.error_message);
     if (chosen.retry_after) e.with_retry_after(*chosen.retry_after);
-    return tl::unexpected(e);
+    return make_error(e);
   }
   Completion c;
   c.content = chosen.text;

@@ -64,7 +64,7 @@ Result<Completion> HedgedProvider::complete(const CompletionRequest& request, st
     return inner->complete(*shared_request, s);
   }, options, stop);
   calls_.fetch_add(1, std::memory_order_relaxed);
-  if (!r) return tl::unexpected(r.error());
+  if (!r) return make_error(r.error());
   attempts_.fetch_add(r->meta.attempts, std::memory_order_relaxed);
   if (r->meta.hedged) hedged_.fetch_add(1, std::memory_order_relaxed);
   if (r->meta.hedge_won) hedge_won_.fetch_add(1, std::memory_order_relaxed);
@@ -95,7 +95,7 @@ Result<Completion> CircuitBreakingProvider::guarded(const Call& call) {
   if (auto allowed = breaker_.allow(); !allowed) {
     Error e = allowed.error().with_context("circuit breaker of " + inner_->name());
     if (allowed.error().retry_after()) e.with_retry_after(*allowed.error().retry_after());
-    return tl::unexpected(e);
+    return make_error(e);
   }
   Result<Completion> r = call();
   // Failures of the service count; a caller's mistake (a bad request) or a cancellation does not.
@@ -126,23 +126,21 @@ Result<std::optional<Completion>> BlobCompletionStore::get(const std::string& ke
   auto bytes = blobs_.get(ref);
   if (!bytes) {
     if (bytes.error().code() == ErrorCode::kNotFound) return std::optional<Completion>();
-    return tl::unexpected(bytes.error());
+    return make_error(bytes.error());
   }
   Json j = Json::parse(*bytes, nullptr, false);
-  auto c = Completion::from_json(j);
-  if (!c) return tl::unexpected(c.error());
-  return std::optional<Completion>(std::move(*c));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto c, Completion::from_json(j));
+  return std::optional<Completion>(std::move(c));
 }
 
 Status BlobCompletionStore::put(const std::string& key, const Completion& completion) {
   Json j = completion.to_json();
-  auto ref = blobs_.put(j.dump());
-  if (!ref) return tl::unexpected(ref.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto ref, blobs_.put(j.dump()));
   std::error_code ec;
   std::filesystem::create_directories(index_dir_, ec);
   if (ec) return make_error(ErrorCode::kInternal, "llm cache: cannot create " + index_dir_ + ": " + ec.message());
   std::filesystem::path final_path = std::filesystem::path(index_dir_) / key;
-  Status written = write_file_atomically(final_path.string(), *ref + "\n", FileDurability::kFileAndDirectory);
+  Status written = write_file_atomically(final_path.string(), ref + "\n", FileDurability::kFileAndDirectory);
   if (!written) return make_error(written.error().with_context("llm cache"));
   return {};
 }

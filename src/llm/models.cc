@@ -48,20 +48,17 @@ Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const
   if (!value.is_object()) return make_error(ErrorCode::kInvalidArgument, field + ": expected true or a mapping");
   CRUCIBLE_RETURN_IF_ERROR(check_keys(value, {"failures", "window", "cooldown", "probes"}, field));
   if (value.contains("failures")) {
-    auto n = int_of(value["failures"], field + ".failures", 1, 1'000'000);
-    if (!n) return tl::unexpected(n.error());
-    o.failure_threshold = static_cast<int>(*n);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto n, int_of(value["failures"], field + ".failures", 1, 1'000'000));
+    o.failure_threshold = static_cast<int>(n);
   }
   if (value.contains("probes")) {
-    auto n = int_of(value["probes"], field + ".probes", 1, 1000);
-    if (!n) return tl::unexpected(n.error());
-    o.half_open_probes = static_cast<int>(*n);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto n, int_of(value["probes"], field + ".probes", 1, 1000));
+    o.half_open_probes = static_cast<int>(n);
   }
   for (auto [key, target] : {std::pair<const char*, std::chrono::milliseconds*>{"window", &o.window}, {"cooldown", &o.cool_down}}) {
     if (!value.contains(key)) continue;
-    auto d = duration_field(value[key], field + "." + key);
-    if (!d) return tl::unexpected(d.error());
-    *target = *d;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto d, duration_field(value[key], field + "." + key));
+    *target = d;
   }
   return o;
 }

@@ -47,9 +47,8 @@ Result<double> number_in(std::string_view field, const Json& v, double lo, doubl
 
 // Assigns a checked number to `target`.
 Status assign(double& target, std::string_view field, const Json& v, double lo, double hi) {
-  auto d = number_in(field, v, lo, hi);
-  if (!d) return tl::unexpected(d.error());
-  target = *d;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto d, number_in(field, v, lo, hi));
+  target = d;
   return {};
 }
 
@@ -230,10 +229,9 @@ Result<std::unique_ptr<HedgePolicy>> HedgePolicy::create(const HedgingConfig& co
 }
 
 Result<std::unique_ptr<HedgePolicy>> make_hedge_policy(const Json& config, int* max_hedges) {
-  auto c = HedgingConfig::from_json(config);
-  if (!c) return tl::unexpected(c.error());
-  if (max_hedges != nullptr) *max_hedges = c->max_hedges;
-  return HedgePolicy::create(*c);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto c, HedgingConfig::from_json(config));
+  if (max_hedges != nullptr) *max_hedges = c.max_hedges;
+  return HedgePolicy::create(c);
 }
 
 }  // namespace crucible

@@ -20,15 +20,13 @@ using Fn = std::function<Status(Context&, const StageOptions&, std::stop_token)>
 Status stage_noop(Context&, const StageOptions&, std::stop_token) { return {}; }
 
 Status stage_sleep(Context& ctx, const StageOptions& o, std::stop_token stop) {
-  auto d = o.duration("duration");
-  if (!d) return tl::unexpected(d.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto d, o.duration("duration"));
   Clock& clock = ctx.services() != nullptr ? ctx.services()->clock() : real_clock();
-  int64_t wake_at = clock.now_ms() + d->count();
+  int64_t wake_at = clock.now_ms() + d.count();
   // The wake-up time is journaled, so a resumed run waits only for what is left.
   if (StageServices* s = ctx.services()) {
-    auto memo = s->memo("wake_at_ms", [&] { return Json(wake_at); });
-    if (!memo) return tl::unexpected(memo.error());
-    wake_at = memo->get<int64_t>();
+    CRUCIBLE_ASSIGN_OR_RETURN(auto memo, s->memo("wake_at_ms", [&] { return Json(wake_at); }));
+    wake_at = memo.get<int64_t>();
   }
   auto deadline = WallTime(std::chrono::milliseconds(wake_at));
   if (!clock.sleep_until(deadline, stop)) return make_error(ErrorCode::kCancelled, "sleep was cancelled");
@@ -46,9 +44,8 @@ Status stage_set(Context& ctx, const StageOptions& o, std::stop_token) {
       return make_error(ErrorCode::kInvalidArgument, "option '" + key + "': bad expression '" +
                                                          value.get<std::string>() + "': " + e.error().to_string());
     }
-    auto v = e->evaluate(ctx);
-    if (!v) return tl::unexpected(v.error());
-    ctx.assign(key, std::move(*v));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, e->evaluate(ctx));
+    ctx.assign(key, std::move(v));
   }
   return {};
 }
@@ -68,9 +65,8 @@ Status stage_assert(Context& ctx, const StageOptions& o, std::stop_token) {
   for (const std::string& check : checks) {
     auto e = Expression::parse(check);
     if (!e) return make_error(ErrorCode::kInvalidArgument, "bad expression '" + check + "': " + e.error().to_string());
-    auto ok = e->evaluate_bool(ctx);
-    if (!ok) return tl::unexpected(ok.error());
-    if (!*ok) {
+    CRUCIBLE_ASSIGN_OR_RETURN(auto ok, e->evaluate_bool(ctx));
+    if (!ok) {
       std::string message = o.string_or("message", "");
       return make_error(ErrorCode::kFailedPrecondition,
                         "assertion failed: " + check + (message.empty() ? "" : " (" + message + ")"));
@@ -80,23 +76,21 @@ Status stage_assert(Context& ctx, const StageOptions& o, std::stop_token) {
 }
 
 Status stage_metric(Context& ctx, const StageOptions& o, std::stop_token) {
-  auto name = o.string("name");
-  if (!name) return tl::unexpected(name.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto name, o.string("name"));
   const Json* value = o.get("value");
   if (value == nullptr) return make_error(ErrorCode::kInvalidArgument, "missing required option 'value'");
-  ctx.put_metric(*name, *value);
+  ctx.put_metric(name, *value);
   return {};
 }
 
 Status stage_write_file(Context& ctx, const StageOptions& o, std::stop_token) {
   auto path = o.string("path");
-  if (!path) return tl::unexpected(path.error());
-  auto text = o.string("text");
-  if (!text) return tl::unexpected(text.error());
+  if (!path) return make_error(path.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto text, o.string("text"));
   bool append = o.boolean_or("append", false);
   int fd = ::open(path->c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
   if (fd < 0) return make_error(ErrorCode::kUnavailable, "cannot open '" + *path + "': " + std::strerror(errno));
-  std::string data = *text;
+  std::string data = text;
   if (o.boolean_or("newline", true)) data.push_back('\n');
   ssize_t n = ::write(fd, data.data(), data.size());
   bool synced = !o.boolean_or("sync", false) || ::fsync(fd) == 0;
@@ -109,28 +103,25 @@ Status stage_write_file(Context& ctx, const StageOptions& o, std::stop_token) {
 }
 
 Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
-  auto name = o.string("promise");
-  if (!name) return tl::unexpected(name.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto name, o.string("promise"));
   StageServices* services = ctx.services();
   if (services == nullptr) return make_error(ErrorCode::kFailedPrecondition, "wait_for needs a durable runner");
   std::optional<int64_t> deadline;
   if (o.has("timeout")) {
-    auto d = o.duration("timeout");
-    if (!d) return tl::unexpected(d.error());
-    auto memo = services->memo("deadline_ms", [&] { return Json(services->clock().now_ms() + d->count()); });
-    if (!memo) return tl::unexpected(memo.error());
-    deadline = memo->get<int64_t>();
+    CRUCIBLE_ASSIGN_OR_RETURN(auto d, o.duration("timeout"));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto memo, services->memo("deadline_ms", [&] { return Json(services->clock().now_ms() + d.count()); }));
+    deadline = memo.get<int64_t>();
   }
-  auto value = services->poll_promise(*name);
-  if (!value) return tl::unexpected(value.error());
+  auto value = services->poll_promise(name);
+  if (!value) return make_error(value.error());
   if (value->has_value()) {
-    ctx.assign(o.string_or("into", *name), **value);
+    ctx.assign(o.string_or("into", name), **value);
     return {};
   }
   if (deadline && services->clock().now_ms() >= *deadline) {
-    return make_error(ErrorCode::kDeadlineExceeded, "no value for promise '" + *name + "' before its timeout");
+    return make_error(ErrorCode::kDeadlineExceeded, "no value for promise '" + name + "' before its timeout");
   }
-  ctx.request_suspend(SuspendRequest{*name, deadline});
+  ctx.request_suspend(SuspendRequest{name, deadline});
   return {};
 }
 

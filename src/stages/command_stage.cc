@@ -77,9 +77,8 @@ class CommandStage : public Stage {
     for (const Json& a : *argv_json) argv.push_back(a.is_string() ? a.get<std::string>() : a.dump());
     std::optional<std::chrono::milliseconds> timeout;
     if (o.has("timeout")) {
-      auto d = o.duration("timeout");
-      if (!d) return tl::unexpected(d.error());
-      timeout = *d;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto d, o.duration("timeout"));
+      timeout = d;
     }
     size_t tail_lines = static_cast<size_t>(std::max<int64_t>(1, o.integer_or("tail_lines", 20)));
 

@@ -54,9 +54,9 @@ class CompareStage : public Stage {
 
   Status run(Context& ctx, const StageOptions& o, std::stop_token) override {
     auto experiment = o.string("experiment");
-    if (!experiment) return tl::unexpected(experiment.error());
+    if (!experiment) return make_error(experiment.error());
     auto metric = o.string("metric");
-    if (!metric) return tl::unexpected(metric.error());
+    if (!metric) return make_error(metric.error());
     const Json* state = ctx.get(*experiment);
     if (state == nullptr || !state->is_object() || !state->contains("branches")) {
       return make_error(ErrorCode::kFailedPrecondition, "option 'experiment': no experiment '" + *experiment +
@@ -101,16 +101,14 @@ class CompareStage : public Stage {
                                                            " has no metric '" + *metric + "' (it has: " +
                                                            (have.empty() ? "none" : have) + ")");
       }
-      auto group = config_key(b, group_by);
-      if (!group) return tl::unexpected(group.error());
+      CRUCIBLE_ASSIGN_OR_RETURN(auto group, config_key(b, group_by));
       std::string pair;
       if (options.paired) {
-        auto p = config_key(b, paired_by);
-        if (!p) return tl::unexpected(p.error());
-        pair = *p;
+        CRUCIBLE_ASSIGN_OR_RETURN(auto p, config_key(b, paired_by));
+        pair = p;
       }
-      auto [slot, inserted] = index.emplace(*group, groups.size());
-      if (inserted) groups.push_back(MetricGroup{*group, {}, {}});
+      auto [slot, inserted] = index.emplace(group, groups.size());
+      if (inserted) groups.push_back(MetricGroup{group, {}, {}});
       MetricGroup& g = groups[slot->second];
       auto add = [&](const Json& v) -> Status {
         if (!v.is_number()) {
@@ -131,9 +129,8 @@ class CompareStage : public Stage {
       return make_error(ErrorCode::kInvalidArgument, "option 'paired_by': paired tests compare exactly 2 groups, found " +
                                                          std::to_string(groups.size()) + " by '" + group_by + "'");
     }
-    auto comparison = compare_groups(groups, options);
-    if (!comparison) return tl::unexpected(comparison.error());
-    Json& c = *comparison;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto comparison, compare_groups(groups, options));
+    Json& c = comparison;
     c["experiment"] = *experiment;
     c["group_by"] = group_by;
     if (options.paired) c["paired_by"] = paired_by;

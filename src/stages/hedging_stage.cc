@@ -32,7 +32,7 @@ class HedgingStage : public Stage {
 
   Status run(Context& ctx, const StageOptions& options, std::stop_token stop) override {
     auto request = resolve_request(ctx, options);
-    if (!request) return tl::unexpected(request.error());
+    if (!request) return make_error(request.error());
     const Json& reliability = ctx.services() != nullptr ? ctx.services()->reliability() : Json::object();
     if (!reliability.is_object() || !reliability.contains("hedging") || reliability["hedging"].is_null()) {
       return make_error(ErrorCode::kFailedPrecondition,
@@ -40,8 +40,7 @@ class HedgingStage : public Stage {
     }
     const Json& config = reliability["hedging"];
     int max_hedges = 1;
-    auto policy = policy_for(config, &max_hedges);
-    if (!policy) return tl::unexpected(policy.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto policy, policy_for(config, &max_hedges));
 
     HedgeCallOptions call;
     call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
@@ -49,15 +48,14 @@ class HedgingStage : public Stage {
     call.wait_for_losers = true;
     call.timeout = kDefaultTimeout;
     if (options.has("timeout")) {
-      auto timeout = options.duration("timeout");
-      if (!timeout) return tl::unexpected(timeout.error());
-      call.timeout = *timeout;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto timeout, options.duration("timeout"));
+      call.timeout = timeout;
     }
     if (ctx.services() == nullptr) {
       return make_error(ErrorCode::kFailedPrecondition, "the hedging stage runs its attempts on the runner's executor; "
                                                         "run it in a pipeline or give its context StageServices");
     }
-    Hedger hedger(ctx.services()->executor(), ctx.services()->clock(), **policy);
+    Hedger hedger(ctx.services()->executor(), ctx.services()->clock(), *policy);
     auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {
       try {
         return (*request)(s);
@@ -110,9 +108,8 @@ class HedgingStage : public Stage {
     std::string key = config.dump();
     auto it = policies_.find(key);
     if (it == policies_.end()) {
-      auto p = make_hedge_policy(config, max_hedges);
-      if (!p) return tl::unexpected(p.error());
-      it = policies_.emplace(key, Entry{std::move(*p), *max_hedges}).first;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto p, make_hedge_policy(config, max_hedges));
+      it = policies_.emplace(key, Entry{std::move(p), *max_hedges}).first;
     }
     *max_hedges = it->second.max_hedges;
     return it->second.policy.get();

@@ -9,15 +9,13 @@ using std::chrono::milliseconds;
 
 Result<http::Request> build_request(const StageOptions& o) {
   http::Request r;
-  auto url = o.string("url");
-  if (!url) return tl::unexpected(url.error());
-  r.url = std::move(*url);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto url, o.string("url"));
+  r.url = std::move(url);
   r.method = o.string_or("method", "GET");
   r.timeout = milliseconds(30'000);
   if (o.has("timeout")) {
-    auto timeout = o.duration("timeout");
-    if (!timeout) return tl::unexpected(timeout.error());
-    r.timeout = *timeout;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto timeout, o.duration("timeout"));
+    r.timeout = timeout;
   }
   if (const Json* b = o.get("body"); b != nullptr && !b->is_null()) {
     r.body = b->is_string() ? b->get<std::string>() : b->dump();
@@ -47,19 +45,17 @@ class HttpRequestStage : public Stage {
   }
 
   Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
-    auto request = build_request(o);
-    if (!request) return tl::unexpected(request.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto request, build_request(o));
     auto t0 = std::chrono::steady_clock::now();
-    auto reply = client_->send(*request, stop);
-    if (!reply) return tl::unexpected(reply.error());
-    if (http::error_code_for_status(reply->status)) return make_error(http::status_error(*request, *reply));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto reply, client_->send(request, stop));
+    if (http::error_code_for_status(reply.status)) return make_error(http::status_error(request, reply));
     int64_t ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
-    Json parsed = reply->content_type.find("json") != std::string::npos ? Json::parse(reply->body, nullptr, false)
-                                                                         : Json(reply->body);
-    if (parsed.is_discarded()) parsed = Json(reply->body);
+    Json parsed = reply.content_type.find("json") != std::string::npos ? Json::parse(reply.body, nullptr, false)
+                                                                         : Json(reply.body);
+    if (parsed.is_discarded()) parsed = Json(reply.body);
     const std::string& name = ctx.current_stage().empty() ? std::string("http.request") : ctx.current_stage();
-    ctx.put_artifact(name, Json{{"status", reply->status}, {"body", std::move(parsed)}, {"duration_ms", ms}});
-    ctx.put_metric(name + ".status", reply->status);
+    ctx.put_artifact(name, Json{{"status", reply.status}, {"body", std::move(parsed)}, {"duration_ms", ms}});
+    ctx.put_metric(name + ".status", reply.status);
     return {};
   }
 

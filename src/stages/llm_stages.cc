@@ -31,26 +31,24 @@ struct Call {
 };
 
 Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const StageOptions& o, std::string system, std::string prompt, std::stop_token stop) {
-  auto name = o.string("model");
-  if (!name) return tl::unexpected(name.error());
+  CRUCIBLE_ASSIGN_OR_RETURN(auto name, o.string("model"));
   if (ctx.services() == nullptr) {
     return make_error(ErrorCode::kFailedPrecondition, "llm stages call the models of a pipeline: run them in one");
   }
   const Json& models = ctx.services()->models();
-  if (!models.is_object() || !models.contains(*name)) {
+  if (!models.is_object() || !models.contains(name)) {
     std::string known;
     if (models.is_object()) {
       for (const auto& [k, _] : models.items()) known += (known.empty() ? "" : ", ") + k;
     }
-    return make_error(ErrorCode::kInvalidArgument, "option 'model': no model '" + *name + "' in the pipeline's models: section" +
+    return make_error(ErrorCode::kInvalidArgument, "option 'model': no model '" + name + "' in the pipeline's models: section" +
                                                        (known.empty() ? " (it has none)" : " (it has: " + known + ")"));
   }
-  auto config = render_templates(models[*name], ctx);
-  if (!config) return tl::unexpected(config.error().with_context("models." + *name));
+  auto config = render_templates(models[name], ctx);
+  if (!config) return make_error(config.error().with_context("models." + name));
   std::string blob_dir = ctx.services()->blob_dir().empty() ? std::string(".crucible/blobs") : ctx.services()->blob_dir();
-  auto handle = models_registry.resolve(*name, *config, blob_dir);
-  if (!handle) return tl::unexpected(handle.error());
-  if (!handle->notice.empty()) notice_once(handle->notice);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto handle, models_registry.resolve(name, *config, blob_dir));
+  if (!handle.notice.empty()) notice_once(handle.notice);
 
   llm::RequestBuilder b;
   b.model(config->value("model", std::string("scripted"))).user(std::move(prompt));
@@ -63,12 +61,11 @@ Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const Stag
       if (s.is_string()) b.stop(s.get<std::string>());
     }
   }
-  auto request = b.build();
-  if (!request) return tl::unexpected(request.error());
-  auto completion = o.boolean_or("stream", false) ? handle->provider->stream(*request, nullptr, stop)
-                                                  : handle->provider->complete(*request, stop);
-  if (!completion) return tl::unexpected(completion.error().with_context("model '" + *name + "'"));
-  return Call{std::move(*completion), handle->offline};
+  CRUCIBLE_ASSIGN_OR_RETURN(auto request, b.build());
+  auto completion = o.boolean_or("stream", false) ? handle.provider->stream(request, nullptr, stop)
+                                                  : handle.provider->complete(request, stop);
+  if (!completion) return make_error(completion.error().with_context("model '" + name + "'"));
+  return Call{std::move(*completion), handle.offline};
 }
 
 void record_usage(Context& ctx, const std::string& stage, const Call& call) {
@@ -123,13 +120,11 @@ class CompleteStage : public ModelStage {
   }
 
   Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
-    auto prompt = o.string("prompt");
-    if (!prompt) return tl::unexpected(prompt.error());
-    auto call = call_model(*models_, ctx, o, "", *prompt, stop);
-    if (!call) return tl::unexpected(call.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto prompt, o.string("prompt"));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto call, call_model(*models_, ctx, o, "", prompt, stop));
     const std::string stage = stage_name(ctx, "llm.complete");
-    ctx.put_artifact(o.string_or("output", stage), call->completion.content);
-    record_usage(ctx, stage, *call);
+    ctx.put_artifact(o.string_or("output", stage), call.completion.content);
+    record_usage(ctx, stage, call);
     return {};
   }
 };
@@ -166,19 +161,17 @@ class CritiqueStage : public ModelStage {
     }
     std::string prompt = "CRITIQUE the draft against the criteria.\n\nCriteria: " + o.string_or("criteria", "clear, correct and complete") +
                          "\n\nDraft:\n" + draft;
-    auto call = call_model(*models_, ctx, o, kCritiqueSystem, prompt, stop);
-    if (!call) return tl::unexpected(call.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto call, call_model(*models_, ctx, o, kCritiqueSystem, prompt, stop));
     const std::string stage = stage_name(ctx, "llm.critique");
-    record_usage(ctx, stage, *call);
-    auto verdict = parse_critique(call->completion.content);
-    if (!verdict) return tl::unexpected(verdict.error());
+    record_usage(ctx, stage, call);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto verdict, parse_critique(call.completion.content));
     const std::string into = o.string_or("into", "critique"), history = o.string_or("history", "critiques");
     const Json* previous = ctx.get(history);
     Json all = previous != nullptr && previous->is_array() ? *previous : Json::array();
-    all.push_back(*verdict);
+    all.push_back(verdict);
     ctx.assign(history, std::move(all));
-    ctx.put_metric(stage + ".passed", (*verdict)["decision"] == "pass");
-    ctx.assign(into, std::move(*verdict));
+    ctx.put_metric(stage + ".passed", verdict["decision"] == "pass");
+    ctx.assign(into, std::move(verdict));
     return {};
   }
 };
@@ -223,12 +216,11 @@ class ReviseStage : public ModelStage {
     }
     std::string prompt = "REVISE the draft below using the feedback. Reply with the revised text only.\n\nFeedback:\n" +
                          (feedback.empty() ? std::string("(none given: improve it)") : feedback) + "\n\nDraft:\n" + draft;
-    auto call = call_model(*models_, ctx, o, "You revise drafts. Reply with the revised text only.", prompt, stop);
-    if (!call) return tl::unexpected(call.error());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto call, call_model(*models_, ctx, o, "You revise drafts. Reply with the revised text only.", prompt, stop));
     const std::string stage = stage_name(ctx, "llm.revise");
-    ctx.put_artifact(o.string_or("output", "draft"), call->completion.content);
+    ctx.put_artifact(o.string_or("output", "draft"), call.completion.content);
     ctx.assign(counter, done + 1);
-    record_usage(ctx, stage, *call);
+    record_usage(ctx, stage, call);
     return {};
   }
 };

@@ -354,18 +354,18 @@ class Evaluator {
       }
       case Op::kNot: {
         auto v = boolean(*n.args[0], "not");
-        if (!v) return tl::unexpected(v.error());
+        if (!v) return make_error(v.error());
         return Json(!*v);
       }
       case Op::kAnd:
       case Op::kOr: {
         const char* name = n.op == Op::kAnd ? "and" : "or";
         auto l = boolean(*n.args[0], name);
-        if (!l) return tl::unexpected(l.error());
+        if (!l) return make_error(l.error());
         if (n.op == Op::kAnd && !*l) return Json(false);
         if (n.op == Op::kOr && *l) return Json(true);
         auto r = boolean(*n.args[1], name);
-        if (!r) return tl::unexpected(r.error());
+        if (!r) return make_error(r.error());
         return Json(*r);
       }
       default:
@@ -375,9 +375,9 @@ class Evaluator {
 
   Result<bool> boolean(const Node& n, const char* op) {
     auto v = eval(n);
-    if (!v) return tl::unexpected(v.error());
+    if (!v) return make_error(v.error());
     if (!v->is_boolean()) {
-      return tl::unexpected(error(n, std::string("'") + op + "' needs a boolean, got " +
+      return make_error(error(n, std::string("'") + op + "' needs a boolean, got " +
                                          json_type_name(*v) + " " + v->dump()));
     }
     return v->get<bool>();
@@ -387,8 +387,8 @@ class Evaluator {
     return Error(ErrorCode::kInvalidArgument,
                  "expression '" + text_ + "' column " + std::to_string(n.column) + ": " + msg);
   }
-  tl::unexpected<Error> type_error(const Node& n, const std::string& msg) const {
-    return tl::unexpected(error(n, msg));
+  Unexpected type_error(const Node& n, const std::string& msg) const {
+    return make_error(error(n, msg));
   }
 
  private:
@@ -458,7 +458,7 @@ class Evaluator {
     }
     auto arity = [&](size_t lo, size_t hi) -> Status {
       if (args.size() < lo || args.size() > hi) {
-        return tl::unexpected(error(n, n.name + "() takes " + std::to_string(lo) +
+        return make_error(error(n, n.name + "() takes " + std::to_string(lo) +
                                            (hi != lo ? "-" + std::to_string(hi) : "") +
                                            " arguments, got " + std::to_string(args.size())));
       }
@@ -672,7 +672,7 @@ Result<Json> Expression::evaluate(const Context& ctx) const {
 
 Result<bool> Expression::evaluate_bool(const Context& ctx) const {
   auto v = evaluate(ctx);
-  if (!v) return tl::unexpected(v.error());
+  if (!v) return make_error(v.error());
   if (!v->is_boolean()) {
     return make_error(ErrorCode::kInvalidArgument, "expression '" + text_ + "' must be true or false, got " +
                                                        json_type_name(*v) + " " + v->dump());

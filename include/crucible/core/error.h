@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace crucible {
 
@@ -76,6 +77,10 @@ template <typename T>
 using Result = tl::expected<T, Error>;
 using Status = Result<void>;
 
+// The error side of a Result, as make_error() returns it.
+using Unexpected = tl::unexpected<Error>;
+
+// The only way errors are built: make_error(code, message), or make_error(error) to pass one on.
 inline tl::unexpected<Error> make_error(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error(code, std::move(message)));
 }
@@ -94,11 +99,24 @@ inline Status ok_status() { return {}; }
     }                                                               \
   } while (false)
 
-// Evaluates a Status expression and returns its error from the enclosing function.
-#define CRUCIBLE_RETURN_IF_ERROR(expr)                      \
-  do {                                                      \
-    auto crucible_status_ = (expr);                         \
-    if (!crucible_status_) {                                \
-      return ::tl::unexpected(crucible_status_.error());    \
-    }                                                       \
+// Evaluates a Status (or Result) expression and returns its error from the enclosing function.
+#define CRUCIBLE_RETURN_IF_ERROR(expr)                           \
+  do {                                                           \
+    auto crucible_status_ = (expr);                              \
+    if (!crucible_status_) {                                     \
+      return ::crucible::make_error(crucible_status_.error());   \
+    }                                                            \
   } while (false)
+
+#define CRUCIBLE_CONCAT_INNER_(a, b) a##b
+#define CRUCIBLE_CONCAT_(a, b) CRUCIBLE_CONCAT_INNER_(a, b)
+#define CRUCIBLE_ASSIGN_OR_RETURN_IMPL_(result, lhs, expr) \
+  auto result = (expr);                                    \
+  if (!result) return ::crucible::make_error(result.error()); \
+  lhs = std::move(*result)
+
+// Evaluates a Result<T> expression; on success assigns its value to `lhs` (a declaration such as
+// `auto x` or an existing variable), otherwise returns its error from the enclosing function.
+//   CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(options));
+#define CRUCIBLE_ASSIGN_OR_RETURN(lhs, expr) \
+  CRUCIBLE_ASSIGN_OR_RETURN_IMPL_(CRUCIBLE_CONCAT_(crucible_result_, __LINE__), lhs, expr)

@@ -76,11 +76,11 @@ class Hedger {
     auto fn = std::make_shared<std::function<Result<T>(int, std::stop_token)>>(std::move(request));
     auto meta = run([slots, fn](int attempt, std::stop_token s) -> Status {
       Result<T> r = (*fn)(attempt, s);
-      if (!r) return tl::unexpected(r.error());
+      if (!r) return make_error(r.error());
       (*slots)[static_cast<size_t>(attempt)] = std::move(*r);
       return {};
     }, options, stop);
-    if (!meta) return tl::unexpected(meta.error());
+    if (!meta) return make_error(meta.error());
     return Hedged<T>{std::move(*(*slots)[static_cast<size_t>(meta->winner)]), std::move(*meta)};
   }
 

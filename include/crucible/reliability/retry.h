@@ -63,7 +63,7 @@ auto retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::st
     auto delay = retry_internal::next_delay(policy, result.error(), attempt, start, clock, random);
     if (!delay) return result;
     if (stop.stop_requested() || !clock.sleep_for(*delay, stop)) {
-      return tl::unexpected(retry_internal::interrupted(result.error()));
+      return make_error(retry_internal::interrupted(result.error()));
     }
   }
 }
