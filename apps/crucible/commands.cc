@@ -226,10 +226,11 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
     options.run_id = *id;
   }
   if (!a.durability.empty()) {
-    if (a.durability != "strict" && a.durability != "batched") {
+    auto durability = kDurabilityNames.parse(a.durability);
+    if (!durability || *durability == Durability::kDeferred) {
       return fail(kUsage, "--durability must be strict or batched, got '" + a.durability + "'");
     }
-    options.durability = a.durability == "strict" ? Durability::kStrict : Durability::kBatched;
+    options.durability = *durability;
   }
   options.new_version = a.new_version;
   if (auto opened = e.open(g, true); !opened) return fail(kRunFailed, opened.error().to_string());

@@ -660,7 +660,7 @@ Error branch_error(const Node& node, const Json& record) {
     code = parse_error_code(e.value("code", "unknown")).value_or(ErrorCode::kUnknown);
     message = e.value("message", message);
   }
-  return Error(code, "experiment '" + node.name + "' (" + node.strategy + ") branch " +
+  return Error(code, "experiment '" + node.name + "' (" + std::string(strategy_name(node.strategy)) + ") branch " +
                          record.value("config_id", std::string()) + ": " + message);
 }
 
@@ -726,7 +726,7 @@ Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key,
 Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
   const size_t n = node.configs.size();
   std::vector<size_t> selected;
-  if (node.strategy == "round_robin") {
+  if (node.strategy == ExperimentStrategy::kRoundRobin) {
     // The rotation position is shared by every run of this pipeline; the pick is journaled so
     // that a resumed run replays the same branch.
     auto pick = decide(key, "#pick", [&]() -> Result<Json> {
@@ -743,7 +743,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   }
 
   std::vector<BranchRun> runs;
-  if (node.strategy == "shadow") {
+  if (node.strategy == ExperimentStrategy::kShadow) {
     // Shadows start with the primary and finish in the background: the run goes on once the
     // primary is done and waits for the shadows only before it ends.
     for (size_t j = 1; j < selected.size(); ++j) {
@@ -777,7 +777,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   }
   // Round robin and shadow hand the caller one branch: its failure is the experiment's, and its
   // changes become the run's own. A multi-branch experiment never fails for a branch.
-  const bool single = node.strategy != "multi_branch";
+  const bool single = node.strategy != ExperimentStrategy::kMultiBranch;
   if (single && !runs[0].context) return make_error(branch_error(node, runs[0].record));
   Delta merged;
   for (const BranchRun& r : runs) {
@@ -785,7 +785,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
     Delta d = context_changes(ctx, *r.context, single);
     merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
   }
-  merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", node.strategy}, {"branches", std::move(records)}}});
+  merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});
   merged.push_back({Mutation::Kind::kMetric, node.name + ".succeeded", succeeded});
   merged.push_back({Mutation::Kind::kMetric, node.name + ".failed", failed});
   ctx.apply(merged);

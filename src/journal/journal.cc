@@ -56,15 +56,6 @@ std::optional<RunStatus> parse_run_status(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view durability_name(Durability d) {
-  switch (d) {
-    case Durability::kStrict: return "strict";
-    case Durability::kBatched: return "batched";
-    case Durability::kDeferred: return "deferred";
-  }
-  return "strict";
-}
-
 Json RunSummary::to_json() const {
   Json out = {{"run_id", run_id.str()},   {"pipeline", pipeline},     {"spec_hash", spec_hash},
               {"status", run_status_name(status)}, {"created_ms", created_ms},

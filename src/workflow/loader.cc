@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <type_traits>
 #include <set>
 #include <sstream>
 
@@ -242,17 +243,27 @@ class Loader {
 
   template <typename E>
   std::optional<E> get_enum(const YAML::Node& map, const std::string& key, const std::string& field,
-                            const std::vector<std::pair<std::string, E>>& values, bool required = false) {
+                            const EnumNames<E>& table, std::type_identity_t<std::optional<E>> except = std::nullopt,
+                            bool required = false) {
     auto s = get_string(map, key, field, required);
     if (!s) return std::nullopt;
-    for (const auto& [name, v] : values) {
-      if (name == *s) return v;
-    }
-    std::vector<std::string> names;
-    for (const auto& [name, v] : values) names.push_back(name);
+    if (auto v = table.parse(*s); v && v != except) return v;
+    std::vector<std::string> names = table.names(except);
     std::string hint = suggest(*s, names);
     error(map[key], sub(field, key), "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
                                          " (expected one of: " + join(names) + ")");
+    return std::nullopt;
+  }
+
+  // A string from a fixed list of spellings (sections kept as JSON).
+  std::optional<std::string> get_choice(const YAML::Node& map, const std::string& key, const std::string& field,
+                                        const std::vector<std::string>& choices, bool required = false) {
+    auto s = get_string(map, key, field, required);
+    if (!s) return std::nullopt;
+    if (std::find(choices.begin(), choices.end(), *s) != choices.end()) return s;
+    std::string hint = suggest(*s, choices);
+    error(map[key], sub(field, key), "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                                         " (expected one of: " + join(choices) + ")");
     return std::nullopt;
   }
 
@@ -330,8 +341,7 @@ class Loader {
       spec.name = stem.empty() ? "pipeline" : stem;
     }
     if (auto d = get_string(root, "description", "")) spec.description = *d;
-    if (auto d = get_enum<Durability>(root, "durability", "",
-                                      {{"strict", Durability::kStrict}, {"batched", Durability::kBatched}})) {
+    if (auto d = get_enum(root, "durability", "", kDurabilityNames, Durability::kDeferred)) {
       spec.durability = *d;
     }
     if (YAML::Node c = root["config"]) {
@@ -407,10 +417,12 @@ class Loader {
     }
     if (auto b = get_bool(d, "shared_filesystem", f)) out["shared_filesystem"] = *b;
     else if (!d["shared_filesystem"]) error(d, f, "missing required key 'shared_filesystem' (true or false)");
-    std::vector<std::pair<std::string, std::string>> tree = {{"isolated", "isolated"}, {"coordinator", "coordinator"}, {"concurrent", "concurrent"}};
-    if (auto t = get_enum<std::string>(d, "tree_creation_mode", f, tree, true)) out["tree_creation_mode"] = *t;
-    std::vector<std::pair<std::string, std::string>> paths = {{"random", "random"}, {"partitioned", "partitioned"}, {"exclusive", "exclusive"}, {"weighted", "weighted"}};
-    if (auto p = get_enum<std::string>(d, "path_selection", f, paths, true)) out["path_selection"] = *p;
+    if (auto t = get_choice(d, "tree_creation_mode", f, {"isolated", "coordinator", "concurrent"}, true)) {
+      out["tree_creation_mode"] = *t;
+    }
+    if (auto p = get_choice(d, "path_selection", f, {"random", "partitioned", "exclusive", "weighted"}, true)) {
+      out["path_selection"] = *p;
+    }
     if (auto o = get_number(d, "partition_overlap", f)) {
       if (*o < 0 || *o > 1) error(d["partition_overlap"], f + ".partition_overlap", "must be between 0 and 1");
       out["partition_overlap"] = *o;
@@ -476,7 +488,7 @@ class Loader {
 
   Json parse_barrier(const YAML::Node& b, const std::string& f) {
     if (!check_map(b, f, kBarrierKeys)) return Json();
-    get_enum<std::string>(b, "type", f, {{"all_or_nothing", "all_or_nothing"}, {"majority", "majority"}, {"best_effort", "best_effort"}});
+    get_choice(b, "type", f, {"all_or_nothing", "majority", "best_effort"});
     for (const char* key : {"heartbeat_interval", "missed_threshold", "query_timeout", "query_retries", "agent_barrier_timeout"}) {
       if (auto v = get_int(b, key, f)) {
         if (*v < 0) error(b[key], f + "." + key, "must not be negative");
@@ -584,10 +596,10 @@ class Loader {
     YAML::Node p = n["parallel"];
     std::string pf = f + ".parallel";
     if (!check_map(p, pf, kParKeys)) return node;
-    if (auto j = get_enum<JoinPolicy>(p, "join", pf, {{"all", JoinPolicy::kAll}, {"any", JoinPolicy::kAny}, {"race", JoinPolicy::kRace}})) {
+    if (auto j = get_enum(p, "join", pf, kJoinNames)) {
       node.join = *j;
     }
-    if (auto m = get_enum<MergePolicy>(p, "merge", pf, {{"error", MergePolicy::kError}, {"last_wins", MergePolicy::kLastWins}, {"first_wins", MergePolicy::kFirstWins}})) {
+    if (auto m = get_enum(p, "merge", pf, kMergeNames)) {
       node.merge = *m;
     }
     node.max_concurrency = get_int(p, "max_concurrency", pf);
@@ -621,13 +633,13 @@ class Loader {
     std::string ef = f + ".experiment";
     if (!check_map(e, ef, kExpKeys)) return node;
     if (auto s = get_string(e, "strategy", ef)) {
-      static const std::vector<std::string> kStrategies = {"multi_branch", "round_robin", "shadow"};
-      if (std::find(kStrategies.begin(), kStrategies.end(), *s) == kStrategies.end()) {
-        std::string hint = suggest(*s, kStrategies);
-        error(e["strategy"], ef + ".strategy", "unknown strategy '" + *s + "' (expected " + join(kStrategies, ", ") + ")" +
-                                                   (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+      if (auto strategy = kExperimentStrategyNames.parse(*s)) {
+        node.strategy = *strategy;
       } else {
-        node.strategy = *s;
+        const std::vector<std::string> names = kExperimentStrategyNames.names();
+        std::string hint = suggest(*s, names);
+        error(e["strategy"], ef + ".strategy", "unknown strategy '" + *s + "' (expected " + join(names, ", ") + ")" +
+                                                   (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
       }
     }
     node.max_concurrency = get_int(e, "max_concurrency", ef);
@@ -787,10 +799,7 @@ class Loader {
     if (YAML::Node b = n["barrier"]) node.barrier = parse_barrier(b, f + ".barrier");
     if (YAML::Node h = n["hedging"]) node.hedging = parse_stage_hedging(h, f + ".hedging");
 
-    auto kind = get_enum<StageKind>(n, "type", f,
-                                    {{"execute", StageKind::kExecute}, {"prepare", StageKind::kPrepare},
-                                     {"cleanup", StageKind::kCleanup}, {"custom", StageKind::kCustom},
-                                     {"hybrid", StageKind::kHybrid}, {"validation", StageKind::kValidation}});
+    auto kind = get_enum(n, "type", f, kStageKindNames, StageKind::kPlain);
     if (n["type"] && !kind) return node;
     node.stage_kind = kind.value_or(StageKind::kPlain);
     if (!n["type"] && !n["uses"]) {
@@ -798,11 +807,7 @@ class Loader {
                   "(execute, prepare, cleanup, custom, hybrid, validation)");
     }
     parse_kind_fields(n, f, node);
-    auto completion = get_enum<Completion>(n, "completion", f,
-                                           {{"duration", Completion::kDuration}, {"tasks_done", Completion::kTasksDone},
-                                            {"script_exit", Completion::kScriptExit},
-                                            {"validation_passed", Completion::kValidationPassed},
-                                            {"duration_or_tasks", Completion::kDurationOrTasks}});
+    auto completion = get_enum(n, "completion", f, kCompletionNames, Completion::kOnce);
     node.completion = completion.value_or(validate_internal::default_completion(node.stage_kind));
     return node;
   }

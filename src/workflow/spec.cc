@@ -10,49 +10,6 @@ std::string SourceLocation::to_string() const {
   return out;
 }
 
-std::string_view stage_kind_name(StageKind k) {
-  switch (k) {
-    case StageKind::kPlain: return "plain";
-    case StageKind::kExecute: return "execute";
-    case StageKind::kPrepare: return "prepare";
-    case StageKind::kCleanup: return "cleanup";
-    case StageKind::kCustom: return "custom";
-    case StageKind::kHybrid: return "hybrid";
-    case StageKind::kValidation: return "validation";
-  }
-  return "plain";
-}
-
-std::string_view completion_name(Completion c) {
-  switch (c) {
-    case Completion::kOnce: return "once";
-    case Completion::kDuration: return "duration";
-    case Completion::kTasksDone: return "tasks_done";
-    case Completion::kScriptExit: return "script_exit";
-    case Completion::kValidationPassed: return "validation_passed";
-    case Completion::kDurationOrTasks: return "duration_or_tasks";
-  }
-  return "once";
-}
-
-std::string_view join_name(JoinPolicy j) {
-  switch (j) {
-    case JoinPolicy::kAll: return "all";
-    case JoinPolicy::kAny: return "any";
-    case JoinPolicy::kRace: return "race";
-  }
-  return "all";
-}
-
-std::string_view merge_name(MergePolicy m) {
-  switch (m) {
-    case MergePolicy::kError: return "error";
-    case MergePolicy::kLastWins: return "last_wins";
-    case MergePolicy::kFirstWins: return "first_wins";
-  }
-  return "error";
-}
-
 namespace {
 
 Json nodes_to_json(const std::vector<Node>& nodes);
@@ -108,7 +65,7 @@ Json node_to_json(const Node& n) {
     }
     case NodeKind::kExperiment:
       out["node"] = "experiment";
-      out["strategy"] = n.strategy;
+      out["strategy"] = strategy_name(n.strategy);
       out["configs"] = n.configs;
       if (!n.sweep.is_null()) out["sweep"] = n.sweep;
       if (n.samples) out["samples"] = *n.samples;

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "crucible/core/enum_names.h"
 #include "crucible/core/context.h"
 #include "crucible/core/error.h"
 #include "crucible/core/ids.h"
@@ -60,7 +61,9 @@ inline bool is_finished(RunStatus s) { return s == RunStatus::kCompleted || s ==
 // records that a strict step commit follows anyway (a step's intent, a loop's list), so a strict
 // step costs one fsync.
 enum class Durability { kStrict, kBatched, kDeferred };
-std::string_view durability_name(Durability d);
+inline const EnumNames<Durability> kDurabilityNames = {
+    {Durability::kStrict, "strict"}, {Durability::kBatched, "batched"}, {Durability::kDeferred, "deferred"}};
+inline std::string_view durability_name(Durability d) { return kDurabilityNames.name(d); }
 
 struct RunSummary {
   RunId run_id;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "crucible/core/enum_names.h"
 #include "crucible/core/json.h"
 #include "crucible/core/stage.h"
 #include "crucible/journal/journal.h"
@@ -36,10 +37,35 @@ enum class JoinPolicy { kAll, kAny, kRace };
 // How parallel branches that wrote the same state or artifact key are merged.
 enum class MergePolicy { kError, kLastWins, kFirstWins };
 
-std::string_view stage_kind_name(StageKind k);
-std::string_view completion_name(Completion c);
-std::string_view join_name(JoinPolicy j);
-std::string_view merge_name(MergePolicy m);
+// How an experiment node runs its configs (experiment::Strategy's names).
+enum class ExperimentStrategy { kMultiBranch, kRoundRobin, kShadow };
+
+// The name tables: YAML spellings, printed names and "expected one of" lists.
+inline const EnumNames<StageKind> kStageKindNames = {
+    {StageKind::kPlain, "plain"},   {StageKind::kExecute, "execute"}, {StageKind::kPrepare, "prepare"},
+    {StageKind::kCleanup, "cleanup"}, {StageKind::kCustom, "custom"}, {StageKind::kHybrid, "hybrid"},
+    {StageKind::kValidation, "validation"}};
+inline const EnumNames<Completion> kCompletionNames = {
+    {Completion::kOnce, "once"},
+    {Completion::kDuration, "duration"},
+    {Completion::kTasksDone, "tasks_done"},
+    {Completion::kScriptExit, "script_exit"},
+    {Completion::kValidationPassed, "validation_passed"},
+    {Completion::kDurationOrTasks, "duration_or_tasks"}};
+inline const EnumNames<JoinPolicy> kJoinNames = {
+    {JoinPolicy::kAll, "all"}, {JoinPolicy::kAny, "any"}, {JoinPolicy::kRace, "race"}};
+inline const EnumNames<MergePolicy> kMergeNames = {
+    {MergePolicy::kError, "error"}, {MergePolicy::kLastWins, "last_wins"}, {MergePolicy::kFirstWins, "first_wins"}};
+inline const EnumNames<ExperimentStrategy> kExperimentStrategyNames = {
+    {ExperimentStrategy::kMultiBranch, "multi_branch"},
+    {ExperimentStrategy::kRoundRobin, "round_robin"},
+    {ExperimentStrategy::kShadow, "shadow"}};
+
+inline std::string_view stage_kind_name(StageKind k) { return kStageKindNames.name(k); }
+inline std::string_view completion_name(Completion c) { return kCompletionNames.name(c); }
+inline std::string_view join_name(JoinPolicy j) { return kJoinNames.name(j); }
+inline std::string_view merge_name(MergePolicy m) { return kMergeNames.name(m); }
+inline std::string_view strategy_name(ExperimentStrategy s) { return kExperimentStrategyNames.name(s); }
 
 struct Node;
 
@@ -94,7 +120,7 @@ struct Node {
   std::optional<int64_t> max_concurrency;  // parallel and experiment
 
   // Experiment fields; `children` are the stages every branch runs.
-  std::string strategy = "multi_branch";  // multi_branch, round_robin or shadow
+  ExperimentStrategy strategy = ExperimentStrategy::kMultiBranch;
   Json configs = Json::array();           // every config, after sweep expansion
   Json sweep;                             // the `sweep:` mapping, or null
   std::optional<int64_t> samples;         // random search: configs drawn from the sweep
