@@ -113,7 +113,7 @@ Json merged_input(const Json& defaults, const Json& overrides) {
 }  // namespace
 
 Json StepReport::to_json() const {
-  Json out = {{"key", key}, {"name", name}, {"status", status}, {"attempts", attempts},
+  Json out = {{"key", key}, {"name", name}, {"status", step_status_name(status)}, {"attempts", attempts},
               {"duration_ms", static_cast<double>(duration_us) / 1000.0}};
   if (error) out["error"] = {{"code", error_code_name(error->code())}, {"message", error->message()}};
   return out;

@@ -427,7 +427,7 @@ stages:
 )"));
   EXPECT_EQ(r.status, RunStatus::kCompleted);
   EXPECT_EQ(probe_->count("maybe"), 0);
-  EXPECT_EQ(r.steps[0].status, "skipped");
+  EXPECT_EQ(r.steps[0].status, StepStatus::kSkipped);
 }
 
 TEST_F(RunnerTest, TasksDoneCompletionCallsTheBodyUntilEnoughTasks) {

@@ -132,7 +132,7 @@ void Execution::emit(EventType type, const Node& node, const StepKey& key, const
   if (r != nullptr) {
     e.duration_us = r->duration_us;
     e.attempts = r->attempts;
-    e.status = r->status;
+    e.status = std::string(step_status_name(r->status));
     if (r->error) e.error = r->error->to_string();
   }
   deps_.events->emit(e);
@@ -165,7 +165,7 @@ Result<Flow> Execution::exec_node(const Node& node, const StepKey& parent, Conte
     });
     if (!decided) return make_error(decided.error());
     if (!decided->get<bool>()) {
-      StepReport r{key.str(), node.name, "skipped", 0, 0, std::nullopt};
+      StepReport r{key.str(), node.name, StepStatus::kSkipped, 0, 0, std::nullopt};
       emit(EventType::kStageCompleted, node, key, &r);
       report(std::move(r));
       return Flow::kContinue;
@@ -193,7 +193,7 @@ Result<Flow> Execution::replayed_stage(const Node& node, const StepKey& key, Con
   ctx.apply(rec->delta);
   replayed_.fetch_add(1, std::memory_order_relaxed);
   bool skipped = rec->payload.is_object() && rec->payload.value("skipped", false);
-  StepReport r{key.str(), node.name, skipped ? "skipped" : "replayed", rec->attempts, rec->duration_us, std::nullopt};
+  StepReport r{key.str(), node.name, skipped ? StepStatus::kSkipped : StepStatus::kReplayed, rec->attempts, rec->duration_us, std::nullopt};
   emit(EventType::kStageCompleted, node, key, &r);
   report(std::move(r));
   return Flow::kContinue;
@@ -205,7 +205,7 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
     if (replay_.completed.contains(k)) return replayed_stage(node, key, ctx);
     if (auto f = replay_.failed.find(k); f != replay_.failed.end() && node.optional) {
       replayed_.fetch_add(1, std::memory_order_relaxed);
-      StepReport r{k, node.name, "optional_failed", f->second->attempts, f->second->duration_us, f->second->error};
+      StepReport r{k, node.name, StepStatus::kOptionalFailed, f->second->attempts, f->second->duration_us, f->second->error};
       emit(EventType::kStageFailed, node, key, &r);
       report(std::move(r));
       std::lock_guard lock(mu_);
@@ -217,7 +217,7 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
         Record done = make_record(RecordType::kStepCompleted, key);
         done.payload = {{"skipped", true}, {"reason", "skipped by the operator after an unknown outcome"}};
         CRUCIBLE_RETURN_IF_ERROR(append(std::move(done), Durability::kStrict));
-        StepReport r{k, node.name, "skipped", 0, 0, std::nullopt};
+        StepReport r{k, node.name, StepStatus::kSkipped, 0, 0, std::nullopt};
         emit(EventType::kStageCompleted, node, key, &r);
         report(std::move(r));
         return Flow::kContinue;
@@ -281,7 +281,7 @@ Result<Flow> Execution::attempt_step(const Node& node, const StepKey& key, Conte
   int64_t duration = done.duration_us;
   CRUCIBLE_RETURN_IF_ERROR(append(std::move(done), step_durability(node)));
   executed_.fetch_add(1, std::memory_order_relaxed);
-  StepReport r{key.str(), node.name, "completed", attempt, duration, std::nullopt};
+  StepReport r{key.str(), node.name, StepStatus::kCompleted, attempt, duration, std::nullopt};
   emit(EventType::kStageCompleted, node, key, &r);
   report(std::move(r));
   return Flow::kContinue;
@@ -302,7 +302,9 @@ Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Con
   failed.payload = {{"optional", node.optional}};
   CRUCIBLE_RETURN_IF_ERROR(append(std::move(failed), step_durability(node)));
   executed_.fetch_add(1, std::memory_order_relaxed);
-  std::string status = node.optional ? "optional_failed" : error.code() == ErrorCode::kCancelled ? "cancelled" : "failed";
+  StepStatus status = node.optional                              ? StepStatus::kOptionalFailed
+                      : error.code() == ErrorCode::kCancelled ? StepStatus::kCancelled
+                                                              : StepStatus::kFailed;
   StepReport r{key.str(), node.name, status, attempts, duration_us, error};
   emit(EventType::kStageFailed, node, key, &r);
   report(std::move(r));

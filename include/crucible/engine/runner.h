@@ -12,6 +12,7 @@
 
 #include "crucible/core/clock.h"
 #include "crucible/core/context.h"
+#include "crucible/core/enum_names.h"
 #include "crucible/core/random.h"
 #include "crucible/journal/journal.h"
 #include "crucible/telemetry/events.h"
@@ -20,11 +21,18 @@
 
 namespace crucible {
 
+// What became of one step in this execution.
+enum class StepStatus { kCompleted, kReplayed, kSkipped, kFailed, kOptionalFailed, kCancelled };
+inline const EnumNames<StepStatus> kStepStatusNames = {
+    {StepStatus::kCompleted, "completed"},   {StepStatus::kReplayed, "replayed"},
+    {StepStatus::kSkipped, "skipped"},       {StepStatus::kFailed, "failed"},
+    {StepStatus::kOptionalFailed, "optional_failed"}, {StepStatus::kCancelled, "cancelled"}};
+inline std::string_view step_status_name(StepStatus s) { return kStepStatusNames.name(s); }
+
 struct StepReport {
   std::string key;
   std::string name;
-  // "completed", "replayed", "skipped", "failed", "optional_failed", "cancelled"
-  std::string status;
+  StepStatus status = StepStatus::kCompleted;
   int attempts = 0;
   int64_t duration_us = 0;
   std::optional<Error> error;
