@@ -236,6 +236,38 @@ void Context::apply(const Delta& delta) {
   for (const Mutation& m : delta) apply_one(m);
 }
 
+void Context::record(Delta delta) {
+  for (Mutation& m : delta) {
+    switch (m.kind) {
+      case Mutation::Kind::kMetric: put_metric(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kArtifact: put_artifact(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kState: assign(std::move(m.key), std::move(m.value)); break;
+      case Mutation::Kind::kComplete: mark_stage_complete(m.key); break;
+      case Mutation::Kind::kTrace: add_trace(m.key); break;
+    }
+  }
+}
+
+Delta Context::changes_since(const Context& base, bool values) const {
+  Delta out;
+  if (values) {
+    auto diff = [&out](const Map& from, const Map& to, Mutation::Kind kind) {
+      for (const auto& [k, v] : to) {
+        auto it = from.find(k);
+        if (it == from.end() || it->second != v) out.push_back({kind, k, v});
+      }
+    };
+    diff(base.metrics_, metrics_, Mutation::Kind::kMetric);
+    diff(base.artifacts_, artifacts_, Mutation::Kind::kArtifact);
+    diff(base.state_, state_, Mutation::Kind::kState);
+  }
+  for (const std::string& s : completed_) {
+    if (!base.stage_completed(s)) out.push_back({Mutation::Kind::kComplete, s, Json()});
+  }
+  for (size_t t = base.trace_.size(); t < trace_.size(); ++t) out.push_back({Mutation::Kind::kTrace, trace_[t], Json()});
+  return out;
+}
+
 std::optional<SuspendRequest> Context::take_suspend() {
   std::optional<SuspendRequest> out;
   out.swap(suspend_);

@@ -387,15 +387,7 @@ Status Execution::run_hedged(const Node& node, Stage& stage, Context& ctx, const
   }, o, stop);
   if (!r) return make_error(r.error());
   // The winner's changes become this step's own, recorded in its delta.
-  for (Mutation& m : r->value.take_delta()) {
-    switch (m.kind) {
-      case Mutation::Kind::kMetric: ctx.put_metric(std::move(m.key), std::move(m.value)); break;
-      case Mutation::Kind::kArtifact: ctx.put_artifact(std::move(m.key), std::move(m.value)); break;
-      case Mutation::Kind::kState: ctx.assign(std::move(m.key), std::move(m.value)); break;
-      case Mutation::Kind::kComplete: ctx.mark_stage_complete(m.key); break;
-      case Mutation::Kind::kTrace: ctx.add_trace(m.key); break;
-    }
-  }
+  ctx.record(r->value.take_delta());
   ctx.put_metric(node.name + ".hedging", r->meta.to_json());
   if (auto suspend = r->value.take_suspend()) ctx.request_suspend(*suspend);
   return {};
@@ -579,80 +571,41 @@ Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t
     size_t branch;
     Json value;
   };
-  std::map<std::string, Write> state, artifacts;
+  std::map<std::string, Write> writes[2];  // state, artifacts
   Delta merged;
-  auto collect = [&](const Context::Map& base_map, const Context::Map& branch_map, size_t b,
-                     std::map<std::string, Write>& writes, const char* what) -> Status {
-    for (const auto& [k, v] : branch_map) {
-      auto base = base_map.find(k);
-      if (base != base_map.end() && base->second == v) continue;
-      auto it = writes.find(k);
-      if (it == writes.end()) {
-        writes.emplace(k, Write{b, v});
+  for (size_t b : winners) {
+    for (Mutation& m : branches[b].changes_since(ctx)) {
+      if (m.kind == Mutation::Kind::kMetric) {
+        merged.push_back({m.kind, node.branches[b].name + "." + m.key, std::move(m.value)});
         continue;
       }
-      if (it->second.value == v) continue;
-      switch (node.merge) {
-        case MergePolicy::kError:
+      if (m.kind != Mutation::Kind::kState && m.kind != Mutation::Kind::kArtifact) {
+        merged.push_back(std::move(m));
+        continue;
+      }
+      auto& w = writes[m.kind == Mutation::Kind::kState ? 0 : 1];
+      auto it = w.find(m.key);
+      if (it == w.end()) {
+        w.emplace(m.key, Write{b, std::move(m.value)});
+      } else if (it->second.value != m.value) {
+        if (node.merge == MergePolicy::kError) {
           return make_error(ErrorCode::kFailedPrecondition,
                             "parallel '" + node.name + "': branches '" + node.branches[it->second.branch].name +
-                                "' and '" + node.branches[b].name + "' both wrote " + what + " '" + k +
+                                "' and '" + node.branches[b].name + "' both wrote " +
+                                (m.kind == Mutation::Kind::kState ? "state" : "artifact") + " '" + m.key +
                                 "' with different values; set `merge: last_wins` or `merge: first_wins`");
-        case MergePolicy::kLastWins:
-          it->second = Write{b, v};
-          break;
-        case MergePolicy::kFirstWins:
-          break;
+        }
+        if (node.merge == MergePolicy::kLastWins) it->second = Write{b, std::move(m.value)};
       }
     }
-    return {};
-  };
-  for (size_t b : winners) {
-    const Context& branch = branches[b];
-    CRUCIBLE_RETURN_IF_ERROR(collect(ctx.state(), branch.state(), b, state, "state"));
-    CRUCIBLE_RETURN_IF_ERROR(collect(ctx.artifacts(), branch.artifacts(), b, artifacts, "artifact"));
-    for (const auto& [k, v] : branch.metrics()) {
-      const Json* base = ctx.get_metric(k);
-      if (base != nullptr && *base == v) continue;
-      merged.push_back({Mutation::Kind::kMetric, node.branches[b].name + "." + k, v});
-    }
-    for (const std::string& s : branch.completed_stages()) {
-      if (!ctx.stage_completed(s)) merged.push_back({Mutation::Kind::kComplete, s, Json()});
-    }
-    for (size_t t = ctx.trace().size(); t < branch.trace().size(); ++t) {
-      merged.push_back({Mutation::Kind::kTrace, branch.trace()[t], Json()});
-    }
   }
-  for (auto& [k, w] : state) merged.push_back({Mutation::Kind::kState, k, std::move(w.value)});
-  for (auto& [k, w] : artifacts) merged.push_back({Mutation::Kind::kArtifact, k, std::move(w.value)});
+  for (auto& [k, w] : writes[0]) merged.push_back({Mutation::Kind::kState, k, std::move(w.value)});
+  for (auto& [k, w] : writes[1]) merged.push_back({Mutation::Kind::kArtifact, k, std::move(w.value)});
   ctx.apply(merged);
   return {};
 }
 
 namespace {
-
-// What `branch` changed relative to `base`, as mutations.
-Delta context_changes(const Context& base, const Context& branch, bool values) {
-  Delta out;
-  if (values) {
-    auto diff = [&](const Context::Map& from, const Context::Map& to, Mutation::Kind kind) {
-      for (const auto& [k, v] : to) {
-        auto it = from.find(k);
-        if (it == from.end() || it->second != v) out.push_back({kind, k, v});
-      }
-    };
-    diff(base.metrics(), branch.metrics(), Mutation::Kind::kMetric);
-    diff(base.artifacts(), branch.artifacts(), Mutation::Kind::kArtifact);
-    diff(base.state(), branch.state(), Mutation::Kind::kState);
-  }
-  for (const std::string& s : branch.completed_stages()) {
-    if (!base.stage_completed(s)) out.push_back({Mutation::Kind::kComplete, s, Json()});
-  }
-  for (size_t t = base.trace().size(); t < branch.trace().size(); ++t) {
-    out.push_back({Mutation::Kind::kTrace, branch.trace()[t], Json()});
-  }
-  return out;
-}
 
 Error branch_error(const Node& node, const Json& record) {
   const Json& e = record.value("error", Json());
@@ -705,7 +658,7 @@ Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key,
     return out;
   }
   Json metrics = Json::object();
-  for (const Mutation& m : context_changes(base, bctx, true)) {
+  for (const Mutation& m : bctx.changes_since(base)) {
     if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
   }
   Json record{{"config_id", id},
@@ -784,7 +737,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   Delta merged;
   for (const BranchRun& r : runs) {
     if (!r.context) continue;
-    Delta d = context_changes(ctx, *r.context, single);
+    Delta d = r.context->changes_since(ctx, single);
     merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
   }
   merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});

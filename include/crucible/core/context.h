@@ -140,6 +140,13 @@ class Context {
   void discard_delta();
   // Applies recorded mutations (replay) without recording them again.
   void apply(const Delta& delta);
+  // Makes `delta` this context's own changes, recorded (and undoable) as if a stage had made them:
+  // how a hedge winner's or a branch's work on a copy becomes the step's.
+  void record(Delta delta);
+  // What this context changed relative to `base`, a context it was copied from: metrics,
+  // artifacts and state whose values differ (only when `values`), then newly completed stages
+  // and trace entries, in order. The one context-diff routine.
+  Delta changes_since(const Context& base, bool values = true) const;
 
   // The name and step key of the running stage ("" outside a runner). The strings must outlive
   // the stage call; the runner points them at its own.
