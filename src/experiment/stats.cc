@@ -5,42 +5,26 @@
 #include <map>
 #include <numeric>
 
+#include <boost/math/distributions/chi_squared.hpp>
+#include <boost/math/distributions/fisher_f.hpp>
+#include <boost/math/distributions/normal.hpp>
+#include <boost/math/distributions/students_t.hpp>
+#include <boost/math/special_functions/beta.hpp>
+#include <boost/math/special_functions/gamma.hpp>
+
 #include "crucible/core/random.h"
 
 namespace crucible::stats {
 namespace {
 
-constexpr double kEps = 1e-15;
-constexpr double kTiny = 1e-300;
-
-// Continued fraction of the incomplete beta function (modified Lentz).
-double beta_fraction(double a, double b, double x) {
-  const double qab = a + b, qap = a + 1, qam = a - 1;
-  double c = 1, d = 1 - qab * x / qap;
-  if (std::fabs(d) < kTiny) d = kTiny;
-  d = 1 / d;
-  double h = d;
-  for (int m = 1; m <= 1000; ++m) {
-    const double m2 = 2.0 * m;
-    double aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-    d = 1 + aa * d;
-    if (std::fabs(d) < kTiny) d = kTiny;
-    c = 1 + aa / c;
-    if (std::fabs(c) < kTiny) c = kTiny;
-    d = 1 / d;
-    h *= d * c;
-    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-    d = 1 + aa * d;
-    if (std::fabs(d) < kTiny) d = kTiny;
-    c = 1 + aa / c;
-    if (std::fabs(c) < kTiny) c = kTiny;
-    d = 1 / d;
-    double del = d * c;
-    h *= del;
-    if (std::fabs(del - 1) < kEps) break;
-  }
-  return h;
-}
+// Boost.Math reports bad arguments by return value, never by exception: the callers check
+// their inputs, and an exception must not leave a crucible function.
+using NoThrow = boost::math::policies::policy<
+    boost::math::policies::domain_error<boost::math::policies::ignore_error>,
+    boost::math::policies::pole_error<boost::math::policies::ignore_error>,
+    boost::math::policies::overflow_error<boost::math::policies::ignore_error>,
+    boost::math::policies::evaluation_error<boost::math::policies::ignore_error>,
+    boost::math::policies::rounding_error<boost::math::policies::ignore_error>>;
 
 // Average ranks (1-based) of `values`; adds each tie group's t^3 - t to `tie_sum`.
 std::vector<double> ranks(std::span<const double> values, double* tie_sum) {
@@ -120,67 +104,38 @@ double median(std::span<const double> x) {
 double incomplete_beta(double a, double b, double x) {
   if (x <= 0) return 0;
   if (x >= 1) return 1;
-  double bt = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x));
-  if (x < (a + 1) / (a + b + 2)) return bt * beta_fraction(a, b, x) / a;
-  return 1 - bt * beta_fraction(b, a, 1 - x) / b;
+  return boost::math::ibeta(a, b, x, NoThrow());
 }
 
 double upper_incomplete_gamma(double a, double x) {
   if (x <= 0) return 1;
-  const double log_prefix = -x + a * std::log(x) - std::lgamma(a);
-  if (x < a + 1) {
-    double ap = a, sum = 1 / a, del = sum;
-    for (int n = 0; n < 10000; ++n) {
-      ap += 1;
-      del *= x / ap;
-      sum += del;
-      if (std::fabs(del) < std::fabs(sum) * kEps) break;
-    }
-    return 1 - sum * std::exp(log_prefix);
-  }
-  double b = x + 1 - a, c = 1 / kTiny, d = 1 / b, h = d;
-  for (int i = 1; i < 10000; ++i) {
-    double an = -i * (i - a);
-    b += 2;
-    d = an * d + b;
-    if (std::fabs(d) < kTiny) d = kTiny;
-    c = b + an / c;
-    if (std::fabs(c) < kTiny) c = kTiny;
-    d = 1 / d;
-    double del = d * c;
-    h *= del;
-    if (std::fabs(del - 1) < kEps) break;
-  }
-  return std::exp(log_prefix) * h;
+  if (std::isinf(x)) return 0;
+  return boost::math::gamma_q(a, x, NoThrow());
 }
 
-double normal_sf(double z) { return 0.5 * std::erfc(z / std::sqrt(2.0)); }
+double normal_sf(double z) { return boost::math::cdf(boost::math::complement(boost::math::normal_distribution<double, NoThrow>(), z)); }
 
 double student_t_sf(double t, double df) {
-  double tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t));
-  return t > 0 ? tail : 1 - tail;
+  return boost::math::cdf(boost::math::complement(boost::math::students_t_distribution<double, NoThrow>(df), t));
 }
 
 double student_t_quantile(double p, double df) {
   if (p <= 0) return -INFINITY;
   if (p >= 1) return INFINITY;
-  double lo = -1, hi = 1;
-  while (1 - student_t_sf(lo, df) > p) lo *= 2;
-  while (1 - student_t_sf(hi, df) < p) hi *= 2;
-  for (int i = 0; i < 200 && hi - lo > 1e-12 * std::max(1.0, std::fabs(hi)); ++i) {
-    double mid = (lo + hi) / 2;
-    if (1 - student_t_sf(mid, df) < p) lo = mid;
-    else hi = mid;
-  }
-  return (lo + hi) / 2;
+  return boost::math::quantile(boost::math::students_t_distribution<double, NoThrow>(df), p);
 }
 
 double f_sf(double f, double df1, double df2) {
   if (f <= 0) return 1;
-  return incomplete_beta(df2 / 2, df1 / 2, df2 / (df2 + df1 * f));
+  if (std::isinf(f)) return 0;
+  return boost::math::cdf(boost::math::complement(boost::math::fisher_f_distribution<double, NoThrow>(df1, df2), f));
 }
 
-double chi2_sf(double x, double df) { return upper_incomplete_gamma(df / 2, x / 2); }
+double chi2_sf(double x, double df) {
+  if (x <= 0) return 1;
+  if (std::isinf(x)) return 0;
+  return boost::math::cdf(boost::math::complement(boost::math::chi_squared_distribution<double, NoThrow>(df), x));
+}
 
 Json Summary::to_json() const {
   return Json{{"n", n}, {"mean", mean}, {"sd", sd}, {"median", median}, {"min", min}, {"max", max},
