@@ -33,7 +33,7 @@ using Delta = std::vector<Mutation>;
 
 // [{"op":"metric","key":"loss","value":0.3}, {"op":"complete","key":"train"}, ...]
 Json delta_to_json(const Delta& delta);
-Result<Delta> delta_from_json(const Json& json);
+[[nodiscard]] Result<Delta> delta_from_json(const Json& json);
 
 // What the runner hands a running stage: durable helpers, its clock and executor, the pipeline's
 // defaults and the run's directories. The runner installs one per step; a Context outside a
@@ -43,9 +43,9 @@ class StageServices {
   virtual ~StageServices() = default;
   // Returns the journaled value named `name` for this step, computing and journaling it on first
   // execution. Replay returns the recorded value and never calls `compute`.
-  virtual Result<Json> memo(std::string_view name, const std::function<Json()>& compute) = 0;
+  [[nodiscard]] virtual Result<Json> memo(std::string_view name, const std::function<Json()>& compute) = 0;
   // The value of the run's durable promise `name`, or nullopt while unresolved.
-  virtual Result<std::optional<Json>> poll_promise(std::string_view name) = 0;
+  [[nodiscard]] virtual Result<std::optional<Json>> poll_promise(std::string_view name) = 0;
   // The runner's clock, for durable sleeps and deadlines.
   virtual Clock& clock() = 0;
   // The runner's executor, for stages that run work concurrently (hedged requests).
@@ -92,9 +92,9 @@ class Context {
   const Json* get_metric(std::string_view key) const;
   bool has_metric(std::string_view key) const { return get_metric(key) != nullptr; }
   // Puts every member of `values` (an object). kInvalidArgument if it is not an object.
-  Status merge_metrics(const Json& values);
+  [[nodiscard]] Status merge_metrics(const Json& values);
   // Replaces metric `key` with fn(current). kNotFound if there is no such metric.
-  Status update_metric(std::string_view key, const std::function<Json(const Json&)>& fn);
+  [[nodiscard]] Status update_metric(std::string_view key, const std::function<Json(const Json&)>& fn);
   const Map& metrics() const { return metrics_; }
 
   // Artifacts.

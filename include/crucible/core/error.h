@@ -85,7 +85,7 @@ inline tl::unexpected<Error> make_error(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error(code, std::move(message)));
 }
 inline tl::unexpected<Error> make_error(Error error) { return tl::unexpected<Error>(std::move(error)); }
-inline Status ok_status() { return {}; }
+[[nodiscard]] inline Status ok_status() { return {}; }
 
 // Aborts the process with a message when a broken invariant is detected. Not for user input.
 [[noreturn]] void check_failed(const char* condition, const char* file, int line);

@@ -18,7 +18,7 @@ namespace crucible {
 class RunId {
  public:
   RunId() = default;
-  static Result<RunId> parse(std::string_view text);
+  [[nodiscard]] static Result<RunId> parse(std::string_view text);
   static RunId generate(Clock& clock, Random& random);
 
   const std::string& str() const { return value_ ? *value_ : empty_; }

@@ -14,7 +14,7 @@ namespace crucible {
 using Json = nlohmann::json;
 
 // Parses text as JSON; kInvalidArgument with the byte offset on malformed input.
-Result<Json> parse_json(std::string_view text);
+[[nodiscard]] Result<Json> parse_json(std::string_view text);
 
 // Human-readable one-word type name: "null", "boolean", "integer", "number", "string", "array",
 // "object".

@@ -62,12 +62,12 @@ class StageOptions {
   bool has(std::string_view key) const { return get(key) != nullptr; }
 
   // Typed accessors. kInvalidArgument naming the option when it is missing or of the wrong type.
-  Result<std::string> string(std::string_view key) const;
-  Result<int64_t> integer(std::string_view key) const;
-  Result<double> number(std::string_view key) const;
-  Result<bool> boolean(std::string_view key) const;
+  [[nodiscard]] Result<std::string> string(std::string_view key) const;
+  [[nodiscard]] Result<int64_t> integer(std::string_view key) const;
+  [[nodiscard]] Result<double> number(std::string_view key) const;
+  [[nodiscard]] Result<bool> boolean(std::string_view key) const;
   // A duration string ("30s") or a number of seconds.
-  Result<std::chrono::milliseconds> duration(std::string_view key) const;
+  [[nodiscard]] Result<std::chrono::milliseconds> duration(std::string_view key) const;
   std::string string_or(std::string_view key, std::string fallback) const;
   int64_t integer_or(std::string_view key, int64_t fallback) const;
   double number_or(std::string_view key, double fallback) const;
@@ -85,7 +85,7 @@ class Stage {
  public:
   virtual ~Stage() = default;
   virtual StageDescription describe() const = 0;
-  virtual Status run(Context& ctx, const StageOptions& options, std::stop_token stop) = 0;
+  [[nodiscard]] virtual Status run(Context& ctx, const StageOptions& options, std::stop_token stop) = 0;
 };
 
 using StageFactory = std::function<std::unique_ptr<Stage>()>;
@@ -99,10 +99,10 @@ using StageResolver = std::function<Result<std::unique_ptr<Stage>>(std::string_v
 class StageRegistry {
  public:
   // kAlreadyExists if the name is taken.
-  Status register_stage(std::string name, StageFactory factory);
+  [[nodiscard]] Status register_stage(std::string name, StageFactory factory);
   // kNotFound listing the known names.
-  Result<std::unique_ptr<Stage>> create(std::string_view name) const;
-  Result<StageDescription> describe(std::string_view name) const;
+  [[nodiscard]] Result<std::unique_ptr<Stage>> create(std::string_view name) const;
+  [[nodiscard]] Result<StageDescription> describe(std::string_view name) const;
   bool contains(std::string_view name) const;
   std::vector<std::string> names() const;
   // A lookup that does not keep the table alive (kFailedPrecondition once it is gone).

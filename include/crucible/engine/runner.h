@@ -79,18 +79,18 @@ class Runner {
   // Starts a run, or resumes it when `options.run_id` names an existing one. Errors (the run
   // itself failing is not one): kFailedPrecondition when the id exists with another spec and
   // new_version is off or when another live worker holds the run; journal errors.
-  Result<RunResult> start(const WorkflowSpec& spec, const StartOptions& options = {});
+  [[nodiscard]] Result<RunResult> start(const WorkflowSpec& spec, const StartOptions& options = {});
   // Replays the journal of `run_id` and continues at the first unfinished step. kNotFound if
   // there is no such run; kFailedPrecondition if `spec` is not the spec the run was started with.
-  Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options = {});
+  [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options = {});
   // Starts a new run that reuses the journal of `source` before step `from` (the first record of
   // that step or anything below it) and re-executes from there. Returns the new run's id; run it
   // with resume(). kNotFound if the run or the step key does not exist.
-  Result<RunId> fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id = std::nullopt);
+  [[nodiscard]] Result<RunId> fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id = std::nullopt);
 
   // For a waiting run: blocks (polling the journal, holding no executor thread) until its promise
   // resolves, its deadline passes or `stop` is requested, then resumes it.
-  Result<RunResult> wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop);
+  [[nodiscard]] Result<RunResult> wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop);
 
   // Identifies this worker in leases; defaults to "<hostname>:<pid>".
   void set_owner(std::string owner);
@@ -104,7 +104,7 @@ class Runner {
   void set_blob_dir(std::string dir) { blob_dir_ = std::move(dir); }
 
  private:
-  Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
+  [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                             const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
 
   Journal& journal_;
@@ -120,6 +120,6 @@ class Runner {
 
 // The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}
 // or {"format":"builder"}, with "file" and "spec_hash".
-Result<Json> journaled_spec(const RunLog& log);
+[[nodiscard]] Result<Json> journaled_spec(const RunLog& log);
 
 }  // namespace crucible

@@ -37,17 +37,17 @@ class Branch {
   const std::optional<Error>& error() const { return error_; }
 
   // Exactly one finaliser may run; a second returns kFailedPrecondition and changes nothing.
-  Status mark_success(Json output, Clock& clock);
-  Status mark_failure(Error error, Clock& clock);
-  Status mark_skipped(std::string reason, Clock& clock);
+  [[nodiscard]] Status mark_success(Json output, Clock& clock);
+  [[nodiscard]] Status mark_failure(Error error, Clock& clock);
+  [[nodiscard]] Status mark_skipped(std::string reason, Clock& clock);
 
   // {"config_id", "config", "status", "duration_ms", "output", "error": {code, message}}
   Json to_json() const;
   // A branch restored from to_json() (a journaled outcome); times are not restored.
-  static Result<Branch> from_json(const Json& json);
+  [[nodiscard]] static Result<Branch> from_json(const Json& json);
 
  private:
-  Status finalize(BranchStatus status, Clock& clock);
+  [[nodiscard]] Status finalize(BranchStatus status, Clock& clock);
 
   std::string config_id_;
   Json config_ = Json::object();

@@ -36,7 +36,7 @@ struct CompareOptions {
 // {"metric", "alpha", "groups": [{name, n, mean, sd, median, min, max, ci_low, ci_high}],
 //  "tests": [{test, statistic, p_value, df?, df2?, method?, significant} | {test, error}],
 //  "effect_size": {"cohens_d"}?, "bootstrap": {...}?, "pairs"?, "best", "significant", "verdict"}
-Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const CompareOptions& options);
+[[nodiscard]] Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const CompareOptions& options);
 
 // A Markdown report: the groups table and the tests table.
 std::string comparison_markdown(const Json& comparison);

@@ -24,12 +24,12 @@ class RunLogger {
  public:
   virtual ~RunLogger() = default;
   // Opens the run of one branch and returns its id, unique within the logger.
-  virtual Result<std::string> start_run(const std::string& experiment, const std::string& config_id) = 0;
-  virtual Status log_params(const std::string& run, const Json& params) = 0;
+  [[nodiscard]] virtual Result<std::string> start_run(const std::string& experiment, const std::string& config_id) = 0;
+  [[nodiscard]] virtual Status log_params(const std::string& run, const Json& params) = 0;
   // `metrics` is an object of numbers; `step` orders repeated logging of the same metric.
-  virtual Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) = 0;
-  virtual Status log_branch(const std::string& run, const Branch& branch) = 0;
-  virtual Status end_run(const std::string& run, BranchStatus status) = 0;
+  [[nodiscard]] virtual Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) = 0;
+  [[nodiscard]] virtual Status log_branch(const std::string& run, const Branch& branch) = 0;
+  [[nodiscard]] virtual Status end_run(const std::string& run, BranchStatus status) = 0;
 };
 
 // Keeps everything in memory; for tests and for code that inspects an experiment afterwards.
@@ -45,17 +45,17 @@ class InMemoryRunLogger : public RunLogger {
     BranchStatus status = BranchStatus::kPending;
   };
 
-  Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
-  Status log_params(const std::string& run, const Json& params) override;
-  Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
-  Status log_branch(const std::string& run, const Branch& branch) override;
-  Status end_run(const std::string& run, BranchStatus status) override;
+  [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
+  [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
+  [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 
   std::map<std::string, Run> runs() const;
   size_t run_count() const;
 
  private:
-  Result<Run*> find(const std::string& run);
+  [[nodiscard]] Result<Run*> find(const std::string& run);
 
   mutable std::mutex mu_;
   std::map<std::string, Run> runs_;  // guarded by mu_
@@ -66,18 +66,18 @@ class InMemoryRunLogger : public RunLogger {
 class JsonlRunLogger : public RunLogger {
  public:
   // Opens `path` for appending, creating it; kInvalidArgument naming the path if it cannot.
-  static Result<std::unique_ptr<JsonlRunLogger>> open(const std::string& path);
+  [[nodiscard]] static Result<std::unique_ptr<JsonlRunLogger>> open(const std::string& path);
   ~JsonlRunLogger() override;
 
-  Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
-  Status log_params(const std::string& run, const Json& params) override;
-  Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
-  Status log_branch(const std::string& run, const Branch& branch) override;
-  Status end_run(const std::string& run, BranchStatus status) override;
+  [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
+  [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
+  [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 
  private:
   JsonlRunLogger(std::FILE* file, std::string path) : file_(file), path_(std::move(path)) {}
-  Status write(Json line);
+  [[nodiscard]] Status write(Json line);
 
   std::mutex mu_;
   std::FILE* file_;  // guarded by mu_
@@ -93,11 +93,11 @@ class JournalRunLogger : public RunLogger {
   // `prefix` is the step key of the experiment in the run ("/sweep"); "/<experiment>" when empty.
   JournalRunLogger(Journal& journal, RunId run, std::string prefix = "");
 
-  Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
-  Status log_params(const std::string& run, const Json& params) override;
-  Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
-  Status log_branch(const std::string& run, const Branch& branch) override;
-  Status end_run(const std::string& run, BranchStatus status) override;
+  [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
+  [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
+  [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 
   // The step key of a branch's outcome record.
   static std::string branch_key(const std::string& prefix, const std::string& config_id);

@@ -49,18 +49,18 @@ struct TestResult {
 };
 
 // Errors: kInvalidArgument naming the problem (too few values, no variance, unequal pairs).
-Result<TestResult> welch_t_test(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> welch_t_test(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
 // Exact distribution for samples under 50 without ties, else the normal approximation with tie
 // and continuity corrections (as R's wilcox.test).
-Result<TestResult> mann_whitney_u(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
-Result<TestResult> paired_t_test(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> mann_whitney_u(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> paired_t_test(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
 // Zero differences are dropped; exact under 50 pairs without ties, else normal approximation.
-Result<TestResult> wilcoxon_signed_rank(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
-Result<TestResult> one_way_anova(const std::vector<std::vector<double>>& groups, double alpha = 0.05);
-Result<TestResult> kruskal_wallis(const std::vector<std::vector<double>>& groups, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> wilcoxon_signed_rank(std::span<const double> a, std::span<const double> b, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> one_way_anova(const std::vector<std::vector<double>>& groups, double alpha = 0.05);
+[[nodiscard]] Result<TestResult> kruskal_wallis(const std::vector<std::vector<double>>& groups, double alpha = 0.05);
 
 // Cohen's d with the pooled standard deviation: (mean(b) - mean(a)) / s_pooled.
-Result<double> cohens_d(std::span<const double> a, std::span<const double> b);
+[[nodiscard]] Result<double> cohens_d(std::span<const double> a, std::span<const double> b);
 
 struct BootstrapInterval {
   double difference = 0;  // mean(b) - mean(a)
@@ -71,7 +71,7 @@ struct BootstrapInterval {
 };
 // Percentile interval of mean(b) - mean(a) at `confidence`, resampling each group with
 // replacement; the same seed gives the same interval.
-Result<BootstrapInterval> bootstrap_mean_difference(std::span<const double> a, std::span<const double> b,
+[[nodiscard]] Result<BootstrapInterval> bootstrap_mean_difference(std::span<const double> a, std::span<const double> b,
                                                     size_t resamples = 10'000, uint64_t seed = 0,
                                                     double confidence = 0.95);
 

@@ -50,7 +50,7 @@ class Strategy {
   virtual ~Strategy() = default;
   virtual std::string_view name() const = 0;
   // kInvalidArgument for an empty config list.
-  virtual Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
+  [[nodiscard]] virtual Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
                                         RunLogger* logger = nullptr) = 0;
 };
 
@@ -64,14 +64,14 @@ class RoundRobin : public Strategy {
  public:
   explicit RoundRobin(StrategyOptions options = {});
   std::string_view name() const override { return "round_robin"; }
-  Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
   // The chosen branch's output; its failure is returned with its original code.
-  Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
+  [[nodiscard]] Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
   // The index the next call will use (before taking it modulo the config count).
-  Result<int64_t> position();
+  [[nodiscard]] Result<int64_t> position();
 
  private:
-  Result<int64_t> take_position();
+  [[nodiscard]] Result<int64_t> take_position();
 
   StrategyOptions options_;
   std::mutex mu_;
@@ -84,10 +84,10 @@ class Shadow : public Strategy {
   // Requests stop for unfinished shadows and waits for them.
   ~Shadow() override;
   std::string_view name() const override { return "shadow"; }
-  Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
   // Starts the shadows (configs[1..]) and the primary (configs[0]) together and returns the
   // primary's output when it finishes; shadow failures are recorded, never returned.
-  Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
+  [[nodiscard]] Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
   // Waits for every shadow started so far and returns their branches, in start order.
   BranchSet gather_shadows();
 
@@ -104,9 +104,9 @@ class MultiBranch : public Strategy {
  public:
   explicit MultiBranch(StrategyOptions options = {});
   std::string_view name() const override { return "multi_branch"; }
-  Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
   // Every branch, in config order; never fails because a branch failed.
-  Result<BranchSet> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
+  [[nodiscard]] Result<BranchSet> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
 
  private:
   StrategyOptions options_;
@@ -117,16 +117,16 @@ using StrategyFactory = std::function<std::unique_ptr<Strategy>(const StrategyOp
 
 // The process-wide strategy registry; round_robin, shadow and multi_branch are built in.
 // kAlreadyExists for a taken name.
-Status register_strategy(const std::string& name, StrategyFactory factory);
+[[nodiscard]] Status register_strategy(const std::string& name, StrategyFactory factory);
 // kNotFound naming the known strategies.
-Result<std::unique_ptr<Strategy>> get_strategy(const std::string& name, const StrategyOptions& options = {});
+[[nodiscard]] Result<std::unique_ptr<Strategy>> get_strategy(const std::string& name, const StrategyOptions& options = {});
 std::vector<std::string> strategy_names();
 
 namespace experiment_internal {
-inline Result<Json> as_result(Result<Json> r) { return r; }
+[[nodiscard]] inline Result<Json> as_result(Result<Json> r) { return r; }
 template <typename T>
   requires(!std::is_same_v<std::decay_t<T>, Result<Json>>)
-Result<Json> as_result(T&& value) {
+[[nodiscard]] Result<Json> as_result(T&& value) {
   return Json(std::forward<T>(value));
 }
 }  // namespace experiment_internal

@@ -21,14 +21,14 @@ struct SweepAxis {
 
 // The axes of `sweep` in key order (object keys are sorted), the first varying slowest.
 // kInvalidArgument naming the field for an empty list.
-Result<std::vector<SweepAxis>> sweep_axes(const Json& sweep);
+[[nodiscard]] Result<std::vector<SweepAxis>> sweep_axes(const Json& sweep);
 
 // Every combination, the first axis varying slowest (itertools.product order). A sweep without
 // lists is one config. kOutOfRange past `max_configs`.
-Result<std::vector<Json>> expand_sweep(const Json& sweep, size_t max_configs = 100'000);
+[[nodiscard]] Result<std::vector<Json>> expand_sweep(const Json& sweep, size_t max_configs = 100'000);
 
 // `count` distinct combinations drawn uniformly with `seed` (the same seed draws the same
 // configs); the whole grid, in grid order, when count covers it.
-Result<std::vector<Json>> random_search(const Json& sweep, size_t count, uint64_t seed);
+[[nodiscard]] Result<std::vector<Json>> random_search(const Json& sweep, size_t count, uint64_t seed);
 
 }  // namespace crucible

@@ -17,9 +17,9 @@ class BlobStore {
 
   // Stores the bytes durably (temporary file, fsync, rename, fsync of the directory) and returns
   // "sha256:<hex>". Storing the same bytes twice is a no-op.
-  Result<std::string> put(std::string_view bytes);
+  [[nodiscard]] Result<std::string> put(std::string_view bytes);
   // kNotFound if absent; kDataLoss if the content does not match its hash.
-  Result<std::string> get(std::string_view ref);
+  [[nodiscard]] Result<std::string> get(std::string_view ref);
   const std::string& dir() const { return dir_; }
 
  private:
@@ -31,8 +31,8 @@ class BlobStore {
 inline constexpr size_t kDefaultBlobThreshold = 64 * 1024;
 
 // Replaces `value` by a blob reference when its serialisation exceeds `threshold`.
-Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold);
+[[nodiscard]] Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold);
 // Resolves a blob reference produced by externalize; other values are returned unchanged.
-Result<Json> internalize(const Json& value, BlobStore& blobs);
+[[nodiscard]] Result<Json> internalize(const Json& value, BlobStore& blobs);
 
 }  // namespace crucible

@@ -47,7 +47,7 @@ struct Record {
 
 // The fields of a record other than its type, run, seq and key, as stored.
 Json record_body_to_json(const Record& record);
-Status record_body_from_json(const Json& body, Record& record);
+[[nodiscard]] Status record_body_from_json(const Json& body, Record& record);
 
 enum class RunStatus { kRunning, kCompleted, kFailed, kWaiting, kNeedsAttention };
 std::string_view run_status_name(RunStatus status);
@@ -108,45 +108,45 @@ class Journal {
   // other records need an existing run (kNotFound). After a failed commit (fsync, disk full) the
   // journal is broken: this and every later call return kDataLoss or kResourceExhausted, and no
   // later record becomes durable.
-  virtual Status append(std::vector<Record> records, Durability durability) = 0;
+  [[nodiscard]] virtual Status append(std::vector<Record> records, Durability durability) = 0;
   // One record; adapters may override to avoid building a vector.
-  virtual Status append(Record record, Durability durability);
+  [[nodiscard]] virtual Status append(Record record, Durability durability);
   // Waits until everything appended so far is durable.
-  virtual Status flush() = 0;
+  [[nodiscard]] virtual Status flush() = 0;
 
   // kNotFound if the run does not exist.
-  virtual Result<RunLog> read_run(const RunId& run) = 0;
-  virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;
+  [[nodiscard]] virtual Result<RunLog> read_run(const RunId& run) = 0;
+  [[nodiscard]] virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;
   // Every run whose status is running, with its records: the input of crash recovery.
-  virtual Result<std::vector<RunLog>> read_unfinished() = 0;
+  [[nodiscard]] virtual Result<std::vector<RunLog>> read_unfinished() = 0;
 
   // Takes the lease if it is free, expired, already ours, or its epoch equals `steal_epoch`.
   // kFailedPrecondition naming the holder otherwise.
-  virtual Result<Lease> acquire_lease(const RunId& run, const std::string& owner,
+  [[nodiscard]] virtual Result<Lease> acquire_lease(const RunId& run, const std::string& owner,
                                       std::chrono::milliseconds ttl,
                                       std::optional<uint64_t> steal_epoch = std::nullopt) = 0;
-  virtual Result<std::optional<Lease>> current_lease(const RunId& run) = 0;
+  [[nodiscard]] virtual Result<std::optional<Lease>> current_lease(const RunId& run) = 0;
   // kAborted if the lease was taken over (epoch changed).
-  virtual Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) = 0;
-  virtual Status release_lease(const Lease& lease) = 0;
+  [[nodiscard]] virtual Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) = 0;
+  [[nodiscard]] virtual Status release_lease(const Lease& lease) = 0;
   // Appends a kRunStarted record and takes the new run's lease in one commit. The default
   // appends, then acquires.
-  virtual Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl);
+  [[nodiscard]] virtual Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl);
   // A run that finishes or parks (kRunCompleted, kRunFailed, kRunSuspended) has no owner: the
   // record releases its lease in the same commit.
 
   // Per-run key/value state, and state shared by all runs when `run` is empty.
-  virtual Status put_value(const std::string& scope, const std::string& key, const Json& value) = 0;
-  virtual Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) = 0;
+  [[nodiscard]] virtual Status put_value(const std::string& scope, const std::string& key, const Json& value) = 0;
+  [[nodiscard]] virtual Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) = 0;
 
   // Resolves the run's promise `name` and appends a kPromiseResolved record. Returns false if it
   // was already resolved (the first value wins). kNotFound if the run does not exist.
-  virtual Result<bool> resolve_promise(const RunId& run, const std::string& name,
+  [[nodiscard]] virtual Result<bool> resolve_promise(const RunId& run, const std::string& name,
                                        const Json& value) = 0;
-  virtual Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) = 0;
+  [[nodiscard]] virtual Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) = 0;
 
   // Deletes finished (completed or failed) runs last updated before the cutoff; returns how many.
-  virtual Result<size_t> prune(int64_t updated_before_ms) = 0;
+  [[nodiscard]] virtual Result<size_t> prune(int64_t updated_before_ms) = 0;
 };
 
 // Status transition implied by appending `record` to a run, if any.

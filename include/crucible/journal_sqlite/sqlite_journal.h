@@ -28,7 +28,7 @@ inline constexpr int kSqliteSchemaVersion = 1;
 // kFailedPrecondition for a journal written by a newer Crucible; kUnavailable if the file cannot
 // be opened. Appends from many threads share commits: one fsync makes every pending record
 // durable, in append order.
-Result<std::unique_ptr<Journal>> open_sqlite_journal(const SqliteJournalOptions& options);
+[[nodiscard]] Result<std::unique_ptr<Journal>> open_sqlite_journal(const SqliteJournalOptions& options);
 
 // The journal path from --journal, else $CRUCIBLE_JOURNAL, else .crucible/journal.db.
 std::string default_journal_path(const std::string& flag);

@@ -60,11 +60,11 @@ class ScriptedProvider : public Provider {
   explicit ScriptedProvider(std::vector<ScriptedResponse> responses, std::string model = "scripted");
   // From a list of strings or objects {text, match, error, message, delay_ms, retry_after_ms,
   // input_tokens, output_tokens, stop_reason}; kInvalidArgument naming `field[i].key`.
-  static Result<std::unique_ptr<ScriptedProvider>> from_json(const Json& responses, const std::string& field);
+  [[nodiscard]] static Result<std::unique_ptr<ScriptedProvider>> from_json(const Json& responses, const std::string& field);
 
   std::string name() const override { return "scripted(" + model_ + ")"; }
-  Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
 
   // The next `times` calls fail with `code` before any response is used.
   void fail_next(ErrorCode code, int times = 1, std::string message = "injected failure");

@@ -28,13 +28,13 @@ class RetryingProvider : public Provider {
   // `clock` and `random` must outlive the provider.
   RetryingProvider(std::shared_ptr<Provider> inner, RetryPolicy policy, Clock& clock, Random& random);
   std::string name() const override { return "retrying(" + inner_->name() + ")"; }
-  Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
   int64_t retries() const { return retries_.load(); }
 
  private:
   template <typename Call>
-  Result<Completion> with_retries(const Call& call, std::stop_token stop);
+  [[nodiscard]] Result<Completion> with_retries(const Call& call, std::stop_token stop);
 
   std::shared_ptr<Provider> inner_;
   RetryPolicy policy_;
@@ -49,9 +49,9 @@ class HedgedProvider : public Provider {
   HedgedProvider(std::shared_ptr<Provider> inner, std::shared_ptr<HedgePolicy> policy, Executor& executor, Clock& clock,
                  int max_hedges = 1, std::string key = "llm");
   std::string name() const override { return "hedged(" + inner_->name() + ")"; }
-  Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
   // Hedging happens before the first byte: the winning attempt's text is delivered in one piece.
-  Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
   // {"calls", "hedged", "hedge_won", "attempts", "budget_denied", "policy"}
   Json stats() const;
 
@@ -70,13 +70,13 @@ class CircuitBreakingProvider : public Provider {
   CircuitBreakingProvider(std::shared_ptr<Provider> inner, Clock& clock, CircuitBreakerOptions options = {});
   std::string name() const override { return "circuit(" + inner_->name() + ")"; }
   // kUnavailable with retry_after while the circuit is open.
-  Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
   CircuitBreaker& breaker() { return breaker_; }
 
  private:
   template <typename Call>
-  Result<Completion> guarded(const Call& call);
+  [[nodiscard]] Result<Completion> guarded(const Call& call);
 
   std::shared_ptr<Provider> inner_;
   CircuitBreaker breaker_;
@@ -86,8 +86,8 @@ class CircuitBreakingProvider : public Provider {
 class CompletionStore {
  public:
   virtual ~CompletionStore() = default;
-  virtual Result<std::optional<Completion>> get(const std::string& key) = 0;
-  virtual Status put(const std::string& key, const Completion& completion) = 0;
+  [[nodiscard]] virtual Result<std::optional<Completion>> get(const std::string& key) = 0;
+  [[nodiscard]] virtual Status put(const std::string& key, const Completion& completion) = 0;
 };
 
 // Completions as blobs in the journal's content-addressed store; an index file per key
@@ -95,8 +95,8 @@ class CompletionStore {
 class BlobCompletionStore : public CompletionStore {
  public:
   explicit BlobCompletionStore(std::string blob_dir);
-  Result<std::optional<Completion>> get(const std::string& key) override;
-  Status put(const std::string& key, const Completion& completion) override;
+  [[nodiscard]] Result<std::optional<Completion>> get(const std::string& key) override;
+  [[nodiscard]] Status put(const std::string& key, const Completion& completion) override;
 
  private:
   std::string index_dir_;
@@ -109,8 +109,8 @@ class CachingProvider : public Provider {
   CachingProvider(std::shared_ptr<Provider> inner, std::shared_ptr<CompletionStore> store, std::string scope);
   std::string name() const override { return "cached(" + inner_->name() + ")"; }
   // A hit returns the stored completion with cached = true and no call.
-  Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
   int64_t hits() const { return hits_.load(); }
   std::string key_of(const CompletionRequest& request) const;
 

@@ -41,7 +41,7 @@ struct ModelProblem {
 std::vector<ModelProblem> check_model_config(const Json& config);
 
 // A `circuit_breaker:` value (true, or {failures, window, cooldown, probes}).
-Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const std::string& field);
+[[nodiscard]] Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const std::string& field);
 
 struct ModelHandle {
   std::shared_ptr<llm::Provider> provider;
@@ -66,7 +66,7 @@ class ModelRegistry {
   [[nodiscard]] Result<ModelHandle> resolve(const std::string& name, const Json& config, const std::string& blob_dir);
 
  private:
-  Result<ModelHandle> build(const std::string& name, const Json& config, const std::string& key,
+  [[nodiscard]] Result<ModelHandle> build(const std::string& name, const Json& config, const std::string& key,
                             const std::string& blob_dir);
 
   Executor& executor_;

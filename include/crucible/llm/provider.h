@@ -47,7 +47,7 @@ struct CompletionRequest {
 
 // kInvalidArgument naming the field: no model, no messages, a first message that is not from
 // the user, max_tokens < 1, temperature outside [0, 2].
-Status validate(const CompletionRequest& request);
+[[nodiscard]] Status validate(const CompletionRequest& request);
 
 // Fluent construction:
 //   auto req = RequestBuilder().model("claude-sonnet-4-5").system("Be brief.")
@@ -62,7 +62,7 @@ class RequestBuilder {
   RequestBuilder& temperature(double t);
   RequestBuilder& stop(std::string sequence);
   RequestBuilder& metadata(const std::string& key, Json value);
-  Result<CompletionRequest> build() const;
+  [[nodiscard]] Result<CompletionRequest> build() const;
 
  private:
   CompletionRequest request_;
@@ -83,7 +83,7 @@ struct Completion {
   bool cached = false;  // served by the caching decorator
 
   Json to_json() const;
-  static Result<Completion> from_json(const Json& json);
+  [[nodiscard]] static Result<Completion> from_json(const Json& json);
 };
 
 // Called with each piece of text as it arrives.
@@ -96,10 +96,10 @@ class Provider {
   // A short description for logs and status: "anthropic(claude-sonnet-4-5)". Never a key.
   virtual std::string name() const = 0;
   // Stops early (kCancelled, the transfer aborted) when `stop` is requested.
-  virtual Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) = 0;
+  [[nodiscard]] virtual Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) = 0;
   // Streams text to `on_delta` as it arrives and returns the whole completion. The default
   // completes, then delivers the text in one piece.
-  virtual Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop);
+  [[nodiscard]] virtual Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop);
 };
 
 }  // namespace crucible::llm

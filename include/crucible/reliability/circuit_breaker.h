@@ -31,7 +31,7 @@ class CircuitBreaker {
   // Whether a call may go ahead. kUnavailable with retry_after (the rest of the cool-down) when
   // open, or when half-open and the probes are taken. A permitted call must be followed by
   // record_success() or record_failure().
-  Status allow();
+  [[nodiscard]] Status allow();
   void record_success();
   void record_failure();
 

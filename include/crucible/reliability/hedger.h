@@ -70,7 +70,7 @@ class Hedger {
   // a non-retryable failure is returned when no other attempt is running. kDeadlineExceeded after
   // the timeout (when one is set), kCancelled when `stop` is requested. Attempts run on the executor.
   template <typename T>
-  Result<Hedged<T>> hedge(std::function<Result<T>(int attempt, std::stop_token stop)> request,
+  [[nodiscard]] Result<Hedged<T>> hedge(std::function<Result<T>(int attempt, std::stop_token stop)> request,
                           const HedgeCallOptions& options, std::stop_token stop = {}) {
     auto slots = std::make_shared<std::vector<std::optional<T>>>(static_cast<size_t>(options.max_hedges) + 1);
     auto fn = std::make_shared<std::function<Result<T>(int, std::stop_token)>>(std::move(request));
@@ -87,7 +87,7 @@ class Hedger {
   HedgePolicy& policy() { return policy_; }
 
  private:
-  Result<HedgeMetadata> run(Attempt attempt, const HedgeCallOptions& options, std::stop_token stop);
+  [[nodiscard]] Result<HedgeMetadata> run(Attempt attempt, const HedgeCallOptions& options, std::stop_token stop);
 
   Executor& executor_;
   Clock& clock_;

@@ -33,7 +33,7 @@ struct RetryPolicy {
 
   Json to_json() const;
   // The inverse of to_json(). kInvalidArgument for anything else.
-  static Result<RetryPolicy> from_json(const Json& json);
+  [[nodiscard]] static Result<RetryPolicy> from_json(const Json& json);
   friend bool operator==(const RetryPolicy&, const RetryPolicy&) = default;
 };
 

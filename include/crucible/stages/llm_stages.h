@@ -21,6 +21,6 @@ std::optional<Json> first_json_object(std::string_view text);
 
 // Validates a critique reply: {"decision": "pass"|"revise", "critique": text, "feedback": text
 // (required for revise)}. kInvalidArgument carrying the raw reply when it is not one.
-Result<Json> parse_critique(std::string_view reply);
+[[nodiscard]] Result<Json> parse_critique(std::string_view reply);
 
 }  // namespace crucible

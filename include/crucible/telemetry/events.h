@@ -69,6 +69,6 @@ class EventBus {
 std::shared_ptr<EventSink> make_console_sink(std::FILE* out, bool tty);
 
 // Appends one JSON object per event to `path`. kUnavailable if the file cannot be opened.
-Result<std::shared_ptr<EventSink>> make_jsonl_sink(const std::string& path);
+[[nodiscard]] Result<std::shared_ptr<EventSink>> make_jsonl_sink(const std::string& path);
 
 }  // namespace crucible

@@ -70,7 +70,7 @@ class WorkflowBuilder : public SequenceBuilder {
 
   // Validates with the same rules as YAML and binds stage types in `registry`. kInvalidArgument
   // listing every problem.
-  Result<WorkflowSpec> build(const StageRegistry& registry);
+  [[nodiscard]] Result<WorkflowSpec> build(const StageRegistry& registry);
 
  private:
   WorkflowSpec spec_;

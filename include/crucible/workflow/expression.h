@@ -31,7 +31,7 @@ struct Node;
 // A parsed expression. Cheap to copy; immutable and thread-safe.
 class Expression {
  public:
-  static tl::expected<Expression, ExprError> parse(std::string_view text);
+  [[nodiscard]] static tl::expected<Expression, ExprError> parse(std::string_view text);
   // An expression that evaluates to `value` (a literal list from YAML, say). Its text is the
   // value's JSON.
   static Expression from_value(Json value);
@@ -39,9 +39,9 @@ class Expression {
   // Evaluates against a context. kInvalidArgument for type errors (comparing a string with a
   // number, `and` on a non-boolean, division by zero), naming the expression. A missing metric,
   // state key or field reads as null.
-  Result<Json> evaluate(const Context& ctx) const;
+  [[nodiscard]] Result<Json> evaluate(const Context& ctx) const;
   // As evaluate, but the result must be a boolean.
-  Result<bool> evaluate_bool(const Context& ctx) const;
+  [[nodiscard]] Result<bool> evaluate_bool(const Context& ctx) const;
 
   const std::string& text() const { return text_; }
 
@@ -60,9 +60,9 @@ struct TemplateError {
 std::optional<TemplateError> check_template(std::string_view text);
 // Expands ${...} in a string. A string that is exactly one ${expr} keeps the value's JSON type;
 // otherwise values are formatted into the text. "$${" escapes a literal "${".
-Result<Json> render_template(std::string_view text, const Context& ctx);
+[[nodiscard]] Result<Json> render_template(std::string_view text, const Context& ctx);
 // Renders every string inside a JSON value (objects and arrays recursively).
-Result<Json> render_templates(const Json& value, const Context& ctx);
+[[nodiscard]] Result<Json> render_templates(const Json& value, const Context& ctx);
 // Whether any string inside the value contains "${".
 bool has_templates(const Json& value);
 
