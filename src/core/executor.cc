@@ -123,10 +123,18 @@ void Executor::parallel_for_blocking(size_t n, const std::function<void(size_t)>
 
 std::future<void> Executor::run_in_background(std::function<void()> fn) {
   auto task = std::make_shared<std::packaged_task<void()>>(std::move(fn));
-  std::future<void> done = task->get_future();
+  std::future<void> result = task->get_future();
+  auto finished = std::make_shared<std::atomic<bool>>(false);
   std::lock_guard lock(background_mu_);
-  background_.emplace_back([task] { (*task)(); });
-  return done;
+  // Threads whose work has returned are joined here, so a long-lived executor keeps only the
+  // running ones.
+  std::erase_if(background_, [](const Background& b) { return b.finished->load(); });
+  background_.push_back({std::jthread([task, finished] {
+                           (*task)();
+                           finished->store(true);
+                         }),
+                         finished});
+  return result;
 }
 
 uint64_t Executor::schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn) {

@@ -13,9 +13,6 @@
 namespace crucible::engine_internal {
 namespace {
 
-int64_t micros_since(Clock& clock, MonoTime start) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(clock.monotonic() - start).count();
-}
 
 std::string where(const Node& node, const StepKey& key) {
   return "stage '" + node.name + "' (" + key.str() + ")";
@@ -65,14 +62,14 @@ Result<Flow> Execution::run(Context& ctx, std::stop_token stop) {
 
 void Execution::join_background() {
   while (true) {
-    std::vector<std::future<void>> running;
+    std::vector<std::unique_ptr<Shadow>> running;
     {
       std::lock_guard lock(background_mu_);
       if (background_.empty()) return;
       running = std::move(background_);
       background_.clear();
     }
-    for (auto& f : running) f.wait();
+    for (auto& shadow : running) (void)shadow->gather_shadows();
   }
 }
 
@@ -497,254 +494,6 @@ Result<Flow> Execution::exec_conditional(const Node& node, const StepKey& key, C
   });
   if (!branch) return make_error(branch.error());
   return exec_list(*branch == "then" ? node.children : node.else_children, key, ctx, stop);
-}
-
-Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
-  const size_t n = node.branches.size();
-  // A join decided before a crash replays only the winner.
-  if (node.join != JoinPolicy::kAll) {
-    if (auto it = replay_.decisions.find(key.str() + "#winner"); it != replay_.decisions.end()) {
-      for (size_t i = 0; i < n; ++i) {
-        if (node.branches[i].name != it->second.get<std::string>()) continue;
-        std::vector<Context> one(n, ctx);
-        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), one[i], stop);
-        if (!flow || *flow == Flow::kSuspended) return flow;
-        CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {i}, one));
-        return Flow::kContinue;
-      }
-    }
-  }
-
-  std::vector<Context> branches(n, ctx);
-  std::vector<std::optional<Result<Flow>>> results(n);
-  std::stop_source group;
-  std::stop_callback forward(stop, [&group] { group.request_stop(); });
-  std::mutex winner_mu;
-  std::optional<size_t> winner;
-  deps_.executor.parallel_for(n, [&](size_t i) {
-    if (group.stop_requested() && node.join != JoinPolicy::kAll) {
-      results[i] = make_error(ErrorCode::kCancelled, "branch '" + node.branches[i].name + "' was not started: the join was decided");
-      return;
-    }
-    auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branches[i], group.get_token());
-    bool finished_ok = flow && *flow == Flow::kContinue;
-    results[i] = std::move(flow);
-    if (node.join == JoinPolicy::kAll) return;
-    std::lock_guard lock(winner_mu);
-    if (!winner && (node.join == JoinPolicy::kRace || finished_ok)) {
-      winner = i;
-      group.request_stop();
-    }
-  }, static_cast<size_t>(node.max_concurrency.value_or(0)));
-
-  if (journal_error_) return make_error(*journal_error_);
-  if (node.join == JoinPolicy::kAll) {
-    bool suspended = false;
-    for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return make_error(results[i]->error());
-      suspended = suspended || **results[i] == Flow::kSuspended;
-    }
-    if (suspended) return Flow::kSuspended;
-    std::vector<size_t> all(n);
-    for (size_t i = 0; i < n; ++i) all[i] = i;
-    CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, all, branches));
-    return Flow::kContinue;
-  }
-  if (!winner) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return make_error(results[i]->error());
-    }
-    return Flow::kSuspended;
-  }
-  const Result<Flow>& won = *results[*winner];
-  auto decided = decide(key, "#winner", [&]() -> Result<Json> { return Json(node.branches[*winner].name); });
-  if (!decided) return make_error(decided.error());
-  if (!won) return make_error(won.error());
-  if (*won == Flow::kSuspended) return Flow::kSuspended;
-  CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {*winner}, branches));
-  return Flow::kContinue;
-}
-
-Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
-                        const std::vector<Context>& branches) {
-  struct Write {
-    size_t branch;
-    Json value;
-  };
-  std::map<std::string, Write> writes[2];  // state, artifacts
-  Delta merged;
-  for (size_t b : winners) {
-    for (Mutation& m : branches[b].changes_since(ctx)) {
-      if (m.kind == Mutation::Kind::kMetric) {
-        merged.push_back({m.kind, node.branches[b].name + "." + m.key, std::move(m.value)});
-        continue;
-      }
-      if (m.kind != Mutation::Kind::kState && m.kind != Mutation::Kind::kArtifact) {
-        merged.push_back(std::move(m));
-        continue;
-      }
-      auto& w = writes[m.kind == Mutation::Kind::kState ? 0 : 1];
-      auto it = w.find(m.key);
-      if (it == w.end()) {
-        w.emplace(m.key, Write{b, std::move(m.value)});
-      } else if (it->second.value != m.value) {
-        if (node.merge == MergePolicy::kError) {
-          return make_error(ErrorCode::kFailedPrecondition,
-                            "parallel '" + node.name + "': branches '" + node.branches[it->second.branch].name +
-                                "' and '" + node.branches[b].name + "' both wrote " +
-                                (m.kind == Mutation::Kind::kState ? "state" : "artifact") + " '" + m.key +
-                                "' with different values; set `merge: last_wins` or `merge: first_wins`");
-        }
-        if (node.merge == MergePolicy::kLastWins) it->second = Write{b, std::move(m.value)};
-      }
-    }
-  }
-  for (auto& [k, w] : writes[0]) merged.push_back({Mutation::Kind::kState, k, std::move(w.value)});
-  for (auto& [k, w] : writes[1]) merged.push_back({Mutation::Kind::kArtifact, k, std::move(w.value)});
-  ctx.apply(merged);
-  return {};
-}
-
-namespace {
-
-Error branch_error(const Node& node, const Json& record) {
-  const Json& e = record.value("error", Json());
-  ErrorCode code = ErrorCode::kUnknown;
-  std::string message = "branch failed";
-  if (e.is_object()) {
-    code = parse_error_code(e.value("code", "unknown")).value_or(ErrorCode::kUnknown);
-    message = e.value("message", message);
-  }
-  return Error(code, "experiment '" + node.name + "' (" + std::string(strategy_name(node.strategy)) + ") branch " +
-                         record.value("config_id", std::string()) + ": " + message);
-}
-
-}  // namespace
-
-Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key, const Context& base, size_t index,
-                                           std::stop_token stop) {
-  const Json& config = node.configs[index];
-  const std::string id = config_id_of(config);
-  const StepKey bkey = StepKey::from_string(JournalRunLogger::branch_key(key.str(), id));
-  const std::string record_key = bkey.str() + "#branch";
-  BranchRun out;
-  auto recorded = replay_.decisions.find(record_key);
-  if (recorded != replay_.decisions.end() && recorded->second.value("status", "") != "success") {
-    out.record = recorded->second;  // a finished failure is not run again
-    return out;
-  }
-  Context bctx = base;
-  bctx.set_branch(std::make_shared<const Json>(Json{{"config", config}, {"config_id", id}, {"index", index}}));
-  MonoTime start = deps_.clock.monotonic();
-  auto flow = exec_list(node.children, bkey, bctx, stop);
-  {
-    std::lock_guard lock(mu_);
-    if (journal_error_) {
-      out.abort = *journal_error_;
-      return out;
-    }
-  }
-  if (flow && *flow == Flow::kSuspended) {
-    out.suspended = true;
-    return out;
-  }
-  if (!flow && stop.stop_requested()) {
-    out.abort = flow.error();  // cancelled: not an outcome of the branch
-    return out;
-  }
-  if (recorded != replay_.decisions.end() && flow) {
-    out.record = recorded->second;
-    out.context = std::move(bctx);
-    return out;
-  }
-  Json metrics = Json::object();
-  for (const Mutation& m : bctx.changes_since(base)) {
-    if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
-  }
-  Json record{{"config_id", id},
-              {"config", config},
-              {"status", flow ? "success" : "failed"},
-              {"duration_ms", static_cast<double>(micros_since(deps_.clock, start)) / 1000.0},
-              {"metrics", std::move(metrics)},
-              {"error", flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
-  Record r = make_record(RecordType::kDecision, StepKey::from_string(record_key));
-  r.payload = record;
-  if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched); !s) {
-    out.abort = s.error();
-    return out;
-  }
-  out.record = std::move(record);
-  if (flow) out.context = std::move(bctx);
-  return out;
-}
-
-Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
-  const size_t n = node.configs.size();
-  std::vector<size_t> selected;
-  if (node.strategy == ExperimentStrategy::kRoundRobin) {
-    // The rotation position is shared by every run of this pipeline; the pick is journaled so
-    // that a resumed run replays the same branch.
-    auto pick = decide(key, "#pick", [&]() -> Result<Json> {
-      const std::string kv = "round_robin/" + spec_.name + key.str();
-      CRUCIBLE_ASSIGN_OR_RETURN(auto v, deps_.journal.get_value("", kv));
-      int64_t pos = v && v->is_number_integer() ? v->get<int64_t>() : 0;
-      CRUCIBLE_RETURN_IF_ERROR(deps_.journal.put_value("", kv, Json(pos + 1)));
-      return Json(pos % static_cast<int64_t>(n));
-    });
-    if (!pick) return make_error(pick.error());
-    selected.push_back(pick->get<size_t>());
-  } else {
-    for (size_t i = 0; i < n; ++i) selected.push_back(i);
-  }
-
-  std::vector<BranchRun> runs;
-  if (node.strategy == ExperimentStrategy::kShadow) {
-    // Shadows start with the primary and finish in the background: the run goes on once the
-    // primary is done and waits for the shadows only before it ends.
-    for (size_t j = 1; j < selected.size(); ++j) {
-      auto done = deps_.executor.run_in_background([this, &node, key, base = ctx, i = selected[j], stop] {
-        (void)run_branch(node, key, base, i, stop);
-      });
-      std::lock_guard lock(background_mu_);
-      background_.push_back(std::move(done));
-    }
-    runs.push_back(run_branch(node, key, ctx, selected[0], stop));
-  } else {
-    runs.resize(selected.size());
-    size_t limit = static_cast<size_t>(node.max_concurrency.value_or(static_cast<int64_t>(std::min<size_t>(n, 64))));
-    deps_.executor.parallel_for_blocking(selected.size(), [&](size_t j) {
-      runs[j] = run_branch(node, key, ctx, selected[j], stop);
-    }, limit);
-  }
-
-  bool suspended = false;
-  for (const BranchRun& r : runs) {
-    if (r.abort) return make_error(*r.abort);
-    suspended = suspended || r.suspended;
-  }
-  if (suspended) return Flow::kSuspended;
-
-  Json records = Json::array();
-  int64_t succeeded = 0, failed = 0;
-  for (const BranchRun& r : runs) {
-    records.push_back(r.record);
-    (r.record.value("status", "") == "success" ? succeeded : failed) += 1;
-  }
-  // Round robin and shadow hand the caller one branch: its failure is the experiment's, and its
-  // changes become the run's own. A multi-branch experiment never fails for a branch.
-  const bool single = node.strategy != ExperimentStrategy::kMultiBranch;
-  if (single && !runs[0].context) return make_error(branch_error(node, runs[0].record));
-  Delta merged;
-  for (const BranchRun& r : runs) {
-    if (!r.context) continue;
-    Delta d = r.context->changes_since(ctx, single);
-    merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
-  }
-  merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});
-  merged.push_back({Mutation::Kind::kMetric, node.name + ".succeeded", succeeded});
-  merged.push_back({Mutation::Kind::kMetric, node.name + ".failed", failed});
-  ctx.apply(merged);
-  return Flow::kContinue;
 }
 
 }  // namespace crucible::engine_internal

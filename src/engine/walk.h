@@ -10,9 +10,14 @@
 #include <vector>
 
 #include "crucible/engine/replay.h"
+#include "crucible/experiment/strategy.h"
 #include "crucible/engine/runner.h"
 
 namespace crucible::engine_internal {
+
+inline int64_t micros_since(Clock& clock, MonoTime start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(clock.monotonic() - start).count();
+}
 
 enum class Flow { kContinue, kSuspended };
 
@@ -79,6 +84,8 @@ class Execution {
     bool suspended = false;
   };
   BranchRun run_branch(const Node& node, const StepKey& key, const Context& base, size_t index, std::stop_token stop);
+  Result<Flow> finish_experiment(const Node& node, Context& ctx, const std::vector<std::optional<BranchRun>>& all,
+                                 const std::vector<size_t>& selected);
   // Waits for shadow branches still running in the background.
   void join_background();
   // One attempt of a stage: its intent, the stage under its policies, then its outcome record
@@ -115,7 +122,7 @@ class Execution {
   std::string waiting_on_;                       // guarded by mu_
   std::optional<int64_t> wake_at_ms_;            // guarded by mu_
   std::mutex background_mu_;
-  std::vector<std::future<void>> background_;    // guarded by background_mu_: shadow branches
+  std::vector<std::unique_ptr<Shadow>> background_;  // guarded by background_mu_: shadows still running
   std::atomic<int> executed_{0};
   std::atomic<int> replayed_{0};
 };

@@ -3,6 +3,7 @@
 // Clock, so tests drive them with a FakeClock; dedicated threads run blocking background work.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <functional>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -69,8 +71,12 @@ class Executor {
   uint64_t next_timer_ = 1;                           // guarded by timer_mu_
   std::stop_source timer_wake_;                       // guarded by timer_mu_: ends the timer's sleep
 
+  struct Background {
+    std::jthread thread;
+    std::shared_ptr<std::atomic<bool>> finished;
+  };
   std::mutex background_mu_;
-  std::vector<std::jthread> background_;  // guarded by background_mu_
+  std::vector<Background> background_;  // guarded by background_mu_
 
   std::vector<std::jthread> workers_;
   std::jthread timer_;
