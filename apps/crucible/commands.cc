@@ -23,6 +23,7 @@
 #include "crucible/stages/http_stage.h"
 #include "crucible/stages/llm_stages.h"
 #include "crucible/workflow/loader.h"
+#include "crucible/engine/run_report.h"
 #include "crucible/engine/runner.h"
 
 namespace crucible::cli {
@@ -299,93 +300,6 @@ int cmd_describe(const GlobalOptions& g, const std::string& stage) {
 
 namespace {
 
-struct StepRow {
-  std::string key;
-  std::string status;
-  int attempts = 0;
-  int64_t duration_us = 0;
-  std::string error;
-};
-
-std::vector<StepRow> step_rows(const RunLog& log) {
-  std::vector<StepRow> rows;
-  std::map<std::string, size_t> index;
-  for (const Record& r : log.records) {
-    if (r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted && r.type != RecordType::kStepFailed) {
-      continue;
-    }
-    auto [it, inserted] = index.emplace(r.key.str(), rows.size());
-    if (inserted) rows.push_back(StepRow{r.key.str(), "", 0, 0, ""});
-    StepRow& row = rows[it->second];
-    if (r.type == RecordType::kStepStarted) {
-      row.status = "in_flight";
-      row.attempts = r.attempts;
-    } else if (r.type == RecordType::kStepCompleted) {
-      bool skipped = r.payload.is_object() && r.payload.value("skipped", false);
-      row.status = skipped ? "skipped" : "completed";
-      row.attempts = std::max(row.attempts, r.attempts);
-      row.duration_us = r.duration_us;
-      row.error.clear();
-    } else {
-      bool optional = r.payload.is_object() && r.payload.value("optional", false);
-      row.status = optional ? "optional_failed" : "failed";
-      row.attempts = std::max(row.attempts, r.attempts);
-      row.duration_us = r.duration_us;
-      if (r.error) row.error = r.error->to_string();
-    }
-  }
-  return rows;
-}
-
-// LLM token usage summed over the run's completed steps (each llm.* step records its own).
-Json llm_usage(const RunLog& log) {
-  int64_t calls = 0, input = 0, output = 0, total = 0;
-  for (const Record& r : log.records) {
-    if (r.type != RecordType::kStepCompleted) continue;
-    for (const Mutation& m : r.delta) {
-      if (m.kind != Mutation::Kind::kMetric || !m.value.is_number_integer() || m.key == "llm_tokens_used") continue;
-      if (m.key.ends_with(".llm_tokens_used")) {
-        ++calls;
-        total += m.value.get<int64_t>();
-      } else if (m.key.ends_with(".input_tokens")) {
-        input += m.value.get<int64_t>();
-      } else if (m.key.ends_with(".output_tokens")) {
-        output += m.value.get<int64_t>();
-      }
-    }
-  }
-  if (calls == 0) return Json();
-  return Json{{"calls", calls}, {"input_tokens", input}, {"output_tokens", output}, {"tokens_used", total}};
-}
-
-// Experiment branches journaled in a run, by experiment step key, in the order they finished.
-std::map<std::string, std::vector<Json>> experiment_branches(const RunLog& log) {
-  std::map<std::string, std::vector<Json>> out;
-  for (const Record& r : log.records) {
-    if (r.type != RecordType::kDecision || !r.payload.is_object() || !r.payload.contains("config_id")) continue;
-    const std::string& key = r.key.str();
-    size_t at = key.rfind("/branch[");
-    if (at == std::string::npos || !key.ends_with("]#branch")) continue;
-    out[key.substr(0, at)].push_back(r.payload);
-  }
-  return out;
-}
-
-// Comparison artifacts written by `compare` stages, by step key.
-std::vector<std::pair<std::string, Json>> comparisons(const RunLog& log) {
-  std::vector<std::pair<std::string, Json>> out;
-  for (const Record& r : log.records) {
-    if (r.type != RecordType::kStepCompleted) continue;
-    for (const Mutation& m : r.delta) {
-      if (m.kind == Mutation::Kind::kArtifact && m.value.is_object() && m.value.contains("tests") &&
-          m.value.contains("verdict")) {
-        out.emplace_back(r.key.str(), m.value);
-      }
-    }
-  }
-  return out;
-}
-
 std::string short_value(const Json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number_float()) {
@@ -427,8 +341,8 @@ const Json* at_path(const Json& root, const std::string& path) {
   }
 }
 
-void print_experiments(const RunLog& log) {
-  for (auto& [prefix, branches] : experiment_branches(log)) {
+void print_experiments(const RunReport& report) {
+  for (auto [prefix, branches] : report.experiments) {
     // Config order reads better than completion order.
     std::stable_sort(branches.begin(), branches.end(), [](const Json& a, const Json& b) {
       return a.value("config", Json()).dump() < b.value("config", Json()).dump();
@@ -466,7 +380,7 @@ void print_experiments(const RunLog& log) {
       std::printf("%s%s\n", line.c_str(), metrics.c_str());
     }
   }
-  for (const auto& [key, c] : comparisons(log)) {
+  for (const auto& [key, c] : report.comparisons) {
     std::printf("\ncomparison %s (metric %s, alpha %s)\n", key.c_str(), c.value("metric", "").c_str(),
                 short_value(c.value("alpha", Json(0.05))).c_str());
     std::printf("%s", comparison_markdown(c).c_str());
@@ -505,8 +419,9 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
   int code = kOk;
   auto log = read_run_log(g, run_id, &code);
   if (!log) return code;
-  auto branches = experiment_branches(*log);
-  auto compared = comparisons(*log);
+  RunReport report = RunReport::from_log(*log);
+  const auto& branches = report.experiments;
+  const auto& compared = report.comparisons;
   if (g.json) {
     Json out{{"run_id", log->summary.run_id.str()}, {"pipeline", log->summary.pipeline},
              {"status", run_status_name(log->summary.status)}, {"experiments", Json::object()}, {"comparisons", Json::array()}};
@@ -525,7 +440,7 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
     std::printf("this run has no experiment branches\n");
     return kOk;
   }
-  print_experiments(*log);
+  print_experiments(report);
   return kOk;
 }
 
@@ -533,49 +448,39 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   int code = kOk;
   auto log = read_run_log(g, run_id, &code);
   if (!log) return code;
-  auto rows = step_rows(*log);
-  const RunSummary& s = log->summary;
-  Json suspended;
-  for (const Record& r : log->records) {
-    if (r.type == RecordType::kRunSuspended) suspended = r.payload;
-    if (r.type == RecordType::kStepStarted || r.type == RecordType::kRunCompleted) suspended = Json();
-  }
+  RunReport report = RunReport::from_log(*log);
+  const RunSummary& s = report.summary;
   if (g.json) {
     Json out = s.to_json();
     Json stages = Json::array();
-    for (const StepRow& r : rows) {
-      stages.push_back({{"key", r.key}, {"status", r.status}, {"attempts", r.attempts},
-                        {"duration_ms", static_cast<double>(r.duration_us) / 1000.0}, {"error", r.error}});
-    }
+    for (const StepRow& r : report.steps) stages.push_back(r.to_json());
     out["stages"] = stages;
-    out["records"] = log->records.size();
-    if (!suspended.is_null()) out["suspended"] = suspended;
-    if (Json usage = llm_usage(*log); !usage.is_null()) out["llm"] = usage;
-    auto branches = experiment_branches(*log);
-    if (!branches.empty()) {
+    out["records"] = report.records;
+    if (!report.suspended.is_null()) out["suspended"] = report.suspended;
+    if (report.llm) out["llm"] = report.llm->to_json();
+    if (!report.experiments.empty()) {
       out["experiments"] = Json::object();
-      for (const auto& [prefix, list] : branches) out["experiments"][prefix] = list;
+      for (const auto& [prefix, list] : report.experiments) out["experiments"][prefix] = list;
     }
     std::cout << out.dump(2) << std::endl;
     return kOk;
   }
   std::printf("run %s  pipeline %s  status %s  records %zu\n", s.run_id.str().c_str(), s.pipeline.c_str(),
-              std::string(run_status_name(s.status)).c_str(), log->records.size());
+              std::string(run_status_name(s.status)).c_str(), report.records);
   if (!s.parent_run.empty()) std::printf("forked from %s\n", s.parent_run.c_str());
   std::printf("%-40s %-16s %8s %12s  %s\n", "STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR");
-  for (const StepRow& r : rows) {
-    std::printf("%-40s %-16s %8d %10.1fms  %s\n", r.key.c_str(), r.status.c_str(), r.attempts,
-                static_cast<double>(r.duration_us) / 1000.0, r.error.c_str());
+  for (const StepRow& r : report.steps) {
+    std::printf("%-40s %-16s %8d %10.1fms  %s\n", r.key.c_str(), std::string(step_status_name(r.status)).c_str(),
+                r.attempts, static_cast<double>(r.duration_us) / 1000.0, r.error.c_str());
   }
   if (!s.error.empty()) std::printf("error: %s\n", s.error.c_str());
-  if (!suspended.is_null()) std::printf("suspended: %s\n", suspended.dump().c_str());
-  if (Json usage = llm_usage(*log); !usage.is_null()) {
-    std::printf("llm: %lld calls, %lld tokens (input %lld, output %lld)\n", static_cast<long long>(usage["calls"].get<int64_t>()),
-                static_cast<long long>(usage["tokens_used"].get<int64_t>()),
-                static_cast<long long>(usage["input_tokens"].get<int64_t>()),
-                static_cast<long long>(usage["output_tokens"].get<int64_t>()));
+  if (!report.suspended.is_null()) std::printf("suspended: %s\n", report.suspended.dump().c_str());
+  if (const auto& u = report.llm) {
+    std::printf("llm: %lld calls, %lld tokens (input %lld, output %lld)\n", static_cast<long long>(u->calls),
+                static_cast<long long>(u->tokens_used), static_cast<long long>(u->input_tokens),
+                static_cast<long long>(u->output_tokens));
   }
-  print_experiments(*log);
+  print_experiments(report);
   return kOk;
 }
 

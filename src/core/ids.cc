@@ -61,4 +61,19 @@ bool StepKey::within(const StepKey& prefix) const {
   return next == '/' || next == '#' || next == '[';
 }
 
+StepKey StepKey::branch(std::string_view config_id) const {
+  return StepKey(value_ + "/branch[" + std::string(config_id) + "]");
+}
+
+std::optional<StepKey::BranchParts> StepKey::parse_branch(std::string_view key) {
+  constexpr std::string_view kOpen = "/branch[";
+  size_t at = key.rfind(kOpen);
+  if (at == std::string_view::npos) return std::nullopt;
+  size_t close = key.find(']', at + kOpen.size());
+  if (close == std::string_view::npos || close == at + kOpen.size()) return std::nullopt;
+  return BranchParts{std::string(key.substr(0, at)),
+                     std::string(key.substr(at + kOpen.size(), close - at - kOpen.size())),
+                     std::string(key.substr(close + 1))};
+}
+
 }  // namespace crucible

@@ -34,3 +34,26 @@ TEST(StepKey, BuildsPathsFromTheTree) {
 
 }  // namespace
 }  // namespace crucible
+
+namespace crucible {
+namespace {
+
+TEST(StepKey, BuildsAndParsesBranchKeys) {
+  StepKey exp = StepKey::root().child("sweep");
+  StepKey b = exp.branch("3fa1c0d2");
+  EXPECT_EQ(b.str(), "/sweep/branch[3fa1c0d2]");
+  auto parts = StepKey::parse_branch(b.str() + "#branch");
+  ASSERT_TRUE(parts.has_value());
+  EXPECT_EQ(parts->experiment, "/sweep");
+  EXPECT_EQ(parts->config_id, "3fa1c0d2");
+  EXPECT_EQ(parts->suffix, "#branch");
+  auto nested = StepKey::parse_branch(b.child("train").str());
+  ASSERT_TRUE(nested.has_value());
+  EXPECT_EQ(nested->suffix, "/train");
+  EXPECT_FALSE(StepKey::parse_branch("/train/eval").has_value());
+  EXPECT_FALSE(StepKey::parse_branch("/x/branch[]").has_value());
+  EXPECT_FALSE(StepKey::parse_branch("/x/branch[open").has_value());
+}
+
+}  // namespace
+}  // namespace crucible

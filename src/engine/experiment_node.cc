@@ -29,7 +29,7 @@ Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key,
                                            std::stop_token stop) {
   const Json& config = node.configs[index];
   const std::string id = config_id_of(config);
-  const StepKey bkey = StepKey::from_string(JournalRunLogger::branch_key(key.str(), id));
+  const StepKey bkey = key.branch(id);
   const std::string record_key = bkey.str() + "#branch";
   BranchRun out;
   auto recorded = replay_.decisions.find(record_key);

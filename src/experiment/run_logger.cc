@@ -136,7 +136,7 @@ JournalRunLogger::JournalRunLogger(Journal& journal, RunId run, std::string pref
     : journal_(journal), run_(std::move(run)), prefix_(std::move(prefix)) {}
 
 std::string JournalRunLogger::branch_key(const std::string& prefix, const std::string& config_id) {
-  return prefix + "/branch[" + config_id + "]";
+  return StepKey::from_string(prefix).branch(config_id).str();
 }
 
 Result<std::string> JournalRunLogger::start_run(const std::string& experiment, const std::string& config_id) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -44,6 +45,18 @@ class StepKey {
   StepKey indexed(std::string_view name, int64_t index) const;
   // Whether this key equals `prefix` or lies below it.
   bool within(const StepKey& prefix) const;
+
+  // The key of one branch of the experiment node at this key: "<key>/branch[<config id>]".
+  StepKey branch(std::string_view config_id) const;
+  // A branch key taken apart: "<experiment>/branch[<config id>]<suffix>", where the suffix is
+  // what follows the branch (a decision's "#branch", or a step below it such as "/train").
+  struct BranchParts {
+    std::string experiment;  // the experiment node's key
+    std::string config_id;
+    std::string suffix;
+  };
+  // The innermost branch in `key`, or nullopt when it names none.
+  static std::optional<BranchParts> parse_branch(std::string_view key);
 
   const std::string& str() const { return value_; }
   bool empty() const { return value_.empty(); }

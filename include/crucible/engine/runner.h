@@ -21,12 +21,14 @@
 
 namespace crucible {
 
-// What became of one step in this execution.
-enum class StepStatus { kCompleted, kReplayed, kSkipped, kFailed, kOptionalFailed, kCancelled };
+// What became of one step: in this execution (a report), or as the journal has it (in flight:
+// started, no outcome yet).
+enum class StepStatus { kCompleted, kReplayed, kSkipped, kFailed, kOptionalFailed, kCancelled, kInFlight };
 inline const EnumNames<StepStatus> kStepStatusNames = {
     {StepStatus::kCompleted, "completed"},   {StepStatus::kReplayed, "replayed"},
     {StepStatus::kSkipped, "skipped"},       {StepStatus::kFailed, "failed"},
-    {StepStatus::kOptionalFailed, "optional_failed"}, {StepStatus::kCancelled, "cancelled"}};
+    {StepStatus::kOptionalFailed, "optional_failed"}, {StepStatus::kCancelled, "cancelled"},
+    {StepStatus::kInFlight, "in_flight"}};
 inline std::string_view step_status_name(StepStatus s) { return kStepStatusNames.name(s); }
 
 struct StepReport {
