@@ -232,6 +232,11 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
   }
 
   const MonoTime start = deps_.clock.monotonic();
+  if (node.retry.max_attempts <= 1) {
+    auto flow = attempt_step(node, key, ctx, stop, 1, start);
+    if (flow || journal_failed()) return flow;
+    return finish_failure(node, key, ctx, flow.error(), 1, micros_since(deps_.clock, start));
+  }
   // A journal failure ends the retries too: the run stops to stay durable.
   std::stop_source halt;
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
