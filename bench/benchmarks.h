@@ -2,8 +2,8 @@
 // the same run so that noisy shared machines still give meaningful ratios.
 #pragma once
 
-#include "crucible/core/error.h"
 #include <string>
+#include "crucible/core/error.h"
 
 #include "crucible/core/json.h"
 

@@ -4,10 +4,10 @@
 #include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
-#include "crucible/journal/memory_journal.h"
-#include "crucible/workflow/builder.h"
-#include "crucible/stages/library.h"
 #include "crucible/engine/runner.h"
+#include "crucible/journal/memory_journal.h"
+#include "crucible/stages/library.h"
+#include "crucible/workflow/builder.h"
 
 namespace crucible::bench {
 

@@ -11,11 +11,11 @@
 #include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
+#include "crucible/engine/runner.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/stages/library.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/engine/runner.h"
 
 namespace crucible::bench {
 namespace {
@@ -33,14 +33,16 @@ double rss_mib() {
 // Samples the resident set every millisecond while alive; peak() is the highest seen.
 class RssSampler {
  public:
-  RssSampler() : peak_(rss_mib()), thread_([this](std::stop_token stop) {
-    while (!stop.stop_requested()) {
-      double now = rss_mib();
-      double p = peak_.load();
-      while (now > p && !peak_.compare_exchange_weak(p, now)) {}
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }) {}
+  RssSampler()
+      : peak_(rss_mib()), thread_([this](std::stop_token stop) {
+          while (!stop.stop_requested()) {
+            double now = rss_mib();
+            double p = peak_.load();
+            while (now > p && !peak_.compare_exchange_weak(p, now)) {
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+        }) {}
   double peak() {
     thread_.request_stop();
     thread_.join();
@@ -53,8 +55,10 @@ class RssSampler {
 };
 
 std::string pipeline(const std::string& body) {
-  std::string yaml = "name: bench-experiment\nstages:\n  - name: sweep\n    experiment:\n      strategy: multi_branch\n"
-                     "      max_concurrency: " + std::to_string(kBranches) + "\n      sweep:\n        i: [";
+  std::string yaml =
+      "name: bench-experiment\nstages:\n  - name: sweep\n    experiment:\n      strategy: multi_branch\n"
+      "      max_concurrency: " +
+      std::to_string(kBranches) + "\n      sweep:\n        i: [";
   for (int i = 0; i < kBranches; ++i) yaml += (i ? ", " : "") + std::to_string(i);
   yaml += "]\n      stages:\n        - " + body + "\n";
   return yaml;
@@ -65,10 +69,11 @@ std::string pipeline(const std::string& body) {
 Result<Json> run_experiments(bool quick) {
   const int reps = quick ? 3 : 7;
   StageRegistry registry = builtin_registry();
-  LoadResult waiting = load_pipeline_text(pipeline("{name: io, uses: sleep, with: {duration: " + std::to_string(kWaitMs) + "ms}}"),
-                                          "bench", registry);
+  LoadResult waiting = load_pipeline_text(
+      pipeline("{name: io, uses: sleep, with: {duration: " + std::to_string(kWaitMs) + "ms}}"), "bench", registry);
   LoadResult empty = load_pipeline_text(pipeline("{name: io, uses: noop}"), "bench", registry);
-  if (!waiting.ok() || !empty.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + waiting.report() + empty.report());
+  if (!waiting.ok() || !empty.ok())
+    return make_error(ErrorCode::kInternal, "bench pipeline: " + waiting.report() + empty.report());
 
   auto dir = std::filesystem::temp_directory_path() / ("crucible-bench-experiments-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
@@ -89,7 +94,8 @@ Result<Json> run_experiments(bool quick) {
     auto t0 = std::chrono::steady_clock::now();
     {
       std::vector<std::jthread> threads;
-      for (int i = 0; i < kBranches; ++i) threads.emplace_back([] { std::this_thread::sleep_for(std::chrono::milliseconds(kWaitMs)); });
+      for (int i = 0; i < kBranches; ++i)
+        threads.emplace_back([] { std::this_thread::sleep_for(std::chrono::milliseconds(kWaitMs)); });
     }
     raw_ms.push_back(since_us(t0) / 1000.0);
     t0 = std::chrono::steady_clock::now();
@@ -115,12 +121,14 @@ Result<Json> run_experiments(bool quick) {
     t0 = std::chrono::steady_clock::now();
     auto mres = memory_runner.start(*waiting.spec);
     memory_wall_ms.push_back(since_us(t0) / 1000.0);
-    if (!mres || mres->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "memory-journal run failed");
+    if (!mres || mres->status != RunStatus::kCompleted)
+      return make_error(ErrorCode::kInternal, "memory-journal run failed");
 
     t0 = std::chrono::steady_clock::now();
     auto nres = runner.start(*empty.spec);
     noop_us.push_back(since_us(t0) / kBranches);
-    if (!nres || nres->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "bookkeeping run failed");
+    if (!nres || nres->status != RunStatus::kCompleted)
+      return make_error(ErrorCode::kInternal, "bookkeeping run failed");
   }
   std::filesystem::remove_all(dir);
 

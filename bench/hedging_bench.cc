@@ -4,19 +4,19 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <map>
 #include <new>
-#include <deque>
 #include <queue>
 
 #include "bench_util.h"
 #include "benchmarks.h"
-#include "hedging_scenarios.h"
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedging.h"
 #include "crucible/reliability/hedging_config.h"
+#include "hedging_scenarios.h"
 
 // Counts heap allocations on threads that ask for it, to check the decision path allocates nothing.
 // The replacement pairs malloc with free, which GCC cannot see through when it inlines allocators.
@@ -72,7 +72,8 @@ class World {
   double draw(uint64_t i, uint64_t k) const {
     double x;
     if (s_.kind == "size") {
-      double z = std::sqrt(-2 * std::log(std::max(crn(seed_, i, k, 1), 1e-300))) * std::cos(6.283185307179586 * crn(seed_, i, k, 2));
+      double z = std::sqrt(-2 * std::log(std::max(crn(seed_, i, k, 1), 1e-300))) *
+                 std::cos(6.283185307179586 * crn(seed_, i, k, 2));
       x = size(i) * std::exp(0.2 * z);
     } else if (s_.kind == "queue" && s_.correlated) {
       x = size(i) / std::exp(0.5);  // sigma-1 sizes with the same median as the iid copies
@@ -80,7 +81,8 @@ class World {
       x = sample_component(s_, crn(seed_, i, k, 0), crn(seed_, i, k, 1), crn(seed_, i, k, 2));
     }
     if (crn(seed_, i, k, 3) < s_.straggler_p) x *= s_.straggler_factor;
-    if (s_.drift_at >= 0 && static_cast<double>(i) >= s_.drift_at * static_cast<double>(s_.requests)) x *= s_.drift_factor;
+    if (s_.drift_at >= 0 && static_cast<double>(i) >= s_.drift_at * static_cast<double>(s_.requests))
+      x *= s_.drift_factor;
     if (s_.burst_fraction > 0) {
       uint64_t window = static_cast<uint64_t>(static_cast<double>(i) / s_.rate_per_s);
       if (crn(seed_, window, 777, 0) < s_.burst_fraction) x *= s_.burst_factor;
@@ -107,9 +109,13 @@ struct RunStats {
     size_t i = static_cast<size_t>(q / 100.0 * static_cast<double>(sorted.size() - 1) + 0.5);
     return sorted[std::min(i, sorted.size() - 1)];
   }
-  double extra_pct() const { return 100.0 * (attempts - static_cast<double>(latency.size())) / static_cast<double>(latency.size()); }
+  double extra_pct() const {
+    return 100.0 * (attempts - static_cast<double>(latency.size())) / static_cast<double>(latency.size());
+  }
   double extra_work_pct() const { return 100.0 * extra_work / primary_work; }
-  double late_extra_pct() const { return late_requests > 0 ? 100.0 * (late_attempts - late_requests) / late_requests : 0; }
+  double late_extra_pct() const {
+    return late_requests > 0 ? 100.0 * (late_attempts - late_requests) / late_requests : 0;
+  }
 };
 
 // One policy over one scenario and seed, request by request in virtual time.
@@ -246,7 +252,9 @@ RunStats simulate_queue(const Scenario& s, uint64_t seed, const World& w, HedgeP
     int b = static_cast<int>(crn(seed, i, static_cast<uint64_t>(k), 6) * s.servers);
     for (int n = 0; n < s.servers && used(a); ++n) a = (a + 1) % s.servers;
     for (int n = 0; n < s.servers && used(b); ++n) b = (b + 1) % s.servers;
-    auto load = [&](int sv) { return servers[static_cast<size_t>(sv)].queue.size() + (servers[static_cast<size_t>(sv)].busy ? 1 : 0); };
+    auto load = [&](int sv) {
+      return servers[static_cast<size_t>(sv)].queue.size() + (servers[static_cast<size_t>(sv)].busy ? 1 : 0);
+    };
     int sv = load(a) <= load(b) ? a : b;
     double service = w.latency(i, static_cast<uint64_t>(k));
     r.attempts[static_cast<size_t>(k)].server = sv;
@@ -406,7 +414,8 @@ Json decision_path() {
     ns.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
   }
   g_count_allocations = false;
-  return Json{{"p50_ns", percentile(ns, 50)}, {"p99_ns", percentile(ns, 99)},
+  return Json{{"p50_ns", percentile(ns, 50)},
+              {"p99_ns", percentile(ns, 99)},
               {"allocations_per_request", static_cast<double>(g_allocations.load()) / 100'000.0}};
 }
 
@@ -444,7 +453,8 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
     }
     World world(s, seed);
     world.precompute();
-    RunStats off = s.kind == "queue" ? simulate_queue(s, seed, world, nullptr, mean_service) : simulate(s, world, nullptr);
+    RunStats off =
+        s.kind == "queue" ? simulate_queue(s, seed, world, nullptr, mean_service) : simulate(s, world, nullptr);
     Oracle oracle = s.kind == "queue" ? Oracle{} : sweep(s, world, off);
     for (const PolicySpec& p : policies(off.p(50))) {
       RunStats r = off;
@@ -454,14 +464,22 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
           job_errors[j] = policy.error();
           return;
         }
-        r = s.kind == "queue" ? simulate_queue(s, seed, world, policy->get(), mean_service) : simulate(s, world, policy->get());
+        r = s.kind == "queue" ? simulate_queue(s, seed, world, policy->get(), mean_service)
+                              : simulate(s, world, policy->get());
       }
       double cost = r.extra_pct();
-      Json row = {{"scenario", s.id}, {"policy", p.name}, {"seed", seed},
-                  {"p50", r.p(50)}, {"p90", r.p(90)}, {"p99", r.p(99)}, {"p99_9", r.p(99.9)},
-                  {"extra_requests_pct", cost}, {"extra_work_pct", r.extra_work_pct()},
+      Json row = {{"scenario", s.id},
+                  {"policy", p.name},
+                  {"seed", seed},
+                  {"p50", r.p(50)},
+                  {"p90", r.p(90)},
+                  {"p99", r.p(99)},
+                  {"p99_9", r.p(99.9)},
+                  {"extra_requests_pct", cost},
+                  {"extra_work_pct", r.extra_work_pct()},
                   {"extra_requests_after_2000_pct", r.late_extra_pct()},
-                  {"p99_vs_off", r.p(99) / off.p(99)}, {"p99_9_vs_off", r.p(99.9) / off.p(99.9)}};
+                  {"p99_vs_off", r.p(99) / off.p(99)},
+                  {"p99_9_vs_off", r.p(99.9) / off.p(99.9)}};
       if (s.kind != "queue") {
         row["oracle_p99"] = oracle.best(oracle.p99, off.p(99), cost);
         row["oracle_p99_9"] = oracle.best(oracle.p999, off.p(99.9), cost);
@@ -493,11 +511,11 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
     return med(sc, "off", field) / med(sc, pol, field);
   };
   double r30 = reduction("strag30", "percentile", "p99_9");
-  target("T1 strag30 p99.9 reduction (percentile)", r30 >= 10 && med("strag30", "percentile", "extra_requests_pct") <= 5, r30,
-         ">= 10x at <= 5% extra requests");
+  target("T1 strag30 p99.9 reduction (percentile)",
+         r30 >= 10 && med("strag30", "percentile", "extra_requests_pct") <= 5, r30, ">= 10x at <= 5% extra requests");
   double r10 = reduction("strag10", "percentile", "p99_9");
-  target("T2 strag10 p99.9 reduction (percentile)", r10 >= 4 && med("strag10", "percentile", "extra_requests_pct") <= 5, r10,
-         ">= 4x at <= 5% extra requests");
+  target("T2 strag10 p99.9 reduction (percentile)", r10 >= 4 && med("strag10", "percentile", "extra_requests_pct") <= 5,
+         r10, ">= 4x at <= 5% extra requests");
   double rp99 = reduction("pareto", "percentile", "p99"), rp999 = reduction("pareto", "percentile", "p99_9");
   target("T3 pareto p99 reduction (percentile)", rp99 >= 2, rp99, ">= 2x");
   target("T3 pareto p99.9 reduction (percentile)", rp999 >= 6, rp999, ">= 6x");
@@ -529,8 +547,8 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
 
   auto live = run_hedging_live(quick ? 2.0 : 10.0);
   if (!live) return make_error(live.error());
-  target("live: losers cancelled (server saw aborted transfers)", (*live)["losers_aborted_seen_by_server"].get<int64_t>() > 0,
-         (*live)["losers_aborted_seen_by_server"], "> 0");
+  target("live: losers cancelled (server saw aborted transfers)",
+         (*live)["losers_aborted_seen_by_server"].get<int64_t>() > 0, (*live)["losers_aborted_seen_by_server"], "> 0");
   target("live: exactly one result kept per request", (*live)["one_result_per_request"].get<bool>(),
          (*live)["results_kept"], "results + failures == requests");
   passed = 0;
@@ -548,8 +566,9 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
               {"targets", targets},
               {"rows", rows},
               {"scenarios", scenario_list},
-              {"reference", "The Tail at Scale (Dean & Barroso, CACM 2013): BigTable p99.9 for 1,000 keys 1,800 ms -> 74 ms "
-                            "with 2% more requests, hedging after 10 ms"}};
+              {"reference",
+               "The Tail at Scale (Dean & Barroso, CACM 2013): BigTable p99.9 for 1,000 keys 1,800 ms -> 74 ms "
+               "with 2% more requests, hedging after 10 ms"}};
 }
 
 }  // namespace crucible::bench

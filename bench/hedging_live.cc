@@ -13,8 +13,8 @@
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedger.h"
-#include "crucible/stages/http_stage.h"
 #include "crucible/reliability/hedging_config.h"
+#include "crucible/stages/http_stage.h"
 
 namespace crucible::bench {
 
@@ -67,13 +67,15 @@ Result<Json> run_hedging_live(double seconds) {
           o.key = "loopback";
           o.wait_for_losers = true;
           o.timeout = std::chrono::seconds(5);
-          auto r = hedger.hedge<Json>([&](int attempt, std::stop_token stop) -> Result<Json> {
-            Context scratch;
-            std::string url = "http://127.0.0.1:" + std::to_string(port) + "/work/" + std::to_string(i) + "/" +
-                              std::to_string(attempt);
-            CRUCIBLE_RETURN_IF_ERROR(stage->run(scratch, StageOptions(Json{{"url", url}}), stop));
-            return *scratch.get_artifact("http.request");
-          }, o);
+          auto r = hedger.hedge<Json>(
+              [&](int attempt, std::stop_token stop) -> Result<Json> {
+                Context scratch;
+                std::string url = "http://127.0.0.1:" + std::to_string(port) + "/work/" + std::to_string(i) + "/" +
+                                  std::to_string(attempt);
+                CRUCIBLE_RETURN_IF_ERROR(stage->run(scratch, StageOptions(Json{{"url", url}}), stop));
+                return *scratch.get_artifact("http.request");
+              },
+              o);
           ++requests;
           if (!r) {
             ++failures;

@@ -31,9 +31,17 @@ Json Scenario::to_json() const {
   for (const Component& c : components) {
     comps.push_back({{"weight", c.weight}, {"type", c.type}, {"a", c.a}, {"b", c.b}, {"offset", c.offset}});
   }
-  return Json{{"id", id}, {"description", description}, {"kind", kind}, {"components", comps},
-              {"straggler_p", straggler_p}, {"straggler_factor", straggler_factor}, {"requests", requests},
-              {"max_hedges", max_hedges}, {"load", load}, {"correlated", correlated}, {"score", score}};
+  return Json{{"id", id},
+              {"description", description},
+              {"kind", kind},
+              {"components", comps},
+              {"straggler_p", straggler_p},
+              {"straggler_factor", straggler_factor},
+              {"requests", requests},
+              {"max_hedges", max_hedges},
+              {"load", load},
+              {"correlated", correlated},
+              {"score", score}};
 }
 
 std::vector<Scenario> builtin_scenarios(bool quick) {
@@ -54,17 +62,20 @@ std::vector<Scenario> builtin_scenarios(bool quick) {
                      {lognormal(0.98, 10, 0.5), pareto(0.02, 50, 1.5)}, n);
   par.score = "p99";
   out.push_back(par);
-  Scenario grpc = iid("grpcex", "grpc-java's example: 84% U(0,1) ms, 10% +2 s, 5% +5 s, 1% +10 s; 3 attempts",
-                      {uniform(0.84, 0, 1), uniform(0.10, 0, 1, 2000), uniform(0.05, 0, 1, 5000), uniform(0.01, 0, 1, 10000)}, n);
+  Scenario grpc =
+      iid("grpcex", "grpc-java's example: 84% U(0,1) ms, 10% +2 s, 5% +5 s, 1% +10 s; 3 attempts",
+          {uniform(0.84, 0, 1), uniform(0.10, 0, 1, 2000), uniform(0.05, 0, 1, 5000), uniform(0.01, 0, 1, 10000)}, n);
   grpc.max_hedges = 2;
   grpc.score = "p99";
   out.push_back(grpc);
-  out.push_back(iid("llm-light", "lognormal median 0.23 s, sigma 0.3 (a steady provider's TTFT)", {lognormal(1, 230, 0.3)}, n));
+  out.push_back(
+      iid("llm-light", "lognormal median 0.23 s, sigma 0.3 (a steady provider's TTFT)", {lognormal(1, 230, 0.3)}, n));
   Scenario heavy = iid("llm-heavy", "87% lognormal(1.15 s, 0.4) + 13% lognormal(20 s, 0.8) (a bimodal provider)",
                        {lognormal(0.87, 1150, 0.4), lognormal(0.13, 20000, 0.8)}, n);
   heavy.score = "p99";
   out.push_back(heavy);
-  Scenario size = iid("size", "known sizes: lognormal sigma 1 around 10 ms, x e^N(0,0.2), 1% x10", {lognormal(1, 10, 1.0)}, n);
+  Scenario size =
+      iid("size", "known sizes: lognormal sigma 1 around 10 ms, x e^N(0,0.2), 1% x10", {lognormal(1, 10, 1.0)}, n);
   size.kind = "size";
   size.straggler_p = 0.01;
   size.straggler_factor = 10;
@@ -147,7 +158,8 @@ Result<std::vector<Scenario>> load_scenarios(const std::string& path) {
     s.description = j.value("description", "");
     s.kind = j.value("kind", "iid");
     if (s.kind != "iid" && s.kind != "size" && s.kind != "queue") {
-      return make_error(ErrorCode::kInvalidArgument, where + ".kind: expected iid, size or queue, got '" + s.kind + "'");
+      return make_error(ErrorCode::kInvalidArgument,
+                        where + ".kind: expected iid, size or queue, got '" + s.kind + "'");
     }
     if (!j.contains("components") || !j["components"].is_array() || j["components"].empty()) {
       return make_error(ErrorCode::kInvalidArgument, where + ": needs a non-empty \"components\" list");
@@ -168,8 +180,8 @@ Result<std::vector<Scenario>> load_scenarios(const std::string& path) {
         comp.a = c.value("lo", 0.0);
         comp.b = c.value("hi", 0.0);
       } else {
-        return make_error(ErrorCode::kInvalidArgument, where + ".components: unknown type '" + type +
-                                                           "'; expected lognormal, pareto or uniform");
+        return make_error(ErrorCode::kInvalidArgument,
+                          where + ".components: unknown type '" + type + "'; expected lognormal, pareto or uniform");
       }
       if (comp.weight <= 0 || (type != "uniform" && comp.a <= 0) || (type != "uniform" && comp.b <= 0)) {
         return make_error(ErrorCode::kInvalidArgument, where + ".components: weights and parameters must be positive");
@@ -191,11 +203,13 @@ Result<std::vector<Scenario>> load_scenarios(const std::string& path) {
     if (s.requests < 1000 || s.requests > 5'000'000) {
       return make_error(ErrorCode::kInvalidArgument, where + ".requests: expected 1,000 to 5,000,000");
     }
-    if (s.max_hedges < 1 || s.max_hedges > 4) return make_error(ErrorCode::kInvalidArgument, where + ".max_hedges: expected 1 to 4");
+    if (s.max_hedges < 1 || s.max_hedges > 4)
+      return make_error(ErrorCode::kInvalidArgument, where + ".max_hedges: expected 1 to 4");
     if (s.kind == "queue" && (s.load <= 0 || s.load >= 1)) {
       return make_error(ErrorCode::kInvalidArgument, where + ".load: a queue scenario needs a load in (0, 1)");
     }
-    if (s.score != "p99" && s.score != "p99.9") return make_error(ErrorCode::kInvalidArgument, where + ".score: p99 or p99.9");
+    if (s.score != "p99" && s.score != "p99.9")
+      return make_error(ErrorCode::kInvalidArgument, where + ".score: p99 or p99.9");
     out.push_back(std::move(s));
   }
   return out;

@@ -28,13 +28,13 @@ struct Scenario {
   double straggler_p = 0, straggler_factor = 1;  // per attempt
   size_t requests = 200'000;
   int max_hedges = 1;
-  double drift_at = -1, drift_factor = 1;        // from this fraction of the run, latencies * factor
-  double burst_fraction = 0, burst_factor = 1;   // share of 1 s windows where every attempt is slower
-  double rate_per_s = 1000;                      // arrivals (for bursts and queues)
+  double drift_at = -1, drift_factor = 1;       // from this fraction of the run, latencies * factor
+  double burst_fraction = 0, burst_factor = 1;  // share of 1 s windows where every attempt is slower
+  double rate_per_s = 1000;                     // arrivals (for bursts and queues)
   int servers = 10;
-  double load = 0;                               // queue: offered load without hedging
-  bool correlated = false;                       // queue: copies share the job's size
-  std::string score = "p99.9";                   // the percentile that matters here
+  double load = 0;              // queue: offered load without hedging
+  bool correlated = false;      // queue: copies share the job's size
+  std::string score = "p99.9";  // the percentile that matters here
 
   Json to_json() const;
 };

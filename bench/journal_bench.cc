@@ -9,12 +9,12 @@
 #include "benchmarks.h"
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
+#include "crucible/engine/replay.h"
+#include "crucible/engine/runner.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
+#include "crucible/stages/library.h"
 #include "crucible/telemetry/events.h"
 #include "crucible/workflow/builder.h"
-#include "crucible/stages/library.h"
-#include "crucible/engine/runner.h"
-#include "crucible/engine/replay.h"
 
 namespace crucible::bench {
 namespace {
@@ -33,8 +33,10 @@ Result<Json> raw_commits(const std::string& dir, int n) {
   sqlite3* db = nullptr;
   std::string path = dir + "/raw.db";
   if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return make_error(ErrorCode::kUnavailable, "cannot open " + path);
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                   "CREATE TABLE t(wf TEXT, step INT, out BLOB, PRIMARY KEY(wf, step))", nullptr, nullptr, nullptr);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE t(wf TEXT, step INT, out BLOB, PRIMARY KEY(wf, step))",
+               nullptr, nullptr, nullptr);
   sqlite3_stmt* ins = nullptr;
   sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?, ?, ?)", -1, &ins, nullptr);
   std::string blob(200, 'x');
@@ -120,8 +122,10 @@ Result<Json> strict_sequential(const std::string& dir, int workflows, const Stag
       steps.push_back(std::chrono::duration<double, std::micro>(times->times[i] - times->times[i - 1]).count());
     }
   }
-  return Json{{"step_p50_us", percentile(steps, 50)}, {"step_p99_us", percentile(steps, 99)},
-              {"workflow_p50_ms", percentile(workflows_ms, 50)}, {"workflows", workflows}};
+  return Json{{"step_p50_us", percentile(steps, 50)},
+              {"step_p99_us", percentile(steps, 99)},
+              {"workflow_p50_ms", percentile(workflows_ms, 50)},
+              {"workflows", workflows}};
 }
 
 // (c) Many 10-step pipelines at once, batched durability: group commit throughput.
@@ -170,9 +174,12 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
   if (failed) return make_error(ErrorCode::kInternal, "a batched run failed");
   const int records_per_workflow = 22;  // RunStarted, 10 x (StepStarted, StepCompleted), RunCompleted
   double records = static_cast<double>(workflows.load()) * records_per_workflow;
-  return Json{{"records_per_s", records / elapsed}, {"workflows_per_s", static_cast<double>(workflows.load()) / elapsed},
-              {"step_ack_p50_ms", percentile(acks, 50)}, {"step_ack_p99_ms", percentile(acks, 99)},
-              {"lanes", lanes}, {"seconds", elapsed}};
+  return Json{{"records_per_s", records / elapsed},
+              {"workflows_per_s", static_cast<double>(workflows.load()) / elapsed},
+              {"step_ack_p50_ms", percentile(acks, 50)},
+              {"step_ack_p99_ms", percentile(acks, 99)},
+              {"lanes", lanes},
+              {"seconds", elapsed}};
 }
 
 // (d) 10,000 runs interrupted after 5 of 10 steps: time to read them back and rebuild every
@@ -217,7 +224,8 @@ Result<Json> recovery(const std::string& dir, int runs) {
     if (index.completed.size() == 5) ++ready;
   }
   double secs = since_us(t0) / 1e6;
-  if (ready != static_cast<size_t>(runs)) return make_error(ErrorCode::kInternal, "recovery saw " + std::to_string(ready) + " runs");
+  if (ready != static_cast<size_t>(runs))
+    return make_error(ErrorCode::kInternal, "recovery saw " + std::to_string(ready) + " runs");
   return Json{{"recovery_s", secs}, {"runs", runs}, {"records", runs * 6}};
 }
 

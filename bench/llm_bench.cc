@@ -14,15 +14,15 @@
 #include "bench_util.h"
 #include "benchmarks.h"
 #include "crucible/core/random.h"
+#include "crucible/engine/runner.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/llm/adapters.h"
 #include "crucible/llm/decorators.h"
 #include "crucible/reliability/hedging.h"
-#include "crucible/stages/library.h"
-#include "crucible/workflow/loader.h"
-#include "crucible/engine/runner.h"
-#include "crucible/testing/llm_test_server.h"
 #include "crucible/reliability/hedging_config.h"
+#include "crucible/stages/library.h"
+#include "crucible/testing/llm_test_server.h"
+#include "crucible/workflow/loader.h"
 
 namespace crucible::bench {
 namespace {
@@ -87,10 +87,14 @@ Phase drive(llm::Provider& provider, testing::LlmTestServer& server, int warmup,
 }
 
 Json summary(const Phase& p) {
-  return Json{{"p50_ms", percentile(p.latencies_ms, 50)}, {"p95_ms", percentile(p.latencies_ms, 95)},
-              {"p99_ms", upper_quantile(p.latencies_ms, 0.01)}, {"p99_nearest_rank_ms", percentile(p.latencies_ms, 99)},
-              {"p99_9_ms", percentile(p.latencies_ms, 99.9)}, {"max_ms", percentile(p.latencies_ms, 100)},
-              {"server_calls", p.calls}, {"losers_aborted_seen_by_server", p.aborted}};
+  return Json{{"p50_ms", percentile(p.latencies_ms, 50)},
+              {"p95_ms", percentile(p.latencies_ms, 95)},
+              {"p99_ms", upper_quantile(p.latencies_ms, 0.01)},
+              {"p99_nearest_rank_ms", percentile(p.latencies_ms, 99)},
+              {"p99_9_ms", percentile(p.latencies_ms, 99.9)},
+              {"max_ms", percentile(p.latencies_ms, 100)},
+              {"server_calls", p.calls},
+              {"losers_aborted_seen_by_server", p.aborted}};
 }
 
 }  // namespace
@@ -110,7 +114,8 @@ Result<Json> run_llm(bool quick) {
   const Json hedging{{"strategy", "percentile"}, {"percentile", 95}, {"budget_percent", 5}};
   auto policy = make_hedge_policy(hedging);
   if (!policy) return make_error(policy.error());
-  llm::HedgedProvider hedged(adapter, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor, real_clock(), 1, "bench");
+  llm::HedgedProvider hedged(adapter, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor, real_clock(), 1,
+                             "bench");
   Phase with_hedging = drive(hedged, server, warmup, requests);
 
   // One journaled result per step: hedged llm.complete steps in a pipeline on the SQLite journal.
@@ -121,11 +126,13 @@ Result<Json> run_llm(bool quick) {
   jo.path = (dir / "journal.db").string();
   CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(jo));
   StageRegistry registry = builtin_registry();
-  std::string yaml = "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
-                     "    base_url: " + server.base_url() + "\n    api_key_env: " + kKeyEnv +
-                     "\n    hedging: " + hedging.dump() + "\nstages:\n  - name: calls\n    loop:\n      count: " +
-                     std::to_string(steps) + "\n      stages:\n        - {name: ask, uses: llm.complete, with: {model: writer, "
-                     "prompt: \"step ${index}\", max_tokens: 64}}\n";
+  std::string yaml =
+      "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
+      "    base_url: " +
+      server.base_url() + "\n    api_key_env: " + kKeyEnv + "\n    hedging: " + hedging.dump() +
+      "\nstages:\n  - name: calls\n    loop:\n      count: " + std::to_string(steps) +
+      "\n      stages:\n        - {name: ask, uses: llm.complete, with: {model: writer, "
+      "prompt: \"step ${index}\", max_tokens: 64}}\n";
   LoadResult loaded = load_pipeline_text(yaml, "bench", registry);
   if (!loaded.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + loaded.report());
   SeededRandom random(5);
@@ -134,8 +141,9 @@ Result<Json> run_llm(bool quick) {
   int calls_before = server.calls.load();
   auto run = runner.start(*loaded.spec);
   if (!run || run->status != RunStatus::kCompleted) {
-    return make_error(ErrorCode::kInternal, "hedged pipeline failed: " +
-                                                (run ? (run->error ? run->error->to_string() : "") : run.error().to_string()));
+    return make_error(
+        ErrorCode::kInternal,
+        "hedged pipeline failed: " + (run ? (run->error ? run->error->to_string() : "") : run.error().to_string()));
   }
   int pipeline_calls = server.calls.load() - calls_before;
   CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal->read_run(run->run_id));
@@ -171,12 +179,15 @@ Result<Json> run_llm(bool quick) {
   out["pipeline_server_calls"] = pipeline_calls;
   int journaled = 0;
   for (const auto& [_, n] : results) journaled += n;
-  out["journaled_results_per_step"] = results.empty() ? 0.0 : static_cast<double>(journaled) / static_cast<double>(results.size());
+  out["journaled_results_per_step"] =
+      results.empty() ? 0.0 : static_cast<double>(journaled) / static_cast<double>(results.size());
   out["max_journaled_results_per_step"] = max_per_step;
   Json targets = Json::array();
-  targets.push_back({{"name", "p99_reduction >= 3"}, {"value", base_p99 / hedged_p99}, {"met", base_p99 / hedged_p99 >= 3}});
+  targets.push_back(
+      {{"name", "p99_reduction >= 3"}, {"value", base_p99 / hedged_p99}, {"met", base_p99 / hedged_p99 >= 3}});
   targets.push_back({{"name", "extra_calls_pct <= 5"}, {"value", extra}, {"met", extra <= 5}});
-  targets.push_back({{"name", "journaled_results_per_step == 1"}, {"value", max_per_step},
+  targets.push_back({{"name", "journaled_results_per_step == 1"},
+                     {"value", max_per_step},
                      {"met", max_per_step == 1 && static_cast<int>(results.size()) == steps}});
   out["targets"] = targets;
   return out;

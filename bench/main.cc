@@ -21,13 +21,19 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  Result<Json> out = make_error(ErrorCode::kInvalidArgument,
-                                "unknown benchmark '" + which + "'; expected dispatch, journal, hedging, experiments or llm");
-  if (which == "dispatch") out = bench::run_dispatch(quick);
-  else if (which == "journal") out = bench::run_journal(quick);
-  else if (which == "hedging") out = bench::run_hedging(quick, scenarios);
-  else if (which == "experiments") out = bench::run_experiments(quick);
-  else if (which == "llm") out = bench::run_llm(quick);
+  Result<Json> out =
+      make_error(ErrorCode::kInvalidArgument,
+                 "unknown benchmark '" + which + "'; expected dispatch, journal, hedging, experiments or llm");
+  if (which == "dispatch")
+    out = bench::run_dispatch(quick);
+  else if (which == "journal")
+    out = bench::run_journal(quick);
+  else if (which == "hedging")
+    out = bench::run_hedging(quick, scenarios);
+  else if (which == "experiments")
+    out = bench::run_experiments(quick);
+  else if (which == "llm")
+    out = bench::run_llm(quick);
   if (!out) {
     std::cerr << "crucible-bench: " << out.error().message() << "\n";
     return out.error().code() == ErrorCode::kInvalidArgument ? 2 : 1;

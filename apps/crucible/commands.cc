@@ -6,25 +6,25 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <set>
 
 #include "crucible/core/clock.h"
 #include "crucible/core/random.h"
+#include "crucible/engine/run_report.h"
+#include "crucible/engine/runner.h"
 #include "crucible/experiment/comparison.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
-#include "crucible/telemetry/events.h"
 #include "crucible/stages/builtin_stages.h"
 #include "crucible/stages/command_stage.h"
 #include "crucible/stages/compare_stage.h"
 #include "crucible/stages/hedging_stage.h"
 #include "crucible/stages/http_stage.h"
 #include "crucible/stages/llm_stages.h"
+#include "crucible/telemetry/events.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/engine/run_report.h"
-#include "crucible/engine/runner.h"
 
 namespace crucible::cli {
 namespace {
@@ -144,11 +144,12 @@ void print_summary(const RunResult& r) {
                 r.run_id.str().c_str(), r.waiting_on.c_str());
   }
   if (!r.attention_step.empty()) {
-    std::printf("needs attention: the outcome of %s is unknown (it is not idempotent).\n"
-                "  crucible resume %s --rerun-step %s   to run it again\n"
-                "  crucible resume %s --skip-step %s    to record it as done\n",
-                r.attention_step.c_str(), r.run_id.str().c_str(), r.attention_step.c_str(), r.run_id.str().c_str(),
-                r.attention_step.c_str());
+    std::printf(
+        "needs attention: the outcome of %s is unknown (it is not idempotent).\n"
+        "  crucible resume %s --rerun-step %s   to run it again\n"
+        "  crucible resume %s --skip-step %s    to record it as done\n",
+        r.attention_step.c_str(), r.run_id.str().c_str(), r.attention_step.c_str(), r.run_id.str().c_str(),
+        r.attention_step.c_str());
   }
 }
 
@@ -160,14 +161,13 @@ int finish(const GlobalOptions& g, const RunResult& r) {
   }
   switch (r.status) {
     case RunStatus::kCompleted:
-    case RunStatus::kWaiting:
-      return kOk;
-    default:
-      return kRunFailed;
+    case RunStatus::kWaiting: return kOk;
+    default: return kRunFailed;
   }
 }
 
-std::optional<WorkflowSpec> load_or_report(const GlobalOptions& g, const std::string& file, const StageRegistry& registry) {
+std::optional<WorkflowSpec> load_or_report(const GlobalOptions& g, const std::string& file,
+                                           const StageRegistry& registry) {
   LoadResult loaded = load_pipeline_file(file, registry);
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s", loaded.report().c_str());
@@ -184,21 +184,23 @@ Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto log, e.journal->read_run(id));
   CRUCIBLE_ASSIGN_OR_RETURN(auto spec, journaled_spec(log));
   if (spec.value("format", std::string()) != "yaml") {
-    return make_error(ErrorCode::kFailedPrecondition, "run '" + id.str() +
-                                                          "' was built with the C++ builder; resume it from the program that built it");
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        "run '" + id.str() + "' was built with the C++ builder; resume it from the program that built it");
   }
   std::string file = spec.value("file", std::string("<journal>"));
   LoadResult loaded = load_pipeline_text(spec.value("text", std::string()), file, e.registry);
   if (!loaded.ok()) {
-    return make_error(ErrorCode::kFailedPrecondition, "the journaled pipeline of run '" + id.str() +
-                                                          "' no longer validates:\n" + loaded.report());
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "the journaled pipeline of run '" + id.str() + "' no longer validates:\n" + loaded.report());
   }
   return std::move(*loaded.spec);
 }
 
 int drive(const GlobalOptions& g, Engine& e, const WorkflowSpec& spec, Result<RunResult> result, bool no_wait) {
-  if (!result) return fail(result.error().code() == ErrorCode::kFailedPrecondition ? kUsage : kRunFailed,
-                           result.error().to_string());
+  if (!result)
+    return fail(result.error().code() == ErrorCode::kFailedPrecondition ? kUsage : kRunFailed,
+                result.error().to_string());
   if (result->status == RunStatus::kWaiting && !no_wait) {
     if (!g.quiet) {
       std::fprintf(g.json ? stderr : stdout, "waiting for promise '%s' (crucible signal %s %s --value '<json>')\n",
@@ -246,8 +248,11 @@ int cmd_validate(const GlobalOptions& g, const std::string& file) {
     Json diags = Json::array();
     for (const Diagnostic& d : loaded.diagnostics) {
       diags.push_back({{"severity", d.severity == Diagnostic::Severity::kError ? "error" : "warning"},
-                       {"file", d.loc.file}, {"line", d.loc.line}, {"column", d.loc.column},
-                       {"field", d.field}, {"message", d.message}});
+                       {"file", d.loc.file},
+                       {"line", d.loc.line},
+                       {"column", d.loc.column},
+                       {"field", d.field},
+                       {"message", d.message}});
     }
     std::cout << Json{{"file", file}, {"valid", loaded.ok()}, {"diagnostics", diags}}.dump(2) << std::endl;
   } else {
@@ -270,8 +275,10 @@ int cmd_stages(const GlobalOptions& g) {
   for (const std::string& name : registry.names()) {
     auto d = registry.describe(name);
     if (!d) continue;
-    if (g.json) out.push_back(d->to_json());
-    else std::printf("  %-12s %s\n", name.c_str(), d->summary.c_str());
+    if (g.json)
+      out.push_back(d->to_json());
+    else
+      std::printf("  %-12s %s\n", name.c_str(), d->summary.c_str());
   }
   if (g.json) std::cout << out.dump(2) << std::endl;
   return kOk;
@@ -291,7 +298,8 @@ int cmd_describe(const GlobalOptions& g, const std::string& stage) {
   if (!d->options.empty()) std::printf("options:\n");
   for (const OptionSpec& o : d->options) {
     std::printf("  %-20s %-10s %s%s%s\n", o.name.c_str(), o.type.c_str(), o.required ? "(required) " : "",
-                o.description.c_str(), o.default_value.is_null() ? "" : (" [default " + o.default_value.dump() + "]").c_str());
+                o.description.c_str(),
+                o.default_value.is_null() ? "" : (" [default " + o.default_value.dump() + "]").c_str());
   }
   for (const std::string& i : d->inputs) std::printf("reads:  %s\n", i.c_str());
   for (const std::string& o : d->outputs) std::printf("writes: %s\n", o.c_str());
@@ -316,8 +324,10 @@ std::vector<std::string> varying_keys(const std::vector<Json>& branches) {
   std::function<void(const Json&, const std::string&)> walk = [&](const Json& node, const std::string& prefix) {
     for (const auto& [k, v] : node.items()) {
       std::string path = prefix.empty() ? k : prefix + "." + k;
-      if (v.is_object()) walk(v, path);
-      else values[path].insert(v.dump());
+      if (v.is_object())
+        walk(v, path);
+      else
+        values[path].insert(v.dump());
     }
   };
   for (const Json& b : branches) walk(b.value("config", Json::object()), "");
@@ -423,8 +433,11 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
   const auto& branches = report.experiments;
   const auto& compared = report.comparisons;
   if (g.json) {
-    Json out{{"run_id", log->summary.run_id.str()}, {"pipeline", log->summary.pipeline},
-             {"status", run_status_name(log->summary.status)}, {"experiments", Json::object()}, {"comparisons", Json::array()}};
+    Json out{{"run_id", log->summary.run_id.str()},
+             {"pipeline", log->summary.pipeline},
+             {"status", run_status_name(log->summary.status)},
+             {"experiments", Json::object()},
+             {"comparisons", Json::array()}};
     for (const auto& [prefix, list] : branches) out["experiments"][prefix] = list;
     for (const auto& [key, c] : compared) {
       Json entry = c;
@@ -537,9 +550,11 @@ int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::str
   auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   auto resolved = (*journal)->resolve_promise(*id, name, *v);
-  if (!resolved) return fail(resolved.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, resolved.error().message());
+  if (!resolved)
+    return fail(resolved.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, resolved.error().message());
   if (!g.quiet) {
-    std::printf(*resolved ? "resolved promise '%s' of run %s\n" : "promise '%s' of run %s was already resolved; the first value stands\n",
+    std::printf(*resolved ? "resolved promise '%s' of run %s\n"
+                          : "promise '%s' of run %s was already resolved; the first value stands\n",
                 name.c_str(), run_id.c_str());
   }
   return kOk;
@@ -560,8 +575,10 @@ int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::strin
   auto spec = spec_of_run(e, *id);
   if (!spec) return fail(spec.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, spec.error().message());
   auto forked = e.runner->fork(*id, StepKey::from_string(from), target);
-  if (!forked) return fail(forked.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, forked.error().message());
-  if (!g.quiet && !g.json) std::printf("forked %s from %s at %s\n", forked->str().c_str(), run_id.c_str(), from.c_str());
+  if (!forked)
+    return fail(forked.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, forked.error().message());
+  if (!g.quiet && !g.json)
+    std::printf("forked %s from %s at %s\n", forked->str().c_str(), run_id.c_str(), from.c_str());
   return drive(g, e, *spec, e.runner->resume(*spec, *forked, {}), no_wait);
 }
 

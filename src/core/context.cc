@@ -17,16 +17,11 @@ namespace {
 
 std::string_view kind_name(Mutation::Kind kind) {
   switch (kind) {
-    case Mutation::Kind::kMetric:
-      return "metric";
-    case Mutation::Kind::kArtifact:
-      return "artifact";
-    case Mutation::Kind::kState:
-      return "state";
-    case Mutation::Kind::kComplete:
-      return "complete";
-    case Mutation::Kind::kTrace:
-      return "trace";
+    case Mutation::Kind::kMetric: return "metric";
+    case Mutation::Kind::kArtifact: return "artifact";
+    case Mutation::Kind::kState: return "state";
+    case Mutation::Kind::kComplete: return "complete";
+    case Mutation::Kind::kTrace: return "trace";
   }
   return "state";
 }
@@ -66,8 +61,8 @@ Result<Delta> delta_from_json(const Json& json) {
   Delta delta;
   delta.reserve(json.size());
   for (const Json& entry : json) {
-    if (!entry.is_object() || !entry.contains("op") || !entry.contains("key") ||
-        !entry["op"].is_string() || !entry["key"].is_string()) {
+    if (!entry.is_object() || !entry.contains("op") || !entry.contains("key") || !entry["op"].is_string() ||
+        !entry["key"].is_string()) {
       return make_error(ErrorCode::kDataLoss, "malformed context delta entry: " + entry.dump());
     }
     auto kind = kind_from_name(entry["op"].get<std::string>());
@@ -107,15 +102,13 @@ const Json* Context::get_metric(std::string_view key) const { return find(metric
 
 Status Context::merge_metrics(const Json& values) {
   if (!values.is_object()) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "merge_metrics expects an object, got " + json_type_name(values));
+    return make_error(ErrorCode::kInvalidArgument, "merge_metrics expects an object, got " + json_type_name(values));
   }
   for (const auto& [key, value] : values.items()) put_metric(key, value);
   return {};
 }
 
-Status Context::update_metric(std::string_view key,
-                              const std::function<Json(const Json&)>& fn) {
+Status Context::update_metric(std::string_view key, const std::function<Json(const Json&)>& fn) {
   const Json* current = get_metric(key);
   if (current == nullptr) {
     return make_error(ErrorCode::kNotFound, "no metric '" + std::string(key) + "' to update");
@@ -148,15 +141,18 @@ void Context::mark_stage_complete(std::string_view name) {
   if (stage_completed(name)) return;
   completed_.emplace_back(name);
   if (completed_.size() > kLinearScan) {
-    if (completed_set_.empty()) completed_set_.insert(completed_.begin(), completed_.end());
-    else completed_set_.insert(completed_.back());
+    if (completed_set_.empty())
+      completed_set_.insert(completed_.begin(), completed_.end());
+    else
+      completed_set_.insert(completed_.back());
   }
   undo_.emplace_back();
   delta_.push_back(Mutation{Mutation::Kind::kComplete, std::string(name), Json()});
 }
 
 bool Context::stage_completed(std::string_view name) const {
-  if (completed_.size() <= kLinearScan) return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
+  if (completed_.size() <= kLinearScan)
+    return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
   return completed_set_.contains(std::string(name));
 }
 
@@ -186,8 +182,10 @@ Delta Context::take_delta() {
 
 void Context::discard_delta() {
   auto restore = [](Map& map, const std::string& key, std::optional<Json>& previous) {
-    if (previous) map[key] = std::move(*previous);
-    else map.erase(key);
+    if (previous)
+      map[key] = std::move(*previous);
+    else
+      map.erase(key);
   };
   for (size_t i = delta_.size(); i-- > 0;) {
     Mutation& m = delta_[i];
@@ -209,26 +207,20 @@ void Context::discard_delta() {
 
 void Context::apply_one(const Mutation& m) {
   switch (m.kind) {
-    case Mutation::Kind::kMetric:
-      metrics_[m.key] = m.value;
-      break;
-    case Mutation::Kind::kArtifact:
-      artifacts_[m.key] = m.value;
-      break;
-    case Mutation::Kind::kState:
-      state_[m.key] = m.value;
-      break;
+    case Mutation::Kind::kMetric: metrics_[m.key] = m.value; break;
+    case Mutation::Kind::kArtifact: artifacts_[m.key] = m.value; break;
+    case Mutation::Kind::kState: state_[m.key] = m.value; break;
     case Mutation::Kind::kComplete:
       if (stage_completed(m.key)) break;
       completed_.push_back(m.key);
       if (completed_.size() > kLinearScan) {
-        if (completed_set_.empty()) completed_set_.insert(completed_.begin(), completed_.end());
-        else completed_set_.insert(m.key);
+        if (completed_set_.empty())
+          completed_set_.insert(completed_.begin(), completed_.end());
+        else
+          completed_set_.insert(m.key);
       }
       break;
-    case Mutation::Kind::kTrace:
-      trace_.push_back(m.key);
-      break;
+    case Mutation::Kind::kTrace: trace_.push_back(m.key); break;
   }
 }
 
@@ -264,7 +256,8 @@ Delta Context::changes_since(const Context& base, bool values) const {
   for (const std::string& s : completed_) {
     if (!base.stage_completed(s)) out.push_back({Mutation::Kind::kComplete, s, Json()});
   }
-  for (size_t t = base.trace_.size(); t < trace_.size(); ++t) out.push_back({Mutation::Kind::kTrace, trace_[t], Json()});
+  for (size_t t = base.trace_.size(); t < trace_.size(); ++t)
+    out.push_back({Mutation::Kind::kTrace, trace_[t], Json()});
   return out;
 }
 

@@ -24,7 +24,8 @@ std::optional<double> leading_number(std::string_view& s) {
   if (i < s.size() && s[i] == '.') {
     size_t start = ++i;
     double scale = 0.1;
-    for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i, scale /= 10) value += (s[i] - '0') * scale;
+    for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i, scale /= 10)
+      value += (s[i] - '0') * scale;
     if (i == start) return std::nullopt;
   }
   s.remove_prefix(i);
@@ -64,8 +65,8 @@ std::optional<std::chrono::milliseconds> duration_from_json(const Json& value) {
 
 Result<std::chrono::milliseconds> duration_field(const Json& value, std::string_view field) {
   if (auto d = duration_from_json(value)) return *d;
-  return make_error(ErrorCode::kInvalidArgument, std::string(field) +
-                                                     ": expected a duration such as 500ms, 30s or 5m, got " + value.dump());
+  return make_error(ErrorCode::kInvalidArgument,
+                    std::string(field) + ": expected a duration such as 500ms, 30s or 5m, got " + value.dump());
 }
 
 std::string format_duration(std::chrono::milliseconds d) {

@@ -65,10 +65,8 @@ bool is_retryable_code(ErrorCode code) {
     case ErrorCode::kUnavailable:
     case ErrorCode::kDeadlineExceeded:
     case ErrorCode::kResourceExhausted:
-    case ErrorCode::kAborted:
-      return true;
-    default:
-      return false;
+    case ErrorCode::kAborted: return true;
+    default: return false;
   }
 }
 
@@ -78,9 +76,7 @@ Error Error::with_context(std::string_view where) const {
   return copy;
 }
 
-std::string Error::to_string() const {
-  return std::string(error_code_name(code_)) + ": " + message_;
-}
+std::string Error::to_string() const { return std::string(error_code_name(code_)) + ": " + message_; }
 
 void check_failed(const char* condition, const char* file, int line) {
   std::fprintf(stderr, "crucible: CHECK failed: %s at %s:%d\n", condition, file, line);

@@ -34,14 +34,17 @@ TEST(Executor, NestedParallelForDoesNotDeadlock) {
 TEST(Executor, MaxConcurrencyIsRespected) {
   Executor ex(4);
   std::atomic<int> running{0}, peak{0};
-  ex.parallel_for(40, [&](size_t) {
-    int now = ++running;
-    int p = peak.load();
-    while (now > p && !peak.compare_exchange_weak(p, now)) {
-    }
-    std::this_thread::sleep_for(1ms);
-    --running;
-  }, 2);
+  ex.parallel_for(
+      40,
+      [&](size_t) {
+        int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(1ms);
+        --running;
+      },
+      2);
   EXPECT_LE(peak.load(), 2);
 }
 

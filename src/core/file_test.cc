@@ -24,7 +24,9 @@ class WriteFileAtomically : public ::testing::Test {
     s << in.rdbuf();
     return s.str();
   }
-  size_t entries() { return static_cast<size_t>(std::distance(fs::directory_iterator(dir_), fs::directory_iterator())); }
+  size_t entries() {
+    return static_cast<size_t>(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()));
+  }
   fs::path dir_;
 };
 

@@ -7,16 +7,16 @@ namespace crucible {
 
 Result<RunId> RunId::parse(std::string_view text) {
   if (text.empty() || text.size() > 128) {
-    return make_error(ErrorCode::kInvalidArgument, "run id must be 1-128 characters, got " +
-                                                       std::to_string(text.size()));
+    return make_error(ErrorCode::kInvalidArgument,
+                      "run id must be 1-128 characters, got " + std::to_string(text.size()));
   }
   for (char c : text) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == ':' || c == '-';
     if (!ok) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "run id '" + std::string(text) + "' contains '" + std::string(1, c) +
-                            "'; expected letters, digits, '.', '_', ':' or '-'");
+      return make_error(ErrorCode::kInvalidArgument, "run id '" + std::string(text) + "' contains '" +
+                                                         std::string(1, c) +
+                                                         "'; expected letters, digits, '.', '_', ':' or '-'");
     }
   }
   return RunId(std::string(text));
@@ -27,9 +27,8 @@ RunId RunId::generate(Clock& clock, Random& random) {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d%02d%02d-%02d%02d%02d-%08x", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<unsigned>(random.next_u64() & 0xffffffffu));
+  std::snprintf(buf, sizeof(buf), "%04d%02d%02d-%02d%02d%02d-%08x", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<unsigned>(random.next_u64() & 0xffffffffu));
   return RunId(buf);
 }
 

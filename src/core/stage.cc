@@ -14,8 +14,7 @@ const OptionSpec* StageDescription::option(std::string_view option_name) const {
 Json StageDescription::to_json() const {
   Json opts = Json::array();
   for (const OptionSpec& o : options) {
-    Json entry = {{"name", o.name}, {"type", o.type}, {"required", o.required},
-                  {"description", o.description}};
+    Json entry = {{"name", o.name}, {"type", o.type}, {"required", o.required}, {"description", o.description}};
     if (!o.default_value.is_null()) entry["default"] = o.default_value;
     opts.push_back(std::move(entry));
   }
@@ -24,8 +23,7 @@ Json StageDescription::to_json() const {
 }
 
 StageDescription describe_stage(std::string name, std::string summary, std::vector<OptionSpec> options,
-                          std::vector<std::string> inputs, std::vector<std::string> outputs,
-                          bool idempotent) {
+                                std::vector<std::string> inputs, std::vector<std::string> outputs, bool idempotent) {
   StageDescription d;
   d.name = std::move(name);
   d.summary = std::move(summary);
@@ -49,9 +47,8 @@ Error wrong_type(std::string_view key, std::string_view expected, const Json* fo
     return Error(ErrorCode::kInvalidArgument,
                  "missing required option '" + std::string(key) + "' (" + std::string(expected) + ")");
   }
-  return Error(ErrorCode::kInvalidArgument, "option '" + std::string(key) + "' must be " +
-                                                std::string(expected) + ", got " +
-                                                json_type_name(*found) + " " + found->dump());
+  return Error(ErrorCode::kInvalidArgument, "option '" + std::string(key) + "' must be " + std::string(expected) +
+                                                ", got " + json_type_name(*found) + " " + found->dump());
 }
 
 }  // namespace
@@ -120,8 +117,7 @@ Result<std::unique_ptr<Stage>> StageRegistry::create(std::string_view name) cons
   if (it == factories_->end()) {
     std::string known;
     for (const auto& [n, f] : *factories_) known += (known.empty() ? "" : ", ") + n;
-    return make_error(ErrorCode::kNotFound,
-                      "unknown stage type '" + std::string(name) + "'; known types: " + known);
+    return make_error(ErrorCode::kNotFound, "unknown stage type '" + std::string(name) + "'; known types: " + known);
   }
   return it->second();
 }
@@ -154,8 +150,7 @@ namespace {
 
 class FunctionStage : public Stage {
  public:
-  FunctionStage(StageDescription description,
-                std::function<Status(Context&, const StageOptions&, std::stop_token)> fn)
+  FunctionStage(StageDescription description, std::function<Status(Context&, const StageOptions&, std::stop_token)> fn)
       : description_(std::move(description)), fn_(std::move(fn)) {}
   StageDescription describe() const override { return description_; }
   Status run(Context& ctx, const StageOptions& options, std::stop_token stop) override {
@@ -169,9 +164,8 @@ class FunctionStage : public Stage {
 
 }  // namespace
 
-std::unique_ptr<Stage> make_function_stage(
-    StageDescription description,
-    std::function<Status(Context&, const StageOptions&, std::stop_token)> fn) {
+std::unique_ptr<Stage> make_function_stage(StageDescription description,
+                                           std::function<Status(Context&, const StageOptions&, std::stop_token)> fn) {
   return std::make_unique<FunctionStage>(std::move(description), std::move(fn));
 }
 

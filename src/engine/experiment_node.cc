@@ -65,15 +65,18 @@ Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key,
   for (const Mutation& m : bctx.changes_since(base)) {
     if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
   }
-  Json record{{"config_id", id},
-              {"config", config},
-              {"status", flow ? "success" : "failed"},
-              {"duration_ms", static_cast<double>(micros_since(deps_.clock, start)) / 1000.0},
-              {"metrics", std::move(metrics)},
-              {"error", flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
+  Json record{
+      {"config_id", id},
+      {"config", config},
+      {"status", flow ? "success" : "failed"},
+      {"duration_ms", static_cast<double>(micros_since(deps_.clock, start)) / 1000.0},
+      {"metrics", std::move(metrics)},
+      {"error",
+       flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
   Record r = make_record(RecordType::kDecision, StepKey::from_string(record_key));
   r.payload = record;
-  if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched); !s) {
+  if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched);
+      !s) {
     out.abort = s.error();
     return out;
   }
@@ -119,7 +122,7 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
     auto base = std::make_shared<const Context>(ctx);  // shadows outlive this call
     const bool round_robin = node.strategy == ExperimentStrategy::kRoundRobin;
     BranchFn fn = [this, &node, key, base, runs, index_of, stop, round_robin](const Json& config,
-                                                                            std::stop_token) -> Result<Json> {
+                                                                              std::stop_token) -> Result<Json> {
       const size_t i = index_of.at(config_id_of(config));
       if (round_robin) {
         CRUCIBLE_RETURN_IF_ERROR(decide(key, "#pick", [i]() -> Result<Json> { return Json(i); }));
@@ -149,7 +152,8 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   }
   if (selected.empty()) {
     std::lock_guard lock(mu_);
-    return make_error(journal_error_.value_or(Error(ErrorCode::kInternal, "experiment '" + node.name + "' ran no branch")));
+    return make_error(
+        journal_error_.value_or(Error(ErrorCode::kInternal, "experiment '" + node.name + "' ran no branch")));
   }
   return finish_experiment(node, ctx, *runs, selected);
 }
@@ -185,7 +189,8 @@ Result<Flow> Execution::finish_experiment(const Node& node, Context& ctx,
     Delta d = r->context->changes_since(ctx, single);
     merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
   }
-  merged.push_back({Mutation::Kind::kState, node.name, Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});
+  merged.push_back({Mutation::Kind::kState, node.name,
+                    Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});
   merged.push_back({Mutation::Kind::kMetric, node.name + ".succeeded", succeeded});
   merged.push_back({Mutation::Kind::kMetric, node.name + ".failed", failed});
   ctx.apply(merged);

@@ -6,10 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include "crucible/engine/runner.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/stages/library.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/engine/runner.h"
 
 namespace crucible {
 namespace {
@@ -212,7 +212,8 @@ stages:
   for (const Record& rec : log->records) {
     if (rec.key.str().ends_with("]#branch")) status[rec.payload["config_id"]] = rec.payload["status"];
   }
-  EXPECT_EQ(status, (std::map<std::string, std::string>{{"prod", "success"}, {"candidate", "success"}, {"broken", "failed"}}));
+  EXPECT_EQ(status,
+            (std::map<std::string, std::string>{{"prod", "success"}, {"candidate", "success"}, {"broken", "failed"}}));
 }
 
 TEST_F(ExperimentPipelineTest, CompareWritesTheReportsAndDetectsTheDifference) {
@@ -269,7 +270,8 @@ stages:
 )");
   RunResult r = run(*runner_, spec);
   ASSERT_EQ(r.status, RunStatus::kFailed);
-  EXPECT_NE(r.error->message().find("has no metric 'accuracy' (it has: score)"), std::string::npos) << r.error->to_string();
+  EXPECT_NE(r.error->message().find("has no metric 'accuracy' (it has: score)"), std::string::npos)
+      << r.error->to_string();
 }
 
 TEST_F(ExperimentPipelineTest, BadExperimentsAreRejectedWithLocations) {
@@ -278,16 +280,22 @@ TEST_F(ExperimentPipelineTest, BadExperimentsAreRejectedWithLocations) {
     const char* expect;
   };
   const Case cases[] = {
-      {"name: x\nstages:\n  - name: e\n    experiment:\n      strategy: multibranch\n      configs: [{a: 1}]\n      stages: [{name: s, uses: noop}]\n",
-       "exp.yaml:5:17: error: stages[0] 'e'.experiment.strategy: unknown strategy 'multibranch' (expected multi_branch, round_robin, shadow); did you mean 'multi_branch'?"},
-      {"name: x\nstages:\n  - name: e\n    experiment:\n      sweep: {a: [1, 2]}\n      configs: [{a: 1}]\n      stages: [{name: s, uses: noop}]\n",
+      {"name: x\nstages:\n  - name: e\n    experiment:\n      strategy: multibranch\n      configs: [{a: 1}]\n      "
+       "stages: [{name: s, uses: noop}]\n",
+       "exp.yaml:5:17: error: stages[0] 'e'.experiment.strategy: unknown strategy 'multibranch' (expected "
+       "multi_branch, round_robin, shadow); did you mean 'multi_branch'?"},
+      {"name: x\nstages:\n  - name: e\n    experiment:\n      sweep: {a: [1, 2]}\n      configs: [{a: 1}]\n      "
+       "stages: [{name: s, uses: noop}]\n",
        "exactly one of 'configs'"},
-      {"name: x\nstages:\n  - name: e\n    experiment:\n      sweep: {a: {b: []}}\n      stages: [{name: s, uses: noop}]\n",
+      {"name: x\nstages:\n  - name: e\n    experiment:\n      sweep: {a: {b: []}}\n      stages: [{name: s, uses: "
+       "noop}]\n",
        "exp.yaml:5:14: error: stages[0] 'e'.experiment.sweep: sweep.a.b: an empty list gives no configs"},
-      {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [{config_id: a}, {config_id: a}]\n      stages: [{name: s, uses: noop}]\n",
+      {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [{config_id: a}, {config_id: a}]\n      stages: "
+       "[{name: s, uses: noop}]\n",
        "the same config_id 'a'"},
       {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [{a: 1}]\n", "missing required key 'stages'"},
-      {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [{a: 1}]\n      max_concurrency: 0\n      stages: [{name: s, uses: noop}]\n",
+      {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [{a: 1}]\n      max_concurrency: 0\n      "
+       "stages: [{name: s, uses: noop}]\n",
        "must be between 1 and 1024"},
       {"name: x\nstages:\n  - name: e\n    experiment:\n      configs: [3]\n      stages: [{name: s, uses: noop}]\n",
        "expected a config mapping"},

@@ -27,21 +27,25 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
   std::stop_callback forward(stop, [&group] { group.request_stop(); });
   std::mutex winner_mu;
   std::optional<size_t> winner;
-  deps_.executor.parallel_for(n, [&](size_t i) {
-    if (group.stop_requested() && node.join != JoinPolicy::kAll) {
-      results[i] = make_error(ErrorCode::kCancelled, "branch '" + node.branches[i].name + "' was not started: the join was decided");
-      return;
-    }
-    auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branches[i], group.get_token());
-    bool finished_ok = flow && *flow == Flow::kContinue;
-    results[i] = std::move(flow);
-    if (node.join == JoinPolicy::kAll) return;
-    std::lock_guard lock(winner_mu);
-    if (!winner && (node.join == JoinPolicy::kRace || finished_ok)) {
-      winner = i;
-      group.request_stop();
-    }
-  }, static_cast<size_t>(node.max_concurrency.value_or(0)));
+  deps_.executor.parallel_for(
+      n,
+      [&](size_t i) {
+        if (group.stop_requested() && node.join != JoinPolicy::kAll) {
+          results[i] = make_error(ErrorCode::kCancelled,
+                                  "branch '" + node.branches[i].name + "' was not started: the join was decided");
+          return;
+        }
+        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branches[i], group.get_token());
+        bool finished_ok = flow && *flow == Flow::kContinue;
+        results[i] = std::move(flow);
+        if (node.join == JoinPolicy::kAll) return;
+        std::lock_guard lock(winner_mu);
+        if (!winner && (node.join == JoinPolicy::kRace || finished_ok)) {
+          winner = i;
+          group.request_stop();
+        }
+      },
+      static_cast<size_t>(node.max_concurrency.value_or(0)));
 
   if (journal_error_) return make_error(*journal_error_);
   if (node.join == JoinPolicy::kAll) {

@@ -66,7 +66,8 @@ Json StepRow::to_json() const {
 }
 
 Json LlmUsage::to_json() const {
-  return Json{{"calls", calls}, {"input_tokens", input_tokens}, {"output_tokens", output_tokens}, {"tokens_used", tokens_used}};
+  return Json{
+      {"calls", calls}, {"input_tokens", input_tokens}, {"output_tokens", output_tokens}, {"tokens_used", tokens_used}};
 }
 
 RunReport RunReport::from_log(const RunLog& log) {

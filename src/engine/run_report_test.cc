@@ -22,7 +22,8 @@ TEST(RunReport, ReadsStepsUsageBranchesAndComparisons) {
   Record done = record(RecordType::kStepCompleted, "/a");
   done.attempts = 2;
   done.duration_us = 1500;
-  done.delta = {{Mutation::Kind::kMetric, "a.llm_tokens_used", 30}, {Mutation::Kind::kMetric, "a.input_tokens", 20},
+  done.delta = {{Mutation::Kind::kMetric, "a.llm_tokens_used", 30},
+                {Mutation::Kind::kMetric, "a.input_tokens", 20},
                 {Mutation::Kind::kMetric, "a.output_tokens", 10},
                 {Mutation::Kind::kArtifact, "report", Json{{"tests", Json::array()}, {"verdict", "no difference"}}}};
   log.records.push_back(done);

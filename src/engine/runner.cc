@@ -41,7 +41,10 @@ bool owner_is_dead_local_process(const std::string& owner) {
 class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
  public:
   LeaseKeeper(Journal& journal, Executor& executor, Lease lease, std::chrono::milliseconds ttl)
-      : journal_(journal), executor_(executor), lease_(std::move(lease)), ttl_(ttl),
+      : journal_(journal),
+        executor_(executor),
+        lease_(std::move(lease)),
+        ttl_(ttl),
         period_(std::max(std::chrono::milliseconds(10), ttl / 3)) {}
 
   void arm() {
@@ -113,7 +116,10 @@ Json merged_input(const Json& defaults, const Json& overrides) {
 }  // namespace
 
 Json StepReport::to_json() const {
-  Json out = {{"key", key}, {"name", name}, {"status", step_status_name(status)}, {"attempts", attempts},
+  Json out = {{"key", key},
+              {"name", name},
+              {"status", step_status_name(status)},
+              {"attempts", attempts},
               {"duration_ms", static_cast<double>(duration_us) / 1000.0}};
   if (error) out["error"] = {{"code", error_code_name(error->code())}, {"message", error->message()}};
   return out;
@@ -161,7 +167,12 @@ Result<Json> journaled_spec(const RunLog& log) {
 }
 
 Runner::Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, EventBus* events)
-    : journal_(journal), executor_(executor), clock_(clock), random_(random), events_(events), owner_(default_owner()) {}
+    : journal_(journal),
+      executor_(executor),
+      clock_(clock),
+      random_(random),
+      events_(events),
+      owner_(default_owner()) {}
 
 Runner::~Runner() = default;
 
@@ -219,7 +230,8 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
                           log.summary.spec_hash.substr(0, 12) + ", given " + hash.substr(0, 12) + ")");
   }
   const Record* started = find_run_started(log);
-  if (started == nullptr) return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
+  if (started == nullptr)
+    return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
   auto durability = started->payload.value("durability", std::string("strict")) == "batched" ? Durability::kBatched
                                                                                              : Durability::kStrict;
   return execute(spec, log, durability, options);
@@ -301,8 +313,16 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   if (!append_end) (void)journal_.release_lease(*lease);
   if (!durable) return make_error(durable.error());
   if (events_ != nullptr && events_->active()) {
-    Event e{event, run_id.str(), "", "", clock_.now_ms(), result.duration_us, 0,
-            std::string(run_status_name(result.status)), result.error ? result.error->to_string() : "", Json()};
+    Event e{event,
+            run_id.str(),
+            "",
+            "",
+            clock_.now_ms(),
+            result.duration_us,
+            0,
+            std::string(run_status_name(result.status)),
+            result.error ? result.error->to_string() : "",
+            Json()};
     if (!result.waiting_on.empty()) e.error = "waiting for promise '" + result.waiting_on + "'";
     if (!result.attention_step.empty()) e.error = "outcome of " + result.attention_step + " is unknown";
     events_->emit(e);

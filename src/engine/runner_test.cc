@@ -8,10 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "crucible/journal/memory_journal.h"
-#include "crucible/workflow/builder.h"
 #include "crucible/stages/library.h"
-#include "crucible/workflow/loader.h"
 #include "crucible/testing/fault_injecting_journal.h"
+#include "crucible/workflow/builder.h"
+#include "crucible/workflow/loader.h"
 
 namespace crucible {
 namespace {
@@ -60,9 +60,8 @@ void register_probe(StageRegistry& registry, std::shared_ptr<Probe> p) {
     StageDescription d;
     d.name = "thrower";
     d.summary = "throws";
-    return make_function_stage(d, [](Context&, const StageOptions&, std::stop_token) -> Status {
-      throw std::runtime_error("kaboom");
-    });
+    return make_function_stage(
+        d, [](Context&, const StageOptions&, std::stop_token) -> Status { throw std::runtime_error("kaboom"); });
   });
   (void)registry.register_stage("waits_for_stop", [] {
     StageDescription d;
@@ -135,8 +134,7 @@ stages:
 TEST_F(RunnerTest, Seed001PipelineProducesTheExpectedTrace) {
   RunResult r = run(load(kSeed001));
   ASSERT_EQ(r.status, RunStatus::kCompleted);
-  EXPECT_EQ(r.context.trace(),
-            (std::vector<std::string>{"step1", "step2", "process", "process", "process", "final"}));
+  EXPECT_EQ(r.context.trace(), (std::vector<std::string>{"step1", "step2", "process", "process", "process", "final"}));
   EXPECT_EQ(r.context.completed_stages(), (std::vector<std::string>{"step1", "step2", "process", "final"}));
 }
 
@@ -501,9 +499,9 @@ stages:
   RunId id = *RunId::parse("crashed");
   Record prep = rec(RecordType::kStepCompleted, "/prep");
   prep.delta = {{Mutation::Kind::kComplete, "prep", Json()}, {Mutation::Kind::kTrace, "prep", Json()}};
-  ASSERT_TRUE(journal_->append(crashed_run(id, spec, {rec(RecordType::kStepStarted, "/prep"), prep,
-                                                      rec(RecordType::kStepStarted, "/pay")}),
-                               Durability::kStrict));
+  ASSERT_TRUE(journal_->append(
+      crashed_run(id, spec, {rec(RecordType::kStepStarted, "/prep"), prep, rec(RecordType::kStepStarted, "/pay")}),
+      Durability::kStrict));
   auto parked = runner_->resume(spec, id);
   ASSERT_TRUE(parked);
   EXPECT_EQ(parked->status, RunStatus::kNeedsAttention);
@@ -615,9 +613,10 @@ TEST_F(RunnerTest, SleepWakeTimeIsJournaledSoResumeWaitsOnlyTheRest) {
   WorkflowSpec spec = load("name: nap\nstages: [{name: nap, uses: sleep, with: {duration: 10s}}]\n");
   RunId id = *RunId::parse("napping");
   int64_t wake = clock_.now_ms() + 10'000;
-  ASSERT_TRUE(journal_->append(crashed_run(id, spec, {rec(RecordType::kDecision, "/nap#memo:wake_at_ms", wake),
-                                                      rec(RecordType::kStepStarted, "/nap")}),
-                               Durability::kStrict));
+  ASSERT_TRUE(journal_->append(
+      crashed_run(id, spec,
+                  {rec(RecordType::kDecision, "/nap#memo:wake_at_ms", wake), rec(RecordType::kStepStarted, "/nap")}),
+      Durability::kStrict));
   clock_.advance(4s);  // the crash cost four seconds
   auto r = runner_->resume(spec, id);
   ASSERT_TRUE(r);

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <map>
 
+#include "crucible/core/duration.h"
 #include "crucible/experiment/branch.h"
 #include "crucible/experiment/run_logger.h"
-#include "crucible/core/duration.h"
 #include "crucible/reliability/hedger.h"
 #include "crucible/reliability/retry.h"
 #include "crucible/workflow/expression.h"
@@ -13,10 +13,7 @@
 namespace crucible::engine_internal {
 namespace {
 
-
-std::string where(const Node& node, const StepKey& key) {
-  return "stage '" + node.name + "' (" + key.str() + ")";
-}
+std::string where(const Node& node, const StepKey& key) { return "stage '" + node.name + "' (" + key.str() + ")"; }
 
 // Durable helpers handed to a running stage.
 class StageServicesImpl : public StageServices {
@@ -100,7 +97,8 @@ Status Execution::append(Record record, Durability durability) {
   Status s = deps_.journal.append(std::move(record), durability);
   if (!s) {
     std::lock_guard lock(mu_);
-    if (!journal_error_) journal_error_ = s.error().with_context("journal write failed; the run stopped to stay durable");
+    if (!journal_error_)
+      journal_error_ = s.error().with_context("journal write failed; the run stopped to stay durable");
     return make_error(*journal_error_);
   }
   return {};
@@ -169,18 +167,12 @@ Result<Flow> Execution::exec_node(const Node& node, const StepKey& parent, Conte
     }
   }
   switch (node.kind) {
-    case NodeKind::kStage:
-      return exec_stage(node, key, ctx, stop);
-    case NodeKind::kSequence:
-      return exec_list(node.children, key, ctx, stop);
-    case NodeKind::kLoop:
-      return exec_loop(node, parent, key, ctx, stop);
-    case NodeKind::kConditional:
-      return exec_conditional(node, key, ctx, stop);
-    case NodeKind::kParallel:
-      return exec_parallel(node, key, ctx, stop);
-    case NodeKind::kExperiment:
-      return exec_experiment(node, key, ctx, stop);
+    case NodeKind::kStage: return exec_stage(node, key, ctx, stop);
+    case NodeKind::kSequence: return exec_list(node.children, key, ctx, stop);
+    case NodeKind::kLoop: return exec_loop(node, parent, key, ctx, stop);
+    case NodeKind::kConditional: return exec_conditional(node, key, ctx, stop);
+    case NodeKind::kParallel: return exec_parallel(node, key, ctx, stop);
+    case NodeKind::kExperiment: return exec_experiment(node, key, ctx, stop);
   }
   return Flow::kContinue;
 }
@@ -190,7 +182,8 @@ Result<Flow> Execution::replayed_stage(const Node& node, const StepKey& key, Con
   ctx.apply(rec->delta);
   replayed_.fetch_add(1, std::memory_order_relaxed);
   bool skipped = rec->payload.is_object() && rec->payload.value("skipped", false);
-  StepReport r{key.str(), node.name, skipped ? StepStatus::kSkipped : StepStatus::kReplayed, rec->attempts, rec->duration_us, std::nullopt};
+  StepReport r{key.str(),     node.name,        skipped ? StepStatus::kSkipped : StepStatus::kReplayed,
+               rec->attempts, rec->duration_us, std::nullopt};
   emit(EventType::kStageCompleted, node, key, &r);
   report(std::move(r));
   return Flow::kContinue;
@@ -202,7 +195,8 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
     if (replay_.completed.contains(k)) return replayed_stage(node, key, ctx);
     if (auto f = replay_.failed.find(k); f != replay_.failed.end() && node.optional) {
       replayed_.fetch_add(1, std::memory_order_relaxed);
-      StepReport r{k, node.name, StepStatus::kOptionalFailed, f->second->attempts, f->second->duration_us, f->second->error};
+      StepReport r{
+          k, node.name, StepStatus::kOptionalFailed, f->second->attempts, f->second->duration_us, f->second->error};
       emit(EventType::kStageFailed, node, key, &r);
       report(std::move(r));
       std::lock_guard lock(mu_);
@@ -221,7 +215,8 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
       }
       if (!options_.rerun_steps.contains(k)) {
         Record park = make_record(RecordType::kRunSuspended, key);
-        park.payload = {{"status", "needs_attention"}, {"step", k},
+        park.payload = {{"status", "needs_attention"},
+                        {"step", k},
                         {"reason", "stage '" + node.name + "' is not idempotent and its outcome is unknown"}};
         CRUCIBLE_RETURN_IF_ERROR(append(std::move(park), Durability::kStrict));
         std::lock_guard lock(mu_);
@@ -241,11 +236,14 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
   std::stop_source halt;
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
   int attempts = 0;
-  auto flow = retry_call(node.retry, deps_.clock, deps_.random, halt.get_token(), [&](int attempt) -> Result<Flow> {
-    auto r = attempt_step(node, key, ctx, stop, attempt, start);
-    if (!r && journal_failed()) halt.request_stop();
-    return r;
-  }, &attempts);
+  auto flow = retry_call(
+      node.retry, deps_.clock, deps_.random, halt.get_token(),
+      [&](int attempt) -> Result<Flow> {
+        auto r = attempt_step(node, key, ctx, stop, attempt, start);
+        if (!r && journal_failed()) halt.request_stop();
+        return r;
+      },
+      &attempts);
   if (flow || journal_failed()) return flow;
   return finish_failure(node, key, ctx, flow.error(), attempts, micros_since(deps_.clock, start));
 }
@@ -294,8 +292,8 @@ bool Execution::journal_failed() {
   return journal_error_.has_value();
 }
 
-Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Context&, const Error& error,
-                                       int attempts, int64_t duration_us) {
+Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Context&, const Error& error, int attempts,
+                                       int64_t duration_us) {
   Error located = error.with_context(where(node, key));
   Record failed = make_record(RecordType::kStepFailed, key);
   failed.attempts = attempts;
@@ -304,7 +302,7 @@ Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Con
   failed.payload = {{"optional", node.optional}};
   CRUCIBLE_RETURN_IF_ERROR(append(std::move(failed), step_durability(node)));
   executed_.fetch_add(1, std::memory_order_relaxed);
-  StepStatus status = node.optional                              ? StepStatus::kOptionalFailed
+  StepStatus status = node.optional                           ? StepStatus::kOptionalFailed
                       : error.code() == ErrorCode::kCancelled ? StepStatus::kCancelled
                                                               : StepStatus::kFailed;
   StepReport r{key.str(), node.name, status, attempts, duration_us, error};
@@ -337,8 +335,9 @@ Status Execution::run_attempt(const Node& node, const StepKey& key, Context& ctx
     for (const std::string& a : node.args) argv.push_back(a);
     options = StageOptions(Json{{"argv", argv}});
   } else if (stage == nullptr) {
-    return make_error(ErrorCode::kUnimplemented, "type " + std::string(stage_kind_name(node.stage_kind)) +
-                                                     " needs the distributed storage workload, which Crucible cannot run yet");
+    return make_error(ErrorCode::kUnimplemented,
+                      "type " + std::string(stage_kind_name(node.stage_kind)) +
+                          " needs the distributed storage workload, which Crucible cannot run yet");
   } else if (!node.with.empty()) {
     if (has_templates(node.with)) {
       CRUCIBLE_ASSIGN_OR_RETURN(auto rendered, render_templates(node.with, ctx));
@@ -381,12 +380,14 @@ Status Execution::run_hedged(const Node& node, Stage& stage, Context& ctx, const
   o.max_hedges = node.max_hedges;
   o.wait_for_losers = true;
   if (node.timeout) o.timeout = *node.timeout;
-  auto r = hedger.hedge<Context>([&](int, std::stop_token attempt_stop) -> Result<Context> {
-    Context copy = ctx;
-    Status s = run_body(node, stage, copy, options, attempt_stop);
-    if (!s) return make_error(s.error());
-    return copy;
-  }, o, stop);
+  auto r = hedger.hedge<Context>(
+      [&](int, std::stop_token attempt_stop) -> Result<Context> {
+        Context copy = ctx;
+        Status s = run_body(node, stage, copy, options, attempt_stop);
+        if (!s) return make_error(s.error());
+        return copy;
+      },
+      o, stop);
   if (!r) return make_error(r.error());
   // The winner's changes become this step's own, recorded in its delta.
   ctx.record(r->value.take_delta());
@@ -454,8 +455,8 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
     items = std::move(*decided);
     int64_t n = items.is_array() ? static_cast<int64_t>(items.size()) : items.get<int64_t>();
     if (n > max) {
-      return make_error(ErrorCode::kOutOfRange, where(node, key) + ": " + std::to_string(n) +
-                                                    " iterations exceed max " + std::to_string(max));
+      return make_error(ErrorCode::kOutOfRange,
+                        where(node, key) + ": " + std::to_string(n) + " iterations exceed max " + std::to_string(max));
     }
   }
   const int64_t count = node.loop_mode == LoopMode::kUntil ? max
@@ -463,7 +464,9 @@ Result<Flow> Execution::exec_loop(const Node& node, const StepKey& parent, const
                                                            : items.get<int64_t>();
   for (int64_t i = 0; i < count; ++i) {
     StepKey iter = parent.indexed(node.name, i);
-    Json item = items.is_array() ? items[static_cast<size_t>(i)] : node.loop_mode == LoopMode::kCount ? Json(i) : Json();
+    Json item = items.is_array()                     ? items[static_cast<size_t>(i)]
+                : node.loop_mode == LoopMode::kCount ? Json(i)
+                                                     : Json();
     ctx.push_loop(std::move(item), i);
     auto flow = exec_list(node.children, iter, ctx, stop);
     if (!flow || *flow == Flow::kSuspended) {

@@ -4,14 +4,14 @@
 #include <atomic>
 #include <future>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "crucible/engine/replay.h"
-#include "crucible/experiment/strategy.h"
 #include "crucible/engine/runner.h"
+#include "crucible/experiment/strategy.h"
 
 namespace crucible::engine_internal {
 
@@ -97,8 +97,8 @@ class Execution {
   Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Result<Flow> replayed_stage(const Node& node, const StepKey& key, Context& ctx);
-  Result<Flow> finish_failure(const Node& node, const StepKey& key, Context& ctx, const Error& error,
-                              int attempts, int64_t duration_us);
+  Result<Flow> finish_failure(const Node& node, const StepKey& key, Context& ctx, const Error& error, int attempts,
+                              int64_t duration_us);
   Status merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
                const std::vector<Context>& branches);
   void report(StepReport r);
@@ -115,12 +115,12 @@ class Execution {
   RunDirs dirs_;
 
   std::mutex mu_;
-  std::vector<StepReport> reports_;              // guarded by mu_
-  std::vector<std::string> optional_failures_;   // guarded by mu_
-  std::optional<Error> journal_error_;           // guarded by mu_
-  std::string attention_step_;                   // guarded by mu_
-  std::string waiting_on_;                       // guarded by mu_
-  std::optional<int64_t> wake_at_ms_;            // guarded by mu_
+  std::vector<StepReport> reports_;             // guarded by mu_
+  std::vector<std::string> optional_failures_;  // guarded by mu_
+  std::optional<Error> journal_error_;          // guarded by mu_
+  std::string attention_step_;                  // guarded by mu_
+  std::string waiting_on_;                      // guarded by mu_
+  std::optional<int64_t> wake_at_ms_;           // guarded by mu_
   std::mutex background_mu_;
   std::vector<std::unique_ptr<Shadow>> background_;  // guarded by background_mu_: shadows still running
   std::atomic<int> executed_{0};

@@ -25,7 +25,8 @@ std::string_view branch_status_name(BranchStatus status) {
 }
 
 std::optional<BranchStatus> parse_branch_status(std::string_view name) {
-  for (BranchStatus s : {BranchStatus::kPending, BranchStatus::kSuccess, BranchStatus::kFailed, BranchStatus::kSkipped}) {
+  for (BranchStatus s :
+       {BranchStatus::kPending, BranchStatus::kSuccess, BranchStatus::kFailed, BranchStatus::kSkipped}) {
     if (branch_status_name(s) == name) return s;
   }
   return std::nullopt;
@@ -44,8 +45,8 @@ std::optional<std::chrono::microseconds> Branch::duration() const {
 
 Status Branch::finalize(BranchStatus status, Clock& clock) {
   if (status_ != BranchStatus::kPending) {
-    return make_error(ErrorCode::kFailedPrecondition, "branch " + config_id_ + " is already finalised as " +
-                                                          std::string(branch_status_name(status_)));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "branch " + config_id_ + " is already finalised as " + std::string(branch_status_name(status_)));
   }
   status_ = status;
   end_ = clock.monotonic();
@@ -87,7 +88,9 @@ Result<Branch> Branch::from_json(const Json& json) {
   b.config_id_ = json["config_id"].get<std::string>();
   b.config_ = json.value("config", Json::object());
   auto status = parse_branch_status(json.value("status", "pending"));
-  if (!status) return make_error(ErrorCode::kInvalidArgument, "branch record: unknown status " + json.value("status", Json()).dump());
+  if (!status)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "branch record: unknown status " + json.value("status", Json()).dump());
   b.status_ = *status;
   if (json.contains("duration_ms") && json["duration_ms"].is_number()) {
     b.restored_duration_us_ = static_cast<int64_t>(json["duration_ms"].get<double>() * 1000.0);

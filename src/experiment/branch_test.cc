@@ -8,8 +8,8 @@
 
 #include "crucible/experiment/run_logger.h"
 #include "crucible/experiment/sweep.h"
-#include "crucible/journal/memory_journal.h"
 #include "crucible/journal/journal.h"
+#include "crucible/journal/memory_journal.h"
 
 namespace crucible {
 namespace {
@@ -66,8 +66,10 @@ TEST(BranchSet, FiltersAndFinds) {
   BranchSet set;
   for (int i = 0; i < 4; ++i) {
     Branch b(Json{{"i", i}}, clock, "c" + std::to_string(i));
-    if (i % 2 == 0) ASSERT_TRUE(b.mark_success(Json(i), clock));
-    else ASSERT_TRUE(b.mark_failure(Error(ErrorCode::kInternal, "odd"), clock));
+    if (i % 2 == 0)
+      ASSERT_TRUE(b.mark_success(Json(i), clock));
+    else
+      ASSERT_TRUE(b.mark_failure(Error(ErrorCode::kInternal, "odd"), clock));
     set.add(std::move(b));
   }
   EXPECT_EQ(set.size(), 4u);
@@ -88,7 +90,8 @@ TEST(Sweep, ExpandsListsAtAnyDepthInProductOrder) {
   ASSERT_TRUE(configs) << configs.error().to_string();
   ASSERT_EQ(configs->size(), 2u * 2u * 3u);
   // Keys are sorted: layers varies slowest, then model, then opt.lr.
-  EXPECT_EQ((*configs)[0], Json::parse(R"({"layers": [64, 64], "model": "a", "opt": {"lr": 0.1, "name": "adam"}, "seed": 1})"));
+  EXPECT_EQ((*configs)[0],
+            Json::parse(R"({"layers": [64, 64], "model": "a", "opt": {"lr": 0.1, "name": "adam"}, "seed": 1})"));
   EXPECT_EQ((*configs)[1]["opt"]["lr"], 0.01);
   EXPECT_EQ((*configs)[3]["model"], "b");
   EXPECT_EQ((*configs)[6]["layers"], Json::parse("[128]"));

@@ -12,8 +12,10 @@ namespace crucible {
 namespace {
 
 void add_test(Json& tests, const char* name, const Result<stats::TestResult>& r) {
-  if (r) tests.push_back(r->to_json());
-  else tests.push_back(Json{{"test", name}, {"error", r.error().message()}});
+  if (r)
+    tests.push_back(r->to_json());
+  else
+    tests.push_back(Json{{"test", name}, {"error", r.error().message()}});
 }
 
 std::string num(double v) {
@@ -42,13 +44,14 @@ std::string escape_xml(const std::string& s) {
 
 Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const CompareOptions& o) {
   if (groups.size() < 2) {
-    return make_error(ErrorCode::kInvalidArgument, "compare: needs at least 2 groups of '" + o.metric + "', found " +
-                                                       std::to_string(groups.size()));
+    return make_error(ErrorCode::kInvalidArgument,
+                      "compare: needs at least 2 groups of '" + o.metric + "', found " + std::to_string(groups.size()));
   }
   if (!(o.alpha > 0 && o.alpha < 1)) return make_error(ErrorCode::kInvalidArgument, "compare: alpha must be in (0, 1)");
   for (const MetricGroup& g : groups) {
     if (g.values.empty()) {
-      return make_error(ErrorCode::kInvalidArgument, "compare: group '" + g.name + "' has no values of '" + o.metric + "'");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "compare: group '" + g.name + "' has no values of '" + o.metric + "'");
     }
   }
   const double confidence = 1 - o.alpha;
@@ -64,8 +67,10 @@ Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const Compar
     const auto& b = groups[1].values;
     add_test(tests, "welch_t", stats::welch_t_test(a, b, o.alpha));
     add_test(tests, "mann_whitney_u", stats::mann_whitney_u(a, b, o.alpha));
-    if (auto d = stats::cohens_d(a, b)) out["effect_size"] = Json{{"cohens_d", *d}};
-    else out["effect_size"] = Json{{"cohens_d", nullptr}, {"error", d.error().message()}};
+    if (auto d = stats::cohens_d(a, b))
+      out["effect_size"] = Json{{"cohens_d", *d}};
+    else
+      out["effect_size"] = Json{{"cohens_d", nullptr}, {"error", d.error().message()}};
     if (auto boot = stats::bootstrap_mean_difference(a, b, o.bootstrap_resamples, o.seed, confidence)) {
       out["bootstrap"] = boot->to_json();
     } else {
@@ -114,8 +119,8 @@ Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const Compar
     out["verdict"] = "'" + groups[best].name + "' has the " + (o.higher_is_better ? "highest" : "lowest") + " mean " +
                      o.metric + "; the difference is significant at alpha " + num(o.alpha) + " (" + basis + ")";
   } else {
-    out["verdict"] = "no significant difference in " + o.metric + " at alpha " + num(o.alpha) + " (" + basis +
-                     "); '" + groups[best].name + "' has the " + (o.higher_is_better ? "highest" : "lowest") + " mean";
+    out["verdict"] = "no significant difference in " + o.metric + " at alpha " + num(o.alpha) + " (" + basis + "); '" +
+                     groups[best].name + "' has the " + (o.higher_is_better ? "highest" : "lowest") + " mean";
   }
   return out;
 }
@@ -192,14 +197,17 @@ std::string comparison_svg(const Json& c) {
     double x = left + plot_w * (static_cast<double>(i) + 0.5) / static_cast<double>(groups.size());
     std::string name = g.value("name", "");
     const char* color = name == best ? "#d62728" : "#1f77b4";
-    svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"{3}\" stroke-width=\"2\"/>\n",
-                       x, y(g.value("ci_low", 0.0)), y(g.value("ci_high", 0.0)), color);
+    svg += fmt::format(
+        "<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"{3}\" stroke-width=\"2\"/>\n", x,
+        y(g.value("ci_low", 0.0)), y(g.value("ci_high", 0.0)), color);
     for (const char* end : {"ci_low", "ci_high"}) {
-      svg += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"/>\n",
-                         x - 8, y(g.value(end, 0.0)), x + 8, y(g.value(end, 0.0)), color);
+      svg += fmt::format(
+          "<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"/>\n", x - 8,
+          y(g.value(end, 0.0)), x + 8, y(g.value(end, 0.0)), color);
     }
-    svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"{}\"><title>{}: mean {} (n={})</title></circle>\n",
-                       x, y(g.value("mean", 0.0)), color, escape_xml(name), num(g.value("mean", 0.0)), g.value("n", 0));
+    svg += fmt::format(
+        "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"{}\"><title>{}: mean {} (n={})</title></circle>\n", x,
+        y(g.value("mean", 0.0)), color, escape_xml(name), num(g.value("mean", 0.0)), g.value("n", 0));
     std::string label = name.size() > 14 ? name.substr(0, 13) + "…" : name;
     svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", x, height - bottom + 18,
                        escape_xml(label));

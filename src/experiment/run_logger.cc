@@ -40,8 +40,10 @@ Result<InMemoryRunLogger::Run*> InMemoryRunLogger::find(const std::string& run) 
 Status InMemoryRunLogger::log_params(const std::string& run, const Json& params) {
   std::lock_guard lock(mu_);
   CRUCIBLE_ASSIGN_OR_RETURN(auto r, find(run));
-  if (params.is_object()) r->params.update(params);
-  else r->params["value"] = params;
+  if (params.is_object())
+    r->params.update(params);
+  else
+    r->params["value"] = params;
   return {};
 }
 
@@ -84,7 +86,8 @@ size_t InMemoryRunLogger::run_count() const {
 Result<std::unique_ptr<JsonlRunLogger>> JsonlRunLogger::open(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "a");
   if (f == nullptr) {
-    return make_error(ErrorCode::kInvalidArgument, "run log '" + path + "': cannot open for appending: " + std::strerror(errno));
+    return make_error(ErrorCode::kInvalidArgument,
+                      "run log '" + path + "': cannot open for appending: " + std::strerror(errno));
   }
   return std::unique_ptr<JsonlRunLogger>(new JsonlRunLogger(f, path));
 }
@@ -117,7 +120,8 @@ Status JsonlRunLogger::log_params(const std::string& run, const Json& params) {
 Status JsonlRunLogger::log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step) {
   CRUCIBLE_RETURN_IF_ERROR(check_metrics(metrics));
   std::lock_guard lock(mu_);
-  return write(Json{{"event", "log_metrics"}, {"run", run}, {"metrics", metrics}, {"step", step ? Json(*step) : Json()}});
+  return write(
+      Json{{"event", "log_metrics"}, {"run", run}, {"metrics", metrics}, {"step", step ? Json(*step) : Json()}});
 }
 
 Status JsonlRunLogger::log_branch(const std::string& run, const Branch& branch) {

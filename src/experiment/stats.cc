@@ -19,12 +19,12 @@ namespace {
 
 // Boost.Math reports bad arguments by return value, never by exception: the callers check
 // their inputs, and an exception must not leave a crucible function.
-using NoThrow = boost::math::policies::policy<
-    boost::math::policies::domain_error<boost::math::policies::ignore_error>,
-    boost::math::policies::pole_error<boost::math::policies::ignore_error>,
-    boost::math::policies::overflow_error<boost::math::policies::ignore_error>,
-    boost::math::policies::evaluation_error<boost::math::policies::ignore_error>,
-    boost::math::policies::rounding_error<boost::math::policies::ignore_error>>;
+using NoThrow =
+    boost::math::policies::policy<boost::math::policies::domain_error<boost::math::policies::ignore_error>,
+                                  boost::math::policies::pole_error<boost::math::policies::ignore_error>,
+                                  boost::math::policies::overflow_error<boost::math::policies::ignore_error>,
+                                  boost::math::policies::evaluation_error<boost::math::policies::ignore_error>,
+                                  boost::math::policies::rounding_error<boost::math::policies::ignore_error>>;
 
 // Average ranks (1-based) of `values`; adds each tie group's t^3 - t to `tie_sum`.
 std::vector<double> ranks(std::span<const double> values, double* tie_sum) {
@@ -113,7 +113,9 @@ double upper_incomplete_gamma(double a, double x) {
   return boost::math::gamma_q(a, x, NoThrow());
 }
 
-double normal_sf(double z) { return boost::math::cdf(boost::math::complement(boost::math::normal_distribution<double, NoThrow>(), z)); }
+double normal_sf(double z) {
+  return boost::math::cdf(boost::math::complement(boost::math::normal_distribution<double, NoThrow>(), z));
+}
 
 double student_t_sf(double t, double df) {
   return boost::math::cdf(boost::math::complement(boost::math::students_t_distribution<double, NoThrow>(df), t));
@@ -138,8 +140,8 @@ double chi2_sf(double x, double df) {
 }
 
 Json Summary::to_json() const {
-  return Json{{"n", n}, {"mean", mean}, {"sd", sd}, {"median", median}, {"min", min}, {"max", max},
-              {"ci_low", ci_low}, {"ci_high", ci_high}};
+  return Json{{"n", n},     {"mean", mean}, {"sd", sd},         {"median", median},
+              {"min", min}, {"max", max},   {"ci_low", ci_low}, {"ci_high", ci_high}};
 }
 
 Summary summarize(std::span<const double> x, double confidence) {
@@ -237,7 +239,8 @@ Result<TestResult> mann_whitney_u(std::span<const double> a, std::span<const dou
 }
 
 Result<TestResult> wilcoxon_signed_rank(std::span<const double> a, std::span<const double> b, double alpha) {
-  CRUCIBLE_RETURN_IF_ERROR(need(a.size() == b.size(), "wilcoxon_signed_rank", "the groups must have one value per pair"));
+  CRUCIBLE_RETURN_IF_ERROR(
+      need(a.size() == b.size(), "wilcoxon_signed_rank", "the groups must have one value per pair"));
   std::vector<double> d, abs_d;
   for (size_t i = 0; i < a.size(); ++i) {
     double diff = a[i] - b[i];

@@ -27,8 +27,8 @@ Clock& clock_of(const StrategyOptions& o) { return o.clock != nullptr ? *o.clock
 
 Json numeric_members(const Json& output) {
   Json metrics = Json::object();
-  const Json& source = output.is_object() && output.contains("metrics") && output["metrics"].is_object()
-                           ? output["metrics"] : output;
+  const Json& source =
+      output.is_object() && output.contains("metrics") && output["metrics"].is_object() ? output["metrics"] : output;
   if (!source.is_object()) return metrics;
   for (const auto& [k, v] : source.items()) {
     if (v.is_number()) metrics[k] = v;
@@ -172,15 +172,18 @@ BranchSet Shadow::gather_shadows() {
 
 // MultiBranch
 
-MultiBranch::MultiBranch(StrategyOptions options) : options_(std::move(options)) { executor_of(options_, own_executor_); }
+MultiBranch::MultiBranch(StrategyOptions options) : options_(std::move(options)) {
+  executor_of(options_, own_executor_);
+}
 
 Result<BranchSet> MultiBranch::call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) {
   CRUCIBLE_RETURN_IF_ERROR(check_configs(configs, name()));
   std::vector<Branch> branches(configs.size());
   Clock& clock = clock_of(options_);
-  options_.executor->parallel_for_blocking(configs.size(), [&](size_t i) {
-    branches[i] = execute_branch(fn, configs[i], options_.experiment, clock, logger);
-  }, options_.max_concurrency);
+  options_.executor->parallel_for_blocking(
+      configs.size(),
+      [&](size_t i) { branches[i] = execute_branch(fn, configs[i], options_.experiment, clock, logger); },
+      options_.max_concurrency);
   return BranchSet(std::move(branches));
 }
 
@@ -214,7 +217,8 @@ Registry& registry() {
 }  // namespace
 
 Status register_strategy(const std::string& name, StrategyFactory factory) {
-  if (name.empty() || !factory) return make_error(ErrorCode::kInvalidArgument, "register_strategy: a name and a factory are required");
+  if (name.empty() || !factory)
+    return make_error(ErrorCode::kInvalidArgument, "register_strategy: a name and a factory are required");
   Registry& r = registry();
   std::lock_guard lock(r.mu);
   if (!r.factories.emplace(name, std::move(factory)).second) {

@@ -37,7 +37,8 @@ TEST(StrategyRegistry, RegistersLooksUpAndRejectsDuplicates) {
   auto dup = register_strategy("round_robin", [](const StrategyOptions& o) { return std::make_unique<RoundRobin>(o); });
   ASSERT_FALSE(dup);
   EXPECT_EQ(dup.error().code(), ErrorCode::kAlreadyExists);
-  ASSERT_TRUE(register_strategy("first_only", [](const StrategyOptions& o) { return std::make_unique<RoundRobin>(o); }));
+  ASSERT_TRUE(
+      register_strategy("first_only", [](const StrategyOptions& o) { return std::make_unique<RoundRobin>(o); }));
   EXPECT_TRUE(get_strategy("first_only"));
   auto missing = get_strategy("bayesian");
   ASSERT_FALSE(missing);
@@ -58,14 +59,15 @@ TEST(RoundRobin, RotatesOneConfigPerCall) {
 
 TEST(RoundRobin, FailurePropagatesWithItsOriginalCode) {
   RoundRobin rr;
-  auto out = rr.call([](const Json&, std::stop_token) -> Result<Json> {
-    return make_error(ErrorCode::kResourceExhausted, "quota");
-  }, configs(2));
+  auto out = rr.call(
+      [](const Json&, std::stop_token) -> Result<Json> { return make_error(ErrorCode::kResourceExhausted, "quota"); },
+      configs(2));
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code(), ErrorCode::kResourceExhausted);
   EXPECT_EQ(out.error().message(), "quota");
   // A throwing function is a failed branch, not a crash.
-  auto thrown = rr.call([](const Json&, std::stop_token) -> Result<Json> { throw std::runtime_error("boom"); }, configs(2));
+  auto thrown =
+      rr.call([](const Json&, std::stop_token) -> Result<Json> { throw std::runtime_error("boom"); }, configs(2));
   ASSERT_FALSE(thrown);
   EXPECT_NE(thrown.error().message().find("boom"), std::string::npos);
 }
@@ -133,10 +135,12 @@ TEST(Shadow, StartsShadowsTogetherWithThePrimary) {
 
 TEST(Shadow, PrimaryFailureIsReturnedShadowFailuresNever) {
   Shadow shadow;
-  auto out = shadow.call([](const Json& c, std::stop_token) -> Result<Json> {
-    if (c["i"] == 0) return make_error(ErrorCode::kUnavailable, "primary down");
-    return Json(1);
-  }, configs(2));
+  auto out = shadow.call(
+      [](const Json& c, std::stop_token) -> Result<Json> {
+        if (c["i"] == 0) return make_error(ErrorCode::kUnavailable, "primary down");
+        return Json(1);
+      },
+      configs(2));
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(shadow.gather_shadows().successful().size(), 1u);
@@ -148,15 +152,18 @@ TEST(MultiBranch, RunsAllConcurrentlyAndNeverRaises) {
   MultiBranch mb(o);
   std::atomic<int> running{0}, peak{0};
   InMemoryRunLogger logger;
-  auto set = mb.call([&](const Json& c, std::stop_token) -> Result<Json> {
-    int now = running.fetch_add(1) + 1;
-    int p = peak.load();
-    while (now > p && !peak.compare_exchange_weak(p, now)) {}
-    std::this_thread::sleep_for(20ms);
-    running.fetch_sub(1);
-    if (c["i"].get<int>() % 5 == 4) return make_error(ErrorCode::kInternal, "bad config");
-    return Json{{"score", c["i"]}};
-  }, configs(32), &logger);
+  auto set = mb.call(
+      [&](const Json& c, std::stop_token) -> Result<Json> {
+        int now = running.fetch_add(1) + 1;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(20ms);
+        running.fetch_sub(1);
+        if (c["i"].get<int>() % 5 == 4) return make_error(ErrorCode::kInternal, "bad config");
+        return Json{{"score", c["i"]}};
+      },
+      configs(32), &logger);
   ASSERT_TRUE(set);
   ASSERT_EQ(set->size(), 32u);
   EXPECT_EQ(set->failed().size(), 6u);
@@ -180,9 +187,10 @@ TEST(ExperimentWrapper, BindsAStrategyToAFunction) {
   ASSERT_EQ(outcome->branches.size(), 3u);
   EXPECT_EQ(outcome->branches[2].output()["score"], 20);
 
-  auto rr = experiment(std::make_shared<RoundRobin>(), [](const Json& config, const std::string& suffix) -> Result<Json> {
-    return Json(config["config_id"].get<std::string>() + suffix);
-  });
+  auto rr =
+      experiment(std::make_shared<RoundRobin>(), [](const Json& config, const std::string& suffix) -> Result<Json> {
+        return Json(config["config_id"].get<std::string>() + suffix);
+      });
   EXPECT_EQ(rr(configs(2), std::string("!"))->output, "c0!");
   EXPECT_EQ(rr(configs(2), std::string("?"))->output, "c1?");
 }

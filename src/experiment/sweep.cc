@@ -60,7 +60,8 @@ std::string SweepAxis::dotted() const {
 
 Result<std::vector<SweepAxis>> sweep_axes(const Json& sweep) {
   if (!sweep.is_object()) {
-    return make_error(ErrorCode::kInvalidArgument, "sweep: expected a mapping of config keys, found " + json_type_name(sweep));
+    return make_error(ErrorCode::kInvalidArgument,
+                      "sweep: expected a mapping of config keys, found " + json_type_name(sweep));
   }
   std::vector<SweepAxis> axes;
   std::vector<std::string> path;

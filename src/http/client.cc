@@ -215,9 +215,11 @@ Result<Reply> Client::send(const Request& request, const BodyFn& on_data, std::s
     return std::move(t.reply);
   }
   if (cancelled) return make_error(ErrorCode::kCancelled, what + " was cancelled and its transfer aborted");
-  if (t.aborted_by_reader) return make_error(ErrorCode::kAborted, what + ": the response stream was abandoned by its reader");
+  if (t.aborted_by_reader)
+    return make_error(ErrorCode::kAborted, what + ": the response stream was abandoned by its reader");
   if (rc == CURLE_OPERATION_TIMEDOUT) {
-    return make_error(ErrorCode::kDeadlineExceeded, what + ": no complete answer within " + std::to_string(request.timeout.count()) + " ms");
+    return make_error(ErrorCode::kDeadlineExceeded,
+                      what + ": no complete answer within " + std::to_string(request.timeout.count()) + " ms");
   }
   return make_error(ErrorCode::kUnavailable, what + ": network error: " + curl_easy_strerror(rc));
 }

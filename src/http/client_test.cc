@@ -57,10 +57,12 @@ TEST_F(HttpClient, ErrorStatusesComeBackAsRepliesWithRetryAfter) {
 
 TEST_F(HttpClient, StreamsTheBodyAndStopsWhenTheReaderSaysSo) {
   std::string seen;
-  auto all = client_.send(get("/ok"), [&](std::string_view chunk) {
-    seen.append(chunk);
-    return true;
-  }, {});
+  auto all = client_.send(get("/ok"),
+                          [&](std::string_view chunk) {
+                            seen.append(chunk);
+                            return true;
+                          },
+                          {});
   ASSERT_TRUE(all);
   EXPECT_TRUE(all->body.empty());
   EXPECT_EQ(seen, R"({"answer": 42})");

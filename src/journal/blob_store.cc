@@ -62,8 +62,7 @@ Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold) 
 }
 
 Result<Json> internalize(const Json& value, BlobStore& blobs) {
-  if (!value.is_object() || value.size() != 1 || !value.contains("$blob") ||
-      !value["$blob"].is_string()) {
+  if (!value.is_object() || value.size() != 1 || !value.contains("$blob") || !value["$blob"].is_string()) {
     return value;
   }
   CRUCIBLE_ASSIGN_OR_RETURN(auto bytes, blobs.get(value["$blob"].get<std::string>()));

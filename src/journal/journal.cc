@@ -57,9 +57,9 @@ std::optional<RunStatus> parse_run_status(std::string_view name) {
 }
 
 Json RunSummary::to_json() const {
-  Json out = {{"run_id", run_id.str()},   {"pipeline", pipeline},     {"spec_hash", spec_hash},
-              {"status", run_status_name(status)}, {"created_ms", created_ms},
-              {"updated_ms", updated_ms}};
+  Json out = {{"run_id", run_id.str()},   {"pipeline", pipeline},
+              {"spec_hash", spec_hash},   {"status", run_status_name(status)},
+              {"created_ms", created_ms}, {"updated_ms", updated_ms}};
   if (!parent_run.empty()) out["parent_run"] = parent_run;
   if (!error.empty()) out["error"] = error;
   return out;
@@ -95,12 +95,9 @@ Status record_body_from_json(const Json& body, Record& r) {
 
 std::optional<RunStatus> status_after(const Record& record) {
   switch (record.type) {
-    case RecordType::kRunStarted:
-      return RunStatus::kRunning;
-    case RecordType::kRunCompleted:
-      return RunStatus::kCompleted;
-    case RecordType::kRunFailed:
-      return RunStatus::kFailed;
+    case RecordType::kRunStarted: return RunStatus::kRunning;
+    case RecordType::kRunCompleted: return RunStatus::kCompleted;
+    case RecordType::kRunFailed: return RunStatus::kFailed;
     case RecordType::kRunSuspended: {
       auto s = parse_run_status(record.payload.value("status", std::string("waiting")));
       return s.value_or(RunStatus::kWaiting);
@@ -108,10 +105,8 @@ std::optional<RunStatus> status_after(const Record& record) {
     case RecordType::kStepStarted:
     case RecordType::kStepCompleted:
     case RecordType::kStepFailed:
-    case RecordType::kDecision:
-      return RunStatus::kRunning;
-    case RecordType::kPromiseResolved:
-      return std::nullopt;
+    case RecordType::kDecision: return RunStatus::kRunning;
+    case RecordType::kPromiseResolved: return std::nullopt;
   }
   return std::nullopt;
 }

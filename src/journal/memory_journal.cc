@@ -96,8 +96,7 @@ class MemoryJournal : public Journal {
     return out;
   }
 
-  Result<Lease> acquire_lease(const RunId& run, const std::string& owner,
-                              std::chrono::milliseconds ttl,
+  Result<Lease> acquire_lease(const RunId& run, const std::string& owner, std::chrono::milliseconds ttl,
                               std::optional<uint64_t> steal_epoch) override {
     std::lock_guard lock(mu_);
     int64_t now = real_clock().now_ms();
@@ -105,9 +104,8 @@ class MemoryJournal : public Journal {
     bool free = lease.owner.empty() || lease.expires_ms <= now || lease.owner == owner ||
                 (steal_epoch && *steal_epoch == lease.epoch);
     if (!free) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        "run '" + run.str() + "' is leased by " + lease.owner + " (epoch " +
-                            std::to_string(lease.epoch) + ")");
+      return make_error(ErrorCode::kFailedPrecondition, "run '" + run.str() + "' is leased by " + lease.owner +
+                                                            " (epoch " + std::to_string(lease.epoch) + ")");
     }
     lease.run_id = run;
     lease.owner = owner;
@@ -127,8 +125,7 @@ class MemoryJournal : public Journal {
     std::lock_guard lock(mu_);
     auto it = leases_.find(lease.run_id);
     if (it == leases_.end() || it->second.epoch != lease.epoch || it->second.owner != lease.owner) {
-      return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() +
-                                                 "' was taken over (epoch " +
+      return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
                                                  std::to_string(lease.epoch) + " is stale)");
     }
     it->second.expires_ms = real_clock().now_ms() + ttl.count();
@@ -212,10 +209,10 @@ class MemoryJournal : public Journal {
   };
 
   std::mutex mu_;
-  std::unordered_map<RunId, RunData> runs_;           // guarded by mu_
-  std::unordered_map<RunId, Lease> leases_;           // guarded by mu_
-  std::unordered_map<std::string, Json> values_;      // guarded by mu_
-  uint64_t seq_ = 0;                                  // guarded by mu_
+  std::unordered_map<RunId, RunData> runs_;       // guarded by mu_
+  std::unordered_map<RunId, Lease> leases_;       // guarded by mu_
+  std::unordered_map<std::string, Json> values_;  // guarded by mu_
+  uint64_t seq_ = 0;                              // guarded by mu_
 };
 
 }  // namespace

@@ -3,8 +3,8 @@
 #include <sqlite3.h>
 
 #include <condition_variable>
-#include <deque>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -53,13 +53,18 @@ CREATE TABLE IF NOT EXISTS promises(
 Error sqlite_error(sqlite3* db, int rc, const std::string& what) {
   ErrorCode code = ErrorCode::kInternal;
   int primary = rc & 0xff;
-  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) code = ErrorCode::kUnavailable;
-  else if (primary == SQLITE_FULL) code = ErrorCode::kResourceExhausted;
-  else if (primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) code = ErrorCode::kDataLoss;
-  else if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || primary == SQLITE_PERM) code = ErrorCode::kUnavailable;
-  else if (primary == SQLITE_CONSTRAINT) code = ErrorCode::kAlreadyExists;
-  std::string msg = what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (sqlite " +
-                    std::to_string(rc) + ")";
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+    code = ErrorCode::kUnavailable;
+  else if (primary == SQLITE_FULL)
+    code = ErrorCode::kResourceExhausted;
+  else if (primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+    code = ErrorCode::kDataLoss;
+  else if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || primary == SQLITE_PERM)
+    code = ErrorCode::kUnavailable;
+  else if (primary == SQLITE_CONSTRAINT)
+    code = ErrorCode::kAlreadyExists;
+  std::string msg =
+      what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (sqlite " + std::to_string(rc) + ")";
   if (primary == SQLITE_FULL) msg += "; the disk is full";
   return Error(code, msg);
 }
@@ -100,8 +105,9 @@ class Stmt {
   int step() { return sqlite3_step(stmt_); }
   std::string text(int col) const {
     const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(t),
-                                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+    return t == nullptr
+               ? std::string()
+               : std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
   }
   int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
   sqlite3_stmt* raw() { return stmt_; }
@@ -163,15 +169,17 @@ class SqliteJournal : public Journal {
     std::error_code ec;
     if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
     for (sqlite3** db : {&write_db_, &read_db_}) {
-      int rc = sqlite3_open_v2(options_.path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+      int rc = sqlite3_open_v2(options_.path.c_str(), db,
+                               SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
       if (rc != SQLITE_OK) {
-        return make_error(ErrorCode::kUnavailable, "cannot open journal '" + options_.path + "': " +
-                                                       (*db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc)));
+        return make_error(ErrorCode::kUnavailable, "cannot open journal '" + options_.path +
+                                                       "': " + (*db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc)));
       }
       sqlite3_busy_timeout(*db, 10000);
     }
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
-    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
     CRUCIBLE_RETURN_IF_ERROR(migrate());
     CRUCIBLE_RETURN_IF_ERROR(prepare_statements());
     writer_ = std::jthread([this](std::stop_token stop) { writer_loop(stop); });
@@ -242,7 +250,8 @@ class SqliteJournal : public Journal {
   }
 
   Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
-    std::string sql = "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE 1=1";
+    std::string sql =
+        "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE 1=1";
     if (filter.status) sql += " AND status = ?";
     if (filter.pipeline) sql += " AND pipeline = ?";
     if (filter.created_after_ms) sql += " AND created_ms >= ?";
@@ -268,7 +277,9 @@ class SqliteJournal : public Journal {
     std::vector<RunLog> out;
     std::map<std::string, size_t> index;
     Stmt runs;
-    CRUCIBLE_RETURN_IF_ERROR(runs.prepare(read_db_, "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE status = 'running'"));
+    CRUCIBLE_RETURN_IF_ERROR(runs.prepare(read_db_,
+                                          "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, "
+                                          "parent_run, error FROM runs WHERE status = 'running'"));
     int rc;
     while ((rc = runs.step()) == SQLITE_ROW) {
       RunLog log;
@@ -278,7 +289,8 @@ class SqliteJournal : public Journal {
     }
     if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "listing unfinished runs"));
     Stmt recs;
-    CRUCIBLE_RETURN_IF_ERROR(recs.prepare(read_db_,
+    CRUCIBLE_RETURN_IF_ERROR(recs.prepare(
+        read_db_,
         "SELECT r.seq, r.type, r.step_key, r.at_ms, r.body, r.run_id FROM records r JOIN runs u ON u.run_id = r.run_id "
         "WHERE u.status = 'running' ORDER BY r.run_id, r.seq"));
     while ((rc = recs.step()) == SQLITE_ROW) {
@@ -297,7 +309,8 @@ class SqliteJournal : public Journal {
     Lease lease;
     Status s = with_writer([&]() -> Status {
       Stmt q;
-      CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
+      CRUCIBLE_RETURN_IF_ERROR(
+          q.prepare(write_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
       q.bind(run.str());
       if (q.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
       std::string holder = q.text(0);
@@ -306,13 +319,14 @@ class SqliteJournal : public Journal {
       int64_t now = real_clock().now_ms();
       bool free = holder.empty() || expires <= now || holder == owner || (steal_epoch && *steal_epoch == epoch);
       if (!free) {
-        return make_error(ErrorCode::kFailedPrecondition, "run '" + run.str() + "' is being executed by " + holder +
-                                                              " (lease epoch " + std::to_string(epoch) + ", expires in " +
-                                                              std::to_string((expires - now) / 1000) + " s)");
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "run '" + run.str() + "' is being executed by " + holder + " (lease epoch " +
+                              std::to_string(epoch) + ", expires in " + std::to_string((expires - now) / 1000) + " s)");
       }
       lease = Lease{run, owner, epoch + 1, now + ttl.count()};
       Stmt u;
-      CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires_ms = ? WHERE run_id = ?"));
+      CRUCIBLE_RETURN_IF_ERROR(u.prepare(
+          write_db_, "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires_ms = ? WHERE run_id = ?"));
       u.bind(owner).bind(static_cast<int64_t>(lease.epoch)).bind(lease.expires_ms).bind(run.str());
       if (int rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "taking lease"));
       return {};
@@ -340,7 +354,8 @@ class SqliteJournal : public Journal {
   Result<std::optional<Lease>> current_lease(const RunId& run) override {
     std::lock_guard lock(read_mu_);
     Stmt q;
-    CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        q.prepare(read_db_, "SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = ?"));
     q.bind(run.str());
     if (q.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
     if (q.text(0).empty()) return std::optional<Lease>();
@@ -356,7 +371,9 @@ class SqliteJournal : public Journal {
   Status put_value(const std::string& scope, const std::string& key, const Json& value) override {
     return with_writer([&]() -> Status {
       Stmt q;
-      CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "INSERT INTO kv(scope, key, value) VALUES(?, ?, ?) ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value"));
+      CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_,
+                                         "INSERT INTO kv(scope, key, value) VALUES(?, ?, ?) ON CONFLICT(scope, key) DO "
+                                         "UPDATE SET value = excluded.value"));
       q.bind(scope).bind(key).bind(value.dump());
       if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "writing state"));
       return {};
@@ -378,14 +395,18 @@ class SqliteJournal : public Journal {
     Status s = with_writer([&]() -> Status {
       int64_t now = real_clock().now_ms();
       Stmt ins;
-      CRUCIBLE_RETURN_IF_ERROR(ins.prepare(write_db_, "INSERT INTO promises(run_id, name, value, resolved_ms) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?) ON CONFLICT DO NOTHING"));
+      CRUCIBLE_RETURN_IF_ERROR(
+          ins.prepare(write_db_,
+                      "INSERT INTO promises(run_id, name, value, resolved_ms) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 "
+                      "FROM runs WHERE run_id = ?) ON CONFLICT DO NOTHING"));
       ins.bind(run.str()).bind(name).bind(value.dump()).bind(now).bind(run.str());
       if (int rc = ins.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "resolving promise"));
       if (sqlite3_changes(write_db_) == 0) {
         Stmt exists;
         CRUCIBLE_RETURN_IF_ERROR(exists.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
         exists.bind(run.str());
-        if (exists.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+        if (exists.step() != SQLITE_ROW)
+          return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
         return {};
       }
       resolved = true;
@@ -413,7 +434,8 @@ class SqliteJournal : public Journal {
     Stmt exists;
     CRUCIBLE_RETURN_IF_ERROR(exists.prepare(read_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
     exists.bind(run.str());
-    if (exists.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (exists.step() != SQLITE_ROW)
+      return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
     return std::optional<Json>();
   }
 
@@ -429,11 +451,13 @@ class SqliteJournal : public Journal {
         if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       }
       Stmt kv;
-      CRUCIBLE_RETURN_IF_ERROR(kv.prepare(write_db_, (std::string("DELETE FROM kv WHERE scope IN (") + doomed + ")").c_str()));
+      CRUCIBLE_RETURN_IF_ERROR(
+          kv.prepare(write_db_, (std::string("DELETE FROM kv WHERE scope IN (") + doomed + ")").c_str()));
       kv.bind(updated_before_ms);
       if (int rc = kv.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       Stmt runs;
-      CRUCIBLE_RETURN_IF_ERROR(runs.prepare(write_db_, "DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?"));
+      CRUCIBLE_RETURN_IF_ERROR(
+          runs.prepare(write_db_, "DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?"));
       runs.bind(updated_before_ms);
       if (int rc = runs.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
       removed = static_cast<size_t>(sqlite3_changes(write_db_));
@@ -445,7 +469,8 @@ class SqliteJournal : public Journal {
 
  private:
   Status migrate() {
-    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        exec(write_db_, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
     Stmt q;
     CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "SELECT value FROM meta WHERE key = 'schema_version'"));
     int version = 0;
@@ -477,27 +502,31 @@ class SqliteJournal : public Journal {
 
   Status prepare_statements() {
     CRUCIBLE_RETURN_IF_ERROR(insert_run_.prepare(write_db_,
-        "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
-    CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(write_db_,
+                                                 "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, "
+                                                 "updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
+    CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(
+        write_db_,
         "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
         "spec_hash = coalesce(?, spec_hash), "
         "lease_owner = CASE WHEN ? THEN '' ELSE lease_owner END, "
         "lease_expires_ms = CASE WHEN ? THEN 0 ELSE lease_expires_ms END WHERE run_id = ?"));
-    CRUCIBLE_RETURN_IF_ERROR(take_lease_.prepare(write_db_,
+    CRUCIBLE_RETURN_IF_ERROR(take_lease_.prepare(
+        write_db_,
         "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_expires_ms = ? WHERE run_id = ? "
         "RETURNING lease_epoch"));
-    CRUCIBLE_RETURN_IF_ERROR(next_seq_.prepare(write_db_,
-        "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        next_seq_.prepare(write_db_, "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
     CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
     CRUCIBLE_RETURN_IF_ERROR(savepoint_.prepare(write_db_, "SAVEPOINT g"));
     CRUCIBLE_RETURN_IF_ERROR(release_.prepare(write_db_, "RELEASE g"));
     CRUCIBLE_RETURN_IF_ERROR(rollback_to_.prepare(write_db_, "ROLLBACK TO g"));
-    CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(write_db_,
-        "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)"));
-    CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(read_db_,
-        "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
+    CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(
+        write_db_, "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)"));
+    CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(
+        read_db_, "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
     CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
-        "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE run_id = ?"));
+                                                   "SELECT run_id, pipeline, spec_hash, status, created_ms, "
+                                                   "updated_ms, parent_run, error FROM runs WHERE run_id = ?"));
     return {};
   }
 
@@ -526,8 +555,13 @@ class SqliteJournal : public Journal {
                        r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
     if (r.type == RecordType::kRunStarted) {
       const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
-      insert_run_.reset().bind(r.run_id.str()).bind(p.value("pipeline", std::string()))
-          .bind(p.value("spec_hash", std::string())).bind(r.at_ms).bind(r.at_ms).bind(p.value("parent_run", std::string()));
+      insert_run_.reset()
+          .bind(r.run_id.str())
+          .bind(p.value("pipeline", std::string()))
+          .bind(p.value("spec_hash", std::string()))
+          .bind(r.at_ms)
+          .bind(r.at_ms)
+          .bind(p.value("parent_run", std::string()));
       rc = insert_run_.step();
       if ((rc & 0xff) == SQLITE_CONSTRAINT) {
         return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
@@ -535,12 +569,18 @@ class SqliteJournal : public Journal {
       if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting run"));
     } else if (changes_run || new_spec) {
       update_run_.reset().bind(r.at_ms);
-      if (status && r.type != RecordType::kPromiseResolved) update_run_.bind(std::string(run_status_name(*status)));
-      else update_run_.bind_null();
-      if (r.type == RecordType::kRunFailed && r.error) update_run_.bind(r.error->message());
-      else update_run_.bind_null();
-      if (new_spec) update_run_.bind(r.payload["spec_hash"].get<std::string>());
-      else update_run_.bind_null();
+      if (status && r.type != RecordType::kPromiseResolved)
+        update_run_.bind(std::string(run_status_name(*status)));
+      else
+        update_run_.bind_null();
+      if (r.type == RecordType::kRunFailed && r.error)
+        update_run_.bind(r.error->message());
+      else
+        update_run_.bind_null();
+      if (new_spec)
+        update_run_.bind(r.payload["spec_hash"].get<std::string>());
+      else
+        update_run_.bind_null();
       int64_t releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
                          r.type == RecordType::kRunSuspended;
       update_run_.bind(releases).bind(releases).bind(r.run_id.str());
@@ -566,8 +606,13 @@ class SqliteJournal : public Journal {
       seq.reset();
     }
     int64_t next = ++slot->second;
-    insert_record_.reset().bind(r.run_id.str()).bind(next).bind(std::string(record_type_name(r.type)))
-        .bind(r.key.str()).bind(r.at_ms).bind(body != nullptr ? *body : record_body_to_json(r).dump());
+    insert_record_.reset()
+        .bind(r.run_id.str())
+        .bind(next)
+        .bind(std::string(record_type_name(r.type)))
+        .bind(r.key.str())
+        .bind(r.at_ms)
+        .bind(body != nullptr ? *body : record_body_to_json(r).dump());
     rc = insert_record_.step();
     if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting record"));
     return {};
@@ -671,9 +716,8 @@ class SqliteJournal : public Journal {
       bool urgent = writer_cv_.wait_for(lock, stop, kDeferredDelay, [&] { return urgent_ > 0 && !committing_; });
       if (stop.stop_requested()) break;
       if (!urgent && (pending_.empty() || committing_)) continue;
-      writer_cv_.wait_for(lock, stop, kCommitDelay, [&] {
-        return pending_.empty() || committing_ || pending_records_ >= kBatchTarget;
-      });
+      writer_cv_.wait_for(lock, stop, kCommitDelay,
+                          [&] { return pending_.empty() || committing_ || pending_records_ >= kBatchTarget; });
       if (!pending_.empty() && !committing_) commit_pending(lock);
     }
   }
@@ -692,7 +736,9 @@ class SqliteJournal : public Journal {
   Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
     return with_writer([&]() -> Status {
       Stmt u;
-      CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_, "UPDATE runs SET lease_owner = ?, lease_expires_ms = ? WHERE run_id = ? AND lease_epoch = ? AND lease_owner = ?"));
+      CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_,
+                                         "UPDATE runs SET lease_owner = ?, lease_expires_ms = ? WHERE run_id = ? AND "
+                                         "lease_epoch = ? AND lease_owner = ?"));
       u.bind(owner).bind(expires).bind(lease.run_id.str()).bind(static_cast<int64_t>(lease.epoch)).bind(lease.owner);
       if (int rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating lease"));
       if (sqlite3_changes(write_db_) == 0) {
@@ -736,7 +782,8 @@ class SqliteJournal : public Journal {
     r.key = StepKey::from_string(q.text(2));
     r.at_ms = q.integer(3);
     auto body = parse_json(q.text(4));
-    if (!body) return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
+    if (!body)
+      return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
     CRUCIBLE_RETURN_IF_ERROR(record_body_from_json(*body, r));
     for (Mutation& m : r.delta) {
       CRUCIBLE_ASSIGN_OR_RETURN(auto v, internalize(m.value, blobs_));
@@ -760,12 +807,12 @@ class SqliteJournal : public Journal {
   std::mutex read_mu_;
   std::mutex mu_;
   std::condition_variable_any writer_cv_;
-  std::deque<std::shared_ptr<Group>> pending_;   // guarded by mu_
-  size_t pending_records_ = 0;                   // guarded by mu_
-  size_t urgent_ = 0;                            // guarded by mu_: batched groups pending
-  bool committing_ = false;                      // guarded by mu_
-  std::optional<Error> broken_;                  // guarded by mu_
-  std::optional<Error> deferred_;                // guarded by mu_: a batched group's own error
+  std::deque<std::shared_ptr<Group>> pending_;  // guarded by mu_
+  size_t pending_records_ = 0;                  // guarded by mu_
+  size_t urgent_ = 0;                           // guarded by mu_: batched groups pending
+  bool committing_ = false;                     // guarded by mu_
+  std::optional<Error> broken_;                 // guarded by mu_
+  std::optional<Error> deferred_;               // guarded by mu_: a batched group's own error
   std::jthread writer_;
 };
 

@@ -14,8 +14,8 @@ namespace fs = std::filesystem;
 
 std::string fresh_path(const std::string& name) {
   static int counter = 0;
-  fs::path dir = fs::path(::testing::TempDir()) / ("sqlite-" + std::to_string(::getpid()) + "-" + name + "-" +
-                                                   std::to_string(counter++));
+  fs::path dir = fs::path(::testing::TempDir()) /
+                 ("sqlite-" + std::to_string(::getpid()) + "-" + name + "-" + std::to_string(counter++));
   fs::remove_all(dir);
   return (dir / "journal.db").string();
 }
@@ -54,7 +54,8 @@ TEST(SqliteJournal, BatchedAppendsBecomeDurableWithoutAFlush) {
   auto j = open_at(path);
   ASSERT_TRUE(j->append(started("r1"), Durability::kStrict));
   for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(j->append(step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str()), Durability::kBatched));
+    ASSERT_TRUE(
+        j->append(step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str()), Durability::kBatched));
   }
   // The writer thread commits on its own; another connection sees it.
   for (int tries = 0; tries < 200; ++tries) {
@@ -115,7 +116,8 @@ TEST(SqliteJournal, ManyConcurrentStrictAppendersShareCommits) {
   std::string path = fresh_path("group");
   auto j = open_at(path);
   constexpr int kThreads = 16, kEach = 40;
-  for (int t = 0; t < kThreads; ++t) ASSERT_TRUE(j->append(started(("r" + std::to_string(t)).c_str()), Durability::kStrict));
+  for (int t = 0; t < kThreads; ++t)
+    ASSERT_TRUE(j->append(started(("r" + std::to_string(t)).c_str()), Durability::kStrict));
   auto t0 = std::chrono::steady_clock::now();
   {
     std::vector<std::jthread> threads;
@@ -146,8 +148,10 @@ TEST(SqliteJournal, ABadGroupDoesNotSpoilItsNeighbours) {
       for (int i = 0; i < 20; ++i) {
         const char* run = t % 2 == 0 ? "good" : "ghost";
         auto s = j->append(step(run, RecordType::kStepCompleted, "/x"), Durability::kStrict);
-        if (s) ok++;
-        else if (s.error().code() == ErrorCode::kNotFound) not_found++;
+        if (s)
+          ok++;
+        else if (s.error().code() == ErrorCode::kNotFound)
+          not_found++;
       }
     });
   }

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <thread>
 
-#include "crucible/llm/sse.h"
 #include "crucible/http/client.h"
+#include "crucible/llm/sse.h"
 
 namespace crucible::llm {
 namespace {
@@ -36,10 +36,11 @@ Result<Json> post_json(http::Client& http, std::string_view provider, const http
 
 // Posts a streaming request and hands each server-sent event to `handle`; a handler that stops
 // the stream leaves its reason in `stream_error`, which wins over the transfer's own error.
-Status post_stream(http::Client& http, std::string_view provider, const http::Request& post, const SseParser::Handler& handle,
-                   const std::optional<Error>& stream_error, std::stop_token stop) {
+Status post_stream(http::Client& http, std::string_view provider, const http::Request& post,
+                   const SseParser::Handler& handle, const std::optional<Error>& stream_error, std::stop_token stop) {
   SseParser parser;
-  auto reply = http.send(post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
+  auto reply = http.send(
+      post, [&](std::string_view bytes) { return parser.feed(bytes, handle); }, stop);
   if (stream_error) return make_error(*stream_error);
   if (!reply) return make_error(reply.error());
   if (reply->status != 200) return make_error(http_error(provider, reply->status, reply->body, reply->retry_after));
@@ -106,12 +107,14 @@ class AnthropicProvider : public Provider {
         c.stop_reason = stop_reason_of(d.value("delta", Json::object()).value("stop_reason", Json()));
         const Json& u = d.value("usage", Json::object());
         if (u.contains("output_tokens")) c.usage.output_tokens = u.value("output_tokens", int64_t{0});
-        if (u.contains("input_tokens") && u["input_tokens"].is_number()) c.usage.input_tokens = u["input_tokens"].get<int64_t>();
+        if (u.contains("input_tokens") && u["input_tokens"].is_number())
+          c.usage.input_tokens = u["input_tokens"].get<int64_t>();
       } else if (type == "message_stop") {
         stopped = true;
       } else if (type == "error") {
         const Json& err = d.value("error", Json::object());
-        stream_error = http_error("anthropic", err.value("type", "") == "overloaded_error" ? 529 : 500, e.data, std::nullopt);
+        stream_error =
+            http_error("anthropic", err.value("type", "") == "overloaded_error" ? 529 : 500, e.data, std::nullopt);
         return false;
       }
       return true;
@@ -130,11 +133,13 @@ class AnthropicProvider : public Provider {
 
   http::Request post(const CompletionRequest& r, bool streaming) const {
     Json body{{"model", r.model}, {"max_tokens", r.max_tokens}, {"messages", Json::array()}};
-    for (const Message& m : r.messages) body["messages"].push_back({{"role", role_name(m.role)}, {"content", m.content}});
+    for (const Message& m : r.messages)
+      body["messages"].push_back({{"role", role_name(m.role)}, {"content", m.content}});
     if (!r.system.empty()) body["system"] = r.system;
     if (r.temperature) body["temperature"] = *r.temperature;
     if (!r.stop_sequences.empty()) body["stop_sequences"] = r.stop_sequences;
-    if (r.metadata.is_object() && r.metadata.contains("user_id")) body["metadata"] = {{"user_id", r.metadata["user_id"]}};
+    if (r.metadata.is_object() && r.metadata.contains("user_id"))
+      body["metadata"] = {{"user_id", r.metadata["user_id"]}};
     if (streaming) body["stream"] = true;
     http::Request p;
     p.method = "POST";
@@ -244,7 +249,8 @@ class OpenAIProvider : public Provider {
     http::Request p;
     p.method = "POST";
     p.url = o_.base_url + "/v1/chat/completions";
-    p.headers = {"content-type: application/json", streaming ? "accept: text/event-stream" : "accept: application/json"};
+    p.headers = {"content-type: application/json",
+                 streaming ? "accept: text/event-stream" : "accept: application/json"};
     if (!o_.api_key.empty()) p.headers.push_back("authorization: Bearer " + o_.api_key);
     p.body = body.dump();
     p.timeout = o_.timeout;
@@ -319,7 +325,8 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
   if (!list.is_array() || list.empty()) {
     return make_error(ErrorCode::kInvalidArgument, field + ": expected a non-empty list of responses");
   }
-  static const std::vector<std::string> kKeys = {"text", "match", "error", "message", "delay_ms", "retry_after_ms",
+  static const std::vector<std::string> kKeys = {"text",         "match",         "error",
+                                                 "message",      "delay_ms",      "retry_after_ms",
                                                  "input_tokens", "output_tokens", "stop_reason"};
   std::vector<ScriptedResponse> out;
   for (size_t i = 0; i < list.size(); ++i) {
@@ -334,8 +341,10 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
     if (!item.is_object()) return make_error(ErrorCode::kInvalidArgument, f + ": expected text or a mapping");
     for (const auto& [k, _] : item.items()) {
       if (std::find(kKeys.begin(), kKeys.end(), k) == kKeys.end()) {
-        return make_error(ErrorCode::kInvalidArgument, f + "." + k + ": unknown key (expected text, match, error, message, "
-                                                           "delay_ms, retry_after_ms, input_tokens, output_tokens or stop_reason)");
+        return make_error(ErrorCode::kInvalidArgument,
+                          f + "." + k +
+                              ": unknown key (expected text, match, error, message, "
+                              "delay_ms, retry_after_ms, input_tokens, output_tokens or stop_reason)");
       }
     }
     auto str = [&](const char* k) -> Result<std::string> {
@@ -377,7 +386,9 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
     }
     if (!stop_reason->empty()) {
       auto sr = parse_stop_reason(*stop_reason);
-      if (!sr) return make_error(ErrorCode::kInvalidArgument, f + ".stop_reason: expected end_turn, max_tokens or stop_sequence");
+      if (!sr)
+        return make_error(ErrorCode::kInvalidArgument,
+                          f + ".stop_reason: expected end_turn, max_tokens or stop_sequence");
       r.stop_reason = *sr;
     }
     if (*delay) r.delay = std::chrono::milliseconds(**delay);
@@ -458,7 +469,8 @@ Result<Completion> ScriptedProvider::complete(const CompletionRequest& request, 
   return c;
 }
 
-Result<Completion> ScriptedProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) {
+Result<Completion> ScriptedProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                            std::stop_token stop) {
   auto c = complete(request, stop);
   if (!c || !on_delta) return c;
   size_t start = 0;

@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include "crucible/llm/decorators.h"
-#include "crucible/testing/llm_test_server.h"
 #include "crucible/reliability/hedging_config.h"
+#include "crucible/testing/llm_test_server.h"
 
 namespace crucible::llm {
 namespace {
@@ -132,7 +132,8 @@ TEST_P(Adapters, HedgedCallsCloseTheLosingConnection) {
   server_.push(LlmTestServer::answer("slow primary", 3000));
   server_.push(LlmTestServer::answer("fast backup", 10));
   Executor executor(4);
-  auto policy = std::shared_ptr<HedgePolicy>(std::move(*make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 50}})));
+  auto policy =
+      std::shared_ptr<HedgePolicy>(std::move(*make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 50}})));
   HedgedProvider hedged(p, policy, executor, real_clock());
   auto r = hedged.complete(request(), {});
   ASSERT_TRUE(r) << r.error().to_string();
@@ -147,18 +148,24 @@ INSTANTIATE_TEST_SUITE_P(Api, Adapters, ::testing::Values(true, false),
                          [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "Anthropic" : "OpenAI"; });
 
 TEST(HttpError, UsesTheErrorTypeBeforeTheStatus) {
-  EXPECT_EQ(http_error("anthropic", 529, R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})",
-                       std::nullopt).code(), ErrorCode::kUnavailable);
-  Error e = http_error("openai", 404, R"({"error":{"message":"The model does not exist","type":"invalid_request_error"}})",
-                       std::nullopt);
+  EXPECT_EQ(http_error("anthropic", 529,
+                       R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})", std::nullopt)
+                .code(),
+            ErrorCode::kUnavailable);
+  Error e =
+      http_error("openai", 404, R"({"error":{"message":"The model does not exist","type":"invalid_request_error"}})",
+                 std::nullopt);
   EXPECT_EQ(e.code(), ErrorCode::kNotFound);
   EXPECT_NE(e.message().find("The model does not exist"), std::string::npos);
   EXPECT_EQ(http_error("x", 503, "<html>busy</html>", 2000ms).retry_after(), 2000ms);
   EXPECT_EQ(http_error("x", 418, "", std::nullopt).code(), ErrorCode::kUnknown);
   EXPECT_EQ(http_error("openai", 401, R"({"error":{"message":"Incorrect API key","type":"invalid_request_error"}})",
-                       std::nullopt).code(), ErrorCode::kUnauthenticated);
-  EXPECT_EQ(http_error("openai", 400, R"({"error":{"message":"bad","type":"invalid_request_error"}})", std::nullopt).code(),
-            ErrorCode::kInvalidArgument);
+                       std::nullopt)
+                .code(),
+            ErrorCode::kUnauthenticated);
+  EXPECT_EQ(
+      http_error("openai", 400, R"({"error":{"message":"bad","type":"invalid_request_error"}})", std::nullopt).code(),
+      ErrorCode::kInvalidArgument);
 }
 
 }  // namespace

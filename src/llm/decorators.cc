@@ -30,24 +30,32 @@ Result<Completion> RetryingProvider::complete(const CompletionRequest& request, 
   return with_retries([&] { return inner_->complete(request, stop); }, stop);
 }
 
-Result<Completion> RetryingProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) {
+Result<Completion> RetryingProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                            std::stop_token stop) {
   // Text from a failed attempt is not delivered: each attempt buffers and the survivor's
   // pieces are replayed in order.
-  return with_retries([&]() -> Result<Completion> {
-    std::vector<std::string> pieces;
-    auto r = inner_->stream(request, [&](std::string_view t) { pieces.emplace_back(t); }, stop);
-    if (r && on_delta) {
-      for (const std::string& p : pieces) on_delta(p);
-    }
-    return r;
-  }, stop);
+  return with_retries(
+      [&]() -> Result<Completion> {
+        std::vector<std::string> pieces;
+        auto r = inner_->stream(
+            request, [&](std::string_view t) { pieces.emplace_back(t); }, stop);
+        if (r && on_delta) {
+          for (const std::string& p : pieces) on_delta(p);
+        }
+        return r;
+      },
+      stop);
 }
 
 // Hedged ---------------------------------------------------------------------------------------
 
 HedgedProvider::HedgedProvider(std::shared_ptr<Provider> inner, std::shared_ptr<HedgePolicy> policy, Executor& executor,
                                Clock& clock, int max_hedges, std::string key)
-    : inner_(std::move(inner)), policy_(std::move(policy)), executor_(executor), clock_(clock), max_hedges_(max_hedges),
+    : inner_(std::move(inner)),
+      policy_(std::move(policy)),
+      executor_(executor),
+      clock_(clock),
+      max_hedges_(max_hedges),
       key_(std::move(key)) {}
 
 Result<Completion> HedgedProvider::complete(const CompletionRequest& request, std::stop_token stop) {
@@ -60,9 +68,8 @@ Result<Completion> HedgedProvider::complete(const CompletionRequest& request, st
   // Attempts may outlive this call (losers are told to stop, not awaited): they own copies.
   auto shared_request = std::make_shared<const CompletionRequest>(request);
   auto inner = inner_;
-  auto r = hedger.hedge<Completion>([inner, shared_request](int, std::stop_token s) {
-    return inner->complete(*shared_request, s);
-  }, options, stop);
+  auto r = hedger.hedge<Completion>(
+      [inner, shared_request](int, std::stop_token s) { return inner->complete(*shared_request, s); }, options, stop);
   calls_.fetch_add(1, std::memory_order_relaxed);
   if (!r) return make_error(r.error());
   attempts_.fetch_add(r->meta.attempts, std::memory_order_relaxed);
@@ -74,20 +81,26 @@ Result<Completion> HedgedProvider::complete(const CompletionRequest& request, st
   return c;
 }
 
-Result<Completion> HedgedProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) {
+Result<Completion> HedgedProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) {
   auto c = complete(request, stop);
   if (c && on_delta) on_delta(c->content);
   return c;
 }
 
 Json HedgedProvider::stats() const {
-  return Json{{"calls", calls_.load()}, {"hedged", hedged_.load()}, {"hedge_won", hedge_won_.load()},
-              {"attempts", attempts_.load()}, {"budget_denied", budget_denied_.load()}, {"policy", policy_->stats()}};
+  return Json{{"calls", calls_.load()},
+              {"hedged", hedged_.load()},
+              {"hedge_won", hedge_won_.load()},
+              {"attempts", attempts_.load()},
+              {"budget_denied", budget_denied_.load()},
+              {"policy", policy_->stats()}};
 }
 
 // Circuit breaking -----------------------------------------------------------------------------
 
-CircuitBreakingProvider::CircuitBreakingProvider(std::shared_ptr<Provider> inner, Clock& clock, CircuitBreakerOptions options)
+CircuitBreakingProvider::CircuitBreakingProvider(std::shared_ptr<Provider> inner, Clock& clock,
+                                                 CircuitBreakerOptions options)
     : inner_(std::move(inner)), breaker_(clock, options) {}
 
 template <typename Call>
@@ -99,8 +112,10 @@ Result<Completion> CircuitBreakingProvider::guarded(const Call& call) {
   }
   Result<Completion> r = call();
   // Failures of the service count; a caller's mistake (a bad request) or a cancellation does not.
-  if (!r && is_retryable(r.error())) breaker_.record_failure();
-  else breaker_.record_success();
+  if (!r && is_retryable(r.error()))
+    breaker_.record_failure();
+  else
+    breaker_.record_success();
   return r;
 }
 
@@ -145,7 +160,8 @@ Status BlobCompletionStore::put(const std::string& key, const Completion& comple
   return {};
 }
 
-CachingProvider::CachingProvider(std::shared_ptr<Provider> inner, std::shared_ptr<CompletionStore> store, std::string scope)
+CachingProvider::CachingProvider(std::shared_ptr<Provider> inner, std::shared_ptr<CompletionStore> store,
+                                 std::string scope)
     : inner_(std::move(inner)), store_(std::move(store)), scope_(std::move(scope)) {}
 
 std::string CachingProvider::key_of(const CompletionRequest& request) const {
@@ -156,7 +172,8 @@ Result<Completion> CachingProvider::complete(const CompletionRequest& request, s
   return stream(request, nullptr, stop);
 }
 
-Result<Completion> CachingProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) {
+Result<Completion> CachingProvider::stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                           std::stop_token stop) {
   const std::string key = key_of(request);
   auto hit = store_->get(key);
   if (hit && *hit) {

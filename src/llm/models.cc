@@ -5,26 +5,26 @@
 #include <mutex>
 #include <regex>
 
+#include "crucible/core/duration.h"
 #include "crucible/core/executor.h"
 #include "crucible/core/hash.h"
 #include "crucible/core/random.h"
 #include "crucible/llm/adapters.h"
 #include "crucible/llm/decorators.h"
 #include "crucible/reliability/hedging.h"
-#include "crucible/core/duration.h"
 #include "crucible/reliability/hedging_config.h"
 
 namespace crucible {
 namespace {
 
-const std::vector<std::string> kModelKeys = {"provider", "model", "base_url", "api_key_env", "anthropic_version",
-                                             "timeout", "retry", "hedging", "circuit_breaker", "cache",
-                                             "responses", "offline"};
+const std::vector<std::string> kModelKeys = {"provider",          "model",   "base_url",  "api_key_env",
+                                             "anthropic_version", "timeout", "retry",     "hedging",
+                                             "circuit_breaker",   "cache",   "responses", "offline"};
 
 Result<int64_t> int_of(const Json& v, const std::string& field, int64_t min, int64_t max) {
   if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > max) {
-    return make_error(ErrorCode::kInvalidArgument, field + ": expected an integer from " + std::to_string(min) + " to " +
-                                                       std::to_string(max) + ", got " + v.dump());
+    return make_error(ErrorCode::kInvalidArgument, field + ": expected an integer from " + std::to_string(min) +
+                                                       " to " + std::to_string(max) + ", got " + v.dump());
   }
   return v.get<int64_t>();
 }
@@ -34,7 +34,8 @@ Status check_keys(const Json& obj, const std::vector<std::string>& keys, const s
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
       std::string list;
       for (const auto& key : keys) list += (list.empty() ? "" : ", ") + key;
-      return make_error(ErrorCode::kInvalidArgument, (field.empty() ? "" : field + ".") + k + ": unknown key (expected " + list + ")");
+      return make_error(ErrorCode::kInvalidArgument,
+                        (field.empty() ? "" : field + ".") + k + ": unknown key (expected " + list + ")");
     }
   }
   return {};
@@ -55,7 +56,8 @@ Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const
     CRUCIBLE_ASSIGN_OR_RETURN(auto n, int_of(value["probes"], field + ".probes", 1, 1000));
     o.half_open_probes = static_cast<int>(n);
   }
-  for (auto [key, target] : {std::pair<const char*, std::chrono::milliseconds*>{"window", &o.window}, {"cooldown", &o.cool_down}}) {
+  for (auto [key, target] :
+       {std::pair<const char*, std::chrono::milliseconds*>{"window", &o.window}, {"cooldown", &o.cool_down}}) {
     if (!value.contains(key)) continue;
     CRUCIBLE_ASSIGN_OR_RETURN(auto d, duration_field(value[key], field + "." + key));
     *target = d;
@@ -86,7 +88,8 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
   }
   if ((kind == "anthropic" || kind == "openai") && !c.contains("model")) add("model", "missing required key 'model'");
   if (kind == "anthropic" && !c.contains("api_key_env")) {
-    add("api_key_env", "missing required key 'api_key_env' (the environment variable holding the key, e.g. ANTHROPIC_API_KEY)");
+    add("api_key_env",
+        "missing required key 'api_key_env' (the environment variable holding the key, e.g. ANTHROPIC_API_KEY)");
   }
   if (c.contains("api_key_env") && c["api_key_env"].is_string()) {
     static const std::regex env_re("^[A-Za-z_][A-Za-z0-9_]*$");
@@ -102,8 +105,10 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     if (auto r = RetryPolicy::from_json(c["retry"]); !r) add("retry", r.error().message());
   }
   if (c.contains("hedging")) {
-    if (!c["hedging"].is_object()) add("hedging", "expected a mapping such as {strategy: percentile, percentile: 95}");
-    else if (auto p = make_hedge_policy(c["hedging"]); !p) add("hedging", p.error().message());
+    if (!c["hedging"].is_object())
+      add("hedging", "expected a mapping such as {strategy: percentile, percentile: 95}");
+    else if (auto p = make_hedge_policy(c["hedging"]); !p)
+      add("hedging", p.error().message());
   }
   if (c.contains("circuit_breaker")) {
     if (auto o = circuit_options_from_json(c["circuit_breaker"], "circuit_breaker"); !o) {
@@ -119,8 +124,10 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     }
   };
   if (kind == "scripted") {
-    if (!c.contains("responses")) add("responses", "a scripted model needs 'responses' (a list of answers)");
-    else check_script(c["responses"], "responses");
+    if (!c.contains("responses"))
+      add("responses", "a scripted model needs 'responses' (a list of answers)");
+    else
+      check_script(c["responses"], "responses");
     if (c.contains("offline")) add("offline", "a scripted model is already offline");
   } else if (c.contains("responses")) {
     add("responses", "only a scripted model takes 'responses'; use 'offline: {responses: [...]}' for a fallback");
@@ -141,8 +148,9 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
 Result<ModelHandle> ModelRegistry::resolve(const std::string& name, const Json& config, const std::string& blob_dir) {
   auto problems = check_model_config(config);
   if (!problems.empty()) {
-    return make_error(ErrorCode::kInvalidArgument, "models." + name + (problems[0].field.empty() ? "" : "." + problems[0].field) +
-                                                       ": " + problems[0].message);
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "models." + name + (problems[0].field.empty() ? "" : "." + problems[0].field) + ": " + problems[0].message);
   }
   const std::string env = config.value("api_key_env", "");
   const char* key_value = env.empty() ? nullptr : std::getenv(env.c_str());
@@ -169,10 +177,12 @@ Result<ModelHandle> ModelRegistry::build(const std::string& name, const Json& co
     p = std::shared_ptr<llm::Provider>(std::move(*llm::ScriptedProvider::from_json(config["responses"], "responses")));
   } else if (!env.empty() && key.empty()) {
     if (!config.contains("offline")) {
-      return make_error(ErrorCode::kFailedPrecondition, "model '" + name + "' needs an API key: set " + env +
-                                                            " (or give the model an `offline:` script to run without one)");
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "model '" + name + "' needs an API key: set " + env +
+                            " (or give the model an `offline:` script to run without one)");
     }
-    p = std::shared_ptr<llm::Provider>(std::move(*llm::ScriptedProvider::from_json(config["offline"]["responses"], "offline.responses")));
+    p = std::shared_ptr<llm::Provider>(
+        std::move(*llm::ScriptedProvider::from_json(config["offline"]["responses"], "offline.responses")));
     h.offline = true;
     h.notice = "model '" + name + "': " + env + " is not set, so it answers from its offline script; set " + env +
                " to call " + kind + (model.empty() ? "" : " (" + model + ")");
@@ -193,11 +203,12 @@ Result<ModelHandle> ModelRegistry::build(const std::string& name, const Json& co
   if (config.contains("hedging")) {
     int max_hedges = 1;
     auto policy = make_hedge_policy(config["hedging"], &max_hedges);
-    p = std::make_shared<llm::HedgedProvider>(p, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor_,
-                                              clock_, max_hedges, name);
+    p = std::make_shared<llm::HedgedProvider>(p, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor_, clock_,
+                                              max_hedges, name);
   }
   if (config.contains("circuit_breaker")) {
-    p = std::make_shared<llm::CircuitBreakingProvider>(p, clock_, *circuit_options_from_json(config["circuit_breaker"], ""));
+    p = std::make_shared<llm::CircuitBreakingProvider>(p, clock_,
+                                                       *circuit_options_from_json(config["circuit_breaker"], ""));
   }
   if (config.contains("retry")) {
     p = std::make_shared<llm::RetryingProvider>(p, *RetryPolicy::from_json(config["retry"]), clock_, random_);

@@ -25,8 +25,12 @@ std::optional<StopReason> parse_stop_reason(std::string_view name) {
 Json CompletionRequest::to_json() const {
   Json messages_json = Json::array();
   for (const Message& m : messages) messages_json.push_back({{"role", role_name(m.role)}, {"content", m.content}});
-  Json j{{"model", model}, {"system", system}, {"messages", messages_json}, {"max_tokens", max_tokens},
-         {"stop_sequences", stop_sequences}, {"metadata", metadata}};
+  Json j{{"model", model},
+         {"system", system},
+         {"messages", messages_json},
+         {"max_tokens", max_tokens},
+         {"stop_sequences", stop_sequences},
+         {"metadata", metadata}};
   j["temperature"] = temperature ? Json(*temperature) : Json();
   return j;
 }

@@ -27,14 +27,32 @@ CompletionRequest simple(const std::string& prompt = "hello") {
 }
 
 TEST(RequestBuilder, BuildsAndValidates) {
-  auto r = RequestBuilder().model("claude").system("Be brief.").user("Hi").assistant("Hello").user("Name a prime.")
-               .max_tokens(64).temperature(0.2).stop("\n\n").metadata("user_id", "u1").build();
+  auto r = RequestBuilder()
+               .model("claude")
+               .system("Be brief.")
+               .user("Hi")
+               .assistant("Hello")
+               .user("Name a prime.")
+               .max_tokens(64)
+               .temperature(0.2)
+               .stop("\n\n")
+               .metadata("user_id", "u1")
+               .build();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->messages.size(), 3u);
   EXPECT_EQ(r->to_json()["messages"][1]["role"], "assistant");
-  EXPECT_EQ(r->hash(), RequestBuilder().model("claude").system("Be brief.").user("Hi").assistant("Hello")
-                           .user("Name a prime.").max_tokens(64).temperature(0.2).stop("\n\n").metadata("user_id", "u1")
-                           .build()->hash());
+  EXPECT_EQ(r->hash(), RequestBuilder()
+                           .model("claude")
+                           .system("Be brief.")
+                           .user("Hi")
+                           .assistant("Hello")
+                           .user("Name a prime.")
+                           .max_tokens(64)
+                           .temperature(0.2)
+                           .stop("\n\n")
+                           .metadata("user_id", "u1")
+                           .build()
+                           ->hash());
   EXPECT_NE(r->hash(), simple().hash());
   auto no_model = RequestBuilder().user("x").build();
   ASSERT_FALSE(no_model);
@@ -74,7 +92,8 @@ TEST(SseParser, HandlesFieldsCommentsMultilineDataAndAnyChunking) {
       events.push_back(e);
       return true;
     };
-    for (size_t i = 0; i < stream.size(); i += chunk) ASSERT_TRUE(parser.feed(std::string_view(stream).substr(i, chunk), handler));
+    for (size_t i = 0; i < stream.size(); i += chunk)
+      ASSERT_TRUE(parser.feed(std::string_view(stream).substr(i, chunk), handler));
     ASSERT_TRUE(parser.finish(handler));
     ASSERT_EQ(events.size(), 4u) << chunk;
     EXPECT_EQ(events[0].event, "message_start");
@@ -93,7 +112,8 @@ TEST(ScriptedProvider, CyclesMatchesInjectsAndLogs) {
   auto p = ScriptedProvider::from_json(Json::parse(R"([
       "first", {"text": "second", "output_tokens": 7},
       {"match": "CRITIQUE", "text": "{\"decision\": \"pass\"}"},
-      {"match": "BROKEN", "error": "unavailable", "message": "down", "retry_after_ms": 250}])"), "responses");
+      {"match": "BROKEN", "error": "unavailable", "message": "down", "retry_after_ms": 250}])"),
+                                       "responses");
   ASSERT_TRUE(p) << p.error().to_string();
   ScriptedProvider& s = **p;
   EXPECT_EQ(s.complete(simple("a"), {})->content, "first");
@@ -184,10 +204,11 @@ TEST(CircuitBreakingProvider, OpensAfterFailuresAndRecovers) {
 }
 
 TEST(HedgedProvider, ASlowCallGetsABackupAndTheLoserIsCancelled) {
-  auto inner = std::make_shared<ScriptedProvider>(std::vector<ScriptedResponse>{
-      says("slow primary", 3000ms), says("fast backup", 5ms)});
+  auto inner = std::make_shared<ScriptedProvider>(
+      std::vector<ScriptedResponse>{says("slow primary", 3000ms), says("fast backup", 5ms)});
   Executor executor(4);
-  auto policy = std::shared_ptr<HedgePolicy>(std::move(*make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 30}})));
+  auto policy =
+      std::shared_ptr<HedgePolicy>(std::move(*make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 30}})));
   HedgedProvider p(inner, policy, executor, real_clock());
   auto t0 = std::chrono::steady_clock::now();
   auto r = p.complete(simple(), {});

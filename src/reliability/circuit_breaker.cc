@@ -22,8 +22,7 @@ Status CircuitBreaker::allow() {
     probe_successes_ = 0;
   }
   switch (state_) {
-    case State::kClosed:
-      return {};
+    case State::kClosed: return {};
     case State::kHalfOpen:
       if (probes_in_flight_ < options_.half_open_probes) {
         ++probes_in_flight_;
@@ -35,9 +34,10 @@ Status CircuitBreaker::allow() {
     case State::kOpen: {
       ++rejected_;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(options_.cool_down - (now - opened_at_));
-      return make_error(Error(ErrorCode::kUnavailable, "circuit open after " + std::to_string(options_.failure_threshold) +
-                                                           " failures; next probe in " + std::to_string(left.count()) + " ms")
-                            .with_retry_after(left));
+      return make_error(
+          Error(ErrorCode::kUnavailable, "circuit open after " + std::to_string(options_.failure_threshold) +
+                                             " failures; next probe in " + std::to_string(left.count()) + " ms")
+              .with_retry_after(left));
     }
   }
   return {};

@@ -66,7 +66,8 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
 
   const MonoTime t0 = clock_.monotonic();
   const double t0_s = std::chrono::duration<double>(t0.time_since_epoch()).count();
-  HedgeRequest request{options.key, t0_s, options.size, options.model_complexity, options.priority, time_of_day(clock_)};
+  HedgeRequest request{options.key,        t0_s, options.size, options.model_complexity, options.priority,
+                       time_of_day(clock_)};
   const std::optional<double> delay = policy_.plan(request);
 
   HedgeMetadata meta;
@@ -93,9 +94,10 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
 
   const MonoTime deadline = options.timeout ? t0 + *options.timeout : MonoTime::max();
   const size_t planned = delay ? max_attempts : 1;
-  MonoTime next_hedge = delay ? t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::duration<double, std::milli>(*delay))
-                              : MonoTime::max();
+  MonoTime next_hedge =
+      delay
+          ? t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double, std::milli>(*delay))
+          : MonoTime::max();
   std::optional<size_t> winner;
   std::optional<Error> last_error;
   std::unique_lock lock(shared->mu);
@@ -151,15 +153,18 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       if (started < planned && policy_.permit_backup(options.key, t0_s)) {
         launch(started);
         meta.hedged = true;
-        if (!fire_now && delay) next_hedge += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                  std::chrono::duration<double, std::milli>(*delay));
+        if (!fire_now && delay)
+          next_hedge +=
+              std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double, std::milli>(*delay));
         continue;
       }
       meta.budget_denied = true;
       next_hedge = MonoTime::max();
     }
     if (running == 0 && shared->finished.empty()) {
-      HedgeOutcome o{options.key, t0_s, delay.value_or(INFINITY), meta.hedged, false, true, ms_between(t0, now), false, 0, std::nullopt, options.size};
+      HedgeOutcome o{
+          options.key,  t0_s,        delay.value_or(INFINITY), meta.hedged, false, true, ms_between(t0, now), false, 0,
+          std::nullopt, options.size};
       lock.unlock();
       policy_.record(o);
       return make_error(last_error ? *last_error : Error(ErrorCode::kInternal, "no attempt finished"));
@@ -188,9 +193,17 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
   const auto& primary = shared->attempts[0];
   if (primary.done && !primary.error) meta.primary_latency_ms = primary.latency_ms;
   if (*winner > 0) meta.backup_latency_ms = w.latency_ms;
-  HedgeOutcome o{options.key, t0_s, delay.value_or(INFINITY), meta.hedged, meta.hedge_won, false, meta.total_latency_ms,
-                 meta.primary_latency_ms.has_value(), meta.primary_latency_ms.value_or(meta.total_latency_ms),
-                 meta.backup_latency_ms, options.size};
+  HedgeOutcome o{options.key,
+                 t0_s,
+                 delay.value_or(INFINITY),
+                 meta.hedged,
+                 meta.hedge_won,
+                 false,
+                 meta.total_latency_ms,
+                 meta.primary_latency_ms.has_value(),
+                 meta.primary_latency_ms.value_or(meta.total_latency_ms),
+                 meta.backup_latency_ms,
+                 options.size};
   lock.unlock();
   policy_.record(o);
   return meta;

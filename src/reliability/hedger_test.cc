@@ -38,13 +38,15 @@ TEST_F(HedgerTest, SlowPrimaryGetsABackupThatWinsAndTheLoserIsCancelled) {
   Hedger h(executor_, real_clock(), *p);
   std::atomic<bool> primary_stopped{false};
   auto t0 = std::chrono::steady_clock::now();
-  auto r = h.hedge<std::string>([&](int attempt, std::stop_token stop) -> Result<std::string> {
-    if (attempt == 0) {
-      if (nap(2s, stop)) primary_stopped = true;
-      return make_error(ErrorCode::kCancelled, "primary stopped");
-    }
-    return std::string("backup");
-  }, {});
+  auto r = h.hedge<std::string>(
+      [&](int attempt, std::stop_token stop) -> Result<std::string> {
+        if (attempt == 0) {
+          if (nap(2s, stop)) primary_stopped = true;
+          return make_error(ErrorCode::kCancelled, "primary stopped");
+        }
+        return std::string("backup");
+      },
+      {});
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);  // returned at once, did not wait for the loser
   EXPECT_EQ(r->value, "backup");
@@ -60,10 +62,12 @@ TEST_F(HedgerTest, RetryableFailureFiresTheNextAttemptAtOnce) {
   auto p = policy(5000);
   Hedger h(executor_, real_clock(), *p);
   auto t0 = std::chrono::steady_clock::now();
-  auto r = h.hedge<int>([](int attempt, std::stop_token) -> Result<int> {
-    if (attempt == 0) return make_error(ErrorCode::kUnavailable, "503");
-    return 7;
-  }, {});
+  auto r = h.hedge<int>(
+      [](int attempt, std::stop_token) -> Result<int> {
+        if (attempt == 0) return make_error(ErrorCode::kUnavailable, "503");
+        return 7;
+      },
+      {});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->value, 7);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
@@ -72,9 +76,8 @@ TEST_F(HedgerTest, RetryableFailureFiresTheNextAttemptAtOnce) {
 TEST_F(HedgerTest, NonRetryableFailureIsReturned) {
   auto p = policy(5000);
   Hedger h(executor_, real_clock(), *p);
-  auto r = h.hedge<int>([](int, std::stop_token) -> Result<int> {
-    return make_error(ErrorCode::kInvalidArgument, "bad request");
-  }, {});
+  auto r = h.hedge<int>(
+      [](int, std::stop_token) -> Result<int> { return make_error(ErrorCode::kInvalidArgument, "bad request"); }, {});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
 }
@@ -84,13 +87,15 @@ TEST_F(HedgerTest, SeveralBackupsAreStaggeredUpToMaxHedges) {
   Hedger h(executor_, real_clock(), *p);
   HedgeCallOptions o;
   o.max_hedges = 2;
-  auto r = h.hedge<int>([](int attempt, std::stop_token stop) -> Result<int> {
-    if (attempt < 2) {
-      nap(2s, stop);
-      return make_error(ErrorCode::kCancelled, "stopped");
-    }
-    return attempt;
-  }, o);
+  auto r = h.hedge<int>(
+      [](int attempt, std::stop_token stop) -> Result<int> {
+        if (attempt < 2) {
+          nap(2s, stop);
+          return make_error(ErrorCode::kCancelled, "stopped");
+        }
+        return attempt;
+      },
+      o);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->value, 2);
   EXPECT_EQ(r->meta.attempts, 3);
@@ -100,10 +105,12 @@ TEST_F(HedgerTest, BudgetRefusalIsReported) {
   auto p = std::make_unique<HedgePolicy>(make_fixed_strategy(5), BudgetOptions{.percent = 0, .cap = 0},
                                          GateOptions{.min_hedges = 1'000'000});
   Hedger h(executor_, real_clock(), *p);
-  auto r = h.hedge<int>([](int, std::stop_token stop) -> Result<int> {
-    nap(50ms, stop);
-    return 1;
-  }, {});
+  auto r = h.hedge<int>(
+      [](int, std::stop_token stop) -> Result<int> {
+        nap(50ms, stop);
+        return 1;
+      },
+      {});
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->meta.hedged);
   EXPECT_TRUE(r->meta.budget_denied);
@@ -114,10 +121,12 @@ TEST_F(HedgerTest, TimeoutCoversEveryAttempt) {
   Hedger h(executor_, real_clock(), *p);
   HedgeCallOptions o;
   o.timeout = 60ms;
-  auto r = h.hedge<int>([](int, std::stop_token stop) -> Result<int> {
-    nap(5s, stop);
-    return make_error(ErrorCode::kCancelled, "stopped");
-  }, o);
+  auto r = h.hedge<int>(
+      [](int, std::stop_token stop) -> Result<int> {
+        nap(5s, stop);
+        return make_error(ErrorCode::kCancelled, "stopped");
+      },
+      o);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kDeadlineExceeded);
 }
@@ -130,10 +139,12 @@ TEST_F(HedgerTest, CallerStopCancelsEverything) {
     std::this_thread::sleep_for(30ms);
     source.request_stop();
   });
-  auto r = h.hedge<int>([](int, std::stop_token stop) -> Result<int> {
-    nap(5s, stop);
-    return make_error(ErrorCode::kCancelled, "stopped");
-  }, {}, source.get_token());
+  auto r = h.hedge<int>(
+      [](int, std::stop_token stop) -> Result<int> {
+        nap(5s, stop);
+        return make_error(ErrorCode::kCancelled, "stopped");
+      },
+      {}, source.get_token());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kCancelled);
 }

@@ -57,7 +57,8 @@ class Window {
     std::copy(data_.begin(), data_.begin() + static_cast<long>(size_), scratch_.begin());
     size_t rank = static_cast<size_t>(std::ceil(static_cast<double>(size_) * p / 100.0));
     size_t idx = rank == 0 ? 0 : std::min(rank - 1, size_ - 1);
-    std::nth_element(scratch_.begin(), scratch_.begin() + static_cast<long>(idx), scratch_.begin() + static_cast<long>(size_));
+    std::nth_element(scratch_.begin(), scratch_.begin() + static_cast<long>(idx),
+                     scratch_.begin() + static_cast<long>(size_));
     since_refresh_ = 0;
     return scratch_[idx];
   }
@@ -218,8 +219,10 @@ class AdaptiveStrategy : public HedgeStrategy {
     keys_.each([&](const std::string& k, const State& s) {
       Json arms = Json::array();
       for (const Arm& a : s.arms) {
-        arms.push_back({{"quantile", a.quantile}, {"delay_ms", std::isinf(a.delay) ? Json() : Json(a.delay)},
-                        {"mean_reward", a.mean}, {"n", a.n}});
+        arms.push_back({{"quantile", a.quantile},
+                        {"delay_ms", std::isinf(a.delay) ? Json() : Json(a.delay)},
+                        {"mean_reward", a.mean},
+                        {"n", a.n}});
       }
       out[k] = {{"samples", s.primary.size()}, {"lambda", s.lambda}, {"arms", arms}};
     });
@@ -228,7 +231,7 @@ class AdaptiveStrategy : public HedgeStrategy {
 
  private:
   struct Arm {
-    double quantile;         // negative: a fixed delay
+    double quantile;  // negative: a fixed delay
     double delay = kInf;
     double n = 0, mean = 0, m2 = 0;
   };
@@ -347,9 +350,12 @@ class ExponentialBackoffStrategy : public HedgeStrategy {
   void record(const HedgeOutcome& o) override {
     std::lock_guard lock(mu_);
     double& d = state(o.key);
-    if (o.error) d *= o_.error;
-    else if (o.hedged && !o.hedge_won) d *= o_.increase;  // wasted hedge
-    else d *= o_.decrease;                                 // useful, or not needed
+    if (o.error)
+      d *= o_.error;
+    else if (o.hedged && !o.hedge_won)
+      d *= o_.increase;  // wasted hedge
+    else
+      d *= o_.decrease;  // useful, or not needed
     d = std::clamp(d, o_.min_delay_ms, o_.max_delay_ms);
   }
 
@@ -372,7 +378,9 @@ class ExponentialBackoffStrategy : public HedgeStrategy {
 }  // namespace
 
 std::unique_ptr<HedgeStrategy> make_off_strategy() { return std::make_unique<OffStrategy>(); }
-std::unique_ptr<HedgeStrategy> make_fixed_strategy(double delay_ms) { return std::make_unique<FixedStrategy>(delay_ms); }
+std::unique_ptr<HedgeStrategy> make_fixed_strategy(double delay_ms) {
+  return std::make_unique<FixedStrategy>(delay_ms);
+}
 std::unique_ptr<HedgeStrategy> make_percentile_strategy(PercentileOptions o) {
   return std::make_unique<PercentileStrategy>(o);
 }
@@ -529,8 +537,10 @@ void HedgePolicy::record(const HedgeOutcome& outcome) {
   const GateOptions& g = impl_->gate;
   ++s.hedges;
   if (outcome.hedge_won) ++s.wins;
-  if (s.count == s.results.size()) s.won -= s.results[s.next];
-  else ++s.count;
+  if (s.count == s.results.size())
+    s.won -= s.results[s.next];
+  else
+    ++s.count;
   s.results[s.next] = outcome.hedge_won ? 1 : 0;
   s.won += s.results[s.next];
   s.next = (s.next + 1) % s.results.size();
@@ -550,11 +560,16 @@ Json HedgePolicy::stats() const {
   {
     std::lock_guard lock(impl_->mu);
     impl_->keys.each([&](const std::string& k, const Impl::KeyState& s) {
-      keys[k] = {{"requests", s.requests}, {"hedges", s.hedges}, {"hedges_won", s.wins},
-                 {"denied_by_budget", s.denied_budget}, {"denied_by_gate", s.denied_gate},
-                 {"budget_tokens", s.balance}, {"gate_open", s.requests >= s.suppress_until},
-                 {"load_phase", s.phase == Impl::KeyState::Phase::kHedging ? "hedging"
-                                : s.phase == Impl::KeyState::Phase::kProbing ? "probing" : "paused"},
+      keys[k] = {{"requests", s.requests},
+                 {"hedges", s.hedges},
+                 {"hedges_won", s.wins},
+                 {"denied_by_budget", s.denied_budget},
+                 {"denied_by_gate", s.denied_gate},
+                 {"budget_tokens", s.balance},
+                 {"gate_open", s.requests >= s.suppress_until},
+                 {"load_phase", s.phase == Impl::KeyState::Phase::kHedging   ? "hedging"
+                                : s.phase == Impl::KeyState::Phase::kProbing ? "probing"
+                                                                             : "paused"},
                  {"recent_latencies", s.recent_count}};
     });
   }

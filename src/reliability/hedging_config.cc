@@ -113,13 +113,15 @@ const std::vector<std::string>& hedge_strategy_names() {
 }
 
 const std::vector<std::string>& HedgingConfig::keys() {
-  static const std::vector<std::string> k = {"strategy", "delay_ms", "percentile", "max_hedges", "budget_percent", "options"};
+  static const std::vector<std::string> k = {"strategy",   "delay_ms",       "percentile",
+                                             "max_hedges", "budget_percent", "options"};
   return k;
 }
 
 const std::vector<std::string>& HedgingConfig::option_keys() {
-  static const std::vector<std::string> k = {"min_per_second", "initial_delay_ms", "delay_candidates", "base_delay",
-                                             "exponential_base_delay", "exponential_min_delay", "exponential_max_delay"};
+  static const std::vector<std::string> k = {"min_per_second",       "initial_delay_ms",       "delay_candidates",
+                                             "base_delay",           "exponential_base_delay", "exponential_min_delay",
+                                             "exponential_max_delay"};
   return k;
 }
 
@@ -129,8 +131,8 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
     auto kind = value.is_string() ? parse_hedge_strategy(value.get<std::string>()) : std::nullopt;
     if (!kind) {
       std::string found = value.is_string() ? value.get<std::string>() : value.dump();
-      return make_error(field_error("strategy", "unknown hedging strategy '" + found + "'; expected " +
-                                                    join(hedge_strategy_names())));
+      return make_error(field_error(
+          "strategy", "unknown hedging strategy '" + found + "'; expected " + join(hedge_strategy_names())));
     }
     strategy = *kind;
   } else if (key == "delay_ms") {
@@ -147,7 +149,8 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
   } else if (key == "budget_percent") {
     s = assign(budget_percent, key, value, 0, 100);
   } else if (key == "options") {
-    if (!value.is_object()) return make_error(field_error("options", "must be a mapping, got " + json_type_name(value)));
+    if (!value.is_object())
+      return make_error(field_error("options", "must be a mapping, got " + json_type_name(value)));
     for (const auto& [k, v] : value.items()) CRUCIBLE_RETURN_IF_ERROR(set_option(k, v));
     return {};
   } else {
@@ -178,12 +181,14 @@ Status HedgingConfig::set_option(std::string_view key, const Json& value) {
     }
     std::vector<double> delays;
     for (const Json& d : value) {
-      if (!d.is_number() || d.get<double>() < 0) return make_error(field_error(field, "holds " + d.dump() + "; expected delays in ms"));
+      if (!d.is_number() || d.get<double>() < 0)
+        return make_error(field_error(field, "holds " + d.dump() + "; expected delays in ms"));
       delays.push_back(d.get<double>());
     }
     delay_candidates = std::move(delays);
   } else {
-    return make_error(field_error(field, "unknown hedging option '" + std::string(key) + "'; expected " + join(option_keys())));
+    return make_error(
+        field_error(field, "unknown hedging option '" + std::string(key) + "'; expected " + join(option_keys())));
   }
   if (s) written["options"][std::string(key)] = value;
   return s;

@@ -154,9 +154,7 @@ double adaptive_extra_rate(bool stragglers) {
   return hedged_late / 1000.0;
 }
 
-TEST(HedgeStrategies, AdaptiveLearnsNotToHedgeWhenNothingIsGained) {
-  EXPECT_LE(adaptive_extra_rate(false), 0.02);
-}
+TEST(HedgeStrategies, AdaptiveLearnsNotToHedgeWhenNothingIsGained) { EXPECT_LE(adaptive_extra_rate(false), 0.02); }
 
 TEST(HedgeStrategies, AdaptiveHedgesWhenStragglersMakeItPay) {
   double rate = adaptive_extra_rate(true);

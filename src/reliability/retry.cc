@@ -40,7 +40,8 @@ Result<RetryPolicy> RetryPolicy::from_json(const Json& j) {
   RetryPolicy p;
   auto integer = [&](const char* key, int64_t& out) -> Status {
     if (!j.contains(key)) return {};
-    if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0) return bad(std::string(key) + " must be a non-negative integer");
+    if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0)
+      return bad(std::string(key) + " must be a non-negative integer");
     out = j[key].get<int64_t>();
     return {};
   };
@@ -55,7 +56,8 @@ Result<RetryPolicy> RetryPolicy::from_json(const Json& j) {
   p.max_backoff = std::chrono::milliseconds(max);
   if (elapsed >= 0) p.max_elapsed = std::chrono::milliseconds(elapsed);
   if (j.contains("multiplier")) {
-    if (!j["multiplier"].is_number() || j["multiplier"].get<double>() < 1) return bad("multiplier must be a number of at least 1");
+    if (!j["multiplier"].is_number() || j["multiplier"].get<double>() < 1)
+      return bad("multiplier must be a number of at least 1");
     p.multiplier = j["multiplier"].get<double>();
   }
   if (j.contains("jitter")) {

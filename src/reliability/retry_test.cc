@@ -13,10 +13,13 @@ TEST(RetryPolicy, GivesUpAfterMaxAttempts) {
   FakeClock clock;
   SeededRandom random(1);
   int calls = 0, attempts = 0;
-  Status s = retry_call(p, clock, random, {}, [&](int) -> Status {
-    ++calls;
-    return make_error(ErrorCode::kUnavailable, "down");
-  }, &attempts);
+  Status s = retry_call(
+      p, clock, random, {},
+      [&](int) -> Status {
+        ++calls;
+        return make_error(ErrorCode::kUnavailable, "down");
+      },
+      &attempts);
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(calls, 3);
@@ -81,10 +84,13 @@ TEST(RetryPolicy, SucceedsOnALaterAttempt) {
   FakeClock clock;
   SeededRandom random(3);
   int attempts = 0;
-  Status s = retry_call(p, clock, random, {}, [&](int attempt) -> Status {
-    if (attempt < 3) return make_error(ErrorCode::kUnavailable, "flaky");
-    return {};
-  }, &attempts);
+  Status s = retry_call(
+      p, clock, random, {},
+      [&](int attempt) -> Status {
+        if (attempt < 3) return make_error(ErrorCode::kUnavailable, "flaky");
+        return {};
+      },
+      &attempts);
   EXPECT_TRUE(s);
   EXPECT_EQ(attempts, 3);
 }
@@ -112,9 +118,8 @@ TEST(RetryPolicy, StopDuringBackoffIsCancelled) {
   SeededRandom random(3);
   std::stop_source source;
   source.request_stop();
-  Status s = retry_call(p, clock, random, source.get_token(), [&](int) -> Status {
-    return make_error(ErrorCode::kUnavailable, "x");
-  });
+  Status s = retry_call(p, clock, random, source.get_token(),
+                        [&](int) -> Status { return make_error(ErrorCode::kUnavailable, "x"); });
   EXPECT_EQ(s.error().code(), ErrorCode::kCancelled);
 }
 

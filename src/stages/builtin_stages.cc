@@ -53,7 +53,8 @@ Status stage_set(Context& ctx, const StageOptions& o, std::stop_token) {
 Status stage_assert(Context& ctx, const StageOptions& o, std::stop_token) {
   const Json* that = o.get("that");
   std::vector<std::string> checks;
-  if (that != nullptr && that->is_string()) checks.push_back(that->get<std::string>());
+  if (that != nullptr && that->is_string())
+    checks.push_back(that->get<std::string>());
   else if (that != nullptr && that->is_array()) {
     for (const Json& c : *that) {
       if (!c.is_string()) return make_error(ErrorCode::kInvalidArgument, "option 'that' must hold expression strings");
@@ -109,7 +110,8 @@ Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
   std::optional<int64_t> deadline;
   if (o.has("timeout")) {
     CRUCIBLE_ASSIGN_OR_RETURN(auto d, o.duration("timeout"));
-    CRUCIBLE_ASSIGN_OR_RETURN(auto memo, services->memo("deadline_ms", [&] { return Json(services->clock().now_ms() + d.count()); }));
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto memo, services->memo("deadline_ms", [&] { return Json(services->clock().now_ms() + d.count()); }));
     deadline = memo.get<int64_t>();
   }
   auto value = services->poll_promise(name);
@@ -135,43 +137,48 @@ Status register_builtin_stages(StageRegistry& r) {
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("sleep", [] {
     return make(describe_stage("sleep", "waits for a duration; durable: after a crash only the rest is waited",
-                         {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
+                               {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
                 stage_sleep);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("set", [] {
     return make(describe_stage("set", "assigns state from expressions: each option is key: expression",
-                         {option_spec("*", "expression", false, "any key; a string value is an expression, others are literals")},
-                         {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
+                               {option_spec("*", "expression", false,
+                                            "any key; a string value is an expression, others are literals")},
+                               {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
                 stage_set);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("assert", [] {
     return make(describe_stage("assert", "fails unless every condition holds (the validation kind)",
-                         {option_spec("that", "expression", true, "an expression or a list of expressions that must be true"),
-                          option_spec("message", "string", false, "added to the failure message")}),
+                               {option_spec("that", "expression", true,
+                                            "an expression or a list of expressions that must be true"),
+                                option_spec("message", "string", false, "added to the failure message")}),
                 stage_assert);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("metric", [] {
     return make(describe_stage("metric", "records a metric",
-                         {option_spec("name", "string", true, "metric name"), option_spec("value", "any", true, "the value; ${...} allowed")},
-                         {}, {"metric <name>"}),
+                               {option_spec("name", "string", true, "metric name"),
+                                option_spec("value", "any", true, "the value; ${...} allowed")},
+                               {}, {"metric <name>"}),
                 stage_metric);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("write_file", [] {
     return make(describe_stage("write_file", "writes or appends a line of text to a file",
-                         {option_spec("path", "string", true, "file to write"), option_spec("text", "string", true, "the text; ${...} allowed"),
-                          option_spec("append", "boolean", false, "append instead of replacing", false),
-                          option_spec("newline", "boolean", false, "end with a newline", true),
-                          option_spec("sync", "boolean", false, "fsync before finishing", false)},
-                         {}, {"artifact <stage>: {path}"}),
+                               {option_spec("path", "string", true, "file to write"),
+                                option_spec("text", "string", true, "the text; ${...} allowed"),
+                                option_spec("append", "boolean", false, "append instead of replacing", false),
+                                option_spec("newline", "boolean", false, "end with a newline", true),
+                                option_spec("sync", "boolean", false, "fsync before finishing", false)},
+                               {}, {"artifact <stage>: {path}"}),
                 stage_write_file);
   }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("wait_for", [] {
-    return make(describe_stage("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
-                         {option_spec("promise", "string", true, "the promise name"),
-                          option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
-                          option_spec("into", "string", false, "state key for the value (default: the promise name)")},
-                         {}, {"state <into>"}),
-                stage_wait_for);
+    return make(
+        describe_stage("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
+                       {option_spec("promise", "string", true, "the promise name"),
+                        option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
+                        option_spec("into", "string", false, "state key for the value (default: the promise name)")},
+                       {}, {"state <into>"}),
+        stage_wait_for);
   }));
   return {};
 }

@@ -29,9 +29,9 @@ class BuiltinStages : public ::testing::Test {
 };
 
 TEST_F(BuiltinStages, RegistersTheDocumentedSet) {
-  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "compare", "hedging", "http.request", "llm.complete", "llm.critique",
-                                                         "llm.revise", "metric",
-                                                         "noop", "set", "sleep", "wait_for", "write_file"}));
+  EXPECT_EQ(registry_.names(), (std::vector<std::string>{"assert", "command", "compare", "hedging", "http.request",
+                                                         "llm.complete", "llm.critique", "llm.revise", "metric", "noop",
+                                                         "set", "sleep", "wait_for", "write_file"}));
   for (const std::string& name : registry_.names()) {
     auto d = registry_.describe(name);
     ASSERT_TRUE(d);
@@ -73,8 +73,8 @@ TEST_F(BuiltinStages, MissingProgramIsNotFound) {
 
 TEST_F(BuiltinStages, CommandUsesEnvAndCwdWithoutAShell) {
   std::string dir = ::testing::TempDir();
-  ASSERT_TRUE(run("command", Json{{"argv", {"sh", "-c", "echo $GREETING; pwd"}}, {"env", {{"GREETING", "hi"}}},
-                                  {"cwd", dir}}));
+  ASSERT_TRUE(
+      run("command", Json{{"argv", {"sh", "-c", "echo $GREETING; pwd"}}, {"env", {{"GREETING", "hi"}}}, {"cwd", dir}}));
   std::string out = (*ctx_.get_artifact("step"))["stdout_tail"];
   EXPECT_EQ(out.substr(0, 3), "hi\n");
   EXPECT_NE(out.find(std::filesystem::canonical(dir).string()), std::string::npos);

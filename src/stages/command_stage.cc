@@ -63,9 +63,11 @@ class CommandStage : public Stage {
          option_spec("tail_lines", "integer", false, "lines of stdout/stderr to keep", 20),
          option_spec("retryable_exit_codes", "array", false, "exit codes reported as unavailable (retryable)"),
          option_spec("metrics_from_stdout", "boolean", false,
-             "record the numbers of every stdout line that is a JSON object as metrics, e.g. {\"loss\": 0.3}", false)},
-        {}, {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code",
-             "metrics from stdout JSON lines (metrics_from_stdout)"});
+                     "record the numbers of every stdout line that is a JSON object as metrics, e.g. {\"loss\": 0.3}",
+                     false)},
+        {},
+        {"artifact <stage>: {exit_code, stdout_tail, stderr_tail}", "metric <stage>.exit_code",
+         "metrics from stdout JSON lines (metrics_from_stdout)"});
   }
 
   Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
@@ -175,7 +177,8 @@ class CommandStage : public Stage {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    int64_t ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
     int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     std::string err_tail = err.text();
     const std::string& stage = ctx.current_stage().empty() ? std::string("command") : ctx.current_stage();
@@ -184,8 +187,11 @@ class CommandStage : public Stage {
       return make_error(ErrorCode::kDeadlineExceeded, "'" + argv[0] + "' ran past its timeout of " +
                                                           std::to_string(timeout->count()) + " ms and was killed");
     }
-    ctx.put_artifact(stage, Json{{"argv", argv}, {"exit_code", exit_code}, {"stdout_tail", out.text()},
-                                 {"stderr_tail", err_tail}, {"duration_ms", ms}});
+    ctx.put_artifact(stage, Json{{"argv", argv},
+                                 {"exit_code", exit_code},
+                                 {"stdout_tail", out.text()},
+                                 {"stderr_tail", err_tail},
+                                 {"duration_ms", ms}});
     ctx.put_metric(stage + ".exit_code", exit_code);
     for (const Json& line : json_lines) {
       for (const auto& [k, v] : line.items()) {

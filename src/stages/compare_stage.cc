@@ -34,8 +34,9 @@ class CompareStage : public Stage {
   StageDescription describe() const override {
     StageDescription d;
     d.name = "compare";
-    d.summary = "compares an experiment's branches on a metric: Welch t, Mann-Whitney U, bootstrap CI and Cohen's d "
-                "for two groups (paired t and Wilcoxon with paired_by), ANOVA and Kruskal-Wallis for more";
+    d.summary =
+        "compares an experiment's branches on a metric: Welch t, Mann-Whitney U, bootstrap CI and Cohen's d "
+        "for two groups (paired t and Wilcoxon with paired_by), ANOVA and Kruskal-Wallis for more";
     d.options = {
         option_spec("experiment", "string", true, "name of the experiment stage whose branches to compare"),
         option_spec("metric", "string", true, "branch metric to compare (a number, or a list of numbers per branch)"),
@@ -75,7 +76,8 @@ class CompareStage : public Stage {
     }
     options.alpha = o.number_or("alpha", default_alpha);
     if (!(options.alpha > 0 && options.alpha < 1)) {
-      return make_error(ErrorCode::kInvalidArgument, "option 'alpha' must be in (0, 1), got " + std::to_string(options.alpha));
+      return make_error(ErrorCode::kInvalidArgument,
+                        "option 'alpha' must be in (0, 1), got " + std::to_string(options.alpha));
     }
     int64_t resamples = o.integer_or("resamples", 10'000);
     if (resamples < 100) return make_error(ErrorCode::kInvalidArgument, "option 'resamples' must be at least 100");
@@ -98,8 +100,8 @@ class CompareStage : public Stage {
         std::string have;
         for (const auto& [k, _] : metrics.items()) have += (have.empty() ? "" : ", ") + k;
         return make_error(ErrorCode::kInvalidArgument, "branch " + b.value("config_id", std::string()) +
-                                                           " has no metric '" + *metric + "' (it has: " +
-                                                           (have.empty() ? "none" : have) + ")");
+                                                           " has no metric '" + *metric +
+                                                           "' (it has: " + (have.empty() ? "none" : have) + ")");
       }
       CRUCIBLE_ASSIGN_OR_RETURN(auto group, config_key(b, group_by));
       std::string pair;
@@ -112,8 +114,9 @@ class CompareStage : public Stage {
       MetricGroup& g = groups[slot->second];
       auto add = [&](const Json& v) -> Status {
         if (!v.is_number()) {
-          return make_error(ErrorCode::kInvalidArgument, "branch " + b.value("config_id", std::string()) + ": metric '" +
-                                                             *metric + "' must be a number or a list of numbers, got " + v.dump());
+          return make_error(ErrorCode::kInvalidArgument,
+                            "branch " + b.value("config_id", std::string()) + ": metric '" + *metric +
+                                "' must be a number or a list of numbers, got " + v.dump());
         }
         g.values.push_back(v.get<double>());
         g.pair_keys.push_back(pair);
@@ -126,8 +129,9 @@ class CompareStage : public Stage {
       }
     }
     if (options.paired && groups.size() != 2) {
-      return make_error(ErrorCode::kInvalidArgument, "option 'paired_by': paired tests compare exactly 2 groups, found " +
-                                                         std::to_string(groups.size()) + " by '" + group_by + "'");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "option 'paired_by': paired tests compare exactly 2 groups, found " +
+                            std::to_string(groups.size()) + " by '" + group_by + "'");
     }
     CRUCIBLE_ASSIGN_OR_RETURN(auto comparison, compare_groups(groups, options));
     Json& c = comparison;
@@ -137,14 +141,17 @@ class CompareStage : public Stage {
     c["excluded_branches"] = excluded;
 
     const std::string stage = ctx.current_stage().empty() ? std::string("compare") : ctx.current_stage();
-    std::string dir = o.string_or("out_dir", ctx.services() != nullptr ? ctx.services()->artifact_dir() : std::string());
+    std::string dir =
+        o.string_or("out_dir", ctx.services() != nullptr ? ctx.services()->artifact_dir() : std::string());
     if (dir.empty()) dir = ".crucible/runs/" + (ctx.run_id().empty() ? std::string("adhoc") : ctx.run_id().str());
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    if (ec) return make_error(ErrorCode::kInvalidArgument, "option 'out_dir': cannot create " + dir + ": " + ec.message());
+    if (ec)
+      return make_error(ErrorCode::kInvalidArgument, "option 'out_dir': cannot create " + dir + ": " + ec.message());
     std::filesystem::path base = std::filesystem::path(dir) / stage;
     std::string md = comparison_markdown(c);
-    c["files"] = Json{{"json", base.string() + ".json"}, {"markdown", base.string() + ".md"}, {"svg", base.string() + ".svg"}};
+    c["files"] =
+        Json{{"json", base.string() + ".json"}, {"markdown", base.string() + ".md"}, {"svg", base.string() + ".svg"}};
     CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base.string() + ".md", md));
     CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base.string() + ".svg", comparison_svg(c)));
     CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base.string() + ".json", c.dump(2) + "\n"));

@@ -18,7 +18,8 @@ StageDescription hedging_description() {
   d.summary = "runs a request with request hedging (reliability.hedging) and keeps the first success";
   d.inputs = {"experiment reliability.hedging: strategy, delay_ms, percentile, max_hedges, budget_percent, options",
               "a request: a C++ function, or the option `request: {uses, with}`"};
-  d.outputs = {"artifact hedging_result", "metric hedging: the hedging metadata and strategy", "stage hedging completed"};
+  d.outputs = {"artifact hedging_result", "metric hedging: the hedging metadata and strategy",
+               "stage hedging completed"};
   d.options = {{"request", "object", false, Json(), "the request stage to hedge: {uses: TYPE, with: {...}}"},
                {"timeout", "duration", false, Json(), "one deadline over every attempt (default 30s)"}};
   return d;
@@ -52,17 +53,20 @@ class HedgingStage : public Stage {
       call.timeout = timeout;
     }
     if (ctx.services() == nullptr) {
-      return make_error(ErrorCode::kFailedPrecondition, "the hedging stage runs its attempts on the runner's executor; "
-                                                        "run it in a pipeline or give its context StageServices");
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "the hedging stage runs its attempts on the runner's executor; "
+                        "run it in a pipeline or give its context StageServices");
     }
     Hedger hedger(ctx.services()->executor(), ctx.services()->clock(), *policy);
-    auto result = hedger.hedge<Json>([&](int, std::stop_token s) -> Result<Json> {
-      try {
-        return (*request)(s);
-      } catch (const std::exception& e) {
-        return make_error(ErrorCode::kInternal, std::string("the request threw: ") + e.what());
-      }
-    }, call, stop);
+    auto result = hedger.hedge<Json>(
+        [&](int, std::stop_token s) -> Result<Json> {
+          try {
+            return (*request)(s);
+          } catch (const std::exception& e) {
+            return make_error(ErrorCode::kInternal, std::string("the request threw: ") + e.what());
+          }
+        },
+        call, stop);
     if (!result) return make_error(result.error().code(), "request failed: " + result.error().message());
     ctx.put_artifact("hedging_result", std::move(result->value));
     ctx.put_metric("hedging", result->meta.to_json());
@@ -79,10 +83,12 @@ class HedgingStage : public Stage {
     }
     const Json* spec = options.get("request");
     if (spec == nullptr) {
-      return make_error(ErrorCode::kInvalidArgument, "missing request: set option `request: {uses: TYPE, with: {...}}`");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "missing request: set option `request: {uses: TYPE, with: {...}}`");
     }
     if (!spec->is_object() || !spec->contains("uses") || !(*spec)["uses"].is_string()) {
-      return make_error(ErrorCode::kInvalidArgument, "invalid request " + spec->dump() + ": expected {uses: TYPE, with: {...}}");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "invalid request " + spec->dump() + ": expected {uses: TYPE, with: {...}}");
     }
     auto stage = resolve_((*spec)["uses"].get<std::string>());
     if (!stage) return make_error(ErrorCode::kInvalidArgument, "invalid request: " + stage.error().message());

@@ -8,10 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include "crucible/engine/runner.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/stages/library.h"
 #include "crucible/workflow/loader.h"
-#include "crucible/engine/runner.h"
 
 namespace crucible {
 namespace {
@@ -164,9 +164,9 @@ TEST(HedgingStage, WorkloadAwareExecutes) {
 }
 
 TEST(HedgingStage, ExponentialBackoffExecutes) {
-  Context ctx = context_with(Json{{"strategy", "exponential_backoff"},
-                                  {"options", {{"exponential_base_delay", 100}, {"exponential_min_delay", 10},
-                                               {"exponential_max_delay", 1000}}}});
+  Context ctx = context_with(Json{
+      {"strategy", "exponential_backoff"},
+      {"options", {{"exponential_base_delay", 100}, {"exponential_min_delay", 10}, {"exponential_max_delay", 1000}}}});
   auto stage = make_hedging_stage(returns("backoff_result"));
   ASSERT_TRUE(run(*stage, ctx));
   EXPECT_EQ(*ctx.get_artifact("hedging_result"), "backoff_result");
@@ -219,9 +219,8 @@ TEST(HedgingStage, RequestFailuresCarryTheCause) {
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message().find("request failed"), std::string::npos);
   EXPECT_NE(s.error().message().find("boom"), std::string::npos);
-  auto failing = make_hedging_stage([](std::stop_token) -> Result<Json> {
-    return make_error(ErrorCode::kPermissionDenied, "no key");
-  });
+  auto failing = make_hedging_stage(
+      [](std::stop_token) -> Result<Json> { return make_error(ErrorCode::kPermissionDenied, "no key"); });
   Status denied = run(*failing, ctx);
   EXPECT_EQ(denied.error().code(), ErrorCode::kPermissionDenied);
 }
@@ -261,7 +260,8 @@ stages:
     uses: hedging
     with:
       request: {uses: command, with: {argv: [sh, -c, "echo answer"]}}
-)", "hedged.yaml", registry);
+)",
+                                         "hedged.yaml", registry);
   ASSERT_TRUE(loaded.ok()) << loaded.report();
   auto r = runner.start(*loaded.spec);
   ASSERT_TRUE(r);
@@ -280,7 +280,9 @@ TEST(HedgingStage, HonoursATimeoutWrittenAsADurationString) {
     CRUCIBLE_RETURN_IF_ERROR(gate->wait(stop));
     return Json("late");
   });
-  auto result = std::async(std::launch::async, [&] { return stage->run(ctx, StageOptions(Json{{"timeout", "50ms"}}), {}); });
+  auto result = std::async(std::launch::async, [&] {
+    return stage->run(ctx, StageOptions(Json{{"timeout", "50ms"}}), {});
+  });
   ASSERT_TRUE(eventually([&] { return gate->started.load() == 1 && !services.fake().sleeps().empty(); }));
   services.fake().advance(100ms);
   ASSERT_EQ(result.wait_for(5s), std::future_status::ready) << "the 50ms deadline did not fire";
@@ -305,14 +307,16 @@ TEST(HedgingOnAStage, AStageWithoutTimeoutHasNoHiddenDeadline) {
   StageRegistry registry = builtin_registry();
   auto gate = std::make_shared<Gate>();
   ASSERT_TRUE(registry.register_stage("gated", [gate] {
-    return make_function_stage(describe_stage("gated", "waits for the test", {}),
-                               [gate](Context&, const StageOptions&, std::stop_token stop) { return gate->wait(stop); });
+    return make_function_stage(
+        describe_stage("gated", "waits for the test", {}),
+        [gate](Context&, const StageOptions&, std::stop_token stop) { return gate->wait(stop); });
   }));
   LoadResult loaded = load_pipeline_text(R"(
 name: hedged-no-timeout
 stages:
   - {name: call, uses: gated, hedging: {strategy: "off"}}
-)", "hedged.yaml", registry);
+)",
+                                         "hedged.yaml", registry);
   ASSERT_TRUE(loaded.ok()) << loaded.report();
   auto journal = make_memory_journal();
   Executor executor(4);
@@ -353,7 +357,8 @@ stages:
   - name: call
     uses: flaky_latency
     hedging: {strategy: fixed, delay_ms: 20}
-)", "hedged.yaml", registry);
+)",
+                                         "hedged.yaml", registry);
   ASSERT_TRUE(loaded.ok()) << loaded.report();
   EXPECT_EQ(loaded.spec->stages[0].hedging->budget_percent, 100);  // the experiment's default
   auto journal = make_memory_journal();
@@ -379,7 +384,8 @@ TEST(HedgingOnAStage, ValidationRejectsBadConfigAndNonIdempotentStages) {
 stages:
   - {name: a, uses: noop, hedging: {strategy: psychic}}
   - {name: b, uses: noop, idempotent: false, hedging: {strategy: fixed, delay_ms: 5}}
-)", "h.yaml", registry);
+)",
+                                      "h.yaml", registry);
   ASSERT_FALSE(bad.ok());
   // Located at the bad field's value, named by its path.
   EXPECT_NE(bad.report().find("h.yaml:3:47: error: stages[0] 'a'.hedging.strategy: unknown hedging strategy 'psychic'"),

@@ -22,7 +22,8 @@ Result<http::Request> build_request(const StageOptions& o) {
     if (!b->is_string()) r.headers.push_back("Content-Type: application/json");
   }
   if (const Json* h = o.get("headers"); h != nullptr && h->is_object()) {
-    for (const auto& [k, v] : h->items()) r.headers.push_back(k + ": " + (v.is_string() ? v.get<std::string>() : v.dump()));
+    for (const auto& [k, v] : h->items())
+      r.headers.push_back(k + ": " + (v.is_string() ? v.get<std::string>() : v.dump()));
   }
   return r;
 }
@@ -51,7 +52,7 @@ class HttpRequestStage : public Stage {
     if (http::error_code_for_status(reply.status)) return make_error(http::status_error(request, reply));
     int64_t ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
     Json parsed = reply.content_type.find("json") != std::string::npos ? Json::parse(reply.body, nullptr, false)
-                                                                         : Json(reply.body);
+                                                                       : Json(reply.body);
     if (parsed.is_discarded()) parsed = Json(reply.body);
     const std::string& name = ctx.current_stage().empty() ? std::string("http.request") : ctx.current_stage();
     ctx.put_artifact(name, Json{{"status", reply.status}, {"body", std::move(parsed)}, {"duration_ms", ms}});

@@ -34,8 +34,8 @@ TEST_F(HttpStage, GetsJsonAndRecordsStatusAndBody) {
 }
 
 TEST_F(HttpStage, PostsAJsonBodyWithHeaders) {
-  ASSERT_TRUE(run(Json{{"url", server_.url("/echo")}, {"method", "POST"}, {"body", {{"q", 1}}},
-                       {"headers", {{"X-Test", "yes"}}}}));
+  ASSERT_TRUE(run(
+      Json{{"url", server_.url("/echo")}, {"method", "POST"}, {"body", {{"q", 1}}}, {"headers", {{"X-Test", "yes"}}}}));
   EXPECT_EQ((*ctx_.get_artifact("fetch"))["body"], R"({"q":1})");
 }
 

@@ -4,8 +4,8 @@
 #include <mutex>
 #include <set>
 
-#include "crucible/workflow/expression.h"
 #include "crucible/llm/models.h"
+#include "crucible/workflow/expression.h"
 
 namespace crucible {
 namespace {
@@ -30,7 +30,8 @@ struct Call {
   bool offline = false;
 };
 
-Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const StageOptions& o, std::string system, std::string prompt, std::stop_token stop) {
+Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const StageOptions& o, std::string system,
+                        std::string prompt, std::stop_token stop) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto name, o.string("model"));
   if (ctx.services() == nullptr) {
     return make_error(ErrorCode::kFailedPrecondition, "llm stages call the models of a pipeline: run them in one");
@@ -41,12 +42,14 @@ Result<Call> call_model(ModelRegistry& models_registry, Context& ctx, const Stag
     if (models.is_object()) {
       for (const auto& [k, _] : models.items()) known += (known.empty() ? "" : ", ") + k;
     }
-    return make_error(ErrorCode::kInvalidArgument, "option 'model': no model '" + name + "' in the pipeline's models: section" +
+    return make_error(ErrorCode::kInvalidArgument, "option 'model': no model '" + name +
+                                                       "' in the pipeline's models: section" +
                                                        (known.empty() ? " (it has none)" : " (it has: " + known + ")"));
   }
   auto config = render_templates(models[name], ctx);
   if (!config) return make_error(config.error().with_context("models." + name));
-  std::string blob_dir = ctx.services()->blob_dir().empty() ? std::string(".crucible/blobs") : ctx.services()->blob_dir();
+  std::string blob_dir =
+      ctx.services()->blob_dir().empty() ? std::string(".crucible/blobs") : ctx.services()->blob_dir();
   CRUCIBLE_ASSIGN_OR_RETURN(auto handle, models_registry.resolve(name, *config, blob_dir));
   if (!handle.notice.empty()) notice_once(handle.notice);
 
@@ -74,7 +77,8 @@ void record_usage(Context& ctx, const std::string& stage, const Call& call) {
   ctx.put_metric(stage + ".output_tokens", u.output_tokens);
   ctx.put_metric(stage + ".llm_tokens_used", u.total());
   const Json* total = ctx.get_metric("llm_tokens_used");
-  ctx.put_metric("llm_tokens_used", (total != nullptr && total->is_number_integer() ? total->get<int64_t>() : 0) + u.total());
+  ctx.put_metric("llm_tokens_used",
+                 (total != nullptr && total->is_number_integer() ? total->get<int64_t>() : 0) + u.total());
   ctx.put_metric(stage + ".latency_ms", static_cast<double>(call.completion.latency.count()) / 1000.0);
   if (call.completion.cached) ctx.put_metric(stage + ".cached", true);
   if (call.offline) ctx.put_metric(stage + ".offline", true);
@@ -146,7 +150,8 @@ class CritiqueStage : public ModelStage {
     d.summary = "asks a model for a JSON verdict on a draft: pass or revise, with critique and feedback";
     d.options = model_options();
     d.options.push_back(option_spec("draft", "string", false, "the text to review (default: artifact draft)"));
-    d.options.push_back(option_spec("criteria", "string", false, "what a good draft does", "clear, correct and complete"));
+    d.options.push_back(
+        option_spec("criteria", "string", false, "what a good draft does", "clear, correct and complete"));
     d.options.push_back(option_spec("into", "string", false, "state key for the verdict", "critique"));
     d.options.push_back(option_spec("history", "string", false, "state key of the list of every verdict", "critiques"));
     d.outputs = {"state <into>: {decision, critique, feedback}", "state <history>: every verdict",
@@ -157,10 +162,11 @@ class CritiqueStage : public ModelStage {
   Status run(Context& ctx, const StageOptions& o, std::stop_token stop) override {
     std::string draft = o.has("draft") ? o.string_or("draft", "") : text_of(ctx.get_artifact("draft"));
     if (draft.empty()) {
-      return make_error(ErrorCode::kFailedPrecondition, "nothing to critique: option 'draft' is empty and there is no artifact 'draft'");
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "nothing to critique: option 'draft' is empty and there is no artifact 'draft'");
     }
-    std::string prompt = "CRITIQUE the draft against the criteria.\n\nCriteria: " + o.string_or("criteria", "clear, correct and complete") +
-                         "\n\nDraft:\n" + draft;
+    std::string prompt = "CRITIQUE the draft against the criteria.\n\nCriteria: " +
+                         o.string_or("criteria", "clear, correct and complete") + "\n\nDraft:\n" + draft;
     CRUCIBLE_ASSIGN_OR_RETURN(auto call, call_model(*models_, ctx, o, kCritiqueSystem, prompt, stop));
     const std::string stage = stage_name(ctx, "llm.critique");
     record_usage(ctx, stage, call);
@@ -192,7 +198,8 @@ class ReviseStage : public ModelStage {
     d.options.push_back(option_spec("output", "string", false, "artifact key for the revised text", "draft"));
     d.options.push_back(option_spec("max_revisions", "integer", false, "revisions allowed before the run fails", 3));
     d.options.push_back(option_spec("counter", "string", false, "state key counting revisions", "revisions"));
-    d.outputs = {"artifact <output>: the revised text", "state <counter>: revisions made", "token metrics as llm.complete"};
+    d.outputs = {"artifact <output>: the revised text", "state <counter>: revisions made",
+                 "token metrics as llm.complete"};
     return d;
   }
 
@@ -207,16 +214,22 @@ class ReviseStage : public ModelStage {
       if (critique != nullptr && critique->is_object()) feedback = critique->value("feedback", "");
     }
     if (done >= max) {
-      return make_error(ErrorCode::kOutOfRange, "max_revisions (" + std::to_string(max) + ") reached and the draft still needs "
-                                                "revising" + (feedback.empty() ? std::string() : "; last feedback: " + feedback));
+      return make_error(ErrorCode::kOutOfRange,
+                        "max_revisions (" + std::to_string(max) +
+                            ") reached and the draft still needs "
+                            "revising" +
+                            (feedback.empty() ? std::string() : "; last feedback: " + feedback));
     }
     std::string draft = o.has("draft") ? o.string_or("draft", "") : text_of(ctx.get_artifact("draft"));
     if (draft.empty()) {
-      return make_error(ErrorCode::kFailedPrecondition, "nothing to revise: option 'draft' is empty and there is no artifact 'draft'");
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "nothing to revise: option 'draft' is empty and there is no artifact 'draft'");
     }
     std::string prompt = "REVISE the draft below using the feedback. Reply with the revised text only.\n\nFeedback:\n" +
-                         (feedback.empty() ? std::string("(none given: improve it)") : feedback) + "\n\nDraft:\n" + draft;
-    CRUCIBLE_ASSIGN_OR_RETURN(auto call, call_model(*models_, ctx, o, "You revise drafts. Reply with the revised text only.", prompt, stop));
+                         (feedback.empty() ? std::string("(none given: improve it)") : feedback) + "\n\nDraft:\n" +
+                         draft;
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto call, call_model(*models_, ctx, o, "You revise drafts. Reply with the revised text only.", prompt, stop));
     const std::string stage = stage_name(ctx, "llm.revise");
     ctx.put_artifact(o.string_or("output", "draft"), call.completion.content);
     ctx.assign(counter, done + 1);
@@ -234,13 +247,18 @@ std::optional<Json> first_json_object(std::string_view text) {
     for (size_t i = start; i < text.size(); ++i) {
       char c = text[i];
       if (in_string) {
-        if (escaped) escaped = false;
-        else if (c == '\\') escaped = true;
-        else if (c == '"') in_string = false;
+        if (escaped)
+          escaped = false;
+        else if (c == '\\')
+          escaped = true;
+        else if (c == '"')
+          in_string = false;
         continue;
       }
-      if (c == '"') in_string = true;
-      else if (c == '{') ++depth;
+      if (c == '"')
+        in_string = true;
+      else if (c == '{')
+        ++depth;
       else if (c == '}' && --depth == 0) {
         Json j = Json::parse(text.substr(start, i - start + 1), nullptr, false);
         if (j.is_object()) return j;
@@ -255,7 +273,8 @@ Result<Json> parse_critique(std::string_view reply) {
   auto fail = [&](const std::string& why) {
     std::string raw(reply.substr(0, 2000));
     if (reply.size() > 2000) raw += "...";
-    return make_error(ErrorCode::kInvalidArgument, "the critique reply is not a valid verdict: " + why + "; raw reply: " + raw);
+    return make_error(ErrorCode::kInvalidArgument,
+                      "the critique reply is not a valid verdict: " + why + "; raw reply: " + raw);
   };
   auto j = first_json_object(reply);
   if (!j) return fail("it contains no JSON object");
@@ -269,8 +288,10 @@ Result<Json> parse_critique(std::string_view reply) {
 }
 
 Status register_llm_stages(StageRegistry& r, std::shared_ptr<ModelRegistry> models) {
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("llm.complete", [models] { return std::make_unique<CompleteStage>(models); }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("llm.critique", [models] { return std::make_unique<CritiqueStage>(models); }));
+  CRUCIBLE_RETURN_IF_ERROR(
+      r.register_stage("llm.complete", [models] { return std::make_unique<CompleteStage>(models); }));
+  CRUCIBLE_RETURN_IF_ERROR(
+      r.register_stage("llm.critique", [models] { return std::make_unique<CritiqueStage>(models); }));
   CRUCIBLE_RETURN_IF_ERROR(r.register_stage("llm.revise", [models] { return std::make_unique<ReviseStage>(models); }));
   return {};
 }

@@ -8,19 +8,20 @@
 
 #include <gtest/gtest.h>
 
+#include "crucible/engine/runner.h"
 #include "crucible/journal/memory_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/stages/library.h"
-#include "crucible/workflow/loader.h"
-#include "crucible/engine/runner.h"
 #include "crucible/testing/llm_test_server.h"
+#include "crucible/workflow/loader.h"
 
 namespace crucible {
 namespace {
 
 TEST(CritiqueParsing, FindsTheFirstObjectAndValidatesIt) {
-  auto j = first_json_object("Sure! Here is my verdict:\n```json\n{\"decision\": \"revise\", \"critique\": \"uses {braces}\", "
-                             "\"feedback\": \"say \\\"more\\\"\"}\n```\nThanks.");
+  auto j = first_json_object(
+      "Sure! Here is my verdict:\n```json\n{\"decision\": \"revise\", \"critique\": \"uses {braces}\", "
+      "\"feedback\": \"say \\\"more\\\"\"}\n```\nThanks.");
   ASSERT_TRUE(j);
   EXPECT_EQ((*j)["critique"], "uses {braces}");
   EXPECT_FALSE(first_json_object("no json here"));
@@ -42,8 +43,9 @@ TEST(CritiqueParsing, FindsTheFirstObjectAndValidatesIt) {
 class LlmPipelineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           ("llm_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        std::filesystem::path(::testing::TempDir()) /
+        ("llm_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     journal_ = make_memory_journal();
     runner_ = std::make_unique<Runner>(*journal_, executor_, real_clock(), random_);
@@ -102,7 +104,8 @@ stages:
 TEST_F(LlmPipelineTest, CritiqueLoopRevisesUntilPass) {
   RunResult r = run(load(kLoop));
   ASSERT_EQ(r.status, RunStatus::kCompleted) << (r.error ? r.error->to_string() : "");
-  EXPECT_EQ(r.context.get_artifact("draft")->get<std::string>(), "A haiku needs seventeen syllables, for example this one.");
+  EXPECT_EQ(r.context.get_artifact("draft")->get<std::string>(),
+            "A haiku needs seventeen syllables, for example this one.");
   EXPECT_EQ(*r.context.get("revisions"), 1);
   ASSERT_EQ(r.context.get("critiques")->size(), 2u);
   EXPECT_EQ((*r.context.get("critiques"))[0]["feedback"], "add an example");
@@ -141,8 +144,10 @@ stages:
 )"));
   ASSERT_EQ(r.status, RunStatus::kFailed);
   ASSERT_TRUE(r.error);
-  EXPECT_NE(r.error->message().find("max_revisions (2) reached and the draft still needs revising; last feedback: try again"),
-            std::string::npos) << r.error->to_string();
+  EXPECT_NE(
+      r.error->message().find("max_revisions (2) reached and the draft still needs revising; last feedback: try again"),
+      std::string::npos)
+      << r.error->to_string();
   EXPECT_EQ(*r.context.get("revisions"), 2);
 }
 
@@ -161,7 +166,8 @@ stages:
     with: {model: critic, draft: "some text"}
     RETRY
 )";
-  std::string with_retry = std::regex_replace(std::string(yaml), std::regex("RETRY"), "retry: {attempts: 2, on: [invalid_argument], backoff: 1ms}");
+  std::string with_retry = std::regex_replace(std::string(yaml), std::regex("RETRY"),
+                                              "retry: {attempts: 2, on: [invalid_argument], backoff: 1ms}");
   RunResult ok = run(load(with_retry));
   ASSERT_EQ(ok.status, RunStatus::kCompleted) << (ok.error ? ok.error->to_string() : "");
   EXPECT_EQ(ok.steps[0].attempts, 2);
@@ -185,18 +191,23 @@ TEST_F(LlmPipelineTest, ModelsAreValidatedWithLocations) {
        "llm.yaml:3:17: error: models.w.provider: unknown provider \"gemini\" (expected anthropic, openai or scripted)"},
       {"name: x\nmodels:\n  w: {provider: anthropic, model: claude}\nstages: [{name: s, uses: noop}]\n",
        "models.w.api_key_env: missing required key 'api_key_env'"},
-      {"name: x\nmodels:\n  w: {provider: anthropic, model: c, api_key_env: sk-ant-123}\nstages: [{name: s, uses: noop}]\n",
+      {"name: x\nmodels:\n  w: {provider: anthropic, model: c, api_key_env: sk-ant-123}\nstages: [{name: s, uses: "
+       "noop}]\n",
        "expected the name of an environment variable"},
       {"name: x\nmodels:\n  w: {provider: openai, model: m, retry: {attempts: 0}}\nstages: [{name: s, uses: noop}]\n",
        "llm.yaml:3:53: error: models.w.retry.attempts: must be between 1 and 1000"},
-      {"name: x\nmodels:\n  w: {provider: openai, model: m, hedging: {strategy: sometimes}}\nstages: [{name: s, uses: noop}]\n",
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, hedging: {strategy: sometimes}}\nstages: [{name: s, uses: "
+       "noop}]\n",
        "models.w.hedging:"},
       {"name: x\nmodels:\n  w: {provider: scripted, responses: [{txt: a}]}\nstages: [{name: s, uses: noop}]\n",
        "models.w.responses[0].txt: unknown key"},
-      {"name: x\nmodels:\n  w: {provider: openai, model: m, circuit_breaker: {failures: 5, window: soon}}\nstages: [{name: s, uses: noop}]\n",
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, circuit_breaker: {failures: 5, window: soon}}\nstages: "
+       "[{name: s, uses: noop}]\n",
        "models.w.circuit_breaker.window: expected a duration"},
-      {"name: x\nmodels:\n  w: {provider: scripted, responses: [a]}\nstages:\n  - {name: s, uses: llm.complete, with: {model: writer, prompt: p}}\n",
-       "llm.yaml:5:5: error: stages[0] 's'.with.model: no model 'writer' in the pipeline's models: section (it has: w)"},
+      {"name: x\nmodels:\n  w: {provider: scripted, responses: [a]}\nstages:\n  - {name: s, uses: llm.complete, with: "
+       "{model: writer, prompt: p}}\n",
+       "llm.yaml:5:5: error: stages[0] 's'.with.model: no model 'writer' in the pipeline's models: section (it has: "
+       "w)"},
   };
   for (const Case& c : cases) {
     LoadResult r = load_raw(c.yaml);
@@ -230,7 +241,8 @@ stages:
   - {name: generate, uses: llm.complete, with: {model: writer, prompt: "hi"}}
 )"));
   ASSERT_EQ(no_script.status, RunStatus::kFailed);
-  EXPECT_NE(no_script.error->message().find("set CRUCIBLE_TEST_UNSET_KEY"), std::string::npos) << no_script.error->to_string();
+  EXPECT_NE(no_script.error->message().find("set CRUCIBLE_TEST_UNSET_KEY"), std::string::npos)
+      << no_script.error->to_string();
 }
 
 TEST_F(LlmPipelineTest, CachedCompletionsAreReusedAcrossRuns) {

@@ -7,20 +7,13 @@ namespace crucible {
 
 std::string_view event_name(EventType type) {
   switch (type) {
-    case EventType::kRunStarted:
-      return "run.started";
-    case EventType::kStageStarted:
-      return "stage.started";
-    case EventType::kStageCompleted:
-      return "stage.completed";
-    case EventType::kStageFailed:
-      return "stage.failed";
-    case EventType::kRunCompleted:
-      return "run.completed";
-    case EventType::kRunFailed:
-      return "run.failed";
-    case EventType::kRunSuspended:
-      return "run.suspended";
+    case EventType::kRunStarted: return "run.started";
+    case EventType::kStageStarted: return "stage.started";
+    case EventType::kStageCompleted: return "stage.completed";
+    case EventType::kStageFailed: return "stage.failed";
+    case EventType::kRunCompleted: return "run.completed";
+    case EventType::kRunFailed: return "run.failed";
+    case EventType::kRunSuspended: return "run.suspended";
   }
   return "unknown";
 }
@@ -71,9 +64,7 @@ class ConsoleSink : public EventSink {
 
   void on_event(const Event& e) override {
     switch (e.type) {
-      case EventType::kRunStarted:
-        std::fprintf(out_, "run %s started\n", e.run_id.c_str());
-        break;
+      case EventType::kRunStarted: std::fprintf(out_, "run %s started\n", e.run_id.c_str()); break;
       case EventType::kStageStarted:
         if (tty_) std::fprintf(out_, "\r\033[K  .. %s running", e.step_key.c_str());
         break;
@@ -84,16 +75,15 @@ class ConsoleSink : public EventSink {
         break;
       case EventType::kStageFailed:
         finish_line();
-        std::fprintf(out_, "  %s %-40s %s  %s\n", e.status == "optional_failed" ? "~" : "x",
-                     e.step_key.c_str(), format_duration(e.duration_us).c_str(), e.error.c_str());
+        std::fprintf(out_, "  %s %-40s %s  %s\n", e.status == "optional_failed" ? "~" : "x", e.step_key.c_str(),
+                     format_duration(e.duration_us).c_str(), e.error.c_str());
         break;
       case EventType::kRunCompleted:
       case EventType::kRunFailed:
       case EventType::kRunSuspended:
         finish_line();
         std::fprintf(out_, "run %s %s in %s%s%s\n", e.run_id.c_str(), e.status.c_str(),
-                     format_duration(e.duration_us).c_str(), e.error.empty() ? "" : ": ",
-                     e.error.c_str());
+                     format_duration(e.duration_us).c_str(), e.error.empty() ? "" : ": ", e.error.c_str());
         break;
     }
     std::fflush(out_);
@@ -144,8 +134,7 @@ std::shared_ptr<EventSink> make_console_sink(std::FILE* out, bool tty) {
 Result<std::shared_ptr<EventSink>> make_jsonl_sink(const std::string& path) {
   std::FILE* file = std::fopen(path.c_str(), "a");
   if (file == nullptr) {
-    return make_error(ErrorCode::kUnavailable,
-                      "cannot open event file '" + path + "': " + std::strerror(errno));
+    return make_error(ErrorCode::kUnavailable, "cannot open event file '" + path + "': " + std::strerror(errno));
   }
   return std::shared_ptr<EventSink>(std::make_shared<JsonlSink>(file));
 }

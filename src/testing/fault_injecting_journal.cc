@@ -26,8 +26,8 @@ int FaultInjectingJournal::syncs() const {
 Status FaultInjectingJournal::sync_locked() {
   if (broken_) return make_error(*broken_);
   if (fail_after_ == 0) {
-    broken_ = Error(fail_code_, fail_code_ == ErrorCode::kResourceExhausted ? "disk full (injected)"
-                                                                            : "fsync failed (injected)");
+    broken_ = Error(fail_code_,
+                    fail_code_ == ErrorCode::kResourceExhausted ? "disk full (injected)" : "fsync failed (injected)");
     pending_.clear();
     return make_error(*broken_);
   }

@@ -78,7 +78,8 @@ SequenceBuilder& SequenceBuilder::order(int64_t order) {
 
 namespace {
 
-std::vector<Node> build_body(const SequenceBuilder::Body& body, const std::shared_ptr<std::vector<std::string>>& errors) {
+std::vector<Node> build_body(const SequenceBuilder::Body& body,
+                             const std::shared_ptr<std::vector<std::string>>& errors) {
   struct Child : SequenceBuilder {
     explicit Child(std::shared_ptr<std::vector<std::string>> e) { errors_ = std::move(e); }
   } child(errors);
@@ -155,7 +156,8 @@ SequenceBuilder& SequenceBuilder::parallel(std::string name, std::vector<std::pa
   n.name = std::move(name);
   n.join = join;
   n.merge = merge;
-  for (auto& [branch_name, body] : branches) n.branches.push_back(ParallelBranch{branch_name, build_body(body, errors_)});
+  for (auto& [branch_name, body] : branches)
+    n.branches.push_back(ParallelBranch{branch_name, build_body(body, errors_)});
   nodes_.push_back(std::move(n));
   return *this;
 }

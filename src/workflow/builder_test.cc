@@ -32,8 +32,9 @@ TEST(WorkflowBuilder, BuildsNestedNodesAndModifiers) {
       .retry(retry)
       .optional()
       .loop_count("epochs", 2, [](SequenceBuilder& body) { body.stage("train", "noop"); })
-      .parallel("fan", {{"a", [](SequenceBuilder& s) { s.stage("x", "noop"); }},
-                        {"b", [](SequenceBuilder& s) { s.stage("y", "noop"); }}},
+      .parallel("fan",
+                {{"a", [](SequenceBuilder& s) { s.stage("x", "noop"); }},
+                 {"b", [](SequenceBuilder& s) { s.stage("y", "noop"); }}},
                 JoinPolicy::kAny);
   auto spec = b.build(registry);
   ASSERT_TRUE(spec) << spec.error().to_string();

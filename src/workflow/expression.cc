@@ -7,15 +7,35 @@ namespace crucible {
 namespace expr_internal {
 
 enum class Op {
-  kLiteral, kPath, kList, kCall, kNeg, kNot, kAnd, kOr,
-  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kAdd, kSub, kMul, kDiv, kMod, kIndex, kMember,
+  kLiteral,
+  kPath,
+  kList,
+  kCall,
+  kNeg,
+  kNot,
+  kAnd,
+  kOr,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,
+  kIn,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kMod,
+  kIndex,
+  kMember,
 };
 
 struct Node {
   Op op;
   size_t column;
-  Json literal;                     // kLiteral
-  std::string name;                 // kPath root, kCall function, kMember field
+  Json literal;      // kLiteral
+  std::string name;  // kPath root, kCall function, kMember field
   std::vector<std::shared_ptr<const Node>> args;
 };
 
@@ -155,15 +175,16 @@ class Parser {
     const Token& t = peek();
     return (t.kind == Tok::kPunct || t.kind == Tok::kIdent) && t.text == punct_or_kw;
   }
-  tl::unexpected<ExprError> fail(std::string msg) const { return tl::unexpected(ExprError{peek().column, std::move(msg)}); }
+  tl::unexpected<ExprError> fail(std::string msg) const {
+    return tl::unexpected(ExprError{peek().column, std::move(msg)});
+  }
 
   static NodePtr make(Op op, size_t col, std::vector<NodePtr> args = {}, std::string name = {}, Json lit = {}) {
     return std::make_shared<const Node>(Node{op, col, std::move(lit), std::move(name), std::move(args)});
   }
 
-  tl::expected<NodePtr, ExprError> binary_chain(
-      tl::expected<NodePtr, ExprError> (Parser::*next)(),
-      std::initializer_list<std::pair<std::string_view, Op>> ops) {
+  tl::expected<NodePtr, ExprError> binary_chain(tl::expected<NodePtr, ExprError> (Parser::*next)(),
+                                                std::initializer_list<std::pair<std::string_view, Op>> ops) {
     auto left = (this->*next)();
     if (!left) return left;
     while (true) {
@@ -197,9 +218,13 @@ class Parser {
     return parse_comparison();
   }
   tl::expected<NodePtr, ExprError> parse_comparison() {
-    return binary_chain(&Parser::parse_additive,
-                        {{"==", Op::kEq}, {"!=", Op::kNe}, {"<", Op::kLt}, {"<=", Op::kLe},
-                         {">", Op::kGt}, {">=", Op::kGe}, {"in", Op::kIn}});
+    return binary_chain(&Parser::parse_additive, {{"==", Op::kEq},
+                                                  {"!=", Op::kNe},
+                                                  {"<", Op::kLt},
+                                                  {"<=", Op::kLe},
+                                                  {">", Op::kGt},
+                                                  {">=", Op::kGe},
+                                                  {"in", Op::kIn}});
   }
   tl::expected<NodePtr, ExprError> parse_additive() {
     return binary_chain(&Parser::parse_multiplicative, {{"+", Op::kAdd}, {"-", Op::kSub}});
@@ -282,8 +307,8 @@ class Parser {
       for (const char* root : kRoots) {
         if (t.text == root) return make(Op::kPath, t.column, {}, t.text);
       }
-      return tl::unexpected(ExprError{t.column, "unknown name '" + t.text +
-                                                    "'; expected config, metrics, state, artifacts, item, index or run"});
+      return tl::unexpected(ExprError{
+          t.column, "unknown name '" + t.text + "'; expected config, metrics, state, artifacts, item, index or run"});
     }
     if (t.kind == Tok::kEnd) return fail("unexpected end of expression");
     return fail("unexpected '" + t.text + "'");
@@ -292,8 +317,8 @@ class Parser {
     bool known = false;
     for (const char* f : kFunctions) known = known || name.text == f;
     if (!known) {
-      return tl::unexpected(ExprError{name.column, "unknown function '" + name.text +
-                                                       "'; expected len, range, str, int, float, min, max or abs"});
+      return tl::unexpected(ExprError{
+          name.column, "unknown function '" + name.text + "'; expected len, range, str, int, float, min, max or abs"});
     }
     ++pos_;  // (
     std::vector<NodePtr> args;
@@ -326,10 +351,8 @@ class Evaluator {
 
   Result<Json> eval(const Node& n) {
     switch (n.op) {
-      case Op::kLiteral:
-        return n.literal;
-      case Op::kPath:
-        return root(n);
+      case Op::kLiteral: return n.literal;
+      case Op::kPath: return root(n);
       case Op::kList: {
         Json out = Json::array();
         for (const auto& a : n.args) {
@@ -339,12 +362,9 @@ class Evaluator {
         }
         return out;
       }
-      case Op::kMember:
-        return member(n);
-      case Op::kIndex:
-        return index(n);
-      case Op::kCall:
-        return call(n);
+      case Op::kMember: return member(n);
+      case Op::kIndex: return index(n);
+      case Op::kCall: return call(n);
       case Op::kNeg: {
         auto v = eval(*n.args[0]);
         if (!v) return v;
@@ -368,8 +388,7 @@ class Evaluator {
         if (!r) return make_error(r.error());
         return Json(*r);
       }
-      default:
-        return binary(n);
+      default: return binary(n);
     }
   }
 
@@ -377,8 +396,8 @@ class Evaluator {
     auto v = eval(n);
     if (!v) return make_error(v.error());
     if (!v->is_boolean()) {
-      return make_error(error(n, std::string("'") + op + "' needs a boolean, got " +
-                                         json_type_name(*v) + " " + v->dump()));
+      return make_error(
+          error(n, std::string("'") + op + "' needs a boolean, got " + json_type_name(*v) + " " + v->dump()));
     }
     return v->get<bool>();
   }
@@ -387,9 +406,7 @@ class Evaluator {
     return Error(ErrorCode::kInvalidArgument,
                  "expression '" + text_ + "' column " + std::to_string(n.column) + ": " + msg);
   }
-  Unexpected type_error(const Node& n, const std::string& msg) const {
-    return make_error(error(n, msg));
-  }
+  Unexpected type_error(const Node& n, const std::string& msg) const { return make_error(error(n, msg)); }
 
  private:
   static Json from_map(const Context::Map& map) {
@@ -407,17 +424,22 @@ class Evaluator {
     if (n.name == "item") return ctx_.item() != nullptr ? *ctx_.item() : Json();
     if (n.name == "index") return ctx_.index() ? Json(*ctx_.index()) : Json();
     if (n.name == "branch") return ctx_.branch() != nullptr ? *ctx_.branch() : Json();
-    return Json{{"id", ctx_.run_id().str()}, {"experiment", ctx_.experiment_id()},
-                {"stage", ctx_.current_stage()}, {"step", ctx_.current_step_key()}};
+    return Json{{"id", ctx_.run_id().str()},
+                {"experiment", ctx_.experiment_id()},
+                {"stage", ctx_.current_stage()},
+                {"step", ctx_.current_step_key()}};
   }
 
   Result<Json> member(const Node& n) {
     const Node& base = *n.args[0];
     if (base.op == Op::kPath) {
       const Json* v = nullptr;
-      if (base.name == "metrics") v = ctx_.get_metric(n.name);
-      else if (base.name == "state") v = ctx_.get(n.name);
-      else if (base.name == "artifacts") v = ctx_.get_artifact(n.name);
+      if (base.name == "metrics")
+        v = ctx_.get_metric(n.name);
+      else if (base.name == "state")
+        v = ctx_.get(n.name);
+      else if (base.name == "artifacts")
+        v = ctx_.get_artifact(n.name);
       if (base.name == "metrics" || base.name == "state" || base.name == "artifacts") {
         return v != nullptr ? *v : Json();
       }
@@ -459,8 +481,8 @@ class Evaluator {
     auto arity = [&](size_t lo, size_t hi) -> Status {
       if (args.size() < lo || args.size() > hi) {
         return make_error(error(n, n.name + "() takes " + std::to_string(lo) +
-                                           (hi != lo ? "-" + std::to_string(hi) : "") +
-                                           " arguments, got " + std::to_string(args.size())));
+                                       (hi != lo ? "-" + std::to_string(hi) : "") + " arguments, got " +
+                                       std::to_string(args.size())));
       }
       return {};
     };
@@ -537,17 +559,13 @@ class Evaluator {
     const Json& a = *l;
     const Json& b = *r;
     switch (n.op) {
-      case Op::kEq:
-        return Json(numeric_equal(a, b));
-      case Op::kNe:
-        return Json(!numeric_equal(a, b));
+      case Op::kEq: return Json(numeric_equal(a, b));
+      case Op::kNe: return Json(!numeric_equal(a, b));
       case Op::kLt:
       case Op::kLe:
       case Op::kGt:
-      case Op::kGe:
-        return compare(n, a, b);
-      case Op::kIn:
-        return contains(n, a, b);
+      case Op::kGe: return compare(n, a, b);
+      case Op::kIn: return contains(n, a, b);
       case Op::kAdd:
         if (a.is_string() && b.is_string()) return Json(a.get<std::string>() + b.get<std::string>());
         if (a.is_array() && b.is_array()) {
@@ -556,8 +574,7 @@ class Evaluator {
           return out;
         }
         [[fallthrough]];
-      default:
-        return arithmetic(n, a, b);
+      default: return arithmetic(n, a, b);
     }
   }
 
@@ -569,18 +586,14 @@ class Evaluator {
     } else if (a.is_string() && b.is_string()) {
       c = a.get<std::string>().compare(b.get<std::string>());
     } else {
-      return type_error(n, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " +
-                               json_type_name(b) + " " + b.dump());
+      return type_error(
+          n, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " + json_type_name(b) + " " + b.dump());
     }
     switch (n.op) {
-      case Op::kLt:
-        return Json(c < 0);
-      case Op::kLe:
-        return Json(c <= 0);
-      case Op::kGt:
-        return Json(c > 0);
-      default:
-        return Json(c >= 0);
+      case Op::kLt: return Json(c < 0);
+      case Op::kLe: return Json(c <= 0);
+      case Op::kGt: return Json(c > 0);
+      default: return Json(c >= 0);
     }
   }
 
@@ -604,12 +617,9 @@ class Evaluator {
     }
     bool ints = a.is_number_integer() && b.is_number_integer();
     switch (n.op) {
-      case Op::kAdd:
-        return ints ? Json(a.get<int64_t>() + b.get<int64_t>()) : Json(a.get<double>() + b.get<double>());
-      case Op::kSub:
-        return ints ? Json(a.get<int64_t>() - b.get<int64_t>()) : Json(a.get<double>() - b.get<double>());
-      case Op::kMul:
-        return ints ? Json(a.get<int64_t>() * b.get<int64_t>()) : Json(a.get<double>() * b.get<double>());
+      case Op::kAdd: return ints ? Json(a.get<int64_t>() + b.get<int64_t>()) : Json(a.get<double>() + b.get<double>());
+      case Op::kSub: return ints ? Json(a.get<int64_t>() - b.get<int64_t>()) : Json(a.get<double>() - b.get<double>());
+      case Op::kMul: return ints ? Json(a.get<int64_t>() * b.get<int64_t>()) : Json(a.get<double>() * b.get<double>());
       case Op::kDiv:
         if (b.get<double>() == 0) return type_error(n, "division by zero");
         return Json(a.get<double>() / b.get<double>());
@@ -634,8 +644,10 @@ size_t find_close(std::string_view text, size_t open) {
   for (size_t i = open + 2; i < text.size(); ++i) {
     char c = text[i];
     if (quote != 0) {
-      if (c == '\\') ++i;
-      else if (c == quote) quote = 0;
+      if (c == '\\')
+        ++i;
+      else if (c == quote)
+        quote = 0;
     } else if (c == '\'' || c == '"') {
       quote = c;
     } else if (c == '}') {
@@ -674,8 +686,8 @@ Result<bool> Expression::evaluate_bool(const Context& ctx) const {
   auto v = evaluate(ctx);
   if (!v) return make_error(v.error());
   if (!v->is_boolean()) {
-    return make_error(ErrorCode::kInvalidArgument, "expression '" + text_ + "' must be true or false, got " +
-                                                       json_type_name(*v) + " " + v->dump());
+    return make_error(ErrorCode::kInvalidArgument,
+                      "expression '" + text_ + "' must be true or false, got " + json_type_name(*v) + " " + v->dump());
   }
   return v->get<bool>();
 }
@@ -718,7 +730,8 @@ Result<Json> render_template(std::string_view text, const Context& ctx) {
       return make_error(ErrorCode::kInvalidArgument, "unterminated '${' in '" + std::string(text) + "'");
     }
     auto e = Expression::parse(text.substr(open + 2, close - open - 2));
-    if (!e) return make_error(ErrorCode::kInvalidArgument, "template '" + std::string(text) + "': " + e.error().to_string());
+    if (!e)
+      return make_error(ErrorCode::kInvalidArgument, "template '" + std::string(text) + "': " + e.error().to_string());
     auto v = e->evaluate(ctx);
     if (!v) return v;
     if (open == 0 && close == text.size() - 1) return *v;  // the whole string: keep the type

@@ -6,7 +6,8 @@ namespace crucible {
 namespace {
 
 Context ctx() {
-  Context c("exp", *RunId::parse("run-1"), Json{{"topic", "cats"}, {"n", 3}, {"list", {1, 2, 3}}, {"nested", {{"k", "v"}}}});
+  Context c("exp", *RunId::parse("run-1"),
+            Json{{"topic", "cats"}, {"n", 3}, {"list", {1, 2, 3}}, {"nested", {{"k", "v"}}}});
   c.put_metric("acc", 0.91);
   c.put_metric("my-metric", 5);
   c.assign("done", false);

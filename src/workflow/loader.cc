@@ -5,16 +5,16 @@
 #include <fstream>
 #include <map>
 #include <regex>
-#include <type_traits>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include <yaml-cpp/yaml.h>
 
 #include "crucible/experiment/branch.h"
-#include "crucible/reliability/hedging_config.h"
 #include "crucible/experiment/sweep.h"
 #include "crucible/llm/models.h"
+#include "crucible/reliability/hedging_config.h"
 #include "validate_internal.h"
 
 namespace crucible {
@@ -44,12 +44,12 @@ namespace {
 using validate_internal::suggest;
 
 // Keys each kind of mapping accepts.
-const std::vector<std::string> kTopKeys = {"name", "description", "durability", "config", "reliability", "models",
-                                           "stages", "distributed"};
+const std::vector<std::string> kTopKeys = {"name",        "description", "durability", "config",
+                                           "reliability", "models",      "stages",     "distributed"};
 const std::vector<std::string> kStageKeys = {
-    "name", "uses", "with", "order", "timeout", "retry", "optional", "completion", "barrier", "when",
-    "idempotent", "type", "duration", "expected_objects", "expected_tasks", "max_duration", "command",
-    "args", "description", "hedging"};
+    "name",           "uses",         "with",    "order",      "timeout",     "retry",    "optional",
+    "completion",     "barrier",      "when",    "idempotent", "type",        "duration", "expected_objects",
+    "expected_tasks", "max_duration", "command", "args",       "description", "hedging"};
 const std::vector<std::string> kLoopNodeKeys = {"name", "loop", "when", "description"};
 const std::vector<std::string> kLoopKeys = {"over", "count", "until", "max", "stages"};
 const std::vector<std::string> kCondNodeKeys = {"name", "conditional", "description"};
@@ -58,23 +58,40 @@ const std::vector<std::string> kParNodeKeys = {"name", "parallel", "when", "desc
 const std::vector<std::string> kParKeys = {"join", "merge", "max_concurrency", "branches"};
 const std::vector<std::string> kBranchKeys = {"name", "stages"};
 const std::vector<std::string> kExpNodeKeys = {"name", "experiment", "when", "description"};
-const std::vector<std::string> kExpKeys = {"strategy", "configs", "sweep", "samples", "seed", "max_concurrency", "stages"};
+const std::vector<std::string> kExpKeys = {"strategy", "configs",         "sweep", "samples",
+                                           "seed",     "max_concurrency", "stages"};
 const std::vector<std::string> kSeqNodeKeys = {"name", "sequence", "when", "description"};
-const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier", "jitter",
-                                             "on", "max_elapsed"};
-const std::vector<std::string> kBarrierKeys = {"type", "heartbeat_interval", "missed_threshold", "query_timeout",
-                                               "query_retries", "agent_barrier_timeout"};
-const std::vector<std::string> kDistributedKeys = {
-    "agents", "shared_filesystem", "tree_creation_mode", "path_selection", "partition_overlap",
-    "path_template", "start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout",
-    "agent_ready_timeout", "barrier_sync", "stages", "ssh", "deployment", "kv_cache_dir"};
-const std::vector<std::string> kAgentKeys = {"address", "id", "target_override", "concurrency_override", "env",
-                                             "volumes", "path_template", "listen_port", "multi_endpoint",
-                                             "kv_cache_dir"};
-const std::vector<std::string> kBarrierSyncKeys = {"enabled", "default_heartbeat_interval",
-                                                   "default_missed_threshold", "default_query_timeout",
-                                                   "default_query_retries", "validation", "prepare",
-                                                   "execute", "cleanup"};
+const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier",
+                                             "jitter",   "on",      "max_elapsed"};
+const std::vector<std::string> kBarrierKeys = {"type",          "heartbeat_interval", "missed_threshold",
+                                               "query_timeout", "query_retries",      "agent_barrier_timeout"};
+const std::vector<std::string> kDistributedKeys = {"agents",
+                                                   "shared_filesystem",
+                                                   "tree_creation_mode",
+                                                   "path_selection",
+                                                   "partition_overlap",
+                                                   "path_template",
+                                                   "start_delay",
+                                                   "grpc_keepalive_interval",
+                                                   "grpc_keepalive_timeout",
+                                                   "agent_ready_timeout",
+                                                   "barrier_sync",
+                                                   "stages",
+                                                   "ssh",
+                                                   "deployment",
+                                                   "kv_cache_dir"};
+const std::vector<std::string> kAgentKeys = {
+    "address",       "id",          "target_override", "concurrency_override", "env", "volumes",
+    "path_template", "listen_port", "multi_endpoint",  "kv_cache_dir"};
+const std::vector<std::string> kBarrierSyncKeys = {"enabled",
+                                                   "default_heartbeat_interval",
+                                                   "default_missed_threshold",
+                                                   "default_query_timeout",
+                                                   "default_query_retries",
+                                                   "validation",
+                                                   "prepare",
+                                                   "execute",
+                                                   "cleanup"};
 
 std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
   std::string out;
@@ -107,9 +124,10 @@ class Loader {
       diags_.insert(diags_.end(), more.begin(), more.end());
     }
     result.diagnostics = std::move(diags_);
-    std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(), [](const Diagnostic& a, const Diagnostic& b) {
-      return std::tie(a.loc.line, a.loc.column) < std::tie(b.loc.line, b.loc.column);
-    });
+    std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),
+                     [](const Diagnostic& a, const Diagnostic& b) {
+                       return std::tie(a.loc.line, a.loc.column) < std::tie(b.loc.line, b.loc.column);
+                     });
     if (result.error_count() == 0) result.spec = std::move(spec);
     return result;
   }
@@ -155,8 +173,9 @@ class Loader {
       }
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
         std::string hint = suggest(key, allowed);
-        error(kv.first, field, "unknown key '" + key + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                                   " (expected one of: " + join(allowed) + ")");
+        error(kv.first, field,
+              "unknown key '" + key + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                  " (expected one of: " + join(allowed) + ")");
       }
     }
     return true;
@@ -250,8 +269,9 @@ class Loader {
     if (auto v = table.parse(*s); v && v != except) return v;
     std::vector<std::string> names = table.names(except);
     std::string hint = suggest(*s, names);
-    error(map[key], sub(field, key), "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                                         " (expected one of: " + join(names) + ")");
+    error(map[key], sub(field, key),
+          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+              " (expected one of: " + join(names) + ")");
     return std::nullopt;
   }
 
@@ -262,8 +282,9 @@ class Loader {
     if (!s) return std::nullopt;
     if (std::find(choices.begin(), choices.end(), *s) != choices.end()) return s;
     std::string hint = suggest(*s, choices);
-    error(map[key], sub(field, key), "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                                         " (expected one of: " + join(choices) + ")");
+    error(map[key], sub(field, key),
+          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+              " (expected one of: " + join(choices) + ")");
     return std::nullopt;
   }
 
@@ -288,8 +309,7 @@ class Loader {
   Json to_json(const YAML::Node& n, const std::string& field) {
     switch (n.Type()) {
       case YAML::NodeType::Null:
-      case YAML::NodeType::Undefined:
-        return Json();
+      case YAML::NodeType::Undefined: return Json();
       case YAML::NodeType::Scalar: {
         const std::string& s = n.Scalar();
         if (n.Tag() == "!") return Json(s);
@@ -345,8 +365,10 @@ class Loader {
       spec.durability = *d;
     }
     if (YAML::Node c = root["config"]) {
-      if (!c.IsMap()) error(c, "config", "expected a mapping, found " + describe(c));
-      else spec.config = to_json(c, "config");
+      if (!c.IsMap())
+        error(c, "config", "expected a mapping, found " + describe(c));
+      else
+        spec.config = to_json(c, "config");
     }
     if (YAML::Node r = root["reliability"]) {
       if (!r.IsMap()) {
@@ -389,7 +411,8 @@ class Loader {
       for (const ModelProblem& p : check_model_config(config)) {
         // Point at the offending key when it is there, else at the model.
         std::string first = p.field.substr(0, p.field.find_first_of(".["));
-        YAML::Node at = entry.second.IsMap() && !first.empty() && entry.second[first] ? entry.second[first] : entry.second;
+        YAML::Node at =
+            entry.second.IsMap() && !first.empty() && entry.second[first] ? entry.second[first] : entry.second;
         error(at, p.field.empty() ? f : f + "." + p.field, p.message);
       }
       spec.models[name] = std::move(config);
@@ -415,8 +438,10 @@ class Loader {
         out["agents"] = to_json(agents, f + ".agents");
       }
     }
-    if (auto b = get_bool(d, "shared_filesystem", f)) out["shared_filesystem"] = *b;
-    else if (!d["shared_filesystem"]) error(d, f, "missing required key 'shared_filesystem' (true or false)");
+    if (auto b = get_bool(d, "shared_filesystem", f))
+      out["shared_filesystem"] = *b;
+    else if (!d["shared_filesystem"])
+      error(d, f, "missing required key 'shared_filesystem' (true or false)");
     if (auto t = get_choice(d, "tree_creation_mode", f, {"isolated", "coordinator", "concurrent"}, true)) {
       out["tree_creation_mode"] = *t;
     }
@@ -427,7 +452,8 @@ class Loader {
       if (*o < 0 || *o > 1) error(d["partition_overlap"], f + ".partition_overlap", "must be between 0 and 1");
       out["partition_overlap"] = *o;
     }
-    for (const char* key : {"start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout", "agent_ready_timeout"}) {
+    for (const char* key :
+         {"start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout", "agent_ready_timeout"}) {
       if (auto v = get_duration(d, key, f)) out[key] = v->count();
     }
     if (YAML::Node bs = d["barrier_sync"]) {
@@ -446,8 +472,10 @@ class Loader {
     }
     for (const char* key : {"ssh", "deployment"}) {
       if (YAML::Node n = d[key]) {
-        if (!n.IsMap()) error(n, f + "." + key, "expected a mapping, found " + describe(n));
-        else out[key] = to_json(n, f + "." + key);
+        if (!n.IsMap())
+          error(n, f + "." + key, "expected a mapping, found " + describe(n));
+        else
+          out[key] = to_json(n, f + "." + key);
       }
     }
     if (auto p = get_string(d, "path_template", f)) out["path_template"] = *p;
@@ -455,7 +483,8 @@ class Loader {
     if (YAML::Node stages = d["stages"]) {
       spec.stages = parse_nodes(stages, f + ".stages");
       if (stages.IsSequence() && stages.size() == 0) {
-        error(stages, f + ".stages", "the stage list is empty; remove it to get the defaults preflight, prepare, execute, cleanup");
+        error(stages, f + ".stages",
+              "the stage list is empty; remove it to get the defaults preflight, prepare, execute, cleanup");
       }
     } else {
       spec.stages = default_stages();
@@ -489,7 +518,8 @@ class Loader {
   Json parse_barrier(const YAML::Node& b, const std::string& f) {
     if (!check_map(b, f, kBarrierKeys)) return Json();
     get_choice(b, "type", f, {"all_or_nothing", "majority", "best_effort"});
-    for (const char* key : {"heartbeat_interval", "missed_threshold", "query_timeout", "query_retries", "agent_barrier_timeout"}) {
+    for (const char* key :
+         {"heartbeat_interval", "missed_threshold", "query_timeout", "query_retries", "agent_barrier_timeout"}) {
       if (auto v = get_int(b, key, f)) {
         if (*v < 0) error(b[key], f + "." + key, "must not be negative");
       }
@@ -524,7 +554,8 @@ class Loader {
       node.name = *name;
       static const std::regex name_re(R"(^[A-Za-z0-9_.\-]+$)");
       if (!std::regex_match(*name, name_re)) {
-        error(n["name"], field + ".name", "stage name '" + *name + "' may contain only letters, digits, '_', '-' and '.'");
+        error(n["name"], field + ".name",
+              "stage name '" + *name + "' may contain only letters, digits, '_', '-' and '.'");
       }
     }
     std::string f = node.name.empty() ? field : field + " '" + node.name + "'";
@@ -570,8 +601,10 @@ class Loader {
     }
     node.max_iterations = get_int(l, "max", lf);
     if (node.max_iterations && *node.max_iterations < 1) error(l["max"], lf + ".max", "must be at least 1");
-    if (!l["stages"]) error(l, lf, "missing required key 'stages' (the loop body)");
-    else node.children = parse_nodes(l["stages"], lf + ".stages");
+    if (!l["stages"])
+      error(l, lf, "missing required key 'stages' (the loop body)");
+    else
+      node.children = parse_nodes(l["stages"], lf + ".stages");
     return node;
   }
 
@@ -583,8 +616,10 @@ class Loader {
     if (!check_map(c, cf, kCondKeys)) return node;
     node.when = get_expression(c, "when", cf);
     if (!c["when"]) error(c, cf, "missing required key 'when' (the condition)");
-    if (!c["then"]) error(c, cf, "missing required key 'then' (stages to run when the condition holds)");
-    else node.children = parse_nodes(c["then"], cf + ".then");
+    if (!c["then"])
+      error(c, cf, "missing required key 'then' (stages to run when the condition holds)");
+    else
+      node.children = parse_nodes(c["then"], cf + ".then");
     if (c["else"]) node.else_children = parse_nodes(c["else"], cf + ".else");
     return node;
   }
@@ -618,8 +653,10 @@ class Loader {
       if (!check_map(b, bf, kBranchKeys)) continue;
       ParallelBranch branch;
       if (auto name = get_string(b, "name", bf, true)) branch.name = *name;
-      if (!b["stages"]) error(b, bf, "missing required key 'stages'");
-      else branch.nodes = parse_nodes(b["stages"], bf + ".stages");
+      if (!b["stages"])
+        error(b, bf, "missing required key 'stages'");
+      else
+        branch.nodes = parse_nodes(b["stages"], bf + ".stages");
       node.branches.push_back(std::move(branch));
     }
     return node;
@@ -638,8 +675,9 @@ class Loader {
       } else {
         const std::vector<std::string> names = kExperimentStrategyNames.names();
         std::string hint = suggest(*s, names);
-        error(e["strategy"], ef + ".strategy", "unknown strategy '" + *s + "' (expected " + join(names, ", ") + ")" +
-                                                   (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+        error(e["strategy"], ef + ".strategy",
+              "unknown strategy '" + *s + "' (expected " + join(names, ", ") + ")" +
+                  (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
       }
     }
     node.max_concurrency = get_int(e, "max_concurrency", ef);
@@ -661,11 +699,14 @@ class Loader {
         size_t i = 0;
         for (const auto& item : c) {
           std::string cf = ef + ".configs[" + std::to_string(i++) + "]";
-          if (!item.IsMap()) error(item, cf, "expected a config mapping, found " + describe(item));
-          else node.configs.push_back(to_json(item, cf));
+          if (!item.IsMap())
+            error(item, cf, "expected a config mapping, found " + describe(item));
+          else
+            node.configs.push_back(to_json(item, cf));
         }
       }
-      if (e["samples"]) error(e["samples"], ef + ".samples", "'samples' draws from a 'sweep'; it does not apply to 'configs'");
+      if (e["samples"])
+        error(e["samples"], ef + ".samples", "'samples' draws from a 'sweep'; it does not apply to 'configs'");
     } else if (has_sweep) {
       YAML::Node sw = e["sweep"];
       if (!sw.IsMap()) {
@@ -674,26 +715,34 @@ class Loader {
         node.sweep = to_json(sw, ef + ".sweep");
         Result<std::vector<Json>> expanded = std::vector<Json>{};
         if (node.samples) {
-          if (*node.samples < 1) error(e["samples"], ef + ".samples", "must be at least 1");
-          else expanded = random_search(node.sweep, static_cast<size_t>(*node.samples), static_cast<uint64_t>(node.sample_seed));
+          if (*node.samples < 1)
+            error(e["samples"], ef + ".samples", "must be at least 1");
+          else
+            expanded =
+                random_search(node.sweep, static_cast<size_t>(*node.samples), static_cast<uint64_t>(node.sample_seed));
         } else {
           expanded = expand_sweep(node.sweep, 10'000);
         }
-        if (!expanded) error(sw, ef + ".sweep", expanded.error().message());
-        else for (Json& c : *expanded) node.configs.push_back(std::move(c));
+        if (!expanded)
+          error(sw, ef + ".sweep", expanded.error().message());
+        else
+          for (Json& c : *expanded) node.configs.push_back(std::move(c));
       }
     }
     std::map<std::string, size_t> ids;
     for (size_t i = 0; i < node.configs.size(); ++i) {
       auto [it, inserted] = ids.emplace(config_id_of(node.configs[i]), i);
       if (!inserted) {
-        error(e, ef, "configs " + std::to_string(it->second) + " and " + std::to_string(i) + " have the same config_id '" +
-                         it->first + "'; every branch needs its own");
+        error(e, ef,
+              "configs " + std::to_string(it->second) + " and " + std::to_string(i) + " have the same config_id '" +
+                  it->first + "'; every branch needs its own");
         break;
       }
     }
-    if (!e["stages"]) error(e, ef, "missing required key 'stages' (what each branch runs)");
-    else node.children = parse_nodes(e["stages"], ef + ".stages");
+    if (!e["stages"])
+      error(e, ef, "missing required key 'stages' (what each branch runs)");
+    else
+      node.children = parse_nodes(e["stages"], ef + ".stages");
     return node;
   }
 
@@ -743,8 +792,10 @@ class Loader {
     if (r.IsScalar()) {
       YAML::Node wrapper;
       wrapper["attempts"] = r;
-      if (auto a = get_int(wrapper, "attempts", f)) policy.max_attempts = static_cast<int>(*a);
-      else error(r, f, "expected a number of attempts or a mapping, found " + describe(r));
+      if (auto a = get_int(wrapper, "attempts", f))
+        policy.max_attempts = static_cast<int>(*a);
+      else
+        error(r, f, "expected a number of attempts or a mapping, found " + describe(r));
       return policy;
     }
     if (!check_map(r, f, kRetryKeys)) return policy;
@@ -767,8 +818,9 @@ class Loader {
         for (const auto& c : on) {
           auto code = c.IsScalar() ? parse_error_code(c.Scalar()) : std::nullopt;
           if (!code) {
-            error(c, f + ".on", "unknown error code " + describe(c) +
-                                    " (expected e.g. unavailable, deadline_exceeded, resource_exhausted, internal)");
+            error(c, f + ".on",
+                  "unknown error code " + describe(c) +
+                      " (expected e.g. unavailable, deadline_exceeded, resource_exhausted, internal)");
           } else {
             policy.retry_on.push_back(*code);
           }
@@ -803,8 +855,9 @@ class Loader {
     if (n["type"] && !kind) return node;
     node.stage_kind = kind.value_or(StageKind::kPlain);
     if (!n["type"] && !n["uses"]) {
-      error(n, f, "a stage needs 'uses' (a registered stage type, see `crucible stages`) or 'type' "
-                  "(execute, prepare, cleanup, custom, hybrid, validation)");
+      error(n, f,
+            "a stage needs 'uses' (a registered stage type, see `crucible stages`) or 'type' "
+            "(execute, prepare, cleanup, custom, hybrid, validation)");
     }
     parse_kind_fields(n, f, node);
     auto completion = get_enum(n, "completion", f, kCompletionNames, Completion::kOnce);
@@ -832,12 +885,13 @@ class Loader {
       if (std::find(rule.kinds.begin(), rule.kinds.end(), node.stage_kind) == rule.kinds.end()) {
         std::string kinds;
         for (StageKind k : rule.kinds) {
-          if (k != StageKind::kPlain) kinds += std::string(kinds.empty() ? "" : " or ") + std::string(stage_kind_name(k));
+          if (k != StageKind::kPlain)
+            kinds += std::string(kinds.empty() ? "" : " or ") + std::string(stage_kind_name(k));
         }
         error(n[rule.key], f + "." + rule.key,
               "'" + std::string(rule.key) + "' does not apply to " +
                   (node.stage_kind == StageKind::kPlain ? std::string("a stage without 'type'")
-                                                         : "type " + std::string(stage_kind_name(node.stage_kind))) +
+                                                        : "type " + std::string(stage_kind_name(node.stage_kind))) +
                   "; it belongs to type " + kinds);
       }
     }
@@ -859,8 +913,10 @@ class Loader {
           error(args, f + ".args", "expected a list of arguments, found " + describe(args));
         } else {
           for (const auto& a : args) {
-            if (!a.IsScalar()) error(a, f + ".args", "expected a string argument, found " + describe(a));
-            else node.args.push_back(a.Scalar());
+            if (!a.IsScalar())
+              error(a, f + ".args", "expected a string argument, found " + describe(a));
+            else
+              node.args.push_back(a.Scalar());
           }
         }
       }

@@ -20,15 +20,18 @@ struct Invalid {
 const Invalid kInvalid[] = {
     {"bad_duration.yaml", "5:14", "expected a duration such as 500ms, 30s, 5m or 2h, found '5 minutes'"},
     {"bad_hedging_default.yaml", "5:17", "reliability.hedging.percentile: must be between 1 and 99.99, got 150"},
-    {"bad_hedging_option.yaml", "8:27", "stages[0] 'a'.hedging.options.delay_candidates: must be a list of at least 2 delays"},
+    {"bad_hedging_option.yaml", "8:27",
+     "stages[0] 'a'.hedging.options.delay_candidates: must be a list of at least 2 delays"},
     {"bad_expression.yaml", "5:25", "bad expression 'metrics.acc >> 2': column 14: unexpected '>'"},
     {"bad_template.yaml", "6:43", "bad template 'topic ${config.topic +}'"},
-    {"completion_mismatch.yaml", "3:5", "use `type: validation` for a validation stage, or `completion: duration_or_tasks`"},
+    {"completion_mismatch.yaml", "3:5",
+     "use `type: validation` for a validation stage, or `completion: duration_or_tasks`"},
     {"distributed_missing_required.yaml", "2:3", "missing required key 'tree_creation_mode'"},
     {"duplicate_name.yaml", "5:5", "duplicate stage name 'a'"},
     {"duplicate_order.yaml", "6:5", "duplicate order 1: stages 'a' and 'b'"},
     {"empty.yaml", "1:1", "the pipeline file is empty"},
-    {"hedging_fixed_without_delay.yaml", "8:7", "stages[0] 'a'.hedging.delay_ms: hedging strategy fixed needs delay_ms"},
+    {"hedging_fixed_without_delay.yaml", "8:7",
+     "stages[0] 'a'.hedging.delay_ms: hedging strategy fixed needs delay_ms"},
     {"field_of_other_kind.yaml", "5:19", "'max_duration' does not apply to type prepare; it belongs to type hybrid"},
     {"malformed_yaml.yaml", "5:4", "malformed YAML"},
     {"missing_option.yaml", "3:5", "stage type 'metric' needs option 'name'"},
@@ -72,7 +75,8 @@ stages:
     uses: noop
     when: "metrics.x >"
     retry: {attempts: lots}
-)", "many.yaml", registry);
+)",
+                                    "many.yaml", registry);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error_count(), 4u) << r.report();
   EXPECT_NE(r.report().find("many.yaml:5:5"), std::string::npos);
@@ -136,7 +140,8 @@ stages:
   - {name: third, uses: noop, order: 7}
   - {name: first, uses: noop, order: 1}
   - {name: second, uses: noop, order: 2}
-)", "ordered.yaml", registry);
+)",
+                                    "ordered.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
   EXPECT_EQ(r.spec->stages[0].name, "first");
   EXPECT_EQ(r.spec->stages[2].name, "third");
@@ -152,7 +157,8 @@ stages:
   - {name: check, type: validation, uses: assert, with: {that: "true"}}
   - {name: fill, type: prepare, uses: noop, completion: duration_or_tasks, duration: 10ms}
   - {name: epoch, type: execute, duration: 10s}
-)", "local.yaml", registry);
+)",
+                                    "local.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
   auto reason = unsupported_reason(*r.spec);
   ASSERT_TRUE(reason.has_value());
@@ -164,7 +170,8 @@ TEST(Loader, ConfigScalarsKeepTheirYamlTypes) {
   LoadResult r = load_pipeline_text(R"(name: types
 config: {i: 3, f: 0.5, b: true, s: "3", n: null, word: hello}
 stages: [{name: a, uses: noop}]
-)", "types.yaml", registry);
+)",
+                                    "types.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
   EXPECT_EQ(r.spec->config["i"], 3);
   EXPECT_EQ(r.spec->config["f"], 0.5);

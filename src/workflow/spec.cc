@@ -59,7 +59,8 @@ Json node_to_json(const Node& n) {
       out["merge"] = merge_name(n.merge);
       if (n.max_concurrency) out["max_concurrency"] = *n.max_concurrency;
       Json branches = Json::array();
-      for (const ParallelBranch& b : n.branches) branches.push_back({{"name", b.name}, {"stages", nodes_to_json(b.nodes)}});
+      for (const ParallelBranch& b : n.branches)
+        branches.push_back({{"name", b.name}, {"stages", nodes_to_json(b.nodes)}});
       out["branches"] = branches;
       break;
     }

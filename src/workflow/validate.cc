@@ -2,8 +2,8 @@
 #include <map>
 #include <set>
 
-#include "crucible/workflow/loader.h"
 #include "crucible/reliability/hedging_config.h"
+#include "crucible/workflow/loader.h"
 #include "validate_internal.h"
 
 namespace crucible {
@@ -100,7 +100,8 @@ class Validator {
 
   // Stages run by `order` when given: every sibling needs one, values are unique, gaps warn.
   void check_order(std::vector<Node>& nodes, const std::string& field) {
-    size_t with_order = static_cast<size_t>(std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); }));
+    size_t with_order = static_cast<size_t>(
+        std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); }));
     if (with_order == 0) return;
     std::map<int64_t, const Node*> by_order;
     for (const Node& n : nodes) {
@@ -110,16 +111,17 @@ class Validator {
       }
       auto [it, inserted] = by_order.emplace(*n.order, &n);
       if (!inserted) {
-        add(n.loc, field, "duplicate order " + std::to_string(*n.order) + ": stages '" + it->second->name +
-                              "' and '" + n.name + "'");
+        add(n.loc, field,
+            "duplicate order " + std::to_string(*n.order) + ": stages '" + it->second->name + "' and '" + n.name + "'");
       }
     }
     if (with_order != nodes.size()) return;
     int64_t expected = by_order.begin()->first;
     for (const auto& [order, node] : by_order) {
       if (order != expected) {
-        add(node->loc, field, "gap in order before stage '" + node->name + "' (order " + std::to_string(order) +
-                                  ", previous " + std::to_string(expected - 1) + ")",
+        add(node->loc, field,
+            "gap in order before stage '" + node->name + "' (order " + std::to_string(order) + ", previous " +
+                std::to_string(expected - 1) + ")",
             Diagnostic::Severity::kWarning);
       }
       expected = order + 1;
@@ -129,12 +131,8 @@ class Validator {
 
   void check_node(Node& n, const std::string& f) {
     switch (n.kind) {
-      case NodeKind::kStage:
-        check_stage(n, f);
-        break;
-      case NodeKind::kSequence:
-        check_list(n.children, f + ".sequence");
-        break;
+      case NodeKind::kStage: check_stage(n, f); break;
+      case NodeKind::kSequence: check_list(n.children, f + ".sequence"); break;
       case NodeKind::kLoop:
         if (n.loop_mode == LoopMode::kUntil && !n.max_iterations) {
           add(n.loc, f + ".loop", "an 'until' loop needs 'max'");
@@ -158,8 +156,10 @@ class Validator {
         for (size_t i = 0; i < n.branches.size(); ++i) {
           ParallelBranch& b = n.branches[i];
           std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
-          if (b.name.empty()) add(n.loc, bf, "a branch needs a name");
-          else if (!names.insert(b.name).second) add(n.loc, bf, "duplicate branch name '" + b.name + "'");
+          if (b.name.empty())
+            add(n.loc, bf, "a branch needs a name");
+          else if (!names.insert(b.name).second)
+            add(n.loc, bf, "duplicate branch name '" + b.name + "'");
           if (b.nodes.empty()) add(n.loc, bf + ".stages", "the branch has no stages");
           check_list(b.nodes, bf + ".stages");
         }
@@ -182,8 +182,9 @@ class Validator {
     if (models_.is_object()) {
       for (const auto& [k, _] : models_.items()) known += (known.empty() ? "" : ", ") + k;
     }
-    add(n.loc, f + ".with.model", "no model '" + m.get<std::string>() + "' in the pipeline's models: section" +
-                                      (known.empty() ? " (add a models: section)" : " (it has: " + known + ")"));
+    add(n.loc, f + ".with.model",
+        "no model '" + m.get<std::string>() + "' in the pipeline's models: section" +
+            (known.empty() ? " (add a models: section)" : " (it has: " + known + ")"));
   }
 
   void check_stage(Node& n, const std::string& f) {
@@ -206,13 +207,17 @@ class Validator {
     bool local = !n.uses.empty() || n.stage_kind == StageKind::kCustom;
     if (local) {
       if (uses_duration && !n.duration) {
-        add(n.loc, f, "completion " + std::string(completion_name(n.completion)) + " needs '" +
-                          (n.stage_kind == StageKind::kHybrid ? "max_duration" : "duration") + "'");
+        add(n.loc, f,
+            "completion " + std::string(completion_name(n.completion)) + " needs '" +
+                (n.stage_kind == StageKind::kHybrid ? "max_duration" : "duration") + "'");
       }
       if (uses_tasks && !n.expected_tasks && n.completion == Completion::kTasksDone) {
-        add(n.loc, f, "completion tasks_done needs '" +
-                          std::string(n.stage_kind == StageKind::kPlain || n.stage_kind == StageKind::kHybrid
-                                          ? "expected_tasks" : "expected_objects") + "'");
+        add(n.loc, f,
+            "completion tasks_done needs '" +
+                std::string(n.stage_kind == StageKind::kPlain || n.stage_kind == StageKind::kHybrid
+                                ? "expected_tasks"
+                                : "expected_objects") +
+                "'");
       }
     }
     if (!n.uses.empty() && !n.stage) bind(n, f);
@@ -250,8 +255,9 @@ class Validator {
     auto stage = registry_.create(n.uses);
     if (!stage) {
       std::string hint = validate_internal::suggest(n.uses, registry_.names());
-      add(n.loc, f + ".uses", "unknown stage type '" + n.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                                  " (`crucible stages` lists them)");
+      add(n.loc, f + ".uses",
+          "unknown stage type '" + n.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+              " (`crucible stages` lists them)");
       return;
     }
     StageDescription d = (*stage)->describe();
@@ -275,8 +281,8 @@ class Validator {
     };
     for (const OptionSpec& o : d.options) {
       if (o.required && !n.with.contains(o.name)) {
-        add(n.loc, f + ".with", "stage type '" + n.uses + "' needs option '" + o.name + "' (" + o.type + ": " +
-                                    o.description + ")");
+        add(n.loc, f + ".with",
+            "stage type '" + n.uses + "' needs option '" + o.name + "' (" + o.type + ": " + o.description + ")");
       }
     }
     for (const auto& [key, value] : n.with.items()) {
@@ -287,8 +293,9 @@ class Validator {
         std::vector<std::string> names;
         for (const OptionSpec& x : d.options) names.push_back(x.name);
         std::string hint = validate_internal::suggest(key, names);
-        add(n.loc, f + ".with." + key, "stage type '" + n.uses + "' has no option '" + key + "'" +
-                                           (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+        add(n.loc, f + ".with." + key,
+            "stage type '" + n.uses + "' has no option '" + key + "'" +
+                (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
         continue;
       }
       if (o->type == "expression") {
@@ -301,7 +308,8 @@ class Validator {
                   (o->type == "duration" && (found == "string" || found == "integer" || found == "number"));
       if (o->type == "duration" && value.is_string() && !parse_duration(value.get<std::string>())) fits = false;
       if (!fits) {
-        add(n.loc, f + ".with." + key, "option '" + key + "' must be " + o->type + ", found " + found + " " + value.dump());
+        add(n.loc, f + ".with." + key,
+            "option '" + key + "' must be " + o->type + ", found " + found + " " + value.dump());
       }
     }
   }
@@ -340,7 +348,8 @@ std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& r
 std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {
   if (!spec.distributed.is_null() && spec.distributed.value("agent_count", 0) > 0) {
     int agents = spec.distributed.value("agent_count", 0);
-    return "this pipeline runs across " + std::to_string(agents) + (agents == 1 ? " distributed agent" : " distributed agents") +
+    return "this pipeline runs across " + std::to_string(agents) +
+           (agents == 1 ? " distributed agent" : " distributed agents") +
            ", which Crucible cannot do yet (the `distributed:` section is validated "
            "but not executed); remove the agents to run its stages on this machine";
   }

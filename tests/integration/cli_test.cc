@@ -41,8 +41,8 @@ class Cli : public ::testing::Test {
 
 TEST_F(Cli, HelpWorksEverywhere) {
   EXPECT_EQ(run({"--help"}).code, 0);
-  for (const char* cmd : {"run", "validate", "status", "list", "resume", "signal", "fork", "prune", "bench", "stages", "describe",
-                          "experiments"}) {
+  for (const char* cmd : {"run", "validate", "status", "list", "resume", "signal", "fork", "prune", "bench", "stages",
+                          "describe", "experiments"}) {
     Output o = run({cmd, "--help"});
     EXPECT_EQ(o.code, 0) << cmd;
     EXPECT_NE(o.out.find("Usage"), std::string::npos) << cmd;
@@ -140,9 +140,9 @@ TEST_F(Cli, SignalResolvesAWaitingRunAndResumeFinishesIt) {
 }
 
 TEST_F(Cli, ARunningProcessContinuesWhenSignalled) {
-  Child waiting = spawn_crucible({"--journal", journal_, "run", "tests/integration/pipelines/approval.yaml", "--run-id",
-                                  "live", "--json"},
-                                 dir_ + "/live.out", dir_ + "/live.err");
+  Child waiting = spawn_crucible(
+      {"--journal", journal_, "run", "tests/integration/pipelines/approval.yaml", "--run-id", "live", "--json"},
+      dir_ + "/live.out", dir_ + "/live.err");
   for (int i = 0; i < 500; ++i) {
     Output s = run({"status", "live", "--json"});
     if (s.code == 0 && json_of(s)["status"] == "waiting") break;
@@ -168,7 +168,8 @@ TEST_F(Cli, ForkReexecutesFromTheStep) {
 
 TEST_F(Cli, PruneRemovesOldFinishedRunsOnly) {
   ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "old", "--quiet"}).code, 0);
-  ASSERT_EQ(run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "parked", "--no-wait", "--quiet"}).code, 0);
+  ASSERT_EQ(
+      run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "parked", "--no-wait", "--quiet"}).code, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   Output p = run({"prune", "--older-than", "1ms"});
   ASSERT_EQ(p.code, 0);
@@ -245,7 +246,8 @@ TEST_F(Cli, BenchLlmPrintsItsJson) {
   Output o = run({"bench", "llm", "--json", "--quick"});
   ASSERT_EQ(o.code, 0) << o.err;
   Json b = json_of(o);
-  for (const char* key : {"p99_reduction", "extra_calls_pct", "journaled_results_per_step", "baseline", "hedged", "targets"}) {
+  for (const char* key :
+       {"p99_reduction", "extra_calls_pct", "journaled_results_per_step", "baseline", "hedged", "targets"}) {
     EXPECT_TRUE(b.contains(key)) << key;
   }
   EXPECT_EQ(b["journaled_results_per_step"], 1.0);
@@ -279,7 +281,8 @@ TEST_F(Cli, BenchHedgingPrintsRowsTargetsAndTheLiveTest) {
   EXPECT_GT(b["rows"].size(), 100u);
   bool custom = false;
   for (const Json& r : b["rows"]) {
-    for (const char* k : {"p50", "p90", "p99", "p99_9", "extra_requests_pct", "extra_work_pct"}) ASSERT_TRUE(r.contains(k)) << k;
+    for (const char* k : {"p50", "p90", "p99", "p99_9", "extra_requests_pct", "extra_work_pct"})
+      ASSERT_TRUE(r.contains(k)) << k;
     custom = custom || r["scenario"] == "my-api";
   }
   EXPECT_TRUE(custom);

@@ -9,8 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/core/json.h"
+#include "crucible/journal_sqlite/sqlite_journal.h"
 #include "process.h"
 
 namespace crucible::integration {
@@ -63,7 +63,8 @@ Json outcome(const std::string& json_text) {
   auto j = parse_json(json_text);
   EXPECT_TRUE(j) << json_text;
   if (!j) return Json();
-  return Json{{"status", (*j)["status"]}, {"metrics", (*j)["metrics"]}, {"state", (*j)["state"]}, {"trace", (*j)["trace"]}};
+  return Json{
+      {"status", (*j)["status"]}, {"metrics", (*j)["metrics"]}, {"state", (*j)["state"]}, {"trace", (*j)["trace"]}};
 }
 
 class CrashTest : public ::testing::TestWithParam<std::string> {
@@ -78,8 +79,18 @@ class CrashTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::vector<std::string> args(const std::string& journal, const std::string& oracle, const std::string& markers) {
-    return {"--journal", journal, "--quiet", "run", kPipeline, "--durability", GetParam(), "--set", "oracle=" + oracle,
-            "--set", "marker_dir=" + markers, "--json"};
+    return {"--journal",
+            journal,
+            "--quiet",
+            "run",
+            kPipeline,
+            "--durability",
+            GetParam(),
+            "--set",
+            "oracle=" + oracle,
+            "--set",
+            "marker_dir=" + markers,
+            "--json"};
   }
 
   std::string dir_;
@@ -140,7 +151,8 @@ TEST_P(CrashTest, KilledRunsResumeWithoutRepeatingFinishedSteps) {
       std::set<std::string> before(all.begin(), all.begin() + static_cast<long>(c.oracle_lines));
       int reran = 0;
       for (size_t l = c.oracle_lines; l < all.size(); ++l) {
-        EXPECT_FALSE(c.completed.contains(all[l])) << "point " << point << ": completed step " << all[l] << " ran again";
+        EXPECT_FALSE(c.completed.contains(all[l]))
+            << "point " << point << ": completed step " << all[l] << " ran again";
         if (l < end && before.contains(all[l])) ++reran;
       }
       // Only steps in flight at the crash run again: one per concurrent branch (2 here). In
@@ -187,12 +199,14 @@ TEST(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string journal = dir + "/j.db", oracle = dir + "/oracle";
-  Child child = spawn_crucible({"--journal", journal, "--quiet", "run", "tests/integration/pipelines/experiment_crash.yaml",
-                                "--set", "oracle=" + oracle, "--run-id", "exp"},
-                               dir + "/out", dir + "/err");
+  Child child =
+      spawn_crucible({"--journal", journal, "--quiet", "run", "tests/integration/pipelines/experiment_crash.yaml",
+                      "--set", "oracle=" + oracle, "--run-id", "exp"},
+                     dir + "/out", dir + "/err");
   ASSERT_GT(child.pid, 0);
   // Kill once the fifth branch has started: about two pairs of branches have finished.
-  for (int i = 0; i < 1000 && lines_of(oracle).size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 1000 && lines_of(oracle).size() < 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ::kill(child.pid, SIGKILL);
   ASSERT_EQ(wait_child(child), 128 + SIGKILL);
   std::map<int, std::string> before = finished_branches(journal, "exp");

@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "crucible/core/json.h"
-#include "process.h"
 #include "crucible/testing/llm_test_server.h"
+#include "process.h"
 
 namespace crucible::integration {
 namespace {
@@ -65,8 +65,8 @@ void script_loop(LlmTestServer& server) {
 TEST_F(LlmCli, KilledAfterTheFirstCritiqueResumesWithoutCallingAgain) {
   LlmTestServer server(kKey);
   script_loop(server);
-  server.push(LlmTestServer::answer());             // generate
-  server.push(LlmTestServer::answer());             // first critique
+  server.push(LlmTestServer::answer());            // generate
+  server.push(LlmTestServer::answer());            // first critique
   server.push(LlmTestServer::answer("", 20'000));  // revise: slow, killed while in flight
   Child child = spawn_crucible({"--journal", journal_, "--quiet", "run", "tests/integration/pipelines/llm_loop.yaml",
                                 "--set", "base_url=" + server.base_url(), "--run-id", "loop"},
@@ -90,10 +90,11 @@ TEST_F(LlmCli, KilledAfterTheFirstCritiqueResumesWithoutCallingAgain) {
   // critique were called after the resume.
   EXPECT_EQ(server.calls.load(), 5);
   EXPECT_EQ(server.calls_containing("Write a draft about journals."), 1);
-  EXPECT_EQ(server.calls_containing("CRITIQUE the draft"), 2);            // the first, not repeated, and the second
-  EXPECT_EQ(server.calls_containing("REVISE the draft"), 2);              // killed in flight, then completed
+  EXPECT_EQ(server.calls_containing("CRITIQUE the draft"), 2);  // the first, not repeated, and the second
+  EXPECT_EQ(server.calls_containing("REVISE the draft"), 2);    // killed in flight, then completed
   EXPECT_EQ(server.calls_containing("CRITIQUE the draft against the criteria.\n\nCriteria: clear, correct and complete"
-                                    "\n\nDraft:\nFIRST DRAFT"), 1);
+                                    "\n\nDraft:\nFIRST DRAFT"),
+            1);
   Json status = json_of(run({"status", "loop", "--json"}));
   EXPECT_EQ(status["llm"]["calls"], 4);
   EXPECT_GT(status["llm"]["tokens_used"].get<int>(), 0);
@@ -106,7 +107,8 @@ TEST_F(LlmCli, ApiKeysNeverReachOutputLogsOrTheJournal) {
   Output o = run({"--events", events, "run", "tests/integration/pipelines/llm_loop.yaml", "--set",
                   "base_url=" + server.base_url(), "--json", "--run-id", "secret"});
   ASSERT_EQ(o.code, 0) << o.err;
-  EXPECT_EQ(server.rejected.load(), 0) << ::testing::PrintToString(server.rejections());  // the key went where the API expects it
+  EXPECT_EQ(server.rejected.load(), 0) << ::testing::PrintToString(
+      server.rejections());  // the key went where the API expects it
   Output status = run({"status", "secret", "--json"});
   Output show = run({"experiments", "show", "secret", "--json"});
   EXPECT_NE(slurp(events).find("run.completed"), std::string::npos);
@@ -123,7 +125,8 @@ TEST_F(LlmCli, ApiKeysNeverReachOutputLogsOrTheJournal) {
 TEST_F(LlmCli, OfflineExamplesSayWhichVariableToSet) {
   Output o = run({"run", "examples/critique_loop.yaml", "--json"});
   ASSERT_EQ(o.code, 0) << o.err;
-  EXPECT_NE(o.err.find("ANTHROPIC_API_KEY is not set, so it answers from its offline script"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("ANTHROPIC_API_KEY is not set, so it answers from its offline script"), std::string::npos)
+      << o.err;
   Json r = json_of(o);
   EXPECT_EQ(r["state"]["revision_count"], 1);
   EXPECT_EQ(r["state"]["critiques"].size(), 2u);

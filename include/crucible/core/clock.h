@@ -49,8 +49,8 @@ class FakeClock : public Clock {
   std::condition_variable_any cv_;
   std::chrono::nanoseconds elapsed_{0};  // guarded by mu_
   WallTime start_;
-  bool auto_advance_ = true;                       // guarded by mu_
-  std::vector<std::chrono::nanoseconds> sleeps_;   // guarded by mu_
+  bool auto_advance_ = true;                      // guarded by mu_
+  std::vector<std::chrono::nanoseconds> sleeps_;  // guarded by mu_
 };
 
 }  // namespace crucible

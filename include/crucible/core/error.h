@@ -92,26 +92,26 @@ inline tl::unexpected<Error> make_error(Error error) { return tl::unexpected<Err
 
 }  // namespace crucible
 
-#define CRUCIBLE_CHECK(condition)                                   \
-  do {                                                              \
-    if (!(condition)) {                                             \
-      ::crucible::check_failed(#condition, __FILE__, __LINE__);     \
-    }                                                               \
+#define CRUCIBLE_CHECK(condition)                               \
+  do {                                                          \
+    if (!(condition)) {                                         \
+      ::crucible::check_failed(#condition, __FILE__, __LINE__); \
+    }                                                           \
   } while (false)
 
 // Evaluates a Status (or Result) expression and returns its error from the enclosing function.
-#define CRUCIBLE_RETURN_IF_ERROR(expr)                           \
-  do {                                                           \
-    auto crucible_status_ = (expr);                              \
-    if (!crucible_status_) {                                     \
-      return ::crucible::make_error(crucible_status_.error());   \
-    }                                                            \
+#define CRUCIBLE_RETURN_IF_ERROR(expr)                         \
+  do {                                                         \
+    auto crucible_status_ = (expr);                            \
+    if (!crucible_status_) {                                   \
+      return ::crucible::make_error(crucible_status_.error()); \
+    }                                                          \
   } while (false)
 
 #define CRUCIBLE_CONCAT_INNER_(a, b) a##b
 #define CRUCIBLE_CONCAT_(a, b) CRUCIBLE_CONCAT_INNER_(a, b)
-#define CRUCIBLE_ASSIGN_OR_RETURN_IMPL_(result, lhs, expr) \
-  auto result = (expr);                                    \
+#define CRUCIBLE_ASSIGN_OR_RETURN_IMPL_(result, lhs, expr)    \
+  auto result = (expr);                                       \
   if (!result) return ::crucible::make_error(result.error()); \
   lhs = std::move(*result)
 

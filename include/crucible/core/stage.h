@@ -114,8 +114,7 @@ class StageRegistry {
 };
 
 // A stage made from a function, for C++ pipelines and tests.
-std::unique_ptr<Stage> make_function_stage(
-    StageDescription description,
-    std::function<Status(Context&, const StageOptions&, std::stop_token)> fn);
+std::unique_ptr<Stage> make_function_stage(StageDescription description,
+                                           std::function<Status(Context&, const StageOptions&, std::stop_token)> fn);
 
 }  // namespace crucible

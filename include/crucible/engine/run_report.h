@@ -38,11 +38,11 @@ struct LlmUsage {
 struct RunReport {
   RunSummary summary;
   size_t records = 0;
-  std::vector<StepRow> steps;                            // in the order steps first started
-  std::optional<LlmUsage> llm;                           // when the run called a model
-  std::map<std::string, std::vector<Json>> experiments;  // branch outcomes by experiment step key, as finished
+  std::vector<StepRow> steps;                             // in the order steps first started
+  std::optional<LlmUsage> llm;                            // when the run called a model
+  std::map<std::string, std::vector<Json>> experiments;   // branch outcomes by experiment step key, as finished
   std::vector<std::pair<std::string, Json>> comparisons;  // compare reports by step key
-  Json suspended;                                        // the record that parked the run, or null
+  Json suspended;                                         // the record that parked the run, or null
 
   // Reads the records of one run; never fails (unknown records are left out).
   static RunReport from_log(const RunLog& log);

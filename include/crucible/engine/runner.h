@@ -13,10 +13,10 @@
 #include "crucible/core/clock.h"
 #include "crucible/core/context.h"
 #include "crucible/core/enum_names.h"
+#include "crucible/core/executor.h"
 #include "crucible/core/random.h"
 #include "crucible/journal/journal.h"
 #include "crucible/telemetry/events.h"
-#include "crucible/core/executor.h"
 #include "crucible/workflow/spec.h"
 
 namespace crucible {
@@ -24,11 +24,13 @@ namespace crucible {
 // What became of one step: in this execution (a report), or as the journal has it (in flight:
 // started, no outcome yet).
 enum class StepStatus { kCompleted, kReplayed, kSkipped, kFailed, kOptionalFailed, kCancelled, kInFlight };
-inline const EnumNames<StepStatus> kStepStatusNames = {
-    {StepStatus::kCompleted, "completed"},   {StepStatus::kReplayed, "replayed"},
-    {StepStatus::kSkipped, "skipped"},       {StepStatus::kFailed, "failed"},
-    {StepStatus::kOptionalFailed, "optional_failed"}, {StepStatus::kCancelled, "cancelled"},
-    {StepStatus::kInFlight, "in_flight"}};
+inline const EnumNames<StepStatus> kStepStatusNames = {{StepStatus::kCompleted, "completed"},
+                                                       {StepStatus::kReplayed, "replayed"},
+                                                       {StepStatus::kSkipped, "skipped"},
+                                                       {StepStatus::kFailed, "failed"},
+                                                       {StepStatus::kOptionalFailed, "optional_failed"},
+                                                       {StepStatus::kCancelled, "cancelled"},
+                                                       {StepStatus::kInFlight, "in_flight"}};
 inline std::string_view step_status_name(StepStatus s) { return kStepStatusNames.name(s); }
 
 struct StepReport {
@@ -60,7 +62,7 @@ struct RunResult {
 };
 
 struct StartOptions {
-  std::optional<RunId> run_id;     // a known id resumes that run instead of starting twice
+  std::optional<RunId> run_id;      // a known id resumes that run instead of starting twice
   Json overrides = Json::object();  // merged over the spec's config
   bool new_version = false;         // continue an existing run with a changed spec
   std::optional<Durability> durability;
@@ -84,11 +86,13 @@ class Runner {
   [[nodiscard]] Result<RunResult> start(const WorkflowSpec& spec, const StartOptions& options = {});
   // Replays the journal of `run_id` and continues at the first unfinished step. kNotFound if
   // there is no such run; kFailedPrecondition if `spec` is not the spec the run was started with.
-  [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options = {});
+  [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id,
+                                         const ResumeOptions& options = {});
   // Starts a new run that reuses the journal of `source` before step `from` (the first record of
   // that step or anything below it) and re-executes from there. Returns the new run's id; run it
   // with resume(). kNotFound if the run or the step key does not exist.
-  [[nodiscard]] Result<RunId> fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id = std::nullopt);
+  [[nodiscard]] Result<RunId> fork(const RunId& source, const StepKey& from,
+                                   std::optional<RunId> new_id = std::nullopt);
 
   // For a waiting run: blocks (polling the journal, holding no executor thread) until its promise
   // resolves, its deadline passes or `stop` is requested, then resumes it.
@@ -107,7 +111,7 @@ class Runner {
 
  private:
   [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
-                            const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
+                                          const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
 
   Journal& journal_;
   Executor& executor_;

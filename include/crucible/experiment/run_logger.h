@@ -27,7 +27,8 @@ class RunLogger {
   [[nodiscard]] virtual Result<std::string> start_run(const std::string& experiment, const std::string& config_id) = 0;
   [[nodiscard]] virtual Status log_params(const std::string& run, const Json& params) = 0;
   // `metrics` is an object of numbers; `step` orders repeated logging of the same metric.
-  [[nodiscard]] virtual Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) = 0;
+  [[nodiscard]] virtual Status log_metrics(const std::string& run, const Json& metrics,
+                                           std::optional<int64_t> step = std::nullopt) = 0;
   [[nodiscard]] virtual Status log_branch(const std::string& run, const Branch& branch) = 0;
   [[nodiscard]] virtual Status end_run(const std::string& run, BranchStatus status) = 0;
 };
@@ -47,7 +48,8 @@ class InMemoryRunLogger : public RunLogger {
 
   [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
   [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
-  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics,
+                                   std::optional<int64_t> step = std::nullopt) override;
   [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
   [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 
@@ -71,7 +73,8 @@ class JsonlRunLogger : public RunLogger {
 
   [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
   [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
-  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics,
+                                   std::optional<int64_t> step = std::nullopt) override;
   [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
   [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 
@@ -95,7 +98,8 @@ class JournalRunLogger : public RunLogger {
 
   [[nodiscard]] Result<std::string> start_run(const std::string& experiment, const std::string& config_id) override;
   [[nodiscard]] Status log_params(const std::string& run, const Json& params) override;
-  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics, std::optional<int64_t> step = std::nullopt) override;
+  [[nodiscard]] Status log_metrics(const std::string& run, const Json& metrics,
+                                   std::optional<int64_t> step = std::nullopt) override;
   [[nodiscard]] Status log_branch(const std::string& run, const Branch& branch) override;
   [[nodiscard]] Status end_run(const std::string& run, BranchStatus status) override;
 

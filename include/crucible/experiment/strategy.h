@@ -51,7 +51,7 @@ class Strategy {
   virtual std::string_view name() const = 0;
   // kInvalidArgument for an empty config list.
   [[nodiscard]] virtual Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
-                                        RunLogger* logger = nullptr) = 0;
+                                                      RunLogger* logger = nullptr) = 0;
 };
 
 // Runs one branch and never raises: an error or exception of `fn` becomes a failed branch. The
@@ -64,7 +64,8 @@ class RoundRobin : public Strategy {
  public:
   explicit RoundRobin(StrategyOptions options = {});
   std::string_view name() const override { return "round_robin"; }
-  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
+                                              RunLogger* logger) override;
   // The chosen branch's output; its failure is returned with its original code.
   [[nodiscard]] Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
   // The index the next call will use (before taking it modulo the config count).
@@ -84,7 +85,8 @@ class Shadow : public Strategy {
   // Requests stop for unfinished shadows and waits for them.
   ~Shadow() override;
   std::string_view name() const override { return "shadow"; }
-  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
+                                              RunLogger* logger) override;
   // Starts the shadows (configs[1..]) and the primary (configs[0]) together and returns the
   // primary's output when it finishes; shadow failures are recorded, never returned.
   [[nodiscard]] Result<Json> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
@@ -104,9 +106,11 @@ class MultiBranch : public Strategy {
  public:
   explicit MultiBranch(StrategyOptions options = {});
   std::string_view name() const override { return "multi_branch"; }
-  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger) override;
+  [[nodiscard]] Result<ExperimentOutcome> run(const BranchFn& fn, const std::vector<Json>& configs,
+                                              RunLogger* logger) override;
   // Every branch, in config order; never fails because a branch failed.
-  [[nodiscard]] Result<BranchSet> call(const BranchFn& fn, const std::vector<Json>& configs, RunLogger* logger = nullptr);
+  [[nodiscard]] Result<BranchSet> call(const BranchFn& fn, const std::vector<Json>& configs,
+                                       RunLogger* logger = nullptr);
 
  private:
   StrategyOptions options_;
@@ -119,14 +123,14 @@ using StrategyFactory = std::function<std::unique_ptr<Strategy>(const StrategyOp
 // kAlreadyExists for a taken name.
 [[nodiscard]] Status register_strategy(const std::string& name, StrategyFactory factory);
 // kNotFound naming the known strategies.
-[[nodiscard]] Result<std::unique_ptr<Strategy>> get_strategy(const std::string& name, const StrategyOptions& options = {});
+[[nodiscard]] Result<std::unique_ptr<Strategy>> get_strategy(const std::string& name,
+                                                             const StrategyOptions& options = {});
 std::vector<std::string> strategy_names();
 
 namespace experiment_internal {
 [[nodiscard]] inline Result<Json> as_result(Result<Json> r) { return r; }
 template <typename T>
-  requires(!std::is_same_v<std::decay_t<T>, Result<Json>>)
-[[nodiscard]] Result<Json> as_result(T&& value) {
+requires(!std::is_same_v<std::decay_t<T>, Result<Json>>) [[nodiscard]] Result<Json> as_result(T&& value) {
   return Json(std::forward<T>(value));
 }
 }  // namespace experiment_internal
@@ -138,7 +142,7 @@ template <typename T>
 template <typename Fn>
 auto experiment(std::shared_ptr<Strategy> strategy, Fn fn, RunLogger* logger = nullptr) {
   return [strategy = std::move(strategy), fn = std::move(fn), logger](const std::vector<Json>& configs,
-                                                                       auto&&... args) -> Result<ExperimentOutcome> {
+                                                                      auto&&... args) -> Result<ExperimentOutcome> {
     BranchFn bound = [&](const Json& config, std::stop_token) -> Result<Json> {
       return experiment_internal::as_result(fn(config, args...));
     };

@@ -21,8 +21,8 @@ namespace crucible::http {
 struct Request {
   std::string method = "GET";  // GET, POST, PUT, PATCH, DELETE, ...
   std::string url;
-  std::vector<std::string> headers;  // "name: value"
-  std::string body;                  // sent for POST, PUT and PATCH, and whenever it is not empty
+  std::vector<std::string> headers;            // "name: value"
+  std::string body;                            // sent for POST, PUT and PATCH, and whenever it is not empty
   std::chrono::milliseconds timeout{120'000};  // the whole transfer
 };
 

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "crucible/core/enum_names.h"
 #include "crucible/core/context.h"
+#include "crucible/core/enum_names.h"
 #include "crucible/core/error.h"
 #include "crucible/core/ids.h"
 #include "crucible/core/json.h"
@@ -123,15 +123,16 @@ class Journal {
   // Takes the lease if it is free, expired, already ours, or its epoch equals `steal_epoch`.
   // kFailedPrecondition naming the holder otherwise.
   [[nodiscard]] virtual Result<Lease> acquire_lease(const RunId& run, const std::string& owner,
-                                      std::chrono::milliseconds ttl,
-                                      std::optional<uint64_t> steal_epoch = std::nullopt) = 0;
+                                                    std::chrono::milliseconds ttl,
+                                                    std::optional<uint64_t> steal_epoch = std::nullopt) = 0;
   [[nodiscard]] virtual Result<std::optional<Lease>> current_lease(const RunId& run) = 0;
   // kAborted if the lease was taken over (epoch changed).
   [[nodiscard]] virtual Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) = 0;
   [[nodiscard]] virtual Status release_lease(const Lease& lease) = 0;
   // Appends a kRunStarted record and takes the new run's lease in one commit. The default
   // appends, then acquires.
-  [[nodiscard]] virtual Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl);
+  [[nodiscard]] virtual Result<Lease> start_run(Record run_started, const std::string& owner,
+                                                std::chrono::milliseconds ttl);
   // A run that finishes or parks (kRunCompleted, kRunFailed, kRunSuspended) has no owner: the
   // record releases its lease in the same commit.
 
@@ -141,8 +142,7 @@ class Journal {
 
   // Resolves the run's promise `name` and appends a kPromiseResolved record. Returns false if it
   // was already resolved (the first value wins). kNotFound if the run does not exist.
-  [[nodiscard]] virtual Result<bool> resolve_promise(const RunId& run, const std::string& name,
-                                       const Json& value) = 0;
+  [[nodiscard]] virtual Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) = 0;
   [[nodiscard]] virtual Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) = 0;
 
   // Deletes finished (completed or failed) runs last updated before the cutoff; returns how many.

@@ -60,11 +60,13 @@ class ScriptedProvider : public Provider {
   explicit ScriptedProvider(std::vector<ScriptedResponse> responses, std::string model = "scripted");
   // From a list of strings or objects {text, match, error, message, delay_ms, retry_after_ms,
   // input_tokens, output_tokens, stop_reason}; kInvalidArgument naming `field[i].key`.
-  [[nodiscard]] static Result<std::unique_ptr<ScriptedProvider>> from_json(const Json& responses, const std::string& field);
+  [[nodiscard]] static Result<std::unique_ptr<ScriptedProvider>> from_json(const Json& responses,
+                                                                           const std::string& field);
 
   std::string name() const override { return "scripted(" + model_ + ")"; }
   [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) override;
 
   // The next `times` calls fail with `code` before any response is used.
   void fail_next(ErrorCode code, int times = 1, std::string message = "injected failure");
@@ -75,8 +77,8 @@ class ScriptedProvider : public Provider {
   std::vector<ScriptedResponse> responses_;
   std::string model_;
   mutable std::mutex mu_;
-  std::vector<CompletionRequest> calls_;      // guarded by mu_
-  std::map<std::string, size_t> next_;        // guarded by mu_: per match set, the next index
+  std::vector<CompletionRequest> calls_;                     // guarded by mu_
+  std::map<std::string, size_t> next_;                       // guarded by mu_: per match set, the next index
   std::vector<std::pair<ErrorCode, std::string>> injected_;  // guarded by mu_
 };
 

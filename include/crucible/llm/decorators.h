@@ -29,7 +29,8 @@ class RetryingProvider : public Provider {
   RetryingProvider(std::shared_ptr<Provider> inner, RetryPolicy policy, Clock& clock, Random& random);
   std::string name() const override { return "retrying(" + inner_->name() + ")"; }
   [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) override;
   int64_t retries() const { return retries_.load(); }
 
  private:
@@ -51,7 +52,8 @@ class HedgedProvider : public Provider {
   std::string name() const override { return "hedged(" + inner_->name() + ")"; }
   [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
   // Hedging happens before the first byte: the winning attempt's text is delivered in one piece.
-  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) override;
   // {"calls", "hedged", "hedge_won", "attempts", "budget_denied", "policy"}
   Json stats() const;
 
@@ -71,7 +73,8 @@ class CircuitBreakingProvider : public Provider {
   std::string name() const override { return "circuit(" + inner_->name() + ")"; }
   // kUnavailable with retry_after while the circuit is open.
   [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) override;
   CircuitBreaker& breaker() { return breaker_; }
 
  private:
@@ -110,7 +113,8 @@ class CachingProvider : public Provider {
   std::string name() const override { return "cached(" + inner_->name() + ")"; }
   // A hit returns the stored completion with cached = true and no call.
   [[nodiscard]] Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) override;
-  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop) override;
+  [[nodiscard]] Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                          std::stop_token stop) override;
   int64_t hits() const { return hits_.load(); }
   std::string key_of(const CompletionRequest& request) const;
 

@@ -45,7 +45,7 @@ std::vector<ModelProblem> check_model_config(const Json& config);
 
 struct ModelHandle {
   std::shared_ptr<llm::Provider> provider;
-  std::string kind;    // anthropic, openai or scripted
+  std::string kind;      // anthropic, openai or scripted
   bool offline = false;  // answering with the `offline:` script because the key is not set
   std::string notice;    // why, and which environment variable to set
 };
@@ -67,7 +67,7 @@ class ModelRegistry {
 
  private:
   [[nodiscard]] Result<ModelHandle> build(const std::string& name, const Json& config, const std::string& key,
-                            const std::string& blob_dir);
+                                          const std::string& blob_dir);
 
   Executor& executor_;
   Clock& clock_;

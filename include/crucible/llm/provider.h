@@ -99,7 +99,8 @@ class Provider {
   [[nodiscard]] virtual Result<Completion> complete(const CompletionRequest& request, std::stop_token stop) = 0;
   // Streams text to `on_delta` as it arrives and returns the whole completion. The default
   // completes, then delivers the text in one piece.
-  [[nodiscard]] virtual Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta, std::stop_token stop);
+  [[nodiscard]] virtual Result<Completion> stream(const CompletionRequest& request, const DeltaFn& on_delta,
+                                                  std::stop_token stop);
 };
 
 }  // namespace crucible::llm

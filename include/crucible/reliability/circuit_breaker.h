@@ -13,11 +13,11 @@
 namespace crucible {
 
 struct CircuitBreakerOptions {
-  int failure_threshold = 5;                          // failures within `window` that open it
+  int failure_threshold = 5;  // failures within `window` that open it
   std::chrono::milliseconds window{60'000};
-  std::chrono::milliseconds cool_down{30'000};        // open this long before probing
-  int half_open_probes = 1;                           // concurrent probes while half-open
-  int success_threshold = 1;                          // probe successes that close it
+  std::chrono::milliseconds cool_down{30'000};  // open this long before probing
+  int half_open_probes = 1;                     // concurrent probes while half-open
+  int success_threshold = 1;                    // probe successes that close it
 };
 
 // Thread-safe. Time goes through the Clock.
@@ -45,12 +45,12 @@ class CircuitBreaker {
   Clock& clock_;
   const CircuitBreakerOptions options_;
   std::mutex mu_;
-  State state_ = State::kClosed;    // guarded by mu_
-  std::deque<MonoTime> failures_;   // guarded by mu_: within the window, while closed
-  MonoTime opened_at_{};            // guarded by mu_
-  int probes_in_flight_ = 0;        // guarded by mu_
-  int probe_successes_ = 0;         // guarded by mu_
-  int64_t rejected_ = 0;            // guarded by mu_
+  State state_ = State::kClosed;   // guarded by mu_
+  std::deque<MonoTime> failures_;  // guarded by mu_: within the window, while closed
+  MonoTime opened_at_{};           // guarded by mu_
+  int probes_in_flight_ = 0;       // guarded by mu_
+  int probe_successes_ = 0;        // guarded by mu_
+  int64_t rejected_ = 0;           // guarded by mu_
 };
 
 }  // namespace crucible

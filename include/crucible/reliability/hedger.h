@@ -23,15 +23,15 @@
 namespace crucible {
 
 struct HedgeMetadata {
-  bool hedged = false;           // a backup was started
-  bool hedge_won = false;        // the kept answer came from a backup
-  int attempts = 0;              // attempts started: the cost
-  int winner = 0;                // index of the kept attempt (0: the primary)
+  bool hedged = false;     // a backup was started
+  bool hedge_won = false;  // the kept answer came from a backup
+  int attempts = 0;        // attempts started: the cost
+  int winner = 0;          // index of the kept attempt (0: the primary)
   double total_latency_ms = 0;
   std::optional<double> primary_latency_ms;  // when the primary finished
   std::optional<double> backup_latency_ms;   // the winning backup's own time, from its start
   std::optional<double> hedge_delay_ms;      // the planned delay; none when not hedging
-  bool budget_denied = false;    // a backup was due but the budget or the gate refused it
+  bool budget_denied = false;                // a backup was due but the budget or the gate refused it
   std::string strategy;
   // {"hedged","hedge_won","attempts","cost","total_latency","primary_latency","backup_latency",
   //  "hedge_delay","strategy",...} with latencies in milliseconds.
@@ -45,12 +45,12 @@ struct Hedged {
 };
 
 struct HedgeCallOptions {
-  std::string key = "default";   // policy state key: backend or model
-  int max_hedges = 1;            // backups at most (gRPC caps attempts at 5)
+  std::string key = "default";  // policy state key: backend or model
+  int max_hedges = 1;           // backups at most (gRPC caps attempts at 5)
   // One deadline over every attempt; none: the attempts' own deadlines are the only ones, as for
   // the same call unhedged.
   std::optional<std::chrono::milliseconds> timeout;
-  std::optional<double> size;    // for workload-aware strategies
+  std::optional<double> size;  // for workload-aware strategies
   std::string model_complexity;
   std::string priority;
   // Return only once every cancelled attempt has returned, for attempts that borrow the caller's
@@ -71,15 +71,17 @@ class Hedger {
   // the timeout (when one is set), kCancelled when `stop` is requested. Attempts run on the executor.
   template <typename T>
   [[nodiscard]] Result<Hedged<T>> hedge(std::function<Result<T>(int attempt, std::stop_token stop)> request,
-                          const HedgeCallOptions& options, std::stop_token stop = {}) {
+                                        const HedgeCallOptions& options, std::stop_token stop = {}) {
     auto slots = std::make_shared<std::vector<std::optional<T>>>(static_cast<size_t>(options.max_hedges) + 1);
     auto fn = std::make_shared<std::function<Result<T>(int, std::stop_token)>>(std::move(request));
-    auto meta = run([slots, fn](int attempt, std::stop_token s) -> Status {
-      Result<T> r = (*fn)(attempt, s);
-      if (!r) return make_error(r.error());
-      (*slots)[static_cast<size_t>(attempt)] = std::move(*r);
-      return {};
-    }, options, stop);
+    auto meta = run(
+        [slots, fn](int attempt, std::stop_token s) -> Status {
+          Result<T> r = (*fn)(attempt, s);
+          if (!r) return make_error(r.error());
+          (*slots)[static_cast<size_t>(attempt)] = std::move(*r);
+          return {};
+        },
+        options, stop);
     if (!meta) return make_error(meta.error());
     return Hedged<T>{std::move(*(*slots)[static_cast<size_t>(meta->winner)]), std::move(*meta)};
   }

@@ -30,13 +30,13 @@ struct HedgeRequest {
 struct HedgeOutcome {
   std::string_view key;
   double now_s = 0;
-  double delay_ms = 0;              // the delay that was planned (infinity: none)
-  bool hedged = false;              // a backup was started
-  bool hedge_won = false;           // a backup's answer was kept
-  bool error = false;               // every attempt failed
-  double latency_ms = 0;            // time to the kept answer
-  bool primary_finished = false;    // false: the primary was cancelled (its latency is censored)
-  double primary_latency_ms = 0;    // the primary's time if it finished, else the latency above
+  double delay_ms = 0;                      // the delay that was planned (infinity: none)
+  bool hedged = false;                      // a backup was started
+  bool hedge_won = false;                   // a backup's answer was kept
+  bool error = false;                       // every attempt failed
+  double latency_ms = 0;                    // time to the kept answer
+  bool primary_finished = false;            // false: the primary was cancelled (its latency is censored)
+  double primary_latency_ms = 0;            // the primary's time if it finished, else the latency above
   std::optional<double> backup_latency_ms;  // the first backup's own time, if it finished
   std::optional<double> size;
 };
@@ -53,11 +53,11 @@ class HedgeStrategy {
 };
 
 struct PercentileOptions {
-  double percentile = 95;       // in (0, 100)
-  size_t window = 4096;         // most recent samples per key
-  size_t min_samples = 20;      // before this many, use initial_delay_ms
+  double percentile = 95;                        // in (0, 100)
+  size_t window = 4096;                          // most recent samples per key
+  size_t min_samples = 20;                       // before this many, use initial_delay_ms
   std::optional<double> initial_delay_ms = 100;  // nullopt: no hedging until min_samples
-  double min_delay_ms = 1;      // clamp, as Finagle's 1 ms floor
+  double min_delay_ms = 1;                       // clamp, as Finagle's 1 ms floor
   std::optional<double> max_delay_ms;
 };
 
@@ -66,9 +66,9 @@ struct AdaptiveOptions {
   std::vector<double> quantiles = {0, 90, 93, 95, 97, 98, 99, 99.5};
   // Fixed delay candidates in ms instead of quantiles (crucible_hedging's delay_candidates).
   std::vector<double> delays;
-  double budget = 0.05;          // target extra-request fraction; the cost weight is tuned to meet it
+  double budget = 0.05;  // target extra-request fraction; the cost weight is tuned to meet it
   size_t window = 1000;
-  size_t min_samples = 50;       // learns from counterfactuals only until then
+  size_t min_samples = 50;  // learns from counterfactuals only until then
   uint64_t seed = 1;
 };
 
@@ -81,9 +81,9 @@ struct WorkloadOptions {
 
 struct BackoffOptions {
   double base_delay_ms = 100, min_delay_ms = 10, max_delay_ms = 5000;
-  double increase = 1.5;   // after a wasted hedge (hedged, primary won)
-  double decrease = 0.9;   // after a useful or unneeded one
-  double error = 2.0;      // after an error
+  double increase = 1.5;  // after a wasted hedge (hedged, primary won)
+  double decrease = 0.9;  // after a useful or unneeded one
+  double error = 2.0;     // after an error
 };
 
 std::unique_ptr<HedgeStrategy> make_off_strategy();

@@ -31,11 +31,11 @@ struct HedgingConfig {
   int max_hedges = 1;              // backups at most, 1-5
   double budget_percent = 5;       // extra requests allowed, in percent of requests
   // `options:`
-  double min_per_second = 0;              // a budget reserve that refills by time
-  double initial_delay_ms = 100;          // percentile: the delay before there are samples
-  std::vector<double> delay_candidates;   // adaptive: the arms (empty: the built-in grid)
-  double base_delay_ms = 100;             // workload_aware
-  BackoffOptions backoff;                 // exponential_backoff: base, min and max delays
+  double min_per_second = 0;             // a budget reserve that refills by time
+  double initial_delay_ms = 100;         // percentile: the delay before there are samples
+  std::vector<double> delay_candidates;  // adaptive: the arms (empty: the built-in grid)
+  double base_delay_ms = 100;            // workload_aware
+  BackoffOptions backoff;                // exponential_backoff: base, min and max delays
   // The mapping as written (for a stage: merged over the pipeline's defaults), with `options`
   // nested: the canonical form in a spec's JSON and hash.
   Json written = Json::object();

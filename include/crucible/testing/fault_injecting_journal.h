@@ -28,17 +28,27 @@ class FaultInjectingJournal : public Journal {
   [[nodiscard]] Status append(std::vector<Record> records, Durability durability) override;
   [[nodiscard]] Status flush() override;
   [[nodiscard]] Result<RunLog> read_run(const RunId& run) override;
-  [[nodiscard]] Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override { return inner_.list_runs(filter); }
+  [[nodiscard]] Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
+    return inner_.list_runs(filter);
+  }
   [[nodiscard]] Result<std::vector<RunLog>> read_unfinished() override { return inner_.read_unfinished(); }
   [[nodiscard]] Result<Lease> acquire_lease(const RunId& run, const std::string& owner, std::chrono::milliseconds ttl,
-                              std::optional<uint64_t> steal_epoch) override {
+                                            std::optional<uint64_t> steal_epoch) override {
     return inner_.acquire_lease(run, owner, ttl, steal_epoch);
   }
-  [[nodiscard]] Result<std::optional<Lease>> current_lease(const RunId& run) override { return inner_.current_lease(run); }
-  [[nodiscard]] Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) override { return inner_.renew_lease(lease, ttl); }
+  [[nodiscard]] Result<std::optional<Lease>> current_lease(const RunId& run) override {
+    return inner_.current_lease(run);
+  }
+  [[nodiscard]] Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) override {
+    return inner_.renew_lease(lease, ttl);
+  }
   [[nodiscard]] Status release_lease(const Lease& lease) override { return inner_.release_lease(lease); }
-  [[nodiscard]] Status put_value(const std::string& s, const std::string& k, const Json& v) override { return inner_.put_value(s, k, v); }
-  [[nodiscard]] Result<std::optional<Json>> get_value(const std::string& s, const std::string& k) override { return inner_.get_value(s, k); }
+  [[nodiscard]] Status put_value(const std::string& s, const std::string& k, const Json& v) override {
+    return inner_.put_value(s, k, v);
+  }
+  [[nodiscard]] Result<std::optional<Json>> get_value(const std::string& s, const std::string& k) override {
+    return inner_.get_value(s, k);
+  }
   [[nodiscard]] Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
     return inner_.resolve_promise(run, name, value);
   }
@@ -52,11 +62,11 @@ class FaultInjectingJournal : public Journal {
 
   Journal& inner_;
   mutable std::mutex mu_;
-  std::vector<Record> pending_;        // guarded by mu_
-  std::optional<Error> broken_;        // guarded by mu_
-  int fail_after_ = -1;                // guarded by mu_
+  std::vector<Record> pending_;  // guarded by mu_
+  std::optional<Error> broken_;  // guarded by mu_
+  int fail_after_ = -1;          // guarded by mu_
   ErrorCode fail_code_ = ErrorCode::kDataLoss;
-  int syncs_ = 0;                      // guarded by mu_
+  int syncs_ = 0;  // guarded by mu_
 };
 
 }  // namespace crucible::testing

@@ -44,8 +44,7 @@ TEST_P(JournalConformance, AppendsAndReadsBackInOrder) {
   Record done = step("r1", RecordType::kStepCompleted, "/a");
   done.attempts = 2;
   done.duration_us = 42;
-  done.delta = {Mutation{Mutation::Kind::kMetric, "loss", Json(0.25)},
-                Mutation{Mutation::Kind::kTrace, "a", Json()}};
+  done.delta = {Mutation{Mutation::Kind::kMetric, "loss", Json(0.25)}, Mutation{Mutation::Kind::kTrace, "a", Json()}};
   ASSERT_TRUE(journal_->append(step("r1", RecordType::kStepStarted, "/a"), Durability::kBatched));
   ASSERT_TRUE(journal_->append(done, Durability::kStrict));
   auto log = journal_->read_run(*RunId::parse("r1"));

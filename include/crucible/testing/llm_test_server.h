@@ -27,12 +27,14 @@ class LlmTestServer {
   struct Behavior {
     enum Kind { kAnswer, kStatus, kDrop } kind = kAnswer;
     int status = 200;
-    std::string error_type;      // Anthropic error type, e.g. overloaded_error
-    int retry_after_s = -1;      // Retry-After header when >= 0
-    int delay_ms = 0;            // answer after this long (kAnswer), noticing a closed client
-    std::string text;            // the answer; empty: the responder's
+    std::string error_type;  // Anthropic error type, e.g. overloaded_error
+    int retry_after_s = -1;  // Retry-After header when >= 0
+    int delay_ms = 0;        // answer after this long (kAnswer), noticing a closed client
+    std::string text;        // the answer; empty: the responder's
   };
-  static Behavior answer(std::string text = "", int delay_ms = 0) { return {Behavior::kAnswer, 200, "", -1, delay_ms, std::move(text)}; }
+  static Behavior answer(std::string text = "", int delay_ms = 0) {
+    return {Behavior::kAnswer, 200, "", -1, delay_ms, std::move(text)};
+  }
   static Behavior status(int code, std::string type, int retry_after_s = -1) {
     return {Behavior::kStatus, code, std::move(type), retry_after_s, 0, ""};
   }
@@ -43,8 +45,10 @@ class LlmTestServer {
     // One request per connection: clients that keep pooled connections (process-wide provider
     // stacks) would otherwise hold the server's threads until the keep-alive timeout on stop.
     server_.set_keep_alive_max_count(1);
-    server_.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
-    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
+    server_.Post("/v1/messages",
+                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    server_.Post("/v1/chat/completions",
+                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -119,7 +123,8 @@ class LlmTestServer {
   void handle(const httplib::Request& req, httplib::Response& res, bool anthropic) {
     int call = calls++;
     if (anthropic) {
-      if (req.get_header_value("x-api-key") != api_key_) return reject(res, 401, "authentication_error", "invalid x-api-key", true);
+      if (req.get_header_value("x-api-key") != api_key_)
+        return reject(res, 401, "authentication_error", "invalid x-api-key", true);
       if (req.get_header_value("anthropic-version").empty()) {
         return reject(res, 400, "invalid_request_error", "anthropic-version header is required", true);
       }
@@ -176,7 +181,8 @@ class LlmTestServer {
     std::string text = !b.text.empty() ? b.text : responder ? responder(body, call) : "echo: " + last;
     bool stream = body.value("stream", false);
     std::string model = body["model"].get<std::string>();
-    int64_t in_tokens = static_cast<int64_t>(req.body.size() / 4), out_tokens = static_cast<int64_t>(text.size() / 4 + 1);
+    int64_t in_tokens = static_cast<int64_t>(req.body.size() / 4),
+            out_tokens = static_cast<int64_t>(text.size() / 4 + 1);
     std::vector<std::string> pieces;
     for (size_t start = 0; start < text.size();) {
       size_t space = text.find(' ', start);
@@ -188,41 +194,70 @@ class LlmTestServer {
     std::vector<std::string> frames;  // what the answer writes after the delay
     const char* type = "application/json";
     if (!stream) {
-      Json out = anthropic
-          ? Json{{"id", "msg_" + std::to_string(call)}, {"type", "message"}, {"role", "assistant"}, {"model", model},
-                 {"content", Json::array({{{"type", "text"}, {"text", text}}})}, {"stop_reason", "end_turn"},
-                 {"stop_sequence", nullptr}, {"usage", {{"input_tokens", in_tokens}, {"output_tokens", out_tokens}}}}
-          : Json{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion"}, {"model", model},
-                 {"choices", Json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", "stop"}}})},
-                 {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}, {"total_tokens", in_tokens + out_tokens}}}};
+      Json out = anthropic ? Json{{"id", "msg_" + std::to_string(call)},
+                                  {"type", "message"},
+                                  {"role", "assistant"},
+                                  {"model", model},
+                                  {"content", Json::array({{{"type", "text"}, {"text", text}}})},
+                                  {"stop_reason", "end_turn"},
+                                  {"stop_sequence", nullptr},
+                                  {"usage", {{"input_tokens", in_tokens}, {"output_tokens", out_tokens}}}}
+                           : Json{{"id", "chatcmpl-" + std::to_string(call)},
+                                  {"object", "chat.completion"},
+                                  {"model", model},
+                                  {"choices", Json::array({{{"index", 0},
+                                                            {"message", {{"role", "assistant"}, {"content", text}}},
+                                                            {"finish_reason", "stop"}}})},
+                                  {"usage",
+                                   {{"prompt_tokens", in_tokens},
+                                    {"completion_tokens", out_tokens},
+                                    {"total_tokens", in_tokens + out_tokens}}}};
       frames.push_back(out.dump());
     } else if (anthropic) {
       type = "text/event-stream";
-      auto ev = [](const std::string& name, const Json& data) { return "event: " + name + "\ndata: " + data.dump() + "\n\n"; };
-      frames.push_back(ev("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_" + std::to_string(call)}, {"type", "message"},
-                        {"role", "assistant"}, {"content", Json::array()}, {"model", model}, {"stop_reason", nullptr},
-                        {"usage", {{"input_tokens", in_tokens}, {"output_tokens", 1}}}}}}));
-      frames.push_back(ev("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}));
+      auto ev = [](const std::string& name, const Json& data) {
+        return "event: " + name + "\ndata: " + data.dump() + "\n\n";
+      };
+      frames.push_back(ev("message_start", {{"type", "message_start"},
+                                            {"message",
+                                             {{"id", "msg_" + std::to_string(call)},
+                                              {"type", "message"},
+                                              {"role", "assistant"},
+                                              {"content", Json::array()},
+                                              {"model", model},
+                                              {"stop_reason", nullptr},
+                                              {"usage", {{"input_tokens", in_tokens}, {"output_tokens", 1}}}}}}));
+      frames.push_back(
+          ev("content_block_start",
+             {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}));
       frames.push_back(ev("ping", {{"type", "ping"}}));
       for (const auto& p : pieces) {
-        frames.push_back(ev("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", p}}}}));
+        frames.push_back(
+            ev("content_block_delta",
+               {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", p}}}}));
       }
       frames.push_back(ev("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
-      frames.push_back(ev("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
+      frames.push_back(ev("message_delta", {{"type", "message_delta"},
+                                            {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
                                             {"usage", {{"output_tokens", out_tokens}}}}));
       frames.push_back(ev("message_stop", {{"type", "message_stop"}}));
     } else {
       type = "text/event-stream";
       auto chunk = [&](const Json& delta, const Json& finish) {
-        Json c{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion.chunk"}, {"model", model},
+        Json c{{"id", "chatcmpl-" + std::to_string(call)},
+               {"object", "chat.completion.chunk"},
+               {"model", model},
                {"choices", Json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}};
         return "data: " + c.dump() + "\n\n";
       };
       frames.push_back(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
       for (const auto& p : pieces) frames.push_back(chunk({{"content", p}}, nullptr));
       frames.push_back(chunk(Json::object(), "stop"));
-      Json usage{{"id", "chatcmpl-" + std::to_string(call)}, {"object", "chat.completion.chunk"}, {"model", model},
-                 {"choices", Json::array()}, {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}}}};
+      Json usage{{"id", "chatcmpl-" + std::to_string(call)},
+                 {"object", "chat.completion.chunk"},
+                 {"model", model},
+                 {"choices", Json::array()},
+                 {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}}}};
       frames.push_back("data: " + usage.dump() + "\n\n");
       frames.push_back("data: [DONE]\n\n");
     }
@@ -256,11 +291,11 @@ class LlmTestServer {
   std::thread thread_;
   int port_ = 0;
   std::mutex mu_;
-  std::deque<Behavior> script_;                                // guarded by mu_
-  std::vector<Json> requests_;                                 // guarded by mu_
-  std::vector<std::string> rejections_;                        // guarded by mu_
-  std::function<std::string(const Json&, int)> responder_;     // guarded by mu_
-  std::function<int(int)> latency_;                            // guarded by mu_
+  std::deque<Behavior> script_;                             // guarded by mu_
+  std::vector<Json> requests_;                              // guarded by mu_
+  std::vector<std::string> rejections_;                     // guarded by mu_
+  std::function<std::string(const Json&, int)> responder_;  // guarded by mu_
+  std::function<int(int)> latency_;                         // guarded by mu_
 };
 
 }  // namespace crucible::testing

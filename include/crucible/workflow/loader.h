@@ -35,8 +35,7 @@ struct LoadResult {
 // Parses and validates a YAML pipeline. Stage types are resolved in `registry`, which must
 // outlive the returned spec's stages only for lookups (stages are owned by the spec).
 LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry);
-LoadResult load_pipeline_text(std::string_view text, const std::string& file_label,
-                              const StageRegistry& registry);
+LoadResult load_pipeline_text(std::string_view text, const std::string& file_label, const StageRegistry& registry);
 
 // Validates a spec (from the builder or the loader): unique sibling names, unique `order`
 // values (gaps are warnings), completion criteria that fit the stage kind, stage types known

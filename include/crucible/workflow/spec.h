@@ -42,16 +42,15 @@ enum class ExperimentStrategy { kMultiBranch, kRoundRobin, kShadow };
 
 // The name tables: YAML spellings, printed names and "expected one of" lists.
 inline const EnumNames<StageKind> kStageKindNames = {
-    {StageKind::kPlain, "plain"},   {StageKind::kExecute, "execute"}, {StageKind::kPrepare, "prepare"},
-    {StageKind::kCleanup, "cleanup"}, {StageKind::kCustom, "custom"}, {StageKind::kHybrid, "hybrid"},
+    {StageKind::kPlain, "plain"},          {StageKind::kExecute, "execute"}, {StageKind::kPrepare, "prepare"},
+    {StageKind::kCleanup, "cleanup"},      {StageKind::kCustom, "custom"},   {StageKind::kHybrid, "hybrid"},
     {StageKind::kValidation, "validation"}};
-inline const EnumNames<Completion> kCompletionNames = {
-    {Completion::kOnce, "once"},
-    {Completion::kDuration, "duration"},
-    {Completion::kTasksDone, "tasks_done"},
-    {Completion::kScriptExit, "script_exit"},
-    {Completion::kValidationPassed, "validation_passed"},
-    {Completion::kDurationOrTasks, "duration_or_tasks"}};
+inline const EnumNames<Completion> kCompletionNames = {{Completion::kOnce, "once"},
+                                                       {Completion::kDuration, "duration"},
+                                                       {Completion::kTasksDone, "tasks_done"},
+                                                       {Completion::kScriptExit, "script_exit"},
+                                                       {Completion::kValidationPassed, "validation_passed"},
+                                                       {Completion::kDurationOrTasks, "duration_or_tasks"}};
 inline const EnumNames<JoinPolicy> kJoinNames = {
     {JoinPolicy::kAll, "all"}, {JoinPolicy::kAny, "any"}, {JoinPolicy::kRace, "race"}};
 inline const EnumNames<MergePolicy> kMergeNames = {
@@ -121,9 +120,9 @@ struct Node {
 
   // Experiment fields; `children` are the stages every branch runs.
   ExperimentStrategy strategy = ExperimentStrategy::kMultiBranch;
-  Json configs = Json::array();           // every config, after sweep expansion
-  Json sweep;                             // the `sweep:` mapping, or null
-  std::optional<int64_t> samples;         // random search: configs drawn from the sweep
+  Json configs = Json::array();    // every config, after sweep expansion
+  Json sweep;                      // the `sweep:` mapping, or null
+  std::optional<int64_t> samples;  // random search: configs drawn from the sweep
   int64_t sample_seed = 0;
 
   bool is_idempotent() const { return idempotent.value_or(stage_idempotent); }
