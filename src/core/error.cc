@@ -1,14 +1,15 @@
 #include "crucible/core/error.h"
 
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
 
+#include "crucible/core/enum_names.h"
+
 namespace crucible {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 16> kNames = {{
+const EnumNames<ErrorCode> kNames = {
     {ErrorCode::kCancelled, "cancelled"},
     {ErrorCode::kUnknown, "unknown"},
     {ErrorCode::kInvalidArgument, "invalid_argument"},
@@ -25,7 +26,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 16> kNames = {{
     {ErrorCode::kUnavailable, "unavailable"},
     {ErrorCode::kDataLoss, "data_loss"},
     {ErrorCode::kUnauthenticated, "unauthenticated"},
-}};
+};
 
 std::string normalise(std::string_view name) {
   std::string out;
@@ -46,18 +47,12 @@ std::string normalise(std::string_view name) {
 }  // namespace
 
 std::string_view error_code_name(ErrorCode code) {
-  for (const auto& [c, name] : kNames) {
-    if (c == code) return name;
-  }
-  return "unknown";
+  std::string_view name = kNames.name(code);
+  return name.empty() ? "unknown" : name;
 }
 
 std::optional<ErrorCode> parse_error_code(std::string_view name) {
-  std::string wanted = normalise(name);
-  for (const auto& [c, n] : kNames) {
-    if (n == wanted) return c;
-  }
-  return std::nullopt;
+  return kNames.parse(normalise(name));
 }
 
 bool is_retryable_code(ErrorCode code) {

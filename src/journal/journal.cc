@@ -1,12 +1,11 @@
 #include "crucible/journal/journal.h"
 
-#include <array>
-#include <utility>
+#include "crucible/core/enum_names.h"
 
 namespace crucible {
 namespace {
 
-constexpr std::array<std::pair<RecordType, std::string_view>, 9> kRecordNames = {{
+const EnumNames<RecordType> kRecordNames = {
     {RecordType::kRunStarted, "run_started"},
     {RecordType::kStepStarted, "step_started"},
     {RecordType::kStepCompleted, "step_completed"},
@@ -16,45 +15,31 @@ constexpr std::array<std::pair<RecordType, std::string_view>, 9> kRecordNames = 
     {RecordType::kRunCompleted, "run_completed"},
     {RecordType::kRunFailed, "run_failed"},
     {RecordType::kRunSuspended, "run_suspended"},
-}};
+};
 
-constexpr std::array<std::pair<RunStatus, std::string_view>, 5> kStatusNames = {{
+const EnumNames<RunStatus> kStatusNames = {
     {RunStatus::kRunning, "running"},
     {RunStatus::kCompleted, "completed"},
     {RunStatus::kFailed, "failed"},
     {RunStatus::kWaiting, "waiting"},
     {RunStatus::kNeedsAttention, "needs_attention"},
-}};
+};
 
 }  // namespace
 
 std::string_view record_type_name(RecordType type) {
-  for (const auto& [t, n] : kRecordNames) {
-    if (t == type) return n;
-  }
-  return "unknown";
+  std::string_view name = kRecordNames.name(type);
+  return name.empty() ? "unknown" : name;
 }
 
-std::optional<RecordType> parse_record_type(std::string_view name) {
-  for (const auto& [t, n] : kRecordNames) {
-    if (n == name) return t;
-  }
-  return std::nullopt;
-}
+std::optional<RecordType> parse_record_type(std::string_view name) { return kRecordNames.parse(name); }
 
 std::string_view run_status_name(RunStatus status) {
-  for (const auto& [s, n] : kStatusNames) {
-    if (s == status) return n;
-  }
-  return "unknown";
+  std::string_view name = kStatusNames.name(status);
+  return name.empty() ? "unknown" : name;
 }
 
-std::optional<RunStatus> parse_run_status(std::string_view name) {
-  for (const auto& [s, n] : kStatusNames) {
-    if (n == name) return s;
-  }
-  return std::nullopt;
-}
+std::optional<RunStatus> parse_run_status(std::string_view name) { return kStatusNames.parse(name); }
 
 Json RunSummary::to_json() const {
   Json out = {{"run_id", run_id.str()},   {"pipeline", pipeline},

@@ -1,20 +1,21 @@
 #include "crucible/reliability/hedging_config.h"
 
 #include <algorithm>
-#include <array>
 #include <utility>
+
+#include "crucible/core/enum_names.h"
 
 namespace crucible {
 namespace {
 
-constexpr std::array<std::pair<HedgeStrategyKind, std::string_view>, 6> kStrategies = {{
+const EnumNames<HedgeStrategyKind> kStrategies = {
     {HedgeStrategyKind::kOff, "off"},
     {HedgeStrategyKind::kFixed, "fixed"},
     {HedgeStrategyKind::kPercentile, "percentile"},
     {HedgeStrategyKind::kAdaptive, "adaptive"},
     {HedgeStrategyKind::kWorkloadAware, "workload_aware"},
     {HedgeStrategyKind::kExponentialBackoff, "exponential_backoff"},
-}};
+};
 
 std::string join(const std::vector<std::string>& names, std::string_view last = "or") {
   std::string out;
@@ -89,26 +90,12 @@ std::unique_ptr<HedgeStrategy> make_strategy(const HedgingConfig& c) {
 
 }  // namespace
 
-std::string_view hedge_strategy_name(HedgeStrategyKind kind) {
-  for (const auto& [k, name] : kStrategies) {
-    if (k == kind) return name;
-  }
-  return "off";
-}
+std::string_view hedge_strategy_name(HedgeStrategyKind kind) { return kStrategies.name(kind); }
 
-std::optional<HedgeStrategyKind> parse_hedge_strategy(std::string_view name) {
-  for (const auto& [k, n] : kStrategies) {
-    if (n == name) return k;
-  }
-  return std::nullopt;
-}
+std::optional<HedgeStrategyKind> parse_hedge_strategy(std::string_view name) { return kStrategies.parse(name); }
 
 const std::vector<std::string>& hedge_strategy_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& [k, name] : kStrategies) out.emplace_back(name);
-    return out;
-  }();
+  static const std::vector<std::string> names = kStrategies.names();
   return names;
 }
 
