@@ -51,9 +51,7 @@ std::string_view error_code_name(ErrorCode code) {
   return name.empty() ? "unknown" : name;
 }
 
-std::optional<ErrorCode> parse_error_code(std::string_view name) {
-  return kNames.parse(normalise(name));
-}
+std::optional<ErrorCode> parse_error_code(std::string_view name) { return kNames.parse(normalise(name)); }
 
 bool is_retryable_code(ErrorCode code) {
   switch (code) {
