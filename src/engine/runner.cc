@@ -237,18 +237,20 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
   return execute(spec, log, durability, options);
 }
 
+Result<Lease> Runner::take_lease(const RunId& run_id, std::optional<Lease> taken) {
+  if (taken) return *taken;
+  Result<Lease> lease = journal_.acquire_lease(run_id, owner_, lease_ttl_);
+  if (lease) return lease;
+  // A lease held by a process of this host that has died is taken over at once.
+  auto current = journal_.current_lease(run_id);
+  if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return make_error(lease.error());
+  return journal_.acquire_lease(run_id, owner_, lease_ttl_, (*current)->epoch);
+}
+
 Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                   const ResumeOptions& options, std::optional<Lease> taken) {
   const RunId& run_id = log.summary.run_id;
-  const bool was_completed = log.summary.status == RunStatus::kCompleted;
-  Result<Lease> lease = taken ? Result<Lease>(*taken) : journal_.acquire_lease(run_id, owner_, lease_ttl_);
-  if (!lease) {
-    auto current = journal_.current_lease(run_id);
-    if (!current || !*current || !owner_is_dead_local_process((*current)->owner)) return make_error(lease.error());
-    lease = journal_.acquire_lease(run_id, owner_, lease_ttl_, (*current)->epoch);
-    if (!lease) return make_error(lease.error());
-  }
-
+  CRUCIBLE_ASSIGN_OR_RETURN(auto lease, take_lease(run_id, std::move(taken)));
   const Record* started = find_run_started(log);
   Json input = started != nullptr ? started->payload.value("input", Json::object()) : Json::object();
   RunResult result;
@@ -262,13 +264,13 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
                         Json{{"pipeline", spec.name}}});
   }
 
-  auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, *lease, lease_ttl_);
+  auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);
   keeper->arm();
   Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options,
                  {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
   if (auto lost = keeper->finish()) {
-    (void)journal_.release_lease(*lease);
+    (void)journal_.release_lease(lease);
     return make_error(*lost);
   }
   result.steps = exec.take_reports();
@@ -277,12 +279,18 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   result.replayed = exec.replayed();
   result.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(clock_.monotonic() - t0).count();
   if (exec.journal_error()) {
-    (void)journal_.release_lease(*lease);
+    (void)journal_.release_lease(lease);
     return make_error(*exec.journal_error());
   }
+  const bool was_completed = log.summary.status == RunStatus::kCompleted;
+  CRUCIBLE_RETURN_IF_ERROR(finish_run(exec, flow, result, lease, was_completed));
+  return result;
+}
 
+Status Runner::finish_run(Execution& exec, const Result<Flow>& flow, RunResult& result, const Lease& lease,
+                          bool was_completed) {
   Record end;
-  end.run_id = run_id;
+  end.run_id = result.run_id;
   end.at_ms = clock_.now_ms();
   EventType event = EventType::kRunCompleted;
   if (!flow) {
@@ -306,28 +314,31 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
     end.payload = {{"context", final_context}};
   }
   // The suspension record was appended where the run parked; a replay of a finished run adds
-  // nothing.
-  // The final record releases the lease in its commit; a parked run's suspension record did.
+  // nothing. The final record releases the lease in its commit; a parked run's suspension
+  // record did.
   bool append_end = event != EventType::kRunSuspended && !(was_completed && exec.replay_only());
   Status durable = append_end ? journal_.append(std::move(end), Durability::kStrict) : journal_.flush();
-  if (!append_end) (void)journal_.release_lease(*lease);
-  if (!durable) return make_error(durable.error());
-  if (events_ != nullptr && events_->active()) {
-    Event e{event,
-            run_id.str(),
-            "",
-            "",
-            clock_.now_ms(),
-            result.duration_us,
-            0,
-            std::string(run_status_name(result.status)),
-            result.error ? result.error->to_string() : "",
-            Json()};
-    if (!result.waiting_on.empty()) e.error = "waiting for promise '" + result.waiting_on + "'";
-    if (!result.attention_step.empty()) e.error = "outcome of " + result.attention_step + " is unknown";
-    events_->emit(e);
-  }
-  return result;
+  if (!append_end) (void)journal_.release_lease(lease);
+  CRUCIBLE_RETURN_IF_ERROR(durable);
+  emit_run_end(event, result);
+  return {};
+}
+
+void Runner::emit_run_end(EventType event, const RunResult& result) {
+  if (events_ == nullptr || !events_->active()) return;
+  Event e{event,
+          result.run_id.str(),
+          "",
+          "",
+          clock_.now_ms(),
+          result.duration_us,
+          0,
+          std::string(run_status_name(result.status)),
+          result.error ? result.error->to_string() : "",
+          Json()};
+  if (!result.waiting_on.empty()) e.error = "waiting for promise '" + result.waiting_on + "'";
+  if (!result.attention_step.empty()) e.error = "outcome of " + result.attention_step + " is unknown";
+  events_->emit(e);
 }
 
 Result<RunId> Runner::fork(const RunId& source, const StepKey& from, std::optional<RunId> new_id) {

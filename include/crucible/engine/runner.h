@@ -21,6 +21,11 @@
 
 namespace crucible {
 
+namespace engine_internal {
+class Execution;
+enum class Flow;
+}  // namespace engine_internal
+
 // What became of one step: in this execution (a report), or as the journal has it (in flight:
 // started, no outcome yet).
 enum class StepStatus { kCompleted, kReplayed, kSkipped, kFailed, kOptionalFailed, kCancelled, kInFlight };
@@ -112,6 +117,13 @@ class Runner {
  private:
   [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                           const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
+  // The run's lease: `taken`, else a fresh one, else one taken over from a dead local owner.
+  Result<Lease> take_lease(const RunId& run_id, std::optional<Lease> taken);
+  // Journals how the run ended (or only flushes, for a parked or replayed run) and tells the
+  // event bus.
+  Status finish_run(engine_internal::Execution& exec, const Result<engine_internal::Flow>& flow, RunResult& result,
+                    const Lease& lease, bool was_completed);
+  void emit_run_end(EventType event, const RunResult& result);
 
   Journal& journal_;
   Executor& executor_;
