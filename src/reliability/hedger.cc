@@ -53,33 +53,72 @@ struct Shared {
   Hedger::Attempt fn;
 };
 
-}  // namespace
+std::chrono::nanoseconds ms_to_ns(double ms) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double, std::milli>(ms));
+}
 
-Hedger::Hedger(Executor& executor, Clock& clock, HedgePolicy& policy)
-    : executor_(executor), clock_(clock), policy_(policy) {}
+// One hedged call: launches attempts on the executor, sleeps on the clock until an attempt
+// finishes, a backup is due, the deadline passes or `stop` fires, and keeps the first success.
+// Everything runs on the caller's thread with `shared.mu` held, except the sleeps.
+class HedgeCall {
+ public:
+  HedgeCall(Executor& executor, Clock& clock, HedgePolicy& policy, const HedgeCallOptions& options,
+            std::stop_token stop, Hedger::Attempt attempt)
+      : executor_(executor),
+        clock_(clock),
+        policy_(policy),
+        options_(options),
+        stop_(std::move(stop)),
+        shared_(std::make_shared<Shared>()),
+        lock_(shared_->mu, std::defer_lock) {
+    shared_->fn = std::move(attempt);
+    shared_->attempts.resize(static_cast<size_t>(std::max(0, options.max_hedges)) + 1);
+    t0_ = clock_.monotonic();
+    t0_s_ = std::chrono::duration<double>(t0_.time_since_epoch()).count();
+    HedgeRequest request{options.key,        t0_s_, options.size, options.model_complexity, options.priority,
+                         time_of_day(clock_)};
+    delay_ = policy_.plan(request);
+    meta_.strategy = std::string(policy_.strategy_name());
+    meta_.hedge_delay_ms = delay_;
+    planned_ = delay_ ? shared_->attempts.size() : 1;
+    next_hedge_ = delay_ ? t0_ + ms_to_ns(*delay_) : MonoTime::max();
+    deadline_ = options.timeout ? t0_ + *options.timeout : MonoTime::max();
+  }
 
-Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& options, std::stop_token stop) {
-  auto shared = std::make_shared<Shared>();
-  shared->fn = std::move(attempt);
-  const size_t max_attempts = static_cast<size_t>(std::max(0, options.max_hedges)) + 1;
-  shared->attempts.resize(max_attempts);
+  Result<HedgeMetadata> run() {
+    lock_.lock();
+    launch(0);
+    while (true) {
+      const bool retry_now = take_finished();
+      if (winner_) return won();
+      const MonoTime now = clock_.monotonic();
+      if (stop_.stop_requested()) return abandon(Error(ErrorCode::kCancelled, "hedged request cancelled"));
+      if (options_.timeout && now >= deadline_) {
+        return abandon(Error(ErrorCode::kDeadlineExceeded, "hedged request timed out after " +
+                                                               std::to_string(options_.timeout->count()) + " ms (" +
+                                                               std::to_string(started_) + " attempts)"));
+      }
+      if ((retry_now || now >= next_hedge_) && started_ < planned_) {
+        if (policy_.permit_backup(options_.key, t0_s_)) {
+          launch(started_);
+          meta_.hedged = true;
+          if (!retry_now && delay_) next_hedge_ += ms_to_ns(*delay_);
+          continue;
+        }
+        meta_.budget_denied = true;
+        next_hedge_ = MonoTime::max();
+      }
+      if (running() == 0 && shared_->finished.empty()) return all_failed(now);
+      sleep_until(std::min(deadline_, started_ < planned_ ? next_hedge_ : MonoTime::max()));
+    }
+  }
 
-  const MonoTime t0 = clock_.monotonic();
-  const double t0_s = std::chrono::duration<double>(t0.time_since_epoch()).count();
-  HedgeRequest request{options.key,        t0_s, options.size, options.model_complexity, options.priority,
-                       time_of_day(clock_)};
-  const std::optional<double> delay = policy_.plan(request);
-
-  HedgeMetadata meta;
-  meta.strategy = std::string(policy_.strategy_name());
-  meta.hedge_delay_ms = delay;
-  size_t started = 0;
-  auto launch = [&](size_t i) {  // called with shared->mu held
-    shared->attempts[i].start = clock_.monotonic();
-    ++started;
-    std::stop_token token = shared->attempts[i].stop.get_token();
-    Clock* clock = &clock_;
-    executor_.submit([shared, i, token, clock] {
+ private:
+  void launch(size_t i) {
+    shared_->attempts[i].start = clock_.monotonic();
+    ++started_;
+    std::stop_token token = shared_->attempts[i].stop.get_token();
+    executor_.submit([shared = shared_, i, token, clock = &clock_] {
       Status s = shared->fn(static_cast<int>(i), token);
       MonoTime end = clock->monotonic();
       std::lock_guard lock(shared->mu);
@@ -90,123 +129,134 @@ Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& optio
       shared->finished.push_back(i);
       shared->wake.request_stop();
     });
-  };
+  }
 
-  const MonoTime deadline = options.timeout ? t0 + *options.timeout : MonoTime::max();
-  const size_t planned = delay ? max_attempts : 1;
-  MonoTime next_hedge =
-      delay
-          ? t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double, std::milli>(*delay))
-          : MonoTime::max();
-  std::optional<size_t> winner;
-  std::optional<Error> last_error;
-  std::unique_lock lock(shared->mu);
-  launch(0);
-  auto cancel_others = [&](std::optional<size_t> keep) {
-    for (size_t i = 0; i < started; ++i) {
-      if (!keep || i != *keep) shared->attempts[i].stop.request_stop();
-    }
-  };
-  // With wait_for_losers, every way out waits until the cancelled attempts have returned.
-  auto await_losers = [&] {
-    while (options.wait_for_losers) {
-      size_t running = 0;
-      for (size_t i = 0; i < started; ++i) running += shared->attempts[i].done ? 0 : 1;
-      if (running == 0) break;
-      shared->wake = std::stop_source();
-      std::stop_token wake = shared->wake.get_token();
-      lock.unlock();
-      clock_.sleep_for(kLongestSleep, wake);  // each attempt that finishes wakes it
-      lock.lock();
-    }
-  };
-  while (true) {
-    bool fire_now = false;
-    while (!shared->finished.empty() && !winner) {
-      size_t i = shared->finished.front();
-      shared->finished.pop_front();
-      const auto& a = shared->attempts[i];
+  // Takes finished attempts in completion order: the first success wins. Returns whether a
+  // retryable failure calls for the next attempt at once (gRPC's rule).
+  bool take_finished() {
+    bool retry_now = false;
+    while (!shared_->finished.empty() && !winner_) {
+      size_t i = shared_->finished.front();
+      shared_->finished.pop_front();
+      const auto& a = shared_->attempts[i];
       if (!a.error) {
-        winner = i;
+        winner_ = i;
         break;
       }
-      last_error = a.error;
-      if (is_retryable(*a.error) && started < planned) fire_now = true;
+      last_error_ = a.error;
+      if (is_retryable(*a.error) && started_ < planned_) retry_now = true;
     }
-    if (winner) break;
-    size_t running = 0;
-    for (size_t i = 0; i < started; ++i) running += shared->attempts[i].done ? 0 : 1;
-    MonoTime now = clock_.monotonic();
-    if (stop.stop_requested()) {
-      cancel_others(std::nullopt);
-      await_losers();
-      return make_error(ErrorCode::kCancelled, "hedged request cancelled");
-    }
-    if (options.timeout && now >= deadline) {
-      cancel_others(std::nullopt);
-      await_losers();
-      return make_error(ErrorCode::kDeadlineExceeded, "hedged request timed out after " +
-                                                          std::to_string(options.timeout->count()) + " ms (" +
-                                                          std::to_string(started) + " attempts)");
-    }
-    if (fire_now || (now >= next_hedge && started < planned)) {
-      if (started < planned && policy_.permit_backup(options.key, t0_s)) {
-        launch(started);
-        meta.hedged = true;
-        if (!fire_now && delay)
-          next_hedge +=
-              std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double, std::milli>(*delay));
-        continue;
-      }
-      meta.budget_denied = true;
-      next_hedge = MonoTime::max();
-    }
-    if (running == 0 && shared->finished.empty()) {
-      HedgeOutcome o{
-          options.key,  t0_s,        delay.value_or(INFINITY), meta.hedged, false, true, ms_between(t0, now), false, 0,
-          std::nullopt, options.size};
-      lock.unlock();
-      policy_.record(o);
-      return make_error(last_error ? *last_error : Error(ErrorCode::kInternal, "no attempt finished"));
-    }
-    MonoTime until = std::min(deadline, started < planned ? next_hedge : MonoTime::max());
-    shared->wake = std::stop_source();
-    std::stop_token wake = shared->wake.get_token();
-    lock.unlock();
+    return retry_now;
+  }
+
+  size_t running() const {
+    size_t n = 0;
+    for (size_t i = 0; i < started_; ++i) n += shared_->attempts[i].done ? 0 : 1;
+    return n;
+  }
+
+  // Sleeps until `until`; a finishing attempt or a stop request wakes it. The cap keeps an open
+  // deadline finite.
+  void sleep_until(MonoTime until) {
+    shared_->wake = std::stop_source();
+    std::stop_token wake = shared_->wake.get_token();
+    lock_.unlock();
     {
       std::stop_source both;
       std::stop_callback on_wake(wake, [&both] { both.request_stop(); });
-      std::stop_callback on_stop(stop, [&both] { both.request_stop(); });
-      // Attempts and stop requests wake the sleep; the cap keeps an open deadline finite.
+      std::stop_callback on_stop(stop_, [&both] { both.request_stop(); });
       clock_.sleep_for(std::min<std::chrono::nanoseconds>(until - clock_.monotonic(), kLongestSleep), both.get_token());
     }
-    lock.lock();
+    lock_.lock();
   }
-  cancel_others(winner);
-  const MonoTime end = clock_.monotonic();
-  await_losers();
-  const auto& w = shared->attempts[*winner];
-  meta.attempts = static_cast<int>(started);
-  meta.winner = static_cast<int>(*winner);
-  meta.hedge_won = *winner > 0;
-  meta.total_latency_ms = ms_between(t0, end);
-  const auto& primary = shared->attempts[0];
-  if (primary.done && !primary.error) meta.primary_latency_ms = primary.latency_ms;
-  if (*winner > 0) meta.backup_latency_ms = w.latency_ms;
-  HedgeOutcome o{options.key,
-                 t0_s,
-                 delay.value_or(INFINITY),
-                 meta.hedged,
-                 meta.hedge_won,
-                 false,
-                 meta.total_latency_ms,
-                 meta.primary_latency_ms.has_value(),
-                 meta.primary_latency_ms.value_or(meta.total_latency_ms),
-                 meta.backup_latency_ms,
-                 options.size};
-  lock.unlock();
-  policy_.record(o);
-  return meta;
+
+  void cancel_others(std::optional<size_t> keep) {
+    for (size_t i = 0; i < started_; ++i) {
+      if (!keep || i != *keep) shared_->attempts[i].stop.request_stop();
+    }
+  }
+
+  // With wait_for_losers, every way out waits until the cancelled attempts have returned.
+  void await_losers() {
+    while (options_.wait_for_losers && running() > 0) {
+      shared_->wake = std::stop_source();
+      std::stop_token wake = shared_->wake.get_token();
+      lock_.unlock();
+      clock_.sleep_for(kLongestSleep, wake);  // each attempt that finishes wakes it
+      lock_.lock();
+    }
+  }
+
+  Result<HedgeMetadata> abandon(Error why) {
+    cancel_others(std::nullopt);
+    await_losers();
+    return make_error(std::move(why));
+  }
+
+  Result<HedgeMetadata> all_failed(MonoTime now) {
+    HedgeOutcome o{options_.key,         t0_s_,        delay_.value_or(INFINITY),
+                   meta_.hedged,         false,        true,
+                   ms_between(t0_, now), false,        0,
+                   std::nullopt,         options_.size};
+    lock_.unlock();
+    policy_.record(o);
+    return make_error(last_error_ ? *last_error_ : Error(ErrorCode::kInternal, "no attempt finished"));
+  }
+
+  Result<HedgeMetadata> won() {
+    cancel_others(winner_);
+    const MonoTime end = clock_.monotonic();
+    await_losers();
+    const size_t w = *winner_;
+    meta_.attempts = static_cast<int>(started_);
+    meta_.winner = static_cast<int>(w);
+    meta_.hedge_won = w > 0;
+    meta_.total_latency_ms = ms_between(t0_, end);
+    const auto& primary = shared_->attempts[0];
+    if (primary.done && !primary.error) meta_.primary_latency_ms = primary.latency_ms;
+    if (w > 0) meta_.backup_latency_ms = shared_->attempts[w].latency_ms;
+    HedgeOutcome o{options_.key,
+                   t0_s_,
+                   delay_.value_or(INFINITY),
+                   meta_.hedged,
+                   meta_.hedge_won,
+                   false,
+                   meta_.total_latency_ms,
+                   meta_.primary_latency_ms.has_value(),
+                   meta_.primary_latency_ms.value_or(meta_.total_latency_ms),
+                   meta_.backup_latency_ms,
+                   options_.size};
+    lock_.unlock();
+    policy_.record(o);
+    return meta_;
+  }
+
+  Executor& executor_;
+  Clock& clock_;
+  HedgePolicy& policy_;
+  const HedgeCallOptions& options_;
+  std::stop_token stop_;
+  std::shared_ptr<Shared> shared_;
+  std::unique_lock<std::mutex> lock_;
+  MonoTime t0_{};
+  double t0_s_ = 0;
+  std::optional<double> delay_;
+  size_t planned_ = 1;
+  MonoTime next_hedge_{};
+  MonoTime deadline_{};
+  size_t started_ = 0;
+  HedgeMetadata meta_;
+  std::optional<size_t> winner_;
+  std::optional<Error> last_error_;
+};
+
+}  // namespace
+
+Hedger::Hedger(Executor& executor, Clock& clock, HedgePolicy& policy)
+    : executor_(executor), clock_(clock), policy_(policy) {}
+
+Result<HedgeMetadata> Hedger::run(Attempt attempt, const HedgeCallOptions& options, std::stop_token stop) {
+  return HedgeCall(executor_, clock_, policy_, options, std::move(stop), std::move(attempt)).run();
 }
 
 }  // namespace crucible
