@@ -15,7 +15,9 @@
 #include "crucible/experiment/sweep.h"
 #include "crucible/llm/models.h"
 #include "crucible/reliability/hedging_config.h"
+#include "distributed_reader.h"
 #include "validate_internal.h"
+#include "yaml_reader.h"
 
 namespace crucible {
 
@@ -41,7 +43,8 @@ size_t LoadResult::error_count() const {
 
 namespace {
 
-using validate_internal::suggest;
+using workflow_internal::DistributedReader;
+using workflow_internal::join;
 
 // Keys each kind of mapping accepts.
 const std::vector<std::string> kTopKeys = {"name",        "description", "durability", "config",
@@ -63,45 +66,10 @@ const std::vector<std::string> kExpKeys = {"strategy", "configs",         "sweep
 const std::vector<std::string> kSeqNodeKeys = {"name", "sequence", "when", "description"};
 const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier",
                                              "jitter",   "on",      "max_elapsed"};
-const std::vector<std::string> kBarrierKeys = {"type",          "heartbeat_interval", "missed_threshold",
-                                               "query_timeout", "query_retries",      "agent_barrier_timeout"};
-const std::vector<std::string> kDistributedKeys = {"agents",
-                                                   "shared_filesystem",
-                                                   "tree_creation_mode",
-                                                   "path_selection",
-                                                   "partition_overlap",
-                                                   "path_template",
-                                                   "start_delay",
-                                                   "grpc_keepalive_interval",
-                                                   "grpc_keepalive_timeout",
-                                                   "agent_ready_timeout",
-                                                   "barrier_sync",
-                                                   "stages",
-                                                   "ssh",
-                                                   "deployment",
-                                                   "kv_cache_dir"};
-const std::vector<std::string> kAgentKeys = {
-    "address",       "id",          "target_override", "concurrency_override", "env", "volumes",
-    "path_template", "listen_port", "multi_endpoint",  "kv_cache_dir"};
-const std::vector<std::string> kBarrierSyncKeys = {"enabled",
-                                                   "default_heartbeat_interval",
-                                                   "default_missed_threshold",
-                                                   "default_query_timeout",
-                                                   "default_query_retries",
-                                                   "validation",
-                                                   "prepare",
-                                                   "execute",
-                                                   "cleanup"};
 
-std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
-class Loader {
+class Loader : public DistributedReader {
  public:
-  Loader(const StageRegistry& registry, std::string file) : registry_(registry), file_(std::move(file)) {}
+  Loader(const StageRegistry& registry, std::string file) : DistributedReader(std::move(file)), registry_(registry) {}
 
   LoadResult load(std::string_view text) {
     LoadResult result;
@@ -133,217 +101,6 @@ class Loader {
   }
 
  private:
-  bool has_errors() const {
-    return std::any_of(diags_.begin(), diags_.end(),
-                       [](const Diagnostic& d) { return d.severity == Diagnostic::Severity::kError; });
-  }
-
-  SourceLocation loc(const YAML::Node& n, size_t extra_columns = 0) const {
-    YAML::Mark m = n.Mark();
-    if (m.line < 0) return {file_, 0, 0};
-    return {file_, m.line + 1, m.column + 1 + static_cast<int>(extra_columns)};
-  }
-
-  void error(const YAML::Node& n, const std::string& field, std::string msg, size_t extra = 0) {
-    diags_.push_back({Diagnostic::Severity::kError, loc(n, extra), field, std::move(msg)});
-  }
-  void warning(const YAML::Node& n, const std::string& field, std::string msg) {
-    diags_.push_back({Diagnostic::Severity::kWarning, loc(n), field, std::move(msg)});
-  }
-
-  static std::string describe(const YAML::Node& n) {
-    if (n.IsScalar()) return "'" + n.Scalar() + "'";
-    if (n.IsSequence()) return "a list";
-    if (n.IsMap()) return "a mapping";
-    return "nothing";
-  }
-
-  // Rejects unknown and duplicate keys. Returns false if `n` is not a mapping.
-  bool check_map(const YAML::Node& n, const std::string& field, const std::vector<std::string>& allowed) {
-    if (!n.IsMap()) {
-      error(n, field, "expected a mapping, found " + describe(n));
-      return false;
-    }
-    std::set<std::string> seen;
-    for (const auto& kv : n) {
-      std::string key = kv.first.Scalar();
-      if (!seen.insert(key).second) {
-        error(kv.first, field, "duplicate key '" + key + "'");
-        continue;
-      }
-      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        std::string hint = suggest(key, allowed);
-        error(kv.first, field,
-              "unknown key '" + key + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                  " (expected one of: " + join(allowed) + ")");
-      }
-    }
-    return true;
-  }
-
-  static std::string sub(const std::string& field, const std::string& key) {
-    return field.empty() ? key : field + "." + key;
-  }
-
-  std::optional<std::string> get_string(const YAML::Node& map, const std::string& key, const std::string& field,
-                                        bool required = false) {
-    YAML::Node n = map[key];
-    if (!n) {
-      if (required) error(map, field, "missing required key '" + key + "'");
-      return std::nullopt;
-    }
-    if (!n.IsScalar()) {
-      error(n, sub(field, key), "expected a string, found " + describe(n));
-      return std::nullopt;
-    }
-    return n.Scalar();
-  }
-
-  std::optional<int64_t> get_int(const YAML::Node& map, const std::string& key, const std::string& field,
-                                 bool required = false) {
-    YAML::Node n = map[key];
-    if (!n) {
-      if (required) error(map, field, "missing required key '" + key + "'");
-      return std::nullopt;
-    }
-    static const std::regex re(R"(^-?[0-9][0-9_,]*$)");
-    if (!n.IsScalar() || !std::regex_match(n.Scalar(), re)) {
-      error(n, sub(field, key), "expected an integer, found " + describe(n));
-      return std::nullopt;
-    }
-    std::string digits;
-    for (char c : n.Scalar()) {
-      if (c != '_' && c != ',') digits.push_back(c);
-    }
-    try {
-      return std::stoll(digits);
-    } catch (const std::exception&) {
-      error(n, sub(field, key), "integer out of range: " + n.Scalar());
-      return std::nullopt;
-    }
-  }
-
-  std::optional<double> get_number(const YAML::Node& map, const std::string& key, const std::string& field) {
-    YAML::Node n = map[key];
-    if (!n) return std::nullopt;
-    if (n.IsScalar()) {
-      try {
-        size_t used = 0;
-        double v = std::stod(n.Scalar(), &used);
-        if (used == n.Scalar().size()) return v;
-      } catch (const std::exception&) {
-      }
-    }
-    error(n, sub(field, key), "expected a number, found " + describe(n));
-    return std::nullopt;
-  }
-
-  std::optional<bool> get_bool(const YAML::Node& map, const std::string& key, const std::string& field) {
-    YAML::Node n = map[key];
-    if (!n) return std::nullopt;
-    if (n.IsScalar() && (n.Scalar() == "true" || n.Scalar() == "false")) return n.Scalar() == "true";
-    error(n, sub(field, key), "expected true or false, found " + describe(n));
-    return std::nullopt;
-  }
-
-  std::optional<std::chrono::milliseconds> get_duration(const YAML::Node& map, const std::string& key,
-                                                        const std::string& field, bool required = false) {
-    YAML::Node n = map[key];
-    if (!n) {
-      if (required) error(map, field, "missing required key '" + key + "' (a duration such as 30s)");
-      return std::nullopt;
-    }
-    if (n.IsScalar()) {
-      if (auto d = parse_duration(n.Scalar())) return d;
-    }
-    error(n, sub(field, key), "expected a duration such as 500ms, 30s, 5m or 2h, found " + describe(n));
-    return std::nullopt;
-  }
-
-  template <typename E>
-  std::optional<E> get_enum(const YAML::Node& map, const std::string& key, const std::string& field,
-                            const EnumNames<E>& table, std::type_identity_t<std::optional<E>> except = std::nullopt,
-                            bool required = false) {
-    auto s = get_string(map, key, field, required);
-    if (!s) return std::nullopt;
-    if (auto v = table.parse(*s); v && v != except) return v;
-    std::vector<std::string> names = table.names(except);
-    std::string hint = suggest(*s, names);
-    error(map[key], sub(field, key),
-          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-              " (expected one of: " + join(names) + ")");
-    return std::nullopt;
-  }
-
-  // A string from a fixed list of spellings (sections kept as JSON).
-  std::optional<std::string> get_choice(const YAML::Node& map, const std::string& key, const std::string& field,
-                                        const std::vector<std::string>& choices, bool required = false) {
-    auto s = get_string(map, key, field, required);
-    if (!s) return std::nullopt;
-    if (std::find(choices.begin(), choices.end(), *s) != choices.end()) return s;
-    std::string hint = suggest(*s, choices);
-    error(map[key], sub(field, key),
-          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-              " (expected one of: " + join(choices) + ")");
-    return std::nullopt;
-  }
-
-  std::optional<Expression> get_expression(const YAML::Node& map, const std::string& key, const std::string& field) {
-    YAML::Node n = map[key];
-    if (!n) return std::nullopt;
-    if (!n.IsScalar()) {
-      error(n, sub(field, key), "expected an expression, found " + describe(n));
-      return std::nullopt;
-    }
-    auto e = Expression::parse(n.Scalar());
-    if (!e) {
-      size_t quote = n.Tag() == "!" ? 1 : 0;
-      error(n, sub(field, key), "bad expression '" + n.Scalar() + "': " + e.error().to_string(),
-            quote + e.error().column - 1);
-      return std::nullopt;
-    }
-    return *e;
-  }
-
-  // Scalars become typed JSON values unless quoted.
-  Json to_json(const YAML::Node& n, const std::string& field) {
-    switch (n.Type()) {
-      case YAML::NodeType::Null:
-      case YAML::NodeType::Undefined: return Json();
-      case YAML::NodeType::Scalar: {
-        const std::string& s = n.Scalar();
-        if (n.Tag() == "!") return Json(s);
-        if (s == "~" || s == "null") return Json();
-        if (s == "true") return Json(true);
-        if (s == "false") return Json(false);
-        static const std::regex int_re(R"(^[-+]?[0-9]+$)");
-        static const std::regex float_re(R"(^[-+]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$)");
-        try {
-          if (std::regex_match(s, int_re)) return Json(static_cast<int64_t>(std::stoll(s)));
-          if (std::regex_match(s, float_re)) return Json(std::stod(s));
-        } catch (const std::exception&) {
-        }
-        return Json(s);
-      }
-      case YAML::NodeType::Sequence: {
-        Json out = Json::array();
-        size_t i = 0;
-        for (const auto& item : n) out.push_back(to_json(item, field + "[" + std::to_string(i++) + "]"));
-        return out;
-      }
-      case YAML::NodeType::Map: {
-        Json out = Json::object();
-        for (const auto& kv : n) {
-          std::string key = kv.first.Scalar();
-          if (out.contains(key)) error(kv.first, field, "duplicate key '" + key + "'");
-          out[key] = to_json(kv.second, sub(field, key));
-        }
-        return out;
-      }
-    }
-    return Json();
-  }
-
   // Top level ---------------------------------------------------------------------------------
 
   void parse_top(const YAML::Node& root, WorkflowSpec& spec) {
@@ -419,117 +176,9 @@ class Loader {
     }
   }
 
-  void parse_distributed(const YAML::Node& d, WorkflowSpec& spec) {
-    const std::string f = "distributed";
-    if (!check_map(d, f, kDistributedKeys)) return;
-    Json out = Json::object();
-    if (YAML::Node agents = d["agents"]) {
-      if (!agents.IsSequence()) {
-        error(agents, f + ".agents", "expected a list of agents, found " + describe(agents));
-      } else {
-        size_t i = 0;
-        for (const auto& a : agents) {
-          std::string af = f + ".agents[" + std::to_string(i++) + "]";
-          if (!check_map(a, af, kAgentKeys)) continue;
-          get_string(a, "address", af, true);
-          get_int(a, "listen_port", af);
-          get_int(a, "concurrency_override", af);
-        }
-        out["agents"] = to_json(agents, f + ".agents");
-      }
-    }
-    if (auto b = get_bool(d, "shared_filesystem", f))
-      out["shared_filesystem"] = *b;
-    else if (!d["shared_filesystem"])
-      error(d, f, "missing required key 'shared_filesystem' (true or false)");
-    if (auto t = get_choice(d, "tree_creation_mode", f, {"isolated", "coordinator", "concurrent"}, true)) {
-      out["tree_creation_mode"] = *t;
-    }
-    if (auto p = get_choice(d, "path_selection", f, {"random", "partitioned", "exclusive", "weighted"}, true)) {
-      out["path_selection"] = *p;
-    }
-    if (auto o = get_number(d, "partition_overlap", f)) {
-      if (*o < 0 || *o > 1) error(d["partition_overlap"], f + ".partition_overlap", "must be between 0 and 1");
-      out["partition_overlap"] = *o;
-    }
-    for (const char* key :
-         {"start_delay", "grpc_keepalive_interval", "grpc_keepalive_timeout", "agent_ready_timeout"}) {
-      if (auto v = get_duration(d, key, f)) out[key] = v->count();
-    }
-    if (YAML::Node bs = d["barrier_sync"]) {
-      std::string bf = f + ".barrier_sync";
-      if (check_map(bs, bf, kBarrierSyncKeys)) {
-        get_bool(bs, "enabled", bf);
-        for (const char* key : {"default_heartbeat_interval", "default_missed_threshold", "default_query_timeout",
-                                "default_query_retries"}) {
-          get_int(bs, key, bf);
-        }
-        for (const char* phase : {"validation", "prepare", "execute", "cleanup"}) {
-          if (YAML::Node p = bs[phase]) parse_barrier(p, bf + "." + phase);
-        }
-        out["barrier_sync"] = to_json(bs, bf);
-      }
-    }
-    for (const char* key : {"ssh", "deployment"}) {
-      if (YAML::Node n = d[key]) {
-        if (!n.IsMap())
-          error(n, f + "." + key, "expected a mapping, found " + describe(n));
-        else
-          out[key] = to_json(n, f + "." + key);
-      }
-    }
-    if (auto p = get_string(d, "path_template", f)) out["path_template"] = *p;
-    if (auto k = get_string(d, "kv_cache_dir", f)) out["kv_cache_dir"] = *k;
-    if (YAML::Node stages = d["stages"]) {
-      spec.stages = parse_nodes(stages, f + ".stages");
-      if (stages.IsSequence() && stages.size() == 0) {
-        error(stages, f + ".stages",
-              "the stage list is empty; remove it to get the defaults preflight, prepare, execute, cleanup");
-      }
-    } else {
-      spec.stages = default_stages();
-    }
-    out["agent_count"] = d["agents"] && d["agents"].IsSequence() ? d["agents"].size() : 0;
-    spec.distributed = out;
-  }
-
-  // sai3-bench's defaults for a staged pipeline without a stage list.
-  std::vector<Node> default_stages() const {
-    auto make = [&](const char* name, int64_t order, StageKind kind, Completion completion) {
-      Node n;
-      n.kind = NodeKind::kStage;
-      n.name = name;
-      n.order = order;
-      n.stage_kind = kind;
-      n.completion = completion;
-      n.loc = {file_, 0, 0};
-      return n;
-    };
-    std::vector<Node> out;
-    out.push_back(make("preflight", 1, StageKind::kValidation, Completion::kValidationPassed));
-    out.back().timeout = std::chrono::seconds(300);
-    out.push_back(make("prepare", 2, StageKind::kPrepare, Completion::kTasksDone));
-    out.push_back(make("execute", 3, StageKind::kExecute, Completion::kDuration));
-    out.back().duration = std::chrono::seconds(60);
-    out.push_back(make("cleanup", 4, StageKind::kCleanup, Completion::kTasksDone));
-    return out;
-  }
-
-  Json parse_barrier(const YAML::Node& b, const std::string& f) {
-    if (!check_map(b, f, kBarrierKeys)) return Json();
-    get_choice(b, "type", f, {"all_or_nothing", "majority", "best_effort"});
-    for (const char* key :
-         {"heartbeat_interval", "missed_threshold", "query_timeout", "query_retries", "agent_barrier_timeout"}) {
-      if (auto v = get_int(b, key, f)) {
-        if (*v < 0) error(b[key], f + "." + key, "must not be negative");
-      }
-    }
-    return to_json(b, f);
-  }
-
   // Nodes -------------------------------------------------------------------------------------
 
-  std::vector<Node> parse_nodes(const YAML::Node& seq, const std::string& field) {
+  std::vector<Node> parse_nodes(const YAML::Node& seq, const std::string& field) override {
     std::vector<Node> out;
     if (!seq.IsSequence()) {
       error(seq, field, "expected a list of stages, found " + describe(seq));
@@ -923,23 +572,7 @@ class Loader {
     }
   }
 
-  void check_templates(const YAML::Node& n, const std::string& f) {
-    if (n.IsScalar()) {
-      if (auto e = check_template(n.Scalar())) {
-        size_t quote = n.Tag() == "!" ? 1 : 0;
-        error(n, f, "bad template '" + n.Scalar() + "': " + e->message, quote + e->offset);
-      }
-    } else if (n.IsSequence()) {
-      size_t i = 0;
-      for (const auto& item : n) check_templates(item, f + "[" + std::to_string(i++) + "]");
-    } else if (n.IsMap()) {
-      for (const auto& kv : n) check_templates(kv.second, sub(f, kv.first.Scalar()));
-    }
-  }
-
   const StageRegistry& registry_;
-  std::string file_;
-  std::vector<Diagnostic> diags_;
   std::optional<HedgingConfig> hedging_defaults_;  // `reliability.hedging`, parsed before the stages
 };
 

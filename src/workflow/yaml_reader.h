@@ -1,0 +1,270 @@
+// The YAML reading helpers of the pipeline loader: located diagnostics, typed scalar readers,
+// mapping checks with suggestions, and YAML-to-JSON conversion. Private to workflow.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <optional>
+#include <regex>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "crucible/core/duration.h"
+#include "crucible/core/enum_names.h"
+#include "crucible/workflow/expression.h"
+#include "crucible/workflow/loader.h"
+#include "validate_internal.h"
+
+namespace crucible::workflow_internal {
+
+inline std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// Reads YAML nodes into values, recording a Diagnostic at the node's file:line:column for
+// everything that does not fit.
+class YamlReader {
+ public:
+  explicit YamlReader(std::string file) : file_(std::move(file)) {}
+
+ protected:
+  static std::string suggest(const std::string& word, const std::vector<std::string>& candidates) {
+    return validate_internal::suggest(word, candidates);
+  }
+
+  bool has_errors() const {
+    return std::any_of(diags_.begin(), diags_.end(),
+                       [](const Diagnostic& d) { return d.severity == Diagnostic::Severity::kError; });
+  }
+
+  SourceLocation loc(const YAML::Node& n, size_t extra_columns = 0) const {
+    YAML::Mark m = n.Mark();
+    if (m.line < 0) return {file_, 0, 0};
+    return {file_, m.line + 1, m.column + 1 + static_cast<int>(extra_columns)};
+  }
+
+  void error(const YAML::Node& n, const std::string& field, std::string msg, size_t extra = 0) {
+    diags_.push_back({Diagnostic::Severity::kError, loc(n, extra), field, std::move(msg)});
+  }
+  void warning(const YAML::Node& n, const std::string& field, std::string msg) {
+    diags_.push_back({Diagnostic::Severity::kWarning, loc(n), field, std::move(msg)});
+  }
+
+  static std::string describe(const YAML::Node& n) {
+    if (n.IsScalar()) return "'" + n.Scalar() + "'";
+    if (n.IsSequence()) return "a list";
+    if (n.IsMap()) return "a mapping";
+    return "nothing";
+  }
+
+  // Rejects unknown and duplicate keys. Returns false if `n` is not a mapping.
+  bool check_map(const YAML::Node& n, const std::string& field, const std::vector<std::string>& allowed) {
+    if (!n.IsMap()) {
+      error(n, field, "expected a mapping, found " + describe(n));
+      return false;
+    }
+    std::set<std::string> seen;
+    for (const auto& kv : n) {
+      std::string key = kv.first.Scalar();
+      if (!seen.insert(key).second) {
+        error(kv.first, field, "duplicate key '" + key + "'");
+        continue;
+      }
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        std::string hint = suggest(key, allowed);
+        error(kv.first, field,
+              "unknown key '" + key + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                  " (expected one of: " + join(allowed) + ")");
+      }
+    }
+    return true;
+  }
+
+  static std::string sub(const std::string& field, const std::string& key) {
+    return field.empty() ? key : field + "." + key;
+  }
+
+  std::optional<std::string> get_string(const YAML::Node& map, const std::string& key, const std::string& field,
+                                        bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "'");
+      return std::nullopt;
+    }
+    if (!n.IsScalar()) {
+      error(n, sub(field, key), "expected a string, found " + describe(n));
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  std::optional<int64_t> get_int(const YAML::Node& map, const std::string& key, const std::string& field,
+                                 bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "'");
+      return std::nullopt;
+    }
+    static const std::regex re(R"(^-?[0-9][0-9_,]*$)");
+    if (!n.IsScalar() || !std::regex_match(n.Scalar(), re)) {
+      error(n, sub(field, key), "expected an integer, found " + describe(n));
+      return std::nullopt;
+    }
+    std::string digits;
+    for (char c : n.Scalar()) {
+      if (c != '_' && c != ',') digits.push_back(c);
+    }
+    try {
+      return std::stoll(digits);
+    } catch (const std::exception&) {
+      error(n, sub(field, key), "integer out of range: " + n.Scalar());
+      return std::nullopt;
+    }
+  }
+
+  std::optional<double> get_number(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (n.IsScalar()) {
+      try {
+        size_t used = 0;
+        double v = std::stod(n.Scalar(), &used);
+        if (used == n.Scalar().size()) return v;
+      } catch (const std::exception&) {
+      }
+    }
+    error(n, sub(field, key), "expected a number, found " + describe(n));
+    return std::nullopt;
+  }
+
+  std::optional<bool> get_bool(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (n.IsScalar() && (n.Scalar() == "true" || n.Scalar() == "false")) return n.Scalar() == "true";
+    error(n, sub(field, key), "expected true or false, found " + describe(n));
+    return std::nullopt;
+  }
+
+  std::optional<std::chrono::milliseconds> get_duration(const YAML::Node& map, const std::string& key,
+                                                        const std::string& field, bool required = false) {
+    YAML::Node n = map[key];
+    if (!n) {
+      if (required) error(map, field, "missing required key '" + key + "' (a duration such as 30s)");
+      return std::nullopt;
+    }
+    if (n.IsScalar()) {
+      if (auto d = parse_duration(n.Scalar())) return d;
+    }
+    error(n, sub(field, key), "expected a duration such as 500ms, 30s, 5m or 2h, found " + describe(n));
+    return std::nullopt;
+  }
+
+  template <typename E>
+  std::optional<E> get_enum(const YAML::Node& map, const std::string& key, const std::string& field,
+                            const EnumNames<E>& table, std::type_identity_t<std::optional<E>> except = std::nullopt,
+                            bool required = false) {
+    auto s = get_string(map, key, field, required);
+    if (!s) return std::nullopt;
+    if (auto v = table.parse(*s); v && v != except) return v;
+    std::vector<std::string> names = table.names(except);
+    std::string hint = suggest(*s, names);
+    error(map[key], sub(field, key),
+          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+              " (expected one of: " + join(names) + ")");
+    return std::nullopt;
+  }
+
+  // A string from a fixed list of spellings (sections kept as JSON).
+  std::optional<std::string> get_choice(const YAML::Node& map, const std::string& key, const std::string& field,
+                                        const std::vector<std::string>& choices, bool required = false) {
+    auto s = get_string(map, key, field, required);
+    if (!s) return std::nullopt;
+    if (std::find(choices.begin(), choices.end(), *s) != choices.end()) return s;
+    std::string hint = suggest(*s, choices);
+    error(map[key], sub(field, key),
+          "unknown value '" + *s + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+              " (expected one of: " + join(choices) + ")");
+    return std::nullopt;
+  }
+
+  std::optional<Expression> get_expression(const YAML::Node& map, const std::string& key, const std::string& field) {
+    YAML::Node n = map[key];
+    if (!n) return std::nullopt;
+    if (!n.IsScalar()) {
+      error(n, sub(field, key), "expected an expression, found " + describe(n));
+      return std::nullopt;
+    }
+    auto e = Expression::parse(n.Scalar());
+    if (!e) {
+      size_t quote = n.Tag() == "!" ? 1 : 0;
+      error(n, sub(field, key), "bad expression '" + n.Scalar() + "': " + e.error().to_string(),
+            quote + e.error().column - 1);
+      return std::nullopt;
+    }
+    return *e;
+  }
+
+  // Scalars become typed JSON values unless quoted.
+  Json to_json(const YAML::Node& n, const std::string& field) {
+    switch (n.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined: return Json();
+      case YAML::NodeType::Scalar: {
+        const std::string& s = n.Scalar();
+        if (n.Tag() == "!") return Json(s);
+        if (s == "~" || s == "null") return Json();
+        if (s == "true") return Json(true);
+        if (s == "false") return Json(false);
+        static const std::regex int_re(R"(^[-+]?[0-9]+$)");
+        static const std::regex float_re(R"(^[-+]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$)");
+        try {
+          if (std::regex_match(s, int_re)) return Json(static_cast<int64_t>(std::stoll(s)));
+          if (std::regex_match(s, float_re)) return Json(std::stod(s));
+        } catch (const std::exception&) {
+        }
+        return Json(s);
+      }
+      case YAML::NodeType::Sequence: {
+        Json out = Json::array();
+        size_t i = 0;
+        for (const auto& item : n) out.push_back(to_json(item, field + "[" + std::to_string(i++) + "]"));
+        return out;
+      }
+      case YAML::NodeType::Map: {
+        Json out = Json::object();
+        for (const auto& kv : n) {
+          std::string key = kv.first.Scalar();
+          if (out.contains(key)) error(kv.first, field, "duplicate key '" + key + "'");
+          out[key] = to_json(kv.second, sub(field, key));
+        }
+        return out;
+      }
+    }
+    return Json();
+  }
+
+
+  void check_templates(const YAML::Node& n, const std::string& f) {
+    if (n.IsScalar()) {
+      if (auto e = check_template(n.Scalar())) {
+        size_t quote = n.Tag() == "!" ? 1 : 0;
+        error(n, f, "bad template '" + n.Scalar() + "': " + e->message, quote + e->offset);
+      }
+    } else if (n.IsSequence()) {
+      size_t i = 0;
+      for (const auto& item : n) check_templates(item, f + "[" + std::to_string(i++) + "]");
+    } else if (n.IsMap()) {
+      for (const auto& kv : n) check_templates(kv.second, sub(f, kv.first.Scalar()));
+    }
+  }
+
+  std::string file_;
+  std::vector<Diagnostic> diags_;
+};
+
+}  // namespace crucible::workflow_internal
