@@ -35,25 +35,29 @@ Result<Json> run_dispatch(bool quick) {
   auto noop = registry.create("noop");
   Context raw_ctx;
   StageOptions no_options;
+  // Each workload runs its repetitions back to back, so one's memory churn (10,000 branch
+  // contexts freed) is not charged to the other.
   for (int r = 0; r < reps; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < stages; ++i) (void)(*noop)->run(raw_ctx, no_options, {});
     raw_ns.push_back(since_us(t0) * 1000.0 / stages);
-
+  }
+  for (int r = 0; r < reps; ++r) {
     auto journal = make_memory_journal();
     Runner runner(*journal, executor, real_clock(), random);
-    t0 = std::chrono::steady_clock::now();
+    auto t0 = std::chrono::steady_clock::now();
     auto res = runner.start(seq_spec);
     double us = since_us(t0);
     if (!res || res->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "sequence run failed");
     seq_ns.push_back(us * 1000.0 / stages);
-
-    auto journal2 = make_memory_journal();
-    Runner runner2(*journal2, executor, real_clock(), random);
-    t0 = std::chrono::steady_clock::now();
-    auto res2 = runner2.start(par_spec);
-    us = since_us(t0);
-    if (!res2 || res2->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "parallel run failed");
+  }
+  for (int r = 0; r < reps; ++r) {
+    auto journal = make_memory_journal();
+    Runner runner(*journal, executor, real_clock(), random);
+    auto t0 = std::chrono::steady_clock::now();
+    auto res = runner.start(par_spec);
+    double us = since_us(t0);
+    if (!res || res->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "parallel run failed");
     par_ns.push_back(us * 1000.0 / stages);
   }
   double seq_median = median(seq_ns), par_median = median(par_ns);
@@ -68,8 +72,9 @@ Result<Json> run_dispatch(bool quick) {
               {"sequence_ns_per_stage_min", *std::min_element(seq_ns.begin(), seq_ns.end())},
               {"parallel_ns_per_branch", par_median},
               {"parallel_ns_per_branch_min", *std::min_element(par_ns.begin(), par_ns.end())},
-              {"goal_ns_per_stage", 1000},
-              {"sequence_pass", seq_median <= 1000},
+              {"goal_ns_per_stage", 600},
+              {"goal_ns_per_branch", 1000},
+              {"sequence_pass", seq_median <= 600},
               {"parallel_pass", par_median <= 1000},
               {"reference", "Taskflow measures 30-80 ns per task on this machine kind"}};
 }

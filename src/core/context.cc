@@ -94,8 +94,8 @@ std::optional<Json> replace(Context::Map& map, const std::string& key, const Jso
 }  // namespace
 
 void Context::put_metric(std::string key, Json value) {
-  undo_.push_back(replace(metrics_, key, value));
-  delta_.push_back(Mutation{Mutation::Kind::kMetric, std::move(key), std::move(value)});
+  std::optional<Json> previous = replace(metrics_, key, value);
+  note(Mutation{Mutation::Kind::kMetric, std::move(key), std::move(value)}, std::move(previous));
 }
 
 const Json* Context::get_metric(std::string_view key) const { return find(metrics_, key); }
@@ -118,15 +118,15 @@ Status Context::update_metric(std::string_view key, const std::function<Json(con
 }
 
 void Context::put_artifact(std::string key, Json value) {
-  undo_.push_back(replace(artifacts_, key, value));
-  delta_.push_back(Mutation{Mutation::Kind::kArtifact, std::move(key), std::move(value)});
+  std::optional<Json> previous = replace(artifacts_, key, value);
+  note(Mutation{Mutation::Kind::kArtifact, std::move(key), std::move(value)}, std::move(previous));
 }
 
 const Json* Context::get_artifact(std::string_view key) const { return find(artifacts_, key); }
 
 void Context::assign(std::string key, Json value) {
-  undo_.push_back(replace(state_, key, value));
-  delta_.push_back(Mutation{Mutation::Kind::kState, std::move(key), std::move(value)});
+  std::optional<Json> previous = replace(state_, key, value);
+  note(Mutation{Mutation::Kind::kState, std::move(key), std::move(value)}, std::move(previous));
 }
 
 const Json* Context::get(std::string_view key) const { return find(state_, key); }
@@ -146,8 +146,7 @@ void Context::mark_stage_complete(std::string_view name) {
     else
       completed_set_.insert(completed_.back());
   }
-  undo_.emplace_back();
-  delta_.push_back(Mutation{Mutation::Kind::kComplete, std::string(name), Json()});
+  note(Mutation{Mutation::Kind::kComplete, std::string(name), Json()}, std::nullopt);
 }
 
 bool Context::stage_completed(std::string_view name) const {
@@ -158,8 +157,7 @@ bool Context::stage_completed(std::string_view name) const {
 
 void Context::add_trace(std::string_view name) {
   trace_.emplace_back(name);
-  undo_.emplace_back();
-  delta_.push_back(Mutation{Mutation::Kind::kTrace, std::string(name), Json()});
+  note(Mutation{Mutation::Kind::kTrace, std::string(name), Json()}, std::nullopt);
 }
 
 void Context::push_loop(Json item, int64_t index) { loops_.push_back({std::move(item), index}); }
@@ -171,6 +169,16 @@ void Context::pop_loop() {
 std::optional<int64_t> Context::index() const {
   if (loops_.empty()) return std::nullopt;
   return loops_.back().index;
+}
+
+void Context::note(Mutation m, std::optional<Json> previous) {
+  // A step records a few mutations (at least its completion and trace): one allocation for them.
+  if (delta_.capacity() == 0) {
+    delta_.reserve(4);
+    undo_.reserve(4);
+  }
+  undo_.push_back(std::move(previous));
+  delta_.push_back(std::move(m));
 }
 
 Delta Context::take_delta() {

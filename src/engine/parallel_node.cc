@@ -12,8 +12,8 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
     if (auto it = replay_.decisions.find(key.str() + "#winner"); it != replay_.decisions.end()) {
       for (size_t i = 0; i < n; ++i) {
         if (node.branches[i].name != it->second.get<std::string>()) continue;
-        std::vector<Context> one(n, ctx);
-        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), one[i], stop);
+        std::vector<std::optional<Context>> one(n);
+        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), one[i].emplace(ctx), stop);
         if (!flow || *flow == Flow::kSuspended) return flow;
         CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {i}, one));
         return Flow::kContinue;
@@ -21,7 +21,8 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
     }
   }
 
-  std::vector<Context> branches(n, ctx);
+  // Each branch copies the context when it starts, on the thread that runs it.
+  std::vector<std::optional<Context>> branches(n);
   std::vector<std::optional<Result<Flow>>> results(n);
   std::stop_source group;
   std::stop_callback forward(stop, [&group] { group.request_stop(); });
@@ -35,7 +36,8 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
                                   "branch '" + node.branches[i].name + "' was not started: the join was decided");
           return;
         }
-        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branches[i], group.get_token());
+        Context& branch = branches[i].emplace(ctx);
+        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branch, group.get_token());
         bool finished_ok = flow && *flow == Flow::kContinue;
         results[i] = std::move(flow);
         if (node.join == JoinPolicy::kAll) return;
@@ -47,7 +49,10 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
       },
       static_cast<size_t>(node.max_concurrency.value_or(0)));
 
-  if (journal_error_) return make_error(*journal_error_);
+  if (journal_failed()) {
+    std::lock_guard lock(mu_);
+    return make_error(*journal_error_);
+  }
   if (node.join == JoinPolicy::kAll) {
     bool suspended = false;
     for (size_t i = 0; i < n; ++i) {
@@ -76,7 +81,7 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
 }
 
 Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
-                        const std::vector<Context>& branches) {
+                        const std::vector<std::optional<Context>>& branches) {
   struct Write {
     size_t branch;
     Json value;
@@ -84,7 +89,7 @@ Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t
   std::map<std::string, Write> writes[2];  // state, artifacts
   Delta merged;
   for (size_t b : winners) {
-    for (Mutation& m : branches[b].changes_since(ctx)) {
+    for (Mutation& m : branches[b]->changes_since(ctx)) {
       if (m.kind == Mutation::Kind::kMetric) {
         merged.push_back({m.kind, node.branches[b].name + "." + m.key, std::move(m.value)});
         continue;

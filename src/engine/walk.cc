@@ -90,15 +90,17 @@ Record Execution::make_record(RecordType type, const StepKey& key) {
 }
 
 Status Execution::append(Record record, Durability durability) {
-  {
+  if (journal_failed()) {
     std::lock_guard lock(mu_);
-    if (journal_error_) return make_error(*journal_error_);
+    return make_error(*journal_error_);
   }
   Status s = deps_.journal.append(std::move(record), durability);
   if (!s) {
     std::lock_guard lock(mu_);
-    if (!journal_error_)
+    if (!journal_error_) {
       journal_error_ = s.error().with_context("journal write failed; the run stopped to stay durable");
+      journal_failed_.store(true, std::memory_order_release);
+    }
     return make_error(*journal_error_);
   }
   return {};
@@ -287,10 +289,7 @@ Result<Flow> Execution::attempt_step(const Node& node, const StepKey& key, Conte
   return Flow::kContinue;
 }
 
-bool Execution::journal_failed() {
-  std::lock_guard lock(mu_);
-  return journal_error_.has_value();
-}
+bool Execution::journal_failed() const { return journal_failed_.load(std::memory_order_acquire); }
 
 Result<Flow> Execution::finish_failure(const Node& node, const StepKey& key, Context&, const Error& error, int attempts,
                                        int64_t duration_us) {

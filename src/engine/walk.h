@@ -92,7 +92,8 @@ class Execution {
   // (completed, or parked on a promise). A failed attempt leaves no trace in `ctx`.
   Result<Flow> attempt_step(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop, int attempt,
                             MonoTime start);
-  bool journal_failed();
+  // Whether an append has failed (journal_error_ then holds why); cheap, without the lock.
+  bool journal_failed() const;
   Status run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
   Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
   Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
@@ -100,7 +101,7 @@ class Execution {
   Result<Flow> finish_failure(const Node& node, const StepKey& key, Context& ctx, const Error& error, int attempts,
                               int64_t duration_us);
   Status merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
-               const std::vector<Context>& branches);
+               const std::vector<std::optional<Context>>& branches);
   void report(StepReport r);
   void emit(EventType type, const Node& node, const StepKey& key, const StepReport* r);
   Durability step_durability(const Node& node) const;
@@ -118,6 +119,7 @@ class Execution {
   std::vector<StepReport> reports_;             // guarded by mu_
   std::vector<std::string> optional_failures_;  // guarded by mu_
   std::optional<Error> journal_error_;          // guarded by mu_
+  std::atomic<bool> journal_failed_{false};     // set once journal_error_ is
   std::string attention_step_;                  // guarded by mu_
   std::string waiting_on_;                      // guarded by mu_
   std::optional<int64_t> wake_at_ms_;           // guarded by mu_

@@ -1,6 +1,7 @@
 #include "crucible/journal/memory_journal.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -53,7 +54,7 @@ class MemoryJournal : public Journal {
         if (auto lease = leases_.find(r.run_id); lease != leases_.end()) lease->second.owner.clear();
       }
       r.seq = ++seq_;
-      it->second.log.records.push_back(std::move(r));
+      it->second.records.push_back(std::move(r));
     }
     return {};
   }
@@ -66,7 +67,7 @@ class MemoryJournal : public Journal {
     if (it == runs_.end()) {
       return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
     }
-    return it->second.log;
+    return it->second.snapshot();
   }
 
   Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
@@ -91,7 +92,7 @@ class MemoryJournal : public Journal {
     std::lock_guard lock(mu_);
     std::vector<RunLog> out;
     for (const auto& [id, data] : runs_) {
-      if (data.log.summary.status == RunStatus::kRunning) out.push_back(data.log);
+      if (data.log.summary.status == RunStatus::kRunning) out.push_back(data.snapshot());
     }
     return out;
   }
@@ -203,9 +204,19 @@ class MemoryJournal : public Journal {
   }
 
  private:
+  // A run's records live in a deque, so appending never moves the earlier ones (a long run's
+  // vector would be copied while the lock is held); readers get a RunLog copy.
   struct RunData {
-    RunLog log;
+    RunLog log;  // the summary; records stay empty here
+    std::deque<Record> records;
     std::map<std::string, Json> promises;
+
+    RunLog snapshot() const {
+      RunLog out;
+      out.summary = log.summary;
+      out.records.assign(records.begin(), records.end());
+      return out;
+    }
   };
 
   std::mutex mu_;

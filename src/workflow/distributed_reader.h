@@ -11,34 +11,34 @@
 namespace crucible::workflow_internal {
 
 inline const std::vector<std::string> kBarrierKeys = {"type",          "heartbeat_interval", "missed_threshold",
-                                               "query_timeout", "query_retries",      "agent_barrier_timeout"};
+                                                      "query_timeout", "query_retries",      "agent_barrier_timeout"};
 inline const std::vector<std::string> kDistributedKeys = {"agents",
-                                                   "shared_filesystem",
-                                                   "tree_creation_mode",
-                                                   "path_selection",
-                                                   "partition_overlap",
-                                                   "path_template",
-                                                   "start_delay",
-                                                   "grpc_keepalive_interval",
-                                                   "grpc_keepalive_timeout",
-                                                   "agent_ready_timeout",
-                                                   "barrier_sync",
-                                                   "stages",
-                                                   "ssh",
-                                                   "deployment",
-                                                   "kv_cache_dir"};
+                                                          "shared_filesystem",
+                                                          "tree_creation_mode",
+                                                          "path_selection",
+                                                          "partition_overlap",
+                                                          "path_template",
+                                                          "start_delay",
+                                                          "grpc_keepalive_interval",
+                                                          "grpc_keepalive_timeout",
+                                                          "agent_ready_timeout",
+                                                          "barrier_sync",
+                                                          "stages",
+                                                          "ssh",
+                                                          "deployment",
+                                                          "kv_cache_dir"};
 inline const std::vector<std::string> kAgentKeys = {
     "address",       "id",          "target_override", "concurrency_override", "env", "volumes",
     "path_template", "listen_port", "multi_endpoint",  "kv_cache_dir"};
 inline const std::vector<std::string> kBarrierSyncKeys = {"enabled",
-                                                   "default_heartbeat_interval",
-                                                   "default_missed_threshold",
-                                                   "default_query_timeout",
-                                                   "default_query_retries",
-                                                   "validation",
-                                                   "prepare",
-                                                   "execute",
-                                                   "cleanup"};
+                                                          "default_heartbeat_interval",
+                                                          "default_missed_threshold",
+                                                          "default_query_timeout",
+                                                          "default_query_retries",
+                                                          "validation",
+                                                          "prepare",
+                                                          "execute",
+                                                          "cleanup"};
 
 class DistributedReader : public YamlReader {
  public:

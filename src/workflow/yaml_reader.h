@@ -248,7 +248,6 @@ class YamlReader {
     return Json();
   }
 
-
   void check_templates(const YAML::Node& n, const std::string& f) {
     if (n.IsScalar()) {
       if (auto e = check_template(n.Scalar())) {

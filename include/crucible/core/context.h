@@ -173,6 +173,8 @@ class Context {
     int64_t index;
   };
   void apply_one(const Mutation& m);
+  // Records a mutation in the delta with the value it replaced (nullopt: none), for undo.
+  void note(Mutation m, std::optional<Json> previous);
 
   std::string experiment_id_;
   RunId run_id_;
