@@ -1,5 +1,7 @@
 #include "crucible/workflow/expression.h"
 
+#include "expression_lexer.h"
+
 #include <cmath>
 #include <variant>
 
@@ -45,118 +47,16 @@ using NodePtr = std::shared_ptr<const Node>;
 
 namespace {
 
+using expr_internal::is_ident_char;
+using expr_internal::is_ident_start;
+using expr_internal::kFunctions;
+using expr_internal::kRoots;
+using expr_internal::Lexer;
 using expr_internal::Node;
 using expr_internal::NodePtr;
 using expr_internal::Op;
-
-enum class Tok { kEnd, kNumber, kString, kIdent, kPunct };
-
-struct Token {
-  Tok kind;
-  std::string text;
-  Json value;
-  size_t column;  // 1-based
-};
-
-const char* const kRoots[] = {"config", "metrics", "state", "artifacts", "item", "index", "run", "branch"};
-const char* const kFunctions[] = {"len", "range", "str", "int", "float", "min", "max", "abs"};
-
-bool is_ident_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
-
-class Lexer {
- public:
-  explicit Lexer(std::string_view text) : text_(text) {}
-
-  tl::expected<std::vector<Token>, ExprError> run() {
-    std::vector<Token> out;
-    while (true) {
-      while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n')) ++pos_;
-      size_t col = pos_ + 1;
-      if (pos_ >= text_.size()) {
-        out.push_back({Tok::kEnd, "", Json(), col});
-        return out;
-      }
-      char c = text_[pos_];
-      if (c >= '0' && c <= '9') {
-        auto t = number(col);
-        if (!t) return tl::unexpected(t.error());
-        out.push_back(*t);
-      } else if (c == '\'' || c == '"') {
-        auto t = string(col, c);
-        if (!t) return tl::unexpected(t.error());
-        out.push_back(*t);
-      } else if (is_ident_start(c)) {
-        size_t start = pos_;
-        while (pos_ < text_.size() && is_ident_char(text_[pos_])) ++pos_;
-        out.push_back({Tok::kIdent, std::string(text_.substr(start, pos_ - start)), Json(), col});
-      } else {
-        static const char* const kTwo[] = {"==", "!=", "<=", ">=", "&&", "||"};
-        std::string two(text_.substr(pos_, 2));
-        bool matched = false;
-        for (const char* p : kTwo) {
-          if (two == p) {
-            out.push_back({Tok::kPunct, two, Json(), col});
-            pos_ += 2;
-            matched = true;
-            break;
-          }
-        }
-        if (matched) continue;
-        if (std::string_view("()[],.<>+-*/%!").find(c) == std::string_view::npos) {
-          return tl::unexpected(ExprError{col, std::string("unexpected character '") + c + "'"});
-        }
-        out.push_back({Tok::kPunct, std::string(1, c), Json(), col});
-        ++pos_;
-      }
-    }
-  }
-
- private:
-  tl::expected<Token, ExprError> number(size_t col) {
-    size_t start = pos_;
-    bool is_float = false;
-    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
-    if (pos_ + 1 < text_.size() && text_[pos_] == '.' && text_[pos_ + 1] >= '0' && text_[pos_ + 1] <= '9') {
-      is_float = true;
-      ++pos_;
-      while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
-    }
-    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
-      is_float = true;
-      ++pos_;
-      if (pos_ < text_.size() && (text_[pos_] == '+' || text_[pos_] == '-')) ++pos_;
-      while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
-    }
-    std::string s(text_.substr(start, pos_ - start));
-    try {
-      Json v = is_float ? Json(std::stod(s)) : Json(static_cast<int64_t>(std::stoll(s)));
-      return Token{Tok::kNumber, s, v, col};
-    } catch (const std::exception&) {
-      return tl::unexpected(ExprError{col, "number out of range: " + s});
-    }
-  }
-
-  tl::expected<Token, ExprError> string(size_t col, char quote) {
-    ++pos_;
-    std::string out;
-    while (pos_ < text_.size() && text_[pos_] != quote) {
-      if (text_[pos_] == '\\' && pos_ + 1 < text_.size()) {
-        char e = text_[++pos_];
-        out.push_back(e == 'n' ? '\n' : e == 't' ? '\t' : e);
-      } else {
-        out.push_back(text_[pos_]);
-      }
-      ++pos_;
-    }
-    if (pos_ >= text_.size()) return tl::unexpected(ExprError{col, "unterminated string"});
-    ++pos_;
-    return Token{Tok::kString, out, Json(out), col};
-  }
-
-  std::string_view text_;
-  size_t pos_ = 0;
-};
+using expr_internal::Tok;
+using expr_internal::Token;
 
 class Parser {
  public:
@@ -633,30 +533,6 @@ class Evaluator {
   const std::string& text_;
 };
 
-std::string format_value(const Json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
-}
-
-// Finds the "}" closing a "${" at `open`, skipping quoted strings; npos if none.
-size_t find_close(std::string_view text, size_t open) {
-  char quote = 0;
-  for (size_t i = open + 2; i < text.size(); ++i) {
-    char c = text[i];
-    if (quote != 0) {
-      if (c == '\\')
-        ++i;
-      else if (c == quote)
-        quote = 0;
-    } else if (c == '\'' || c == '"') {
-      quote = c;
-    } else if (c == '}') {
-      return i;
-    }
-  }
-  return std::string_view::npos;
-}
-
 }  // namespace
 
 tl::expected<Expression, ExprError> Expression::parse(std::string_view text) {
@@ -690,88 +566,6 @@ Result<bool> Expression::evaluate_bool(const Context& ctx) const {
                       "expression '" + text_ + "' must be true or false, got " + json_type_name(*v) + " " + v->dump());
   }
   return v->get<bool>();
-}
-
-std::optional<TemplateError> check_template(std::string_view text) {
-  size_t pos = 0;
-  while ((pos = text.find("${", pos)) != std::string_view::npos) {
-    if (pos > 0 && text[pos - 1] == '$') {
-      pos += 2;
-      continue;
-    }
-    size_t close = find_close(text, pos);
-    if (close == std::string_view::npos) return TemplateError{pos, "unterminated '${'; expected '}'"};
-    auto e = Expression::parse(text.substr(pos + 2, close - pos - 2));
-    if (!e) return TemplateError{pos + 2 + e.error().column - 1, e.error().message};
-    pos = close + 1;
-  }
-  return std::nullopt;
-}
-
-Result<Json> render_template(std::string_view text, const Context& ctx) {
-  if (text.find("${") == std::string_view::npos) return Json(std::string(text));
-  std::string out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t open = text.find("${", pos);
-    if (open == std::string_view::npos) {
-      out.append(text.substr(pos));
-      break;
-    }
-    if (open > 0 && text[open - 1] == '$') {  // "$${" is a literal "${"
-      out.append(text.substr(pos, open - 1 - pos));
-      out.append("${");
-      pos = open + 2;
-      continue;
-    }
-    out.append(text.substr(pos, open - pos));
-    size_t close = find_close(text, open);
-    if (close == std::string_view::npos) {
-      return make_error(ErrorCode::kInvalidArgument, "unterminated '${' in '" + std::string(text) + "'");
-    }
-    auto e = Expression::parse(text.substr(open + 2, close - open - 2));
-    if (!e)
-      return make_error(ErrorCode::kInvalidArgument, "template '" + std::string(text) + "': " + e.error().to_string());
-    auto v = e->evaluate(ctx);
-    if (!v) return v;
-    if (open == 0 && close == text.size() - 1) return *v;  // the whole string: keep the type
-    out.append(format_value(*v));
-    pos = close + 1;
-  }
-  return Json(out);
-}
-
-Result<Json> render_templates(const Json& value, const Context& ctx) {
-  if (value.is_string()) return render_template(value.get_ref<const std::string&>(), ctx);
-  if (value.is_array()) {
-    Json out = Json::array();
-    for (const Json& v : value) {
-      auto r = render_templates(v, ctx);
-      if (!r) return r;
-      out.push_back(std::move(*r));
-    }
-    return out;
-  }
-  if (value.is_object()) {
-    Json out = Json::object();
-    for (const auto& [k, v] : value.items()) {
-      auto r = render_templates(v, ctx);
-      if (!r) return r;
-      out[k] = std::move(*r);
-    }
-    return out;
-  }
-  return value;
-}
-
-bool has_templates(const Json& value) {
-  if (value.is_string()) return value.get_ref<const std::string&>().find("${") != std::string::npos;
-  if (value.is_array() || value.is_object()) {
-    for (const Json& v : value) {
-      if (has_templates(v)) return true;
-    }
-  }
-  return false;
 }
 
 }  // namespace crucible
