@@ -37,7 +37,8 @@ TEST(DurationField, NamesTheFieldInItsError) {
   auto bad = duration_field(Json("later"), "timeout");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
-  EXPECT_NE(bad.error().message().find("timeout"), std::string::npos);
+  EXPECT_EQ(bad.error().field(), "timeout");
+  EXPECT_NE(bad.error().to_string().find("timeout: expected a duration"), std::string::npos);
 }
 
 TEST(FormatDuration, PrefersWholeSeconds) {

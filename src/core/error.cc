@@ -69,7 +69,11 @@ Error Error::with_context(std::string_view where) const {
   return copy;
 }
 
-std::string Error::to_string() const { return std::string(error_code_name(code_)) + ": " + message_; }
+std::string Error::to_string() const {
+  std::string out(error_code_name(code_));
+  if (field_ && !field_->empty()) out += ": " + *field_;
+  return out + ": " + message_;
+}
 
 void check_failed(const char* condition, const char* file, int line) {
   std::fprintf(stderr, "crucible: CHECK failed: %s at %s:%d\n", condition, file, line);

@@ -57,6 +57,7 @@ Json record_body_to_json(const Record& r) {
   if (!r.delta.empty()) body["delta"] = delta_to_json(r.delta);
   if (r.error) {
     body["error"] = {{"code", error_code_name(r.error->code())}, {"message", r.error->message()}};
+    if (r.error->field()) body["error"]["field"] = *r.error->field();
   }
   if (!r.payload.is_null()) body["payload"] = r.payload;
   return body;
@@ -73,6 +74,7 @@ Status record_body_from_json(const Json& body, Record& r) {
   if (auto it = body.find("error"); it != body.end()) {
     auto code = parse_error_code(it->value("code", std::string("unknown")));
     r.error = Error(code.value_or(ErrorCode::kUnknown), it->value("message", std::string()));
+    if (auto f = it->find("field"); f != it->end() && f->is_string()) r.error->with_field(f->get<std::string>());
   }
   if (auto it = body.find("payload"); it != body.end()) r.payload = *it;
   return {};

@@ -323,7 +323,7 @@ ScriptedProvider::ScriptedProvider(std::vector<ScriptedResponse> responses, std:
 
 Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json& list, const std::string& field) {
   if (!list.is_array() || list.empty()) {
-    return make_error(ErrorCode::kInvalidArgument, field + ": expected a non-empty list of responses");
+    return field_error(field, "expected a non-empty list of responses");
   }
   static const std::vector<std::string> kKeys = {"text",         "match",         "error",
                                                  "message",      "delay_ms",      "retry_after_ms",
@@ -338,24 +338,23 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
       out.push_back(std::move(r));
       continue;
     }
-    if (!item.is_object()) return make_error(ErrorCode::kInvalidArgument, f + ": expected text or a mapping");
+    if (!item.is_object()) return field_error(f, "expected text or a mapping");
     for (const auto& [k, _] : item.items()) {
       if (std::find(kKeys.begin(), kKeys.end(), k) == kKeys.end()) {
-        return make_error(ErrorCode::kInvalidArgument,
-                          f + "." + k +
-                              ": unknown key (expected text, match, error, message, "
-                              "delay_ms, retry_after_ms, input_tokens, output_tokens or stop_reason)");
+        return field_error(f + "." + k,
+                           "unknown key (expected text, match, error, message, "
+                           "delay_ms, retry_after_ms, input_tokens, output_tokens or stop_reason)");
       }
     }
     auto str = [&](const char* k) -> Result<std::string> {
       if (!item.contains(k)) return std::string();
-      if (!item[k].is_string()) return make_error(ErrorCode::kInvalidArgument, f + "." + k + ": expected text");
+      if (!item[k].is_string()) return field_error(f + "." + k, "expected text");
       return item[k].get<std::string>();
     };
     auto num = [&](const char* k) -> Result<std::optional<int64_t>> {
       if (!item.contains(k)) return std::optional<int64_t>();
       if (!item[k].is_number_integer() || item[k].get<int64_t>() < 0) {
-        return make_error(ErrorCode::kInvalidArgument, f + "." + k + ": expected a non-negative integer");
+        return field_error(f + "." + k, "expected a non-negative integer");
       }
       return std::optional<int64_t>(item[k].get<int64_t>());
     };
@@ -378,17 +377,15 @@ Result<std::unique_ptr<ScriptedProvider>> ScriptedProvider::from_json(const Json
     r.match = *match;
     if (!error->empty()) {
       auto code = parse_error_code(*error);
-      if (!code) return make_error(ErrorCode::kInvalidArgument, f + ".error: unknown error code '" + *error + "'");
+      if (!code) return field_error(f + ".error", "unknown error code '" + *error + "'");
       r.error = *code;
       if (!message->empty()) r.error_message = *message;
     } else if (!item.contains("text")) {
-      return make_error(ErrorCode::kInvalidArgument, f + ": needs 'text' or 'error'");
+      return field_error(f, "needs 'text' or 'error'");
     }
     if (!stop_reason->empty()) {
       auto sr = parse_stop_reason(*stop_reason);
-      if (!sr)
-        return make_error(ErrorCode::kInvalidArgument,
-                          f + ".stop_reason: expected end_turn, max_tokens or stop_sequence");
+      if (!sr) return field_error(f + ".stop_reason", "expected end_turn, max_tokens or stop_sequence");
       r.stop_reason = *sr;
     }
     if (*delay) r.delay = std::chrono::milliseconds(**delay);

@@ -23,8 +23,8 @@ const std::vector<std::string> kModelKeys = {"provider",          "model",   "ba
 
 Result<int64_t> int_of(const Json& v, const std::string& field, int64_t min, int64_t max) {
   if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > max) {
-    return make_error(ErrorCode::kInvalidArgument, field + ": expected an integer from " + std::to_string(min) +
-                                                       " to " + std::to_string(max) + ", got " + v.dump());
+    return field_error(
+        field, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got " + v.dump());
   }
   return v.get<int64_t>();
 }
@@ -34,8 +34,7 @@ Status check_keys(const Json& obj, const std::vector<std::string>& keys, const s
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
       std::string list;
       for (const auto& key : keys) list += (list.empty() ? "" : ", ") + key;
-      return make_error(ErrorCode::kInvalidArgument,
-                        (field.empty() ? "" : field + ".") + k + ": unknown key (expected " + list + ")");
+      return field_error((field.empty() ? "" : field + ".") + k, "unknown key (expected " + list + ")");
     }
   }
   return {};
@@ -46,7 +45,7 @@ Status check_keys(const Json& obj, const std::vector<std::string>& keys, const s
 Result<CircuitBreakerOptions> circuit_options_from_json(const Json& value, const std::string& field) {
   CircuitBreakerOptions o;
   if (value.is_boolean()) return o;
-  if (!value.is_object()) return make_error(ErrorCode::kInvalidArgument, field + ": expected true or a mapping");
+  if (!value.is_object()) return field_error(field, "expected true or a mapping");
   CRUCIBLE_RETURN_IF_ERROR(check_keys(value, {"failures", "window", "cooldown", "probes"}, field));
   if (value.contains("failures")) {
     CRUCIBLE_ASSIGN_OR_RETURN(auto n, int_of(value["failures"], field + ".failures", 1, 1'000'000));
@@ -72,11 +71,8 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     add("", "expected a mapping with provider, model and api_key_env, found " + json_type_name(c));
     return out;
   }
-  if (auto s = check_keys(c, kModelKeys, ""); !s) {
-    std::string m = s.error().message();
-    auto colon = m.find(':');
-    add(m.substr(0, colon), m.substr(colon + 2));
-  }
+  auto add_error = [&](const Error& e) { add(e.field().value_or(""), e.message()); };
+  if (auto s = check_keys(c, kModelKeys, ""); !s) add_error(s.error());
   const std::string kind = c.value("provider", Json()).is_string() ? c["provider"].get<std::string>() : "";
   if (!c.contains("provider")) {
     add("provider", "missing required key 'provider' (anthropic, openai or scripted)");
@@ -98,7 +94,7 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     }
   }
   if (c.contains("timeout")) {
-    if (auto d = duration_field(c["timeout"], "timeout"); !d) add("timeout", d.error().message().substr(9));
+    if (auto d = duration_field(c["timeout"], "timeout"); !d) add_error(d.error());
   }
   if (c.contains("retry")) {
     // The loader parses `retry:` with the stages' parser and stores RetryPolicy::to_json().
@@ -111,17 +107,11 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
       add("hedging", p.error().message());
   }
   if (c.contains("circuit_breaker")) {
-    if (auto o = circuit_options_from_json(c["circuit_breaker"], "circuit_breaker"); !o) {
-      const std::string& m = o.error().message();
-      add(m.substr(0, m.find(':')), m.substr(m.find(':') + 2));
-    }
+    if (auto o = circuit_options_from_json(c["circuit_breaker"], "circuit_breaker"); !o) add_error(o.error());
   }
   if (c.contains("cache") && !c["cache"].is_boolean()) add("cache", "expected true or false");
   auto check_script = [&](const Json& responses, const std::string& field) {
-    if (auto s = llm::ScriptedProvider::from_json(responses, field); !s) {
-      const std::string& m = s.error().message();
-      add(m.substr(0, m.find(':')), m.substr(m.find(':') + 2));
-    }
+    if (auto s = llm::ScriptedProvider::from_json(responses, field); !s) add_error(s.error());
   };
   if (kind == "scripted") {
     if (!c.contains("responses"))
@@ -137,7 +127,7 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
     if (!off.is_object() || !off.contains("responses")) {
       add("offline", "expected {responses: [...]}, the answers to give when the API key is not set");
     } else if (auto s = check_keys(off, {"responses"}, "offline"); !s) {
-      add("offline", s.error().message());
+      add_error(s.error());
     } else {
       check_script(off["responses"], "offline.responses");
     }

@@ -139,7 +139,8 @@ TEST(ScriptedProvider, CyclesMatchesInjectsAndLogs) {
   EXPECT_FALSE(ScriptedProvider::from_json(Json::array(), "r"));
   auto bad = ScriptedProvider::from_json(Json::parse(R"([{"txt": "x"}])"), "models.w.responses");
   ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message().find("models.w.responses[0].txt: unknown key"), std::string::npos);
+  EXPECT_EQ(bad.error().field(), "models.w.responses[0].txt");
+  EXPECT_NE(bad.error().to_string().find("models.w.responses[0].txt: unknown key"), std::string::npos);
   EXPECT_FALSE(ScriptedProvider::from_json(Json::parse(R"([{"error": "nope"}])"), "r"));
 }
 

@@ -26,7 +26,7 @@ std::string join(const std::vector<std::string>& names, std::string_view last = 
   return out;
 }
 
-Error field_error(std::string_view field, std::string message) {
+Error field_problem(std::string_view field, std::string message) {
   return Error(ErrorCode::kInvalidArgument, std::move(message)).with_field(std::string(field));
 }
 
@@ -38,10 +38,10 @@ std::string bound(double v) {
 }
 
 Result<double> number_in(std::string_view field, const Json& v, double lo, double hi) {
-  if (!v.is_number()) return make_error(field_error(field, "must be a number, got " + v.dump()));
+  if (!v.is_number()) return make_error(field_problem(field, "must be a number, got " + v.dump()));
   double d = v.get<double>();
   if (d < lo || d > hi) {
-    return make_error(field_error(field, "must be between " + bound(lo) + " and " + bound(hi) + ", got " + v.dump()));
+    return make_error(field_problem(field, "must be between " + bound(lo) + " and " + bound(hi) + ", got " + v.dump()));
   }
   return d;
 }
@@ -118,7 +118,7 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
     auto kind = value.is_string() ? parse_hedge_strategy(value.get<std::string>()) : std::nullopt;
     if (!kind) {
       std::string found = value.is_string() ? value.get<std::string>() : value.dump();
-      return make_error(field_error(
+      return make_error(field_problem(
           "strategy", "unknown hedging strategy '" + found + "'; expected " + join(hedge_strategy_names())));
     }
     strategy = *kind;
@@ -131,17 +131,18 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
   } else if (key == "max_hedges") {
     double n = 0;
     s = assign(n, key, value, 1, 5);
-    if (s && n != static_cast<int>(n)) s = make_error(field_error(key, "must be a whole number, got " + value.dump()));
+    if (s && n != static_cast<int>(n))
+      s = make_error(field_problem(key, "must be a whole number, got " + value.dump()));
     if (s) max_hedges = static_cast<int>(n);
   } else if (key == "budget_percent") {
     s = assign(budget_percent, key, value, 0, 100);
   } else if (key == "options") {
     if (!value.is_object())
-      return make_error(field_error("options", "must be a mapping, got " + json_type_name(value)));
+      return make_error(field_problem("options", "must be a mapping, got " + json_type_name(value)));
     for (const auto& [k, v] : value.items()) CRUCIBLE_RETURN_IF_ERROR(set_option(k, v));
     return {};
   } else {
-    return make_error(field_error(key, "unknown hedging field '" + std::string(key) + "'; expected " + join(keys())));
+    return make_error(field_problem(key, "unknown hedging field '" + std::string(key) + "'; expected " + join(keys())));
   }
   if (s) written[std::string(key)] = value;
   return s;
@@ -164,18 +165,18 @@ Status HedgingConfig::set_option(std::string_view key, const Json& value) {
     s = assign(backoff.max_delay_ms, field, value, 0, 1e9);
   } else if (key == "delay_candidates") {
     if (!value.is_array() || value.size() < 2) {
-      return make_error(field_error(field, "must be a list of at least 2 delays in ms"));
+      return make_error(field_problem(field, "must be a list of at least 2 delays in ms"));
     }
     std::vector<double> delays;
     for (const Json& d : value) {
       if (!d.is_number() || d.get<double>() < 0)
-        return make_error(field_error(field, "holds " + d.dump() + "; expected delays in ms"));
+        return make_error(field_problem(field, "holds " + d.dump() + "; expected delays in ms"));
       delays.push_back(d.get<double>());
     }
     delay_candidates = std::move(delays);
   } else {
     return make_error(
-        field_error(field, "unknown hedging option '" + std::string(key) + "'; expected " + join(option_keys())));
+        field_problem(field, "unknown hedging option '" + std::string(key) + "'; expected " + join(option_keys())));
   }
   if (s) written["options"][std::string(key)] = value;
   return s;
@@ -183,10 +184,10 @@ Status HedgingConfig::set_option(std::string_view key, const Json& value) {
 
 Status HedgingConfig::check() const {
   if (strategy == HedgeStrategyKind::kFixed && !delay_ms) {
-    return make_error(field_error("delay_ms", "hedging strategy fixed needs delay_ms"));
+    return make_error(field_problem("delay_ms", "hedging strategy fixed needs delay_ms"));
   }
   if (strategy == HedgeStrategyKind::kExponentialBackoff && backoff.min_delay_ms >= backoff.max_delay_ms) {
-    return make_error(field_error("options", "exponential_min_delay must be below exponential_max_delay"));
+    return make_error(field_problem("options", "exponential_min_delay must be below exponential_max_delay"));
   }
   return {};
 }

@@ -53,7 +53,7 @@ class Error {
     return *this;
   }
   // The input field the error is about ("percentile", "stages[2].retry"), for callers that
-  // locate it; the message does not repeat it.
+  // locate it; the message does not repeat it (to_string() shows both).
   const std::optional<std::string>& field() const { return field_; }
   Error& with_field(std::string field) {
     field_ = std::move(field);
@@ -61,7 +61,8 @@ class Error {
   }
   // Returns a copy whose message starts with `where: `, e.g. the stage name and step key.
   Error with_context(std::string_view where) const;
-  // "deadline_exceeded: stage 'train' timed out after 5s"
+  // "deadline_exceeded: stage 'train' timed out after 5s"; with a field,
+  // "invalid_argument: retry.attempts: must be between 1 and 1000".
   std::string to_string() const;
 
  private:
@@ -80,11 +81,16 @@ using Status = Result<void>;
 // The error side of a Result, as make_error() returns it.
 using Unexpected = tl::unexpected<Error>;
 
-// The only way errors are built: make_error(code, message), or make_error(error) to pass one on.
+// The only way errors are built: make_error(code, message), make_error(error) to pass one on, or
+// field_error(field, message) for bad input.
 inline tl::unexpected<Error> make_error(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error(code, std::move(message)));
 }
 inline tl::unexpected<Error> make_error(Error error) { return tl::unexpected<Error>(std::move(error)); }
+// kInvalidArgument about input `field`; the message says what was expected and found.
+inline tl::unexpected<Error> field_error(std::string field, std::string message) {
+  return make_error(Error(ErrorCode::kInvalidArgument, std::move(message)).with_field(std::move(field)));
+}
 [[nodiscard]] inline Status ok_status() { return {}; }
 
 // Aborts the process with a message when a broken invariant is detected. Not for user input.
