@@ -114,7 +114,8 @@ TEST_P(Adapters, StopAbortsTheTransferAndTheServerSeesItClosed) {
   server_.push(LlmTestServer::answer("never", 5000));
   std::stop_source stop;
   std::thread t([&] {
-    std::this_thread::sleep_for(100ms);
+    // Stops once the server has the request in hand, so the transfer is in flight.
+    for (int i = 0; i < 5000 && server_.calls.load() == 0; ++i) std::this_thread::sleep_for(1ms);
     stop.request_stop();
   });
   auto t0 = std::chrono::steady_clock::now();

@@ -61,7 +61,8 @@ TEST_F(HttpStage, TimeoutIsDeadlineExceeded) {
 TEST_F(HttpStage, CancellationAbortsTheTransferAndTheServerSeesIt) {
   std::stop_source source;
   std::jthread stopper([&] {
-    std::this_thread::sleep_for(100ms);
+    // Stops once the server has the request in hand, so the transfer is in flight.
+    for (int i = 0; i < 5000 && server_.calls.load() == 0; ++i) std::this_thread::sleep_for(1ms);
     source.request_stop();
   });
   auto t0 = std::chrono::steady_clock::now();
