@@ -42,24 +42,23 @@ Result<Json> run_dispatch(bool quick) {
     for (int i = 0; i < stages; ++i) (void)(*noop)->run(raw_ctx, no_options, {});
     raw_ns.push_back(since_us(t0) * 1000.0 / stages);
   }
-  for (int r = 0; r < reps; ++r) {
-    auto journal = make_memory_journal();
-    Runner runner(*journal, executor, real_clock(), random);
-    auto t0 = std::chrono::steady_clock::now();
-    auto res = runner.start(seq_spec);
-    double us = since_us(t0);
-    if (!res || res->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "sequence run failed");
-    seq_ns.push_back(us * 1000.0 / stages);
-  }
-  for (int r = 0; r < reps; ++r) {
-    auto journal = make_memory_journal();
-    Runner runner(*journal, executor, real_clock(), random);
-    auto t0 = std::chrono::steady_clock::now();
-    auto res = runner.start(par_spec);
-    double us = since_us(t0);
-    if (!res || res->status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "parallel run failed");
-    par_ns.push_back(us * 1000.0 / stages);
-  }
+  // ns per stage of `reps` runs of `spec` on a fresh in-memory journal each.
+  auto time_runs = [&](const WorkflowSpec& spec, std::vector<double>& out) -> Status {
+    for (int r = 0; r < reps; ++r) {
+      auto journal = make_memory_journal();
+      Runner runner(*journal, executor, real_clock(), random);
+      auto t0 = std::chrono::steady_clock::now();
+      auto res = runner.start(spec);
+      double us = since_us(t0);
+      if (!res || res->status != RunStatus::kCompleted) {
+        return make_error(ErrorCode::kInternal, spec.name + ": the run did not complete");
+      }
+      out.push_back(us * 1000.0 / stages);
+    }
+    return {};
+  };
+  CRUCIBLE_RETURN_IF_ERROR(time_runs(seq_spec, seq_ns));
+  CRUCIBLE_RETURN_IF_ERROR(time_runs(par_spec, par_ns));
   double seq_median = median(seq_ns), par_median = median(par_ns);
   return Json{{"benchmark", "dispatch"},
               {"stages", stages},
