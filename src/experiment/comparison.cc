@@ -40,62 +40,42 @@ std::string escape_xml(const std::string& s) {
   return out;
 }
 
-}  // namespace
-
-Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const CompareOptions& o) {
-  if (groups.size() < 2) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "compare: needs at least 2 groups of '" + o.metric + "', found " + std::to_string(groups.size()));
-  }
-  if (!(o.alpha > 0 && o.alpha < 1)) return make_error(ErrorCode::kInvalidArgument, "compare: alpha must be in (0, 1)");
-  for (const MetricGroup& g : groups) {
-    if (g.values.empty()) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "compare: group '" + g.name + "' has no values of '" + o.metric + "'");
-    }
-  }
-  const double confidence = 1 - o.alpha;
-  Json out{{"metric", o.metric}, {"alpha", o.alpha}, {"groups", Json::array()}, {"tests", Json::array()}};
-  for (const MetricGroup& g : groups) {
-    Json s = stats::summarize(g.values, confidence).to_json();
-    s["name"] = g.name;
-    out["groups"].push_back(std::move(s));
-  }
+// Welch's t and Mann-Whitney U, Cohen's d and a bootstrap interval; the paired tests too when
+// the groups are paired.
+void add_two_group_tests(const std::vector<MetricGroup>& groups, const CompareOptions& o, Json& out) {
   Json& tests = out["tests"];
-  if (groups.size() == 2) {
-    const auto& a = groups[0].values;
-    const auto& b = groups[1].values;
-    add_test(tests, "welch_t", stats::welch_t_test(a, b, o.alpha));
-    add_test(tests, "mann_whitney_u", stats::mann_whitney_u(a, b, o.alpha));
-    if (auto d = stats::cohens_d(a, b))
-      out["effect_size"] = Json{{"cohens_d", *d}};
-    else
-      out["effect_size"] = Json{{"cohens_d", nullptr}, {"error", d.error().message()}};
-    if (auto boot = stats::bootstrap_mean_difference(a, b, o.bootstrap_resamples, o.seed, confidence)) {
-      out["bootstrap"] = boot->to_json();
-    } else {
-      out["bootstrap"] = Json{{"error", boot.error().message()}};
-    }
-    if (o.paired) {
-      std::map<std::string, double> left;
-      for (size_t i = 0; i < a.size() && i < groups[0].pair_keys.size(); ++i) left[groups[0].pair_keys[i]] = a[i];
-      std::vector<double> pa, pb;
-      for (size_t i = 0; i < b.size() && i < groups[1].pair_keys.size(); ++i) {
-        auto it = left.find(groups[1].pair_keys[i]);
-        if (it == left.end()) continue;
-        pa.push_back(it->second);
-        pb.push_back(b[i]);
-      }
-      out["pairs"] = pa.size();
-      add_test(tests, "paired_t", stats::paired_t_test(pa, pb, o.alpha));
-      add_test(tests, "wilcoxon_signed_rank", stats::wilcoxon_signed_rank(pa, pb, o.alpha));
-    }
+  const auto& a = groups[0].values;
+  const auto& b = groups[1].values;
+  const double confidence = 1 - o.alpha;
+  add_test(tests, "welch_t", stats::welch_t_test(a, b, o.alpha));
+  add_test(tests, "mann_whitney_u", stats::mann_whitney_u(a, b, o.alpha));
+  if (auto d = stats::cohens_d(a, b))
+    out["effect_size"] = Json{{"cohens_d", *d}};
+  else
+    out["effect_size"] = Json{{"cohens_d", nullptr}, {"error", d.error().message()}};
+  if (auto boot = stats::bootstrap_mean_difference(a, b, o.bootstrap_resamples, o.seed, confidence)) {
+    out["bootstrap"] = boot->to_json();
   } else {
-    std::vector<std::vector<double>> values;
-    for (const MetricGroup& g : groups) values.push_back(g.values);
-    add_test(tests, "anova", stats::one_way_anova(values, o.alpha));
-    add_test(tests, "kruskal_wallis", stats::kruskal_wallis(values, o.alpha));
+    out["bootstrap"] = Json{{"error", boot.error().message()}};
   }
+  if (!o.paired) return;
+  std::map<std::string, double> left;
+  for (size_t i = 0; i < a.size() && i < groups[0].pair_keys.size(); ++i) left[groups[0].pair_keys[i]] = a[i];
+  std::vector<double> pa, pb;
+  for (size_t i = 0; i < b.size() && i < groups[1].pair_keys.size(); ++i) {
+    auto it = left.find(groups[1].pair_keys[i]);
+    if (it == left.end()) continue;
+    pa.push_back(it->second);
+    pb.push_back(b[i]);
+  }
+  out["pairs"] = pa.size();
+  add_test(tests, "paired_t", stats::paired_t_test(pa, pb, o.alpha));
+  add_test(tests, "wilcoxon_signed_rank", stats::wilcoxon_signed_rank(pa, pb, o.alpha));
+}
+
+// The best group, whether the difference is significant, and the verdict in words.
+void add_verdict(const std::vector<MetricGroup>& groups, const CompareOptions& o, Json& out) {
+  const Json& tests = out["tests"];
   // The verdict follows the first test that ran (the parametric one).
   size_t best = 0;
   for (size_t i = 1; i < groups.size(); ++i) {
@@ -122,6 +102,38 @@ Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const Compar
     out["verdict"] = "no significant difference in " + o.metric + " at alpha " + num(o.alpha) + " (" + basis + "); '" +
                      groups[best].name + "' has the " + (o.higher_is_better ? "highest" : "lowest") + " mean";
   }
+}
+
+}  // namespace
+
+Result<Json> compare_groups(const std::vector<MetricGroup>& groups, const CompareOptions& o) {
+  if (groups.size() < 2) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "compare: needs at least 2 groups of '" + o.metric + "', found " + std::to_string(groups.size()));
+  }
+  if (!(o.alpha > 0 && o.alpha < 1)) return make_error(ErrorCode::kInvalidArgument, "compare: alpha must be in (0, 1)");
+  for (const MetricGroup& g : groups) {
+    if (g.values.empty()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "compare: group '" + g.name + "' has no values of '" + o.metric + "'");
+    }
+  }
+  const double confidence = 1 - o.alpha;
+  Json out{{"metric", o.metric}, {"alpha", o.alpha}, {"groups", Json::array()}, {"tests", Json::array()}};
+  for (const MetricGroup& g : groups) {
+    Json s = stats::summarize(g.values, confidence).to_json();
+    s["name"] = g.name;
+    out["groups"].push_back(std::move(s));
+  }
+  if (groups.size() == 2) {
+    add_two_group_tests(groups, o, out);
+  } else {
+    std::vector<std::vector<double>> values;
+    for (const MetricGroup& g : groups) values.push_back(g.values);
+    add_test(out["tests"], "anova", stats::one_way_anova(values, o.alpha));
+    add_test(out["tests"], "kruskal_wallis", stats::kruskal_wallis(values, o.alpha));
+  }
+  add_verdict(groups, o, out);
   return out;
 }
 

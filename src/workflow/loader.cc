@@ -340,44 +340,8 @@ class Loader : public DistributedReader {
     if (has_configs == has_sweep) {
       error(e, ef, "an experiment needs exactly one of 'configs' (a list of configs) or 'sweep' (values to cross)");
     }
-    if (has_configs) {
-      YAML::Node c = e["configs"];
-      if (!c.IsSequence() || c.size() == 0) {
-        error(c, ef + ".configs", "expected a non-empty list of config mappings, found " + describe(c));
-      } else {
-        size_t i = 0;
-        for (const auto& item : c) {
-          std::string cf = ef + ".configs[" + std::to_string(i++) + "]";
-          if (!item.IsMap())
-            error(item, cf, "expected a config mapping, found " + describe(item));
-          else
-            node.configs.push_back(to_json(item, cf));
-        }
-      }
-      if (e["samples"])
-        error(e["samples"], ef + ".samples", "'samples' draws from a 'sweep'; it does not apply to 'configs'");
-    } else if (has_sweep) {
-      YAML::Node sw = e["sweep"];
-      if (!sw.IsMap()) {
-        error(sw, ef + ".sweep", "expected a mapping whose lists are the values to try, found " + describe(sw));
-      } else {
-        node.sweep = to_json(sw, ef + ".sweep");
-        Result<std::vector<Json>> expanded = std::vector<Json>{};
-        if (node.samples) {
-          if (*node.samples < 1)
-            error(e["samples"], ef + ".samples", "must be at least 1");
-          else
-            expanded =
-                random_search(node.sweep, static_cast<size_t>(*node.samples), static_cast<uint64_t>(node.sample_seed));
-        } else {
-          expanded = expand_sweep(node.sweep, 10'000);
-        }
-        if (!expanded)
-          error(sw, ef + ".sweep", expanded.error().message());
-        else
-          for (Json& c : *expanded) node.configs.push_back(std::move(c));
-      }
-    }
+    if (has_configs) parse_configs(e, ef, node);
+    if (!has_configs && has_sweep) parse_sweep(e, ef, node);
     std::map<std::string, size_t> ids;
     for (size_t i = 0; i < node.configs.size(); ++i) {
       auto [it, inserted] = ids.emplace(config_id_of(node.configs[i]), i);
@@ -393,6 +357,49 @@ class Loader : public DistributedReader {
     else
       node.children = parse_nodes(e["stages"], ef + ".stages");
     return node;
+  }
+
+  // `configs:`, a list of config mappings.
+  void parse_configs(const YAML::Node& e, const std::string& ef, Node& node) {
+    YAML::Node c = e["configs"];
+    if (!c.IsSequence() || c.size() == 0) {
+      error(c, ef + ".configs", "expected a non-empty list of config mappings, found " + describe(c));
+    } else {
+      size_t i = 0;
+      for (const auto& item : c) {
+        std::string cf = ef + ".configs[" + std::to_string(i++) + "]";
+        if (!item.IsMap())
+          error(item, cf, "expected a config mapping, found " + describe(item));
+        else
+          node.configs.push_back(to_json(item, cf));
+      }
+    }
+    if (e["samples"])
+      error(e["samples"], ef + ".samples", "'samples' draws from a 'sweep'; it does not apply to 'configs'");
+  }
+
+  // `sweep:`, every list an axis: the full grid, or `samples` configs drawn from it with `seed`.
+  void parse_sweep(const YAML::Node& e, const std::string& ef, Node& node) {
+    YAML::Node sw = e["sweep"];
+    if (!sw.IsMap()) {
+      error(sw, ef + ".sweep", "expected a mapping whose lists are the values to try, found " + describe(sw));
+      return;
+    }
+    node.sweep = to_json(sw, ef + ".sweep");
+    Result<std::vector<Json>> expanded = std::vector<Json>{};
+    if (node.samples) {
+      if (*node.samples < 1)
+        error(e["samples"], ef + ".samples", "must be at least 1");
+      else
+        expanded =
+            random_search(node.sweep, static_cast<size_t>(*node.samples), static_cast<uint64_t>(node.sample_seed));
+    } else {
+      expanded = expand_sweep(node.sweep, 10'000);
+    }
+    if (!expanded)
+      error(sw, ef + ".sweep", expanded.error().message());
+    else
+      for (Json& c : *expanded) node.configs.push_back(std::move(c));
   }
 
   // A `hedging:` mapping, each field checked by HedgingConfig's rules and located at its value.
