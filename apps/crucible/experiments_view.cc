@@ -103,5 +103,4 @@ void print_experiments(const RunReport& report) {
   }
 }
 
-
 }  // namespace crucible::cli

@@ -402,34 +402,6 @@ class Loader : public DistributedReader {
       for (Json& c : *expanded) node.configs.push_back(std::move(c));
   }
 
-  // A `hedging:` mapping, each field checked by HedgingConfig's rules and located at its value.
-  std::optional<HedgingConfig> parse_hedging(const YAML::Node& h, const std::string& f) {
-    if (!h.IsMap()) {
-      error(h, f, "expected a mapping (" + join(HedgingConfig::keys()) + "), found " + describe(h));
-      return std::nullopt;
-    }
-    HedgingConfig config;
-    bool ok = true;
-    auto report = [&](const YAML::Node& at, const Status& s) {
-      if (s) return;
-      error(at, sub(f, s.error().field().value_or("")), s.error().message());
-      ok = false;
-    };
-    for (const auto& kv : h) {
-      const std::string key = kv.first.as<std::string>();
-      if (key != "options" || !kv.second.IsMap()) {
-        report(kv.second, config.set(key, to_json(kv.second, sub(f, key))));
-        continue;
-      }
-      for (const auto& o : kv.second) {
-        std::string option = o.first.as<std::string>();
-        report(o.second, config.set_option(option, to_json(o.second, f + ".options." + option)));
-      }
-    }
-    report(h, config.check());
-    return ok ? std::optional<HedgingConfig>(std::move(config)) : std::nullopt;
-  }
-
   // A stage's `hedging:` over the pipeline's `reliability.hedging`, key by key.
   std::optional<HedgingConfig> parse_stage_hedging(const YAML::Node& h, const std::string& f) {
     auto own = parse_hedging(h, f);

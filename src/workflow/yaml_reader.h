@@ -14,6 +14,7 @@
 
 #include "crucible/core/duration.h"
 #include "crucible/core/enum_names.h"
+#include "crucible/reliability/hedging_config.h"
 #include "crucible/workflow/expression.h"
 #include "crucible/workflow/loader.h"
 #include "validate_internal.h"
@@ -260,6 +261,34 @@ class YamlReader {
     } else if (n.IsMap()) {
       for (const auto& kv : n) check_templates(kv.second, sub(f, kv.first.Scalar()));
     }
+  }
+
+  // A `hedging:` mapping, each field checked by HedgingConfig's rules and located at its value.
+  std::optional<HedgingConfig> parse_hedging(const YAML::Node& h, const std::string& f) {
+    if (!h.IsMap()) {
+      error(h, f, "expected a mapping (" + join(HedgingConfig::keys()) + "), found " + describe(h));
+      return std::nullopt;
+    }
+    HedgingConfig config;
+    bool ok = true;
+    auto report = [&](const YAML::Node& at, const Status& s) {
+      if (s) return;
+      error(at, sub(f, s.error().field().value_or("")), s.error().message());
+      ok = false;
+    };
+    for (const auto& kv : h) {
+      const std::string key = kv.first.as<std::string>();
+      if (key != "options" || !kv.second.IsMap()) {
+        report(kv.second, config.set(key, to_json(kv.second, sub(f, key))));
+        continue;
+      }
+      for (const auto& o : kv.second) {
+        std::string option = o.first.as<std::string>();
+        report(o.second, config.set_option(option, to_json(o.second, f + ".options." + option)));
+      }
+    }
+    report(h, config.check());
+    return ok ? std::optional<HedgingConfig>(std::move(config)) : std::nullopt;
   }
 
   std::string file_;
