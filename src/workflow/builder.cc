@@ -188,6 +188,7 @@ Result<WorkflowSpec> WorkflowBuilder::build(const StageRegistry& registry) {
     if (d.severity == Diagnostic::Severity::kError) report += "\n  " + d.to_string();
   }
   if (!report.empty()) return make_error(ErrorCode::kInvalidArgument, "invalid workflow '" + spec.name + "':" + report);
+  CRUCIBLE_RETURN_IF_ERROR(bind_spec(spec, registry));
   return spec;
 }
 

@@ -90,6 +90,9 @@ class Loader : public DistributedReader {
     if (!root.IsNull() && root.IsMap()) {
       auto more = validate_spec(spec, registry_);
       diags_.insert(diags_.end(), more.begin(), more.end());
+      if (!has_errors()) {
+        if (Status bound = bind_spec(spec, registry_); !bound) error(root, "", bound.error().to_string());
+      }
     }
     result.diagnostics = std::move(diags_);
     std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),

@@ -221,5 +221,27 @@ TEST(Loader, TheExamplePipelinesLoad) {
   }
 }
 
+TEST(ValidateSpec, ChecksWithoutChangingTheSpecAndBindingDoesTheRest) {
+  StageRegistry registry = builtin_registry();
+  WorkflowSpec spec;
+  spec.name = "ordered";
+  for (auto [name, order] : {std::pair<const char*, int64_t>{"second", 2}, {"first", 1}}) {
+    Node n;
+    n.name = name;
+    n.uses = "noop";
+    n.order = order;
+    spec.stages.push_back(n);
+  }
+  auto diagnostics = validate_spec(spec, registry);
+  EXPECT_TRUE(diagnostics.empty());
+  EXPECT_EQ(spec.stages[0].name, "second");  // validation leaves the order as written
+  EXPECT_EQ(spec.stages[0].stage, nullptr);
+  EXPECT_TRUE(spec.hash.empty());
+  ASSERT_TRUE(bind_spec(spec, registry));
+  EXPECT_EQ(spec.stages[0].name, "first");
+  EXPECT_NE(spec.stages[0].stage, nullptr);
+  EXPECT_FALSE(spec.hash.empty());
+}
+
 }  // namespace
 }  // namespace crucible

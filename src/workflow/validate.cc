@@ -68,7 +68,7 @@ class Validator {
  public:
   explicit Validator(const StageRegistry& registry) : registry_(registry) {}
 
-  std::vector<Diagnostic> run(WorkflowSpec& spec) {
+  std::vector<Diagnostic> run(const WorkflowSpec& spec) {
     models_ = spec.models;
     if (spec.name.empty()) add(SourceLocation{spec.file, 0, 0}, "name", "a pipeline needs a name");
     if (spec.stages.empty()) add(SourceLocation{spec.file, 1, 1}, "stages", "the pipeline has no stages");
@@ -82,11 +82,11 @@ class Validator {
     diags_.push_back({sev, loc, field, std::move(msg)});
   }
 
-  void check_list(std::vector<Node>& nodes, const std::string& field, std::set<std::string>* names = nullptr) {
+  void check_list(const std::vector<Node>& nodes, const std::string& field, std::set<std::string>* names = nullptr) {
     std::set<std::string> local;
     std::set<std::string>& seen = names != nullptr ? *names : local;
     for (size_t i = 0; i < nodes.size(); ++i) {
-      Node& n = nodes[i];
+      const Node& n = nodes[i];
       std::string f = field + "[" + std::to_string(i) + "] '" + n.name + "'";
       if (n.name.empty()) {
         add(n.loc, field + "[" + std::to_string(i) + "]", "a stage needs a name");
@@ -99,7 +99,7 @@ class Validator {
   }
 
   // Stages run by `order` when given: every sibling needs one, values are unique, gaps warn.
-  void check_order(std::vector<Node>& nodes, const std::string& field) {
+  void check_order(const std::vector<Node>& nodes, const std::string& field) {
     size_t with_order = static_cast<size_t>(
         std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); }));
     if (with_order == 0) return;
@@ -126,10 +126,9 @@ class Validator {
       }
       expected = order + 1;
     }
-    std::stable_sort(nodes.begin(), nodes.end(), [](const Node& a, const Node& b) { return *a.order < *b.order; });
   }
 
-  void check_node(Node& n, const std::string& f) {
+  void check_node(const Node& n, const std::string& f) {
     switch (n.kind) {
       case NodeKind::kStage: check_stage(n, f); break;
       case NodeKind::kSequence: check_list(n.children, f + ".sequence"); break;
@@ -154,7 +153,7 @@ class Validator {
         }
         std::set<std::string> names;
         for (size_t i = 0; i < n.branches.size(); ++i) {
-          ParallelBranch& b = n.branches[i];
+          const ParallelBranch& b = n.branches[i];
           std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
           if (b.name.empty())
             add(n.loc, bf, "a branch needs a name");
@@ -187,7 +186,7 @@ class Validator {
             (known.empty() ? " (add a models: section)" : " (it has: " + known + ")"));
   }
 
-  void check_stage(Node& n, const std::string& f) {
+  void check_stage(const Node& n, const std::string& f) {
     check_model_reference(n, f);
     auto allowed = allowed_completions(n.stage_kind);
     if (std::find(allowed.begin(), allowed.end(), n.completion) == allowed.end()) {
@@ -220,49 +219,44 @@ class Validator {
                 "'");
       }
     }
-    if (!n.uses.empty() && !n.stage) bind(n, f);
-    if (n.stage_kind == StageKind::kCustom && n.uses.empty() && !n.stage) bind_custom(n, f);
-    if (n.hedging) check_hedging(n, f);
+    std::optional<StageDescription> d = describe(n, f);
+    if (d && !n.uses.empty()) check_options(n, *d, f);
+    if (n.hedging) check_hedging(n, n.idempotent.value_or(d && !n.stage ? d->idempotent : n.stage_idempotent), f);
   }
 
   // A hedged stage runs several attempts at once and keeps one: it must be idempotent.
-  void check_hedging(Node& n, const std::string& f) {
-    if (!n.is_idempotent()) {
+  void check_hedging(const Node& n, bool idempotent, const std::string& f) {
+    if (!idempotent) {
       add(n.loc, f + ".hedging", "stage '" + n.name + "' is not idempotent; only idempotent stages can be hedged");
       return;
     }
-    auto policy = HedgePolicy::create(*n.hedging);
-    if (!policy) {
-      add(n.loc, f + ".hedging", policy.error().message());
-      return;
-    }
-    n.hedge_policy = std::shared_ptr<HedgePolicy>(std::move(*policy));
-    n.max_hedges = n.hedging->max_hedges;
+    if (Status s = n.hedging->check(); !s) add(n.loc, f + ".hedging", s.error().to_string());
   }
 
-  // A custom stage runs its `command:` through the registry's `command` stage.
-  void bind_custom(Node& n, const std::string& f) {
-    auto stage = registry_.create("command");
-    if (!stage) {
-      add(n.loc, f + ".command", "type custom runs through the `command` stage, which this build does not register");
-      return;
-    }
-    n.stage_idempotent = (*stage)->describe().idempotent;
-    n.stage = std::shared_ptr<Stage>(std::move(*stage));
-  }
-
-  void bind(Node& n, const std::string& f) {
-    auto stage = registry_.create(n.uses);
-    if (!stage) {
+  // What the stage node runs: its C++ implementation, its `uses:` type, or for `type: custom` the
+  // registry's `command` stage. nullopt (reported) when the registry lacks it, and for kinds
+  // that need the distributed workload.
+  std::optional<StageDescription> describe(const Node& n, const std::string& f) {
+    if (n.stage) return n.stage->describe();
+    if (!n.uses.empty()) {
+      auto d = registry_.describe(n.uses);
+      if (d) return *d;
       std::string hint = validate_internal::suggest(n.uses, registry_.names());
       add(n.loc, f + ".uses",
           "unknown stage type '" + n.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
               " (`crucible stages` lists them)");
-      return;
+      return std::nullopt;
     }
-    StageDescription d = (*stage)->describe();
-    n.stage_idempotent = d.idempotent;
-    n.stage = std::shared_ptr<Stage>(std::move(*stage));
+    if (n.stage_kind != StageKind::kCustom) return std::nullopt;
+    auto d = registry_.describe("command");
+    if (d) return *d;
+    add(n.loc, f + ".command", "type custom runs through the `command` stage, which this build does not register");
+    return std::nullopt;
+  }
+
+  // The node's `with:` against the stage's options: required ones present, no unknown ones,
+  // types that fit, expressions that parse.
+  void check_options(const Node& n, const StageDescription& d, const std::string& f) {
     const OptionSpec* wildcard = d.option("*");
     bool open = wildcard != nullptr;
     auto check_expressions = [&](const std::string& key, const Json& value) {
@@ -319,6 +313,48 @@ class Validator {
   Json models_;
 };
 
+// Binds a valid spec: stage instances, hedge policies, siblings in `order`.
+class Binder {
+ public:
+  explicit Binder(const StageRegistry& registry) : registry_(registry) {}
+
+  Status bind_list(std::vector<Node>& nodes) {
+    bool ordered =
+        !nodes.empty() && std::all_of(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); });
+    if (ordered) {
+      std::stable_sort(nodes.begin(), nodes.end(), [](const Node& a, const Node& b) { return *a.order < *b.order; });
+    }
+    for (Node& n : nodes) CRUCIBLE_RETURN_IF_ERROR(bind_node(n));
+    return {};
+  }
+
+ private:
+  Status bind_node(Node& n) {
+    if (n.kind == NodeKind::kStage) return bind_stage(n);
+    CRUCIBLE_RETURN_IF_ERROR(bind_list(n.children));
+    CRUCIBLE_RETURN_IF_ERROR(bind_list(n.else_children));
+    for (ParallelBranch& b : n.branches) CRUCIBLE_RETURN_IF_ERROR(bind_list(b.nodes));
+    return {};
+  }
+
+  Status bind_stage(Node& n) {
+    const bool custom = n.uses.empty() && n.stage_kind == StageKind::kCustom;
+    if (!n.stage && (!n.uses.empty() || custom)) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto stage, registry_.create(custom ? "command" : n.uses));
+      n.stage_idempotent = stage->describe().idempotent;
+      n.stage = std::shared_ptr<Stage>(std::move(stage));
+    }
+    if (n.hedging) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto policy, HedgePolicy::create(*n.hedging));
+      n.hedge_policy = std::shared_ptr<HedgePolicy>(std::move(policy));
+      n.max_hedges = n.hedging->max_hedges;
+    }
+    return {};
+  }
+
+  const StageRegistry& registry_;
+};
+
 bool needs_remote(const Node& n) {
   return n.kind == NodeKind::kStage && n.uses.empty() && n.stage_kind != StageKind::kCustom &&
          n.stage_kind != StageKind::kPlain;
@@ -338,11 +374,15 @@ const Node* find_unsupported(const std::vector<Node>& nodes) {
 
 }  // namespace
 
-std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry) {
-  auto diagnostics = Validator(registry).run(spec);
+std::vector<Diagnostic> validate_spec(const WorkflowSpec& spec, const StageRegistry& registry) {
+  return Validator(registry).run(spec);
+}
+
+Status bind_spec(WorkflowSpec& spec, const StageRegistry& registry) {
+  CRUCIBLE_RETURN_IF_ERROR(Binder(registry).bind_list(spec.stages));
   spec.hash.clear();
   spec.hash = spec_hash(spec);
-  return diagnostics;
+  return {};
 }
 
 std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {

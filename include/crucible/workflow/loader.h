@@ -37,11 +37,16 @@ struct LoadResult {
 LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry);
 LoadResult load_pipeline_text(std::string_view text, const std::string& file_label, const StageRegistry& registry);
 
-// Validates a spec (from the builder or the loader): unique sibling names, unique `order`
-// values (gaps are warnings), completion criteria that fit the stage kind, stage types known
-// to the registry, required options present. Binds each stage node to a new stage instance and
-// sorts siblings by `order`.
-std::vector<Diagnostic> validate_spec(WorkflowSpec& spec, const StageRegistry& registry);
+// Validates a spec (from the builder or the loader) and never changes it: unique sibling names,
+// unique `order` values (gaps are warnings), completion criteria that fit the stage kind, stage
+// types known to the registry (`type: custom` needs its `command` stage), options that fit each
+// stage's description, hedging only on idempotent stages.
+[[nodiscard]] std::vector<Diagnostic> validate_spec(const WorkflowSpec& spec, const StageRegistry& registry);
+
+// Binds a spec that validate_spec() accepted: a new stage instance per stage node, the hedge
+// policy of each hedged stage, siblings sorted by `order`, and the cached spec hash. kNotFound or
+// kInvalidArgument when the registry cannot create a stage or a policy (validation says why).
+[[nodiscard]] Status bind_spec(WorkflowSpec& spec, const StageRegistry& registry);
 
 // Why `spec` cannot run on this machine (distributed agents, storage workloads without a local
 // body), or nullopt when it can.
