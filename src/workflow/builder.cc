@@ -1,5 +1,7 @@
 #include "crucible/workflow/builder.h"
 
+#include "crucible/experiment/sweep.h"
+
 namespace crucible {
 
 Node& SequenceBuilder::last() {
@@ -88,6 +90,42 @@ std::vector<Node> build_body(const SequenceBuilder::Body& body,
 }
 
 }  // namespace
+
+SequenceBuilder& SequenceBuilder::completion(Completion completion, std::optional<std::chrono::milliseconds> duration,
+                                             std::optional<int64_t> expected_tasks) {
+  Node& n = last();
+  n.completion = completion;
+  n.duration = duration;
+  n.expected_tasks = expected_tasks;
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::experiment(std::string name, ExperimentStrategy strategy, std::vector<Json> configs,
+                                             const Body& body, std::optional<int64_t> max_concurrency) {
+  Node n;
+  n.kind = NodeKind::kExperiment;
+  n.name = std::move(name);
+  n.strategy = strategy;
+  n.configs = Json::array();
+  for (Json& c : configs) {
+    if (!c.is_object()) record_error("experiment '" + n.name + "': a config must be a mapping, got " + c.dump());
+    n.configs.push_back(std::move(c));
+  }
+  if (n.configs.empty()) record_error("experiment '" + n.name + "' has no configs");
+  n.max_concurrency = max_concurrency;
+  n.children = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return *this;
+}
+
+SequenceBuilder& SequenceBuilder::experiment_sweep(std::string name, ExperimentStrategy strategy, Json sweep,
+                                                   const Body& body, std::optional<int64_t> max_concurrency) {
+  auto configs = expand_sweep(sweep, 10'000);
+  if (!configs) record_error("experiment '" + name + "': " + configs.error().message());
+  experiment(std::move(name), strategy, configs ? std::move(*configs) : std::vector<Json>{}, body, max_concurrency);
+  last().sweep = std::move(sweep);
+  return *this;
+}
 
 SequenceBuilder& SequenceBuilder::sequence(std::string name, const Body& body) {
   Node n;

@@ -73,5 +73,47 @@ TEST(WorkflowBuilder, RejectsHedgingANonIdempotentStage) {
   EXPECT_NE(built.error().message().find("only idempotent stages can be hedged"), std::string::npos);
 }
 
+TEST(WorkflowBuilder, ExperimentsAndCompletionMatchTheSameNodesInYaml) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("exp");
+  b.experiment_sweep(
+       "sweep", ExperimentStrategy::kMultiBranch, Json{{"lr", Json::array({0.1, 0.01})}},
+       [](SequenceBuilder& body) { body.stage("train", "noop"); }, 4)
+      .experiment("pick", ExperimentStrategy::kRoundRobin, {Json{{"model", "a"}}, Json{{"model", "b"}}},
+                  [](SequenceBuilder& body) { body.stage("call", "noop"); })
+      .stage("soak", "noop")
+      .completion(Completion::kDuration, std::chrono::seconds(2));
+  auto built = b.build(registry);
+  ASSERT_TRUE(built) << built.error().to_string();
+  EXPECT_EQ(built->stages[0].configs.size(), 2u);
+  EXPECT_EQ(built->stages[1].strategy, ExperimentStrategy::kRoundRobin);
+  LoadResult yaml = load_pipeline_text(R"(name: exp
+stages:
+  - name: sweep
+    experiment:
+      sweep: {lr: [0.1, 0.01]}
+      max_concurrency: 4
+      stages: [{name: train, uses: noop}]
+  - name: pick
+    experiment:
+      strategy: round_robin
+      configs: [{model: a}, {model: b}]
+      stages: [{name: call, uses: noop}]
+  - {name: soak, uses: noop, completion: duration, duration: 2s}
+)",
+                                       "exp.yaml", registry);
+  ASSERT_TRUE(yaml.ok()) << yaml.report();
+  EXPECT_EQ(built->hash, yaml.spec->hash);
+}
+
+TEST(WorkflowBuilder, AnExperimentNeedsMappingsAsConfigs) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("bad");
+  b.experiment("e", ExperimentStrategy::kShadow, {Json(3)}, [](SequenceBuilder& body) { body.stage("s", "noop"); });
+  auto built = b.build(registry);
+  ASSERT_FALSE(built);
+  EXPECT_NE(built.error().message().find("a config must be a mapping"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace crucible

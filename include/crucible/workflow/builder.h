@@ -37,6 +37,10 @@ class SequenceBuilder {
   SequenceBuilder& optional(bool optional = true);
   SequenceBuilder& idempotent(bool idempotent);
   SequenceBuilder& when(const std::string& expression);
+  // When the stage counts as done: once (the default), after `duration` of repeated runs, once
+  // it reported `expected_tasks`, or whichever comes first (kDurationOrTasks).
+  SequenceBuilder& completion(Completion completion, std::optional<std::chrono::milliseconds> duration = std::nullopt,
+                              std::optional<int64_t> expected_tasks = std::nullopt);
   SequenceBuilder& order(int64_t order);
 
   SequenceBuilder& sequence(std::string name, const Body& body);
@@ -46,6 +50,12 @@ class SequenceBuilder {
   SequenceBuilder& loop_until(std::string name, const std::string& condition, int64_t max, const Body& body);
   SequenceBuilder& conditional(std::string name, const std::string& condition, const Body& then_body,
                                const Body& else_body = nullptr);
+  // An experiment node: `body` runs once per config (each a mapping) under `strategy`.
+  SequenceBuilder& experiment(std::string name, ExperimentStrategy strategy, std::vector<Json> configs,
+                              const Body& body, std::optional<int64_t> max_concurrency = std::nullopt);
+  // An experiment over the cross product of `sweep`'s lists (at most 10,000 configs).
+  SequenceBuilder& experiment_sweep(std::string name, ExperimentStrategy strategy, Json sweep, const Body& body,
+                                    std::optional<int64_t> max_concurrency = std::nullopt);
   SequenceBuilder& parallel(std::string name, std::vector<std::pair<std::string, Body>> branches,
                             JoinPolicy join = JoinPolicy::kAll, MergePolicy merge = MergePolicy::kError);
 
