@@ -229,23 +229,12 @@ Result<Flow> Execution::exec_stage(const Node& node, const StepKey& key, Context
   }
 
   const MonoTime start = deps_.clock.monotonic();
-  if (node.retry.max_attempts <= 1) {
-    auto flow = attempt_step(node, key, ctx, stop, 1, start);
-    if (flow || journal_failed()) return flow;
-    return finish_failure(node, key, ctx, flow.error(), 1, micros_since(deps_.clock, start));
-  }
-  // A journal failure ends the retries too: the run stops to stay durable.
-  std::stop_source halt;
-  std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
   int attempts = 0;
+  // A journal failure ends the retries too: the run stops to stay durable.
   auto flow = retry_call(
-      node.retry, deps_.clock, deps_.random, halt.get_token(),
-      [&](int attempt) -> Result<Flow> {
-        auto r = attempt_step(node, key, ctx, stop, attempt, start);
-        if (!r && journal_failed()) halt.request_stop();
-        return r;
-      },
-      &attempts);
+      node.retry, deps_.clock, deps_.random, stop,
+      [&](int attempt) { return attempt_step(node, key, ctx, stop, attempt, start); }, &attempts,
+      [this] { return journal_failed(); });
   if (flow || journal_failed()) return flow;
   return finish_failure(node, key, ctx, flow.error(), attempts, micros_since(deps_.clock, start));
 }

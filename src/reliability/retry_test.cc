@@ -123,6 +123,24 @@ TEST(RetryPolicy, StopDuringBackoffIsCancelled) {
   EXPECT_EQ(s.error().code(), ErrorCode::kCancelled);
 }
 
+TEST(RetryPolicy, GiveUpEndsTheRetriesAtOnce) {
+  RetryPolicy p;
+  p.max_attempts = 5;
+  FakeClock clock;
+  SeededRandom random(3);
+  int calls = 0, attempts = 0;
+  Status s = retry_call(
+      p, clock, random, {},
+      [&](int) -> Status {
+        ++calls;
+        return make_error(ErrorCode::kUnavailable, "journal down");
+      },
+      &attempts, [&] { return calls == 2; });
+  EXPECT_EQ(s.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(attempts, 2);
+}
+
 TEST(RetryPolicy, RoundTripsThroughJson) {
   RetryPolicy p;
   p.max_attempts = 4;

@@ -52,14 +52,17 @@ Error interrupted(const Error& last);
 // succeeds or the policy gives up, and returns its last result. Backoff sleeps go through
 // `clock`. When `stop` is requested while another attempt is due, the retry is interrupted: the
 // result is kCancelled naming the last error. `attempts`, when given, receives the number made.
-template <typename F>
-auto retry_call(const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop, F&& fn,
-                int* attempts = nullptr) -> std::invoke_result_t<F&, int> {
+// `give_up()` is asked after each failure: true returns that failure at once, whatever the
+// policy says (the runner's journal broke, say).
+template <typename F, typename G = bool (*)()>
+auto retry_call(
+    const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop, F&& fn, int* attempts = nullptr,
+    G give_up = [] { return false; }) -> std::invoke_result_t<F&, int> {
   const MonoTime start = clock.monotonic();
   for (int attempt = 1;; ++attempt) {
     if (attempts != nullptr) *attempts = attempt;
     auto result = fn(attempt);
-    if (result) return result;
+    if (result || give_up()) return result;
     auto delay = retry_internal::next_delay(policy, result.error(), attempt, start, clock, random);
     if (!delay) return result;
     if (stop.stop_requested() || !clock.sleep_for(*delay, stop)) {
