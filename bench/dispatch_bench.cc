@@ -46,7 +46,7 @@ Result<Json> run_dispatch(bool quick) {
   auto time_runs = [&](const WorkflowSpec& spec, std::vector<double>& out) -> Status {
     for (int r = 0; r < reps; ++r) {
       auto journal = make_memory_journal();
-      Runner runner(*journal, executor, real_clock(), random);
+      Runner runner(*journal, executor, real_clock(), random, registry);
       auto t0 = std::chrono::steady_clock::now();
       auto res = runner.start(spec);
       double us = since_us(t0);

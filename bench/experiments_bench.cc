@@ -83,7 +83,7 @@ Result<Json> run_experiments(bool quick) {
   if (!journal) return make_error(journal.error());
   Executor executor(2);
   SeededRandom random(1);
-  Runner runner(**journal, executor, real_clock(), random);
+  Runner runner(**journal, executor, real_clock(), random, registry);
   runner.set_artifact_root((dir / "runs").string());
 
   std::vector<double> raw_ms, wall_ms, memory_wall_ms, rss, noop_us, raw_spawn_us;
@@ -117,7 +117,7 @@ Result<Json> run_experiments(bool quick) {
     }
 
     auto memory = make_memory_journal();
-    Runner memory_runner(*memory, executor, real_clock(), random);
+    Runner memory_runner(*memory, executor, real_clock(), random, registry);
     t0 = std::chrono::steady_clock::now();
     auto mres = memory_runner.start(*waiting.spec);
     memory_wall_ms.push_back(since_us(t0) / 1000.0);

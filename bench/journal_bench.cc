@@ -110,7 +110,7 @@ Result<Json> strict_sequential(const std::string& dir, int workflows, const Stag
   EventBus bus;
   auto times = std::make_shared<StepTimes>();
   bus.add_sink(times);
-  Runner runner(*journal, executor, real_clock(), random, &bus);
+  Runner runner(*journal, executor, real_clock(), random, registry, &bus);
   std::vector<double> steps, workflows_ms;
   for (int w = 0; w < workflows; ++w) {
     times->times.clear();
@@ -136,7 +136,7 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
   CRUCIBLE_ASSIGN_OR_RETURN(auto spec, ten_steps(registry, Durability::kBatched));
   Executor executor(2);
   SeededRandom random(9);
-  Runner runner(*journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random, registry);
   std::atomic<int64_t> workflows{0};
   std::atomic<bool> failed{false};
   std::vector<double> acks;

@@ -136,7 +136,7 @@ Result<Json> run_llm(bool quick) {
   LoadResult loaded = load_pipeline_text(yaml, "bench", registry);
   if (!loaded.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + loaded.report());
   SeededRandom random(5);
-  Runner runner(*journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random, registry);
   runner.set_blob_dir((dir / "blobs").string());
   int calls_before = server.calls.load();
   auto run = runner.start(*loaded.spec);

@@ -84,7 +84,7 @@ struct Engine {
       CRUCIBLE_ASSIGN_OR_RETURN(auto sink, make_jsonl_sink(g.events_file));
       events.add_sink(sink);
     }
-    runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), &events);
+    runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), registry, &events);
     std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal)).parent_path();
     runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
     runner->set_blob_dir(((dir.empty() ? std::filesystem::path(".") : dir) / "blobs").string());

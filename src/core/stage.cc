@@ -122,6 +122,11 @@ Result<std::unique_ptr<Stage>> StageRegistry::create(std::string_view name) cons
   return it->second();
 }
 
+const StageFactory* StageRegistry::factory(std::string_view name) const {
+  auto it = factories_->find(name);
+  return it == factories_->end() ? nullptr : &it->second;
+}
+
 Result<StageDescription> StageRegistry::describe(std::string_view name) const {
   CRUCIBLE_ASSIGN_OR_RETURN(auto stage, create(name));
   return stage->describe();
@@ -150,23 +155,31 @@ namespace {
 
 class FunctionStage : public Stage {
  public:
-  FunctionStage(StageDescription description, std::function<Status(Context&, const StageOptions&, std::stop_token)> fn)
+  FunctionStage(std::shared_ptr<const StageDescription> description, StageFn fn)
       : description_(std::move(description)), fn_(std::move(fn)) {}
-  StageDescription describe() const override { return description_; }
+  StageDescription describe() const override { return *description_; }
   Status run(Context& ctx, const StageOptions& options, std::stop_token stop) override {
     return fn_(ctx, options, stop);
   }
 
  private:
-  StageDescription description_;
-  std::function<Status(Context&, const StageOptions&, std::stop_token)> fn_;
+  std::shared_ptr<const StageDescription> description_;
+  StageFn fn_;
 };
 
 }  // namespace
 
-std::unique_ptr<Stage> make_function_stage(StageDescription description,
-                                           std::function<Status(Context&, const StageOptions&, std::stop_token)> fn) {
-  return std::make_unique<FunctionStage>(std::move(description), std::move(fn));
+std::unique_ptr<Stage> make_function_stage(StageDescription description, StageFn fn) {
+  return std::make_unique<FunctionStage>(std::make_shared<const StageDescription>(std::move(description)),
+                                         std::move(fn));
+}
+
+Status register_function_stage(StageRegistry& registry, StageDescription description, StageFn fn) {
+  auto shared = std::make_shared<const StageDescription>(std::move(description));
+  std::string name = shared->name;
+  return registry.register_stage(std::move(name), [shared, fn = std::move(fn)]() -> std::unique_ptr<Stage> {
+    return std::make_unique<FunctionStage>(shared, fn);
+  });
 }
 
 }  // namespace crucible

@@ -11,7 +11,7 @@ namespace crucible::engine_internal {
 
 namespace {
 
-Error branch_error(const Node& node, const Json& record) {
+Error branch_error(const PlanNode& node, const Json& record) {
   const Json& e = record.value("error", Json());
   ErrorCode code = ErrorCode::kUnknown;
   std::string message = "branch failed";
@@ -19,15 +19,16 @@ Error branch_error(const Node& node, const Json& record) {
     code = parse_error_code(e.value("code", "unknown")).value_or(ErrorCode::kUnknown);
     message = e.value("message", message);
   }
-  return Error(code, "experiment '" + node.name + "' (" + std::string(strategy_name(node.strategy)) + ") branch " +
+  const ExperimentStrategy strategy = node.node->as<ExperimentNode>().strategy;
+  return Error(code, "experiment '" + node.name() + "' (" + std::string(strategy_name(strategy)) + ") branch " +
                          record.value("config_id", std::string()) + ": " + message);
 }
 
 }  // namespace
 
-Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key, const Context& base, size_t index,
-                                           std::stop_token stop) {
-  const Json& config = node.configs[index];
+Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& key, const Context& base, size_t index,
+                                           const std::stop_token& stop) {
+  const Json& config = node.node->as<ExperimentNode>().configs[index];
   const std::string id = config_id_of(config);
   const StepKey bkey = key.branch(id);
   const std::string record_key = bkey.str() + "#branch";
@@ -40,7 +41,7 @@ Execution::BranchRun Execution::run_branch(const Node& node, const StepKey& key,
   Context bctx = base;
   bctx.set_branch(std::make_shared<const Json>(Json{{"config", config}, {"config_id", id}, {"index", index}}));
   MonoTime start = deps_.clock.monotonic();
-  auto flow = exec_list(node.children, bkey, bctx, stop);
+  auto flow = exec_list(node.body(), bkey, bctx, stop);
   {
     std::lock_guard lock(mu_);
     if (journal_error_) {
@@ -90,7 +91,8 @@ namespace {
 // Options for the strategy that picks and runs an experiment node's branches. The name keys
 // round robin's rotation in the journal: round_robin/<pipeline><node's step key>, shared by every
 // run of the pipeline.
-StrategyOptions node_strategy_options(const Node& node, const StepKey& key, const std::string& pipeline, Deps& deps) {
+StrategyOptions node_strategy_options(const ExperimentNode& node, const StepKey& key, const std::string& pipeline,
+                                      Deps& deps) {
   StrategyOptions o;
   o.experiment = pipeline + key.str();
   o.executor = &deps.executor;
@@ -106,7 +108,9 @@ StrategyOptions node_strategy_options(const Node& node, const StepKey& key, cons
 // The branches run through experiment::Strategy: it decides which configs run and how (one in
 // rotation, all at once, or a primary with shadows in the background); each branch is the node's
 // stages on a copy of the context, journaled by run_branch(). Results are collected by config.
-Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
+Result<Flow> Execution::exec_experiment(const PlanNode& pnode, const StepKey& key, Context& ctx,
+                                        const std::stop_token& stop) {
+  const ExperimentNode& node = pnode.node->as<ExperimentNode>();
   const size_t n = node.configs.size();
   auto runs = std::make_shared<std::vector<std::optional<BranchRun>>>(n);
   std::map<std::string, size_t> index_of;
@@ -116,18 +120,18 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   if (auto pick = replay_.decisions.find(key.str() + "#pick"); pick != replay_.decisions.end()) {
     // A round-robin pick made before a crash replays that branch, never the next in rotation.
     size_t i = pick->second.get<size_t>();
-    (*runs)[i] = run_branch(node, key, ctx, i, stop);
+    (*runs)[i] = run_branch(pnode, key, ctx, i, stop);
     selected.push_back(i);
   } else {
     auto base = std::make_shared<const Context>(ctx);  // shadows outlive this call
     const bool round_robin = node.strategy == ExperimentStrategy::kRoundRobin;
-    BranchFn fn = [this, &node, key, base, runs, index_of, stop, round_robin](const Json& config,
-                                                                              std::stop_token) -> Result<Json> {
+    BranchFn fn = [this, &pnode, key, base, runs, index_of, stop, round_robin](const Json& config,
+                                                                               std::stop_token) -> Result<Json> {
       const size_t i = index_of.at(config_id_of(config));
       if (round_robin) {
         CRUCIBLE_RETURN_IF_ERROR(decide(key, "#pick", [i]() -> Result<Json> { return Json(i); }));
       }
-      BranchRun r = run_branch(node, key, *base, i, stop);
+      BranchRun r = run_branch(pnode, key, *base, i, stop);
       Json record = r.record;
       (*runs)[i] = std::move(r);
       return record;
@@ -153,17 +157,19 @@ Result<Flow> Execution::exec_experiment(const Node& node, const StepKey& key, Co
   if (selected.empty()) {
     std::lock_guard lock(mu_);
     return make_error(
-        journal_error_.value_or(Error(ErrorCode::kInternal, "experiment '" + node.name + "' ran no branch")));
+        journal_error_.value_or(Error(ErrorCode::kInternal, "experiment '" + pnode.name() + "' ran no branch")));
   }
-  return finish_experiment(node, ctx, *runs, selected);
+  return finish_experiment(pnode, ctx, *runs, selected);
 }
 
-Result<Flow> Execution::finish_experiment(const Node& node, Context& ctx,
+Result<Flow> Execution::finish_experiment(const PlanNode& pnode, Context& ctx,
                                           const std::vector<std::optional<BranchRun>>& all,
                                           const std::vector<size_t>& selected) {
+  const ExperimentNode& node = pnode.node->as<ExperimentNode>();
+  const std::string& name = pnode.name();
   std::vector<const BranchRun*> runs;
   for (size_t i : selected) {
-    if (!all[i]) return make_error(ErrorCode::kInternal, "experiment '" + node.name + "': a branch has no outcome");
+    if (!all[i]) return make_error(ErrorCode::kInternal, "experiment '" + name + "': a branch has no outcome");
     runs.push_back(&*all[i]);
   }
   bool suspended = false;
@@ -182,17 +188,17 @@ Result<Flow> Execution::finish_experiment(const Node& node, Context& ctx,
   // Round robin and shadow hand the caller one branch: its failure is the experiment's, and its
   // changes become the run's own. A multi-branch experiment never fails for a branch.
   const bool single = node.strategy != ExperimentStrategy::kMultiBranch;
-  if (single && !runs[0]->context) return make_error(branch_error(node, runs[0]->record));
+  if (single && !runs[0]->context) return make_error(branch_error(pnode, runs[0]->record));
   Delta merged;
   for (const BranchRun* r : runs) {
     if (!r->context) continue;
     Delta d = r->context->changes_since(ctx, single);
     merged.insert(merged.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
   }
-  merged.push_back({Mutation::Kind::kState, node.name,
+  merged.push_back({Mutation::Kind::kState, name,
                     Json{{"strategy", strategy_name(node.strategy)}, {"branches", std::move(records)}}});
-  merged.push_back({Mutation::Kind::kMetric, node.name + ".succeeded", succeeded});
-  merged.push_back({Mutation::Kind::kMetric, node.name + ".failed", failed});
+  merged.push_back({Mutation::Kind::kMetric, name + ".succeeded", succeeded});
+  merged.push_back({Mutation::Kind::kMetric, name + ".failed", failed});
   ctx.apply(merged);
   return Flow::kContinue;
 }

@@ -46,7 +46,7 @@ class ExperimentPipelineTest : public ::testing::Test {
       });
     }));
     journal_ = make_memory_journal();
-    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_);
+    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_, registry_);
     dir_ = std::filesystem::path(testing::TempDir()) / ("exp_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir_);
     runner_->set_artifact_root(dir_.string());
@@ -123,7 +123,7 @@ TEST_F(ExperimentPipelineTest, MultiBranchRunsEveryConfigAndRecordsFailuresWitho
 
 TEST_F(ExperimentPipelineTest, ResumeRunsOnlyBranchesThatHadNotFinished) {
   WorkflowSpec spec = load(kMulti);
-  spec.stages[0].max_concurrency = 1;  // branches finish in config order
+  spec.stages[0].as<ExperimentNode>().max_concurrency = 1;  // branches finish in config order
   RunResult full = run(*runner_, spec);
   ASSERT_EQ(full.status, RunStatus::kCompleted);
   auto log = journal_->read_run(full.run_id);
@@ -140,7 +140,7 @@ TEST_F(ExperimentPipelineTest, ResumeRunsOnlyBranchesThatHadNotFinished) {
   auto crashed = make_memory_journal();
   for (Record& rec : prefix) ASSERT_TRUE(crashed->append(std::move(rec), Durability::kStrict));
   counter_->by_branch.clear();
-  Runner resumed_runner(*crashed, executor_, clock_, random_);
+  Runner resumed_runner(*crashed, executor_, clock_, random_, registry_);
   auto resumed = resumed_runner.resume(spec, full.run_id);
   ASSERT_TRUE(resumed) << resumed.error().to_string();
   ASSERT_EQ(resumed->status, RunStatus::kCompleted);
@@ -319,8 +319,8 @@ stages:
       stages: [{name: train, uses: noop}]
 )";
   WorkflowSpec a = load(yaml), b = load(yaml);
-  ASSERT_EQ(a.stages[0].configs.size(), 5u);
-  EXPECT_EQ(a.stages[0].configs, b.stages[0].configs);
+  ASSERT_EQ(a.stages[0].as<ExperimentNode>().configs.size(), 5u);
+  EXPECT_EQ(a.stages[0].as<ExperimentNode>().configs, b.stages[0].as<ExperimentNode>().configs);
   EXPECT_EQ(a.hash, b.hash);
 }
 

@@ -5,7 +5,9 @@
 
 namespace crucible::engine_internal {
 
-Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop) {
+Result<Flow> Execution::exec_parallel(const PlanNode& pnode, const StepKey& key, Context& ctx,
+                                      const std::stop_token& stop) {
+  const ParallelNode& node = pnode.node->as<ParallelNode>();
   const size_t n = node.branches.size();
   // A join decided before a crash replays only the winner.
   if (node.join != JoinPolicy::kAll) {
@@ -13,9 +15,9 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
       for (size_t i = 0; i < n; ++i) {
         if (node.branches[i].name != it->second.get<std::string>()) continue;
         std::vector<std::optional<Context>> one(n);
-        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), one[i].emplace(ctx), stop);
+        auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), one[i].emplace(ctx), stop);
         if (!flow || *flow == Flow::kSuspended) return flow;
-        CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {i}, one));
+        CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {i}, one));
         return Flow::kContinue;
       }
     }
@@ -37,7 +39,7 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
           return;
         }
         Context& branch = branches[i].emplace(ctx);
-        auto flow = exec_list(node.branches[i].nodes, key.child(node.branches[i].name), branch, group.get_token());
+        auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), branch, group.get_token());
         bool finished_ok = flow && *flow == Flow::kContinue;
         results[i] = std::move(flow);
         if (node.join == JoinPolicy::kAll) return;
@@ -62,7 +64,7 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
     if (suspended) return Flow::kSuspended;
     std::vector<size_t> all(n);
     for (size_t i = 0; i < n; ++i) all[i] = i;
-    CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, all, branches));
+    CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, all, branches));
     return Flow::kContinue;
   }
   if (!winner) {
@@ -76,16 +78,17 @@ Result<Flow> Execution::exec_parallel(const Node& node, const StepKey& key, Cont
   if (!decided) return make_error(decided.error());
   if (!won) return make_error(won.error());
   if (*won == Flow::kSuspended) return Flow::kSuspended;
-  CRUCIBLE_RETURN_IF_ERROR(merge(node, ctx, {*winner}, branches));
+  CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {*winner}, branches));
   return Flow::kContinue;
 }
 
-Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
+Status Execution::merge(const PlanNode& pnode, Context& ctx, const std::vector<size_t>& winners,
                         const std::vector<std::optional<Context>>& branches) {
   struct Write {
     size_t branch;
     Json value;
   };
+  const ParallelNode& node = pnode.node->as<ParallelNode>();
   std::map<std::string, Write> writes[2];  // state, artifacts
   Delta merged;
   for (size_t b : winners) {
@@ -105,7 +108,7 @@ Status Execution::merge(const Node& node, Context& ctx, const std::vector<size_t
       } else if (it->second.value != m.value) {
         if (node.merge == MergePolicy::kError) {
           return make_error(ErrorCode::kFailedPrecondition,
-                            "parallel '" + node.name + "': branches '" + node.branches[it->second.branch].name +
+                            "parallel '" + pnode.name() + "': branches '" + node.branches[it->second.branch].name +
                                 "' and '" + node.branches[b].name + "' both wrote " +
                                 (m.kind == Mutation::Kind::kState ? "state" : "artifact") + " '" + m.key +
                                 "' with different values; set `merge: last_wins` or `merge: first_wins`");

@@ -166,11 +166,13 @@ Result<Json> journaled_spec(const RunLog& log) {
   return spec;
 }
 
-Runner::Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, EventBus* events)
+Runner::Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, const StageRegistry& registry,
+               EventBus* events)
     : journal_(journal),
       executor_(executor),
       clock_(clock),
       random_(random),
+      registry_(registry),
       events_(events),
       owner_(default_owner()) {}
 
@@ -250,6 +252,7 @@ Result<Lease> Runner::take_lease(const RunId& run_id, std::optional<Lease> taken
 Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                   const ResumeOptions& options, std::optional<Lease> taken) {
   const RunId& run_id = log.summary.run_id;
+  CRUCIBLE_ASSIGN_OR_RETURN(const Plan plan, bind_plan(spec, registry_));
   CRUCIBLE_ASSIGN_OR_RETURN(auto lease, take_lease(run_id, std::move(taken)));
   const Record* started = find_run_started(log);
   Json input = started != nullptr ? started->payload.value("input", Json::object()) : Json::object();
@@ -266,7 +269,7 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
 
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);
   keeper->arm();
-  Execution exec({journal_, executor_, clock_, random_, events_}, spec, run_id, durability, log, options,
+  Execution exec({journal_, executor_, clock_, random_, events_}, spec, plan, run_id, durability, log, options,
                  {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
   if (auto lost = keeper->finish()) {

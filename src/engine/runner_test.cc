@@ -80,7 +80,7 @@ class RunnerTest : public ::testing::Test {
     registry_ = builtin_registry();
     register_probe(registry_, probe_);
     journal_ = make_memory_journal();
-    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_);
+    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_, registry_);
   }
 
   WorkflowSpec load(const std::string& yaml) {
@@ -689,7 +689,7 @@ TEST_F(RunnerTest, ALiveOwnersRunIsNotTakenOver) {
 
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
-  Runner runner(faulty, executor_, clock_, random_);
+  Runner runner(faulty, executor_, clock_, random_, registry_);
   WorkflowSpec spec = load(R"(
 name: f
 stages:
@@ -760,7 +760,7 @@ class RunnerOnAFakeClock : public ::testing::Test {
                                  });
     }));
     journal_ = make_memory_journal();
-    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_);
+    runner_ = std::make_unique<Runner>(*journal_, executor_, clock_, random_, registry_);
     runner_->set_owner("worker-a");
   }
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crucible/engine/plan.h"
 #include "crucible/engine/replay.h"
 #include "crucible/engine/runner.h"
 #include "crucible/experiment/strategy.h"
@@ -37,12 +38,12 @@ struct RunDirs {
 
 class Execution {
  public:
-  Execution(Deps deps, const WorkflowSpec& spec, RunId run_id, Durability durability, const RunLog& log,
-            const ResumeOptions& options, RunDirs dirs = {});
+  Execution(Deps deps, const WorkflowSpec& spec, const Plan& plan, RunId run_id, Durability durability,
+            const RunLog& log, const ResumeOptions& options, RunDirs dirs = {});
 
   // Runs the root sequence. An error is a stage failure (already journaled) unless
   // journal_error() is set.
-  Result<Flow> run(Context& ctx, std::stop_token stop);
+  Result<Flow> run(Context& ctx, const std::stop_token& stop);
 
   const std::optional<Error>& journal_error() const { return journal_error_; }
   std::vector<StepReport> take_reports();
@@ -56,7 +57,9 @@ class Execution {
 
   // Appends and remembers the first failure; every later append fails too.
   Status append(Record record, Durability durability);
-  Record make_record(RecordType type, const StepKey& key);
+  Status append(std::vector<Record> records, Durability durability);
+  // A record of this run at `at_ms`, or now.
+  Record make_record(RecordType type, const StepKey& key, std::optional<int64_t> at_ms = std::nullopt);
   // The recorded decision `key+suffix`, or computes, journals and returns it.
   Result<Json> decide(const StepKey& key, const std::string& suffix, const std::function<Result<Json>()>& compute);
   Journal& journal() { return deps_.journal; }
@@ -67,14 +70,14 @@ class Execution {
   const RunDirs& dirs() const { return dirs_; }
 
  private:
-  Result<Flow> exec_list(const std::vector<Node>& nodes, const StepKey& parent, Context& ctx, std::stop_token stop);
-  Result<Flow> exec_node(const Node& node, const StepKey& parent, Context& ctx, std::stop_token stop);
-  Result<Flow> exec_stage(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
-  Result<Flow> exec_loop(const Node& node, const StepKey& parent, const StepKey& key, Context& ctx,
-                         std::stop_token stop);
-  Result<Flow> exec_conditional(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
-  Result<Flow> exec_parallel(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
-  Result<Flow> exec_experiment(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
+  Result<Flow> exec_list(const PlanList& nodes, const StepKey& parent, Context& ctx, const std::stop_token& stop);
+  Result<Flow> exec_node(const PlanNode& node, const StepKey& parent, Context& ctx, const std::stop_token& stop);
+  Result<Flow> exec_stage(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
+  Result<Flow> exec_loop(const PlanNode& node, const StepKey& parent, const StepKey& key, Context& ctx,
+                         const std::stop_token& stop);
+  Result<Flow> exec_conditional(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
+  Result<Flow> exec_parallel(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
+  Result<Flow> exec_experiment(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
   // One experiment branch: runs it on a copy of `base`, or takes its journaled outcome (a
   // finished branch never runs again; a successful one is replayed to rebuild its context).
   struct BranchRun {
@@ -83,32 +86,47 @@ class Execution {
     std::optional<Error> abort;      // the run must stop: journal failure or cancellation
     bool suspended = false;
   };
-  BranchRun run_branch(const Node& node, const StepKey& key, const Context& base, size_t index, std::stop_token stop);
-  Result<Flow> finish_experiment(const Node& node, Context& ctx, const std::vector<std::optional<BranchRun>>& all,
+  BranchRun run_branch(const PlanNode& node, const StepKey& key, const Context& base, size_t index,
+                       const std::stop_token& stop);
+  Result<Flow> finish_experiment(const PlanNode& node, Context& ctx, const std::vector<std::optional<BranchRun>>& all,
                                  const std::vector<size_t>& selected);
   // Waits for shadow branches still running in the background.
   void join_background();
   // One attempt of a stage: its intent, the stage under its policies, then its outcome record
   // (completed, or parked on a promise). A failed attempt leaves no trace in `ctx`.
-  Result<Flow> attempt_step(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop, int attempt,
-                            MonoTime start);
+  Result<Flow> attempt_step(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop,
+                            int attempt, MonoTime start);
   // Whether an append has failed (journal_error_ then holds why); cheap, without the lock.
   bool journal_failed() const;
-  Status run_attempt(const Node& node, const StepKey& key, Context& ctx, std::stop_token stop);
-  Status run_body(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
-  Status run_hedged(const Node& node, Stage& stage, Context& ctx, const StageOptions& options, std::stop_token stop);
-  Result<Flow> replayed_stage(const Node& node, const StepKey& key, Context& ctx);
-  Result<Flow> finish_failure(const Node& node, const StepKey& key, Context& ctx, const Error& error, int attempts,
+  Status run_attempt(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
+  Status run_body(const PlanNode& node, Stage& stage, Context& ctx, const StageOptions& options,
+                  const std::stop_token& stop);
+  Status run_hedged(const PlanNode& node, Stage& stage, Context& ctx, const StageOptions& options,
+                    const std::stop_token& stop);
+  Result<Flow> replayed_stage(const PlanNode& node, const StepKey& key, Context& ctx);
+  // The stage's outcome as the journal has it (completed, optional failure, an operator's skip,
+  // or parked when a non-idempotent step's outcome is unknown); nullopt when it must run.
+  std::optional<Result<Flow>> replay_outcome(const PlanNode& node, const StepKey& key, Context& ctx);
+  // Whether the node's `when` is false (decided once, journaled); reports the skip.
+  Result<bool> skipped_by_when(const PlanNode& node, const StepKey& key, Context& ctx);
+  // Parks the run on `suspend`'s promise; `intent` is the step's start record when it has not
+  // been journaled yet.
+  Result<Flow> park_on_promise(const StepKey& key, const SuspendRequest& suspend, std::optional<Record> intent);
+  static std::vector<Record> with_intent(std::optional<Record> intent, Record outcome);
+  Status run_with_timeout(const PlanNode& node, Context& ctx, const StageOptions& options, const std::stop_token& stop);
+  Result<Json> loop_items(const PlanNode& node, const StepKey& key, Context& ctx);
+  Result<Flow> finish_failure(const PlanNode& node, const StepKey& key, Context& ctx, const Error& error, int attempts,
                               int64_t duration_us);
-  Status merge(const Node& node, Context& ctx, const std::vector<size_t>& winners,
+  Status merge(const PlanNode& node, Context& ctx, const std::vector<size_t>& winners,
                const std::vector<std::optional<Context>>& branches);
   void report(StepReport r);
-  void emit(EventType type, const Node& node, const StepKey& key, const StepReport* r);
-  Durability step_durability(const Node& node) const;
+  void emit(EventType type, const PlanNode& node, const StepKey& key, const StepReport* r);
+  Durability step_durability(const PlanNode& node) const;
   Durability lazy_durability() const;
 
   Deps deps_;
   const WorkflowSpec& spec_;
+  const Plan& plan_;
   RunId run_id_;
   Durability durability_;
   ReplayIndex replay_;

@@ -15,8 +15,6 @@
 namespace crucible {
 namespace {
 
-using Fn = std::function<Status(Context&, const StageOptions&, std::stop_token)>;
-
 Status stage_noop(Context&, const StageOptions&, std::stop_token) { return {}; }
 
 Status stage_sleep(Context& ctx, const StageOptions& o, std::stop_token stop) {
@@ -127,59 +125,55 @@ Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
   return {};
 }
 
-std::unique_ptr<Stage> make(StageDescription d, Fn fn) { return make_function_stage(std::move(d), std::move(fn)); }
-
 }  // namespace
 
 Status register_builtin_stages(StageRegistry& r) {
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("noop", [] {
-    return make(describe_stage("noop", "does nothing; a placeholder and a benchmark baseline", {}), stage_noop);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("sleep", [] {
-    return make(describe_stage("sleep", "waits for a duration; durable: after a crash only the rest is waited",
-                               {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
-                stage_sleep);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("set", [] {
-    return make(describe_stage("set", "assigns state from expressions: each option is key: expression",
-                               {option_spec("*", "expression", false,
-                                            "any key; a string value is an expression, others are literals")},
-                               {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
-                stage_set);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("assert", [] {
-    return make(describe_stage("assert", "fails unless every condition holds (the validation kind)",
-                               {option_spec("that", "expression", true,
-                                            "an expression or a list of expressions that must be true"),
-                                option_spec("message", "string", false, "added to the failure message")}),
-                stage_assert);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("metric", [] {
-    return make(describe_stage("metric", "records a metric",
-                               {option_spec("name", "string", true, "metric name"),
-                                option_spec("value", "any", true, "the value; ${...} allowed")},
-                               {}, {"metric <name>"}),
-                stage_metric);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("write_file", [] {
-    return make(describe_stage("write_file", "writes or appends a line of text to a file",
-                               {option_spec("path", "string", true, "file to write"),
-                                option_spec("text", "string", true, "the text; ${...} allowed"),
-                                option_spec("append", "boolean", false, "append instead of replacing", false),
-                                option_spec("newline", "boolean", false, "end with a newline", true),
-                                option_spec("sync", "boolean", false, "fsync before finishing", false)},
-                               {}, {"artifact <stage>: {path}"}),
-                stage_write_file);
-  }));
-  CRUCIBLE_RETURN_IF_ERROR(r.register_stage("wait_for", [] {
-    return make(
-        describe_stage("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
-                       {option_spec("promise", "string", true, "the promise name"),
-                        option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
-                        option_spec("into", "string", false, "state key for the value (default: the promise name)")},
-                       {}, {"state <into>"}),
-        stage_wait_for);
-  }));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r, describe_stage("noop", "does nothing; a placeholder and a benchmark baseline", {}), stage_noop));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage("sleep", "waits for a duration; durable: after a crash only the rest is waited",
+                     {option_spec("duration", "duration", true, "how long, e.g. 250ms, 5s, 1h")}),
+      stage_sleep));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage(
+          "set", "assigns state from expressions: each option is key: expression",
+          {option_spec("*", "expression", false, "any key; a string value is an expression, others are literals")},
+          {"config, metrics, state, artifacts, item, index"}, {"state <key>"}),
+      stage_set));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage(
+          "assert", "fails unless every condition holds (the validation kind)",
+          {option_spec("that", "expression", true, "an expression or a list of expressions that must be true"),
+           option_spec("message", "string", false, "added to the failure message")}),
+      stage_assert));
+  CRUCIBLE_RETURN_IF_ERROR(
+      register_function_stage(r,
+                              describe_stage("metric", "records a metric",
+                                             {option_spec("name", "string", true, "metric name"),
+                                              option_spec("value", "any", true, "the value; ${...} allowed")},
+                                             {}, {"metric <name>"}),
+                              stage_metric));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage("write_file", "writes or appends a line of text to a file",
+                     {option_spec("path", "string", true, "file to write"),
+                      option_spec("text", "string", true, "the text; ${...} allowed"),
+                      option_spec("append", "boolean", false, "append instead of replacing", false),
+                      option_spec("newline", "boolean", false, "end with a newline", true),
+                      option_spec("sync", "boolean", false, "fsync before finishing", false)},
+                     {}, {"artifact <stage>: {path}"}),
+      stage_write_file));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage("wait_for", "parks the run until a durable promise is resolved (crucible signal)",
+                     {option_spec("promise", "string", true, "the promise name"),
+                      option_spec("timeout", "duration", false, "fail with deadline_exceeded after this long"),
+                      option_spec("into", "string", false, "state key for the value (default: the promise name)")},
+                     {}, {"state <into>"}),
+      stage_wait_for));
   return {};
 }
 

@@ -1,7 +1,6 @@
 #include "crucible/stages/hedging_stage.h"
 
 #include <chrono>
-#include <map>
 #include <mutex>
 
 #include "crucible/reliability/hedger.h"
@@ -39,9 +38,8 @@ class HedgingStage : public Stage {
       return make_error(ErrorCode::kFailedPrecondition,
                         "missing hedging config: the experiment needs reliability.hedging (strategy, delay_ms, ...)");
     }
-    const Json& config = reliability["hedging"];
     int max_hedges = 1;
-    CRUCIBLE_ASSIGN_OR_RETURN(auto policy, policy_for(config, &max_hedges));
+    CRUCIBLE_ASSIGN_OR_RETURN(HedgePolicy * policy, policy_for(reliability["hedging"], max_hedges));
 
     HedgeCallOptions call;
     call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
@@ -108,27 +106,27 @@ class HedgingStage : public Stage {
     });
   }
 
-  // Policies keep learning across calls: one per distinct configuration.
-  Result<HedgePolicy*> policy_for(const Json& config, int* max_hedges) {
+  // The policy keeps learning across calls; it is rebuilt only when the configuration changes.
+  // The configuration goes through the same typed reader as a stage's `hedging:`.
+  Result<HedgePolicy*> policy_for(const Json& written, int& max_hedges) {
     std::lock_guard lock(mu_);
-    std::string key = config.dump();
-    auto it = policies_.find(key);
-    if (it == policies_.end()) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto p, make_hedge_policy(config, max_hedges));
-      it = policies_.emplace(key, Entry{std::move(p), *max_hedges}).first;
+    if (!policy_ || written != written_) {
+      CRUCIBLE_ASSIGN_OR_RETURN(HedgingConfig config, HedgingConfig::from_json(written));
+      CRUCIBLE_RETURN_IF_ERROR(config.check());
+      CRUCIBLE_ASSIGN_OR_RETURN(policy_, HedgePolicy::create(config));
+      written_ = written;
+      max_hedges_ = config.max_hedges;
     }
-    *max_hedges = it->second.max_hedges;
-    return it->second.policy.get();
+    max_hedges = max_hedges_;
+    return policy_.get();
   }
 
-  struct Entry {
-    std::unique_ptr<HedgePolicy> policy;
-    int max_hedges;
-  };
   HedgedRequestFn fn_;
   StageResolver resolve_;
   std::mutex mu_;
-  std::map<std::string, Entry> policies_;  // guarded by mu_
+  Json written_;                         // guarded by mu_: the configuration policy_ was made from
+  std::unique_ptr<HedgePolicy> policy_;  // guarded by mu_
+  int max_hedges_ = 1;                   // guarded by mu_
 };
 
 }  // namespace

@@ -250,7 +250,7 @@ TEST(HedgingStage, RunsARequestStageFromYaml) {
   auto journal = make_memory_journal();
   Executor executor(4);
   SeededRandom random(1);
-  Runner runner(*journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random, registry);
   LoadResult loaded = load_pipeline_text(R"(
 name: hedged
 reliability:
@@ -323,7 +323,7 @@ stages:
   FakeClock clock;
   clock.set_auto_advance(false);
   SeededRandom random(1);
-  Runner runner(*journal, executor, clock, random);
+  Runner runner(*journal, executor, clock, random, registry);
   auto run = std::async(std::launch::async, [&] { return runner.start(*loaded.spec); });
   ASSERT_TRUE(eventually([&] { return gate->started.load() == 1 && !clock.sleeps().empty(); }));
   clock.advance(45s);  // past the 30 s the Hedger used to impose
@@ -360,11 +360,11 @@ stages:
 )",
                                          "hedged.yaml", registry);
   ASSERT_TRUE(loaded.ok()) << loaded.report();
-  EXPECT_EQ(loaded.spec->stages[0].hedging->budget_percent, 100);  // the experiment's default
+  EXPECT_EQ(loaded.spec->stages[0].as<StageNode>().hedging->budget_percent, 100);  // the experiment's default
   auto journal = make_memory_journal();
   Executor executor(4);
   SeededRandom random(1);
-  Runner runner(*journal, executor, real_clock(), random);
+  Runner runner(*journal, executor, real_clock(), random, registry);
   auto t0 = std::chrono::steady_clock::now();
   auto r = runner.start(*loaded.spec);
   ASSERT_TRUE(r);

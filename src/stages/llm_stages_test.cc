@@ -48,7 +48,7 @@ class LlmPipelineTest : public ::testing::Test {
         ("llm_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     journal_ = make_memory_journal();
-    runner_ = std::make_unique<Runner>(*journal_, executor_, real_clock(), random_);
+    runner_ = std::make_unique<Runner>(*journal_, executor_, real_clock(), random_, registry_);
     runner_->set_blob_dir((dir_ / "blobs").string());
     runner_->set_artifact_root((dir_ / "runs").string());
   }
@@ -270,7 +270,7 @@ TEST_F(LlmPipelineTest, KeysComeFromTheEnvironmentAndNeverReachTheJournal) {
   o.path = (dir_ / "journal.db").string();
   auto journal = open_sqlite_journal(o);
   ASSERT_TRUE(journal);
-  Runner runner(**journal, executor_, real_clock(), random_);
+  Runner runner(**journal, executor_, real_clock(), random_, registry_);
   runner.set_blob_dir((dir_ / "blobs").string());
   WorkflowSpec spec = load(R"(
 name: secret

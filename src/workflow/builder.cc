@@ -12,6 +12,13 @@ Node& SequenceBuilder::last() {
   return nodes_.back();
 }
 
+StageNode& SequenceBuilder::last_stage(const char* modifier) {
+  Node& n = last();
+  if (StageNode* s = n.get_if<StageNode>()) return *s;
+  record_error(std::string(modifier) + "() applies to a stage; '" + n.name + "' is not one");
+  return scratch_;
+}
+
 std::optional<Expression> SequenceBuilder::parse(const std::string& text) {
   auto e = Expression::parse(text);
   if (!e) {
@@ -23,48 +30,42 @@ std::optional<Expression> SequenceBuilder::parse(const std::string& text) {
 
 SequenceBuilder& SequenceBuilder::stage(std::string name, std::string uses, Json with) {
   Node n;
-  n.kind = NodeKind::kStage;
   n.name = std::move(name);
-  n.uses = std::move(uses);
-  n.with = std::move(with);
+  StageNode& s = n.body.emplace<StageNode>();
+  s.uses = std::move(uses);
+  s.with = std::move(with);
   nodes_.push_back(std::move(n));
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::stage(std::string name, std::shared_ptr<Stage> implementation, Json with) {
-  Node n;
-  n.kind = NodeKind::kStage;
-  n.name = std::move(name);
-  n.uses = implementation ? implementation->describe().name : "";
-  n.stage_idempotent = implementation ? implementation->describe().idempotent : true;
-  n.stage = std::move(implementation);
-  n.with = std::move(with);
-  nodes_.push_back(std::move(n));
+  stage(std::move(name), implementation ? implementation->describe().name : "", std::move(with));
+  nodes_.back().as<StageNode>().implementation = std::move(implementation);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::timeout(std::chrono::milliseconds timeout) {
-  last().timeout = timeout;
+  last_stage("timeout").timeout = timeout;
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::hedging(HedgingConfig config) {
-  last().hedging = std::move(config);
+  last_stage("hedging").hedging = std::move(config);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::retry(RetryPolicy policy) {
-  last().retry = std::move(policy);
+  last_stage("retry").retry = std::move(policy);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::optional(bool optional) {
-  last().optional = optional;
+  last_stage("optional").optional = optional;
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::idempotent(bool idempotent) {
-  last().idempotent = idempotent;
+  last_stage("idempotent").idempotent = idempotent;
   return *this;
 }
 
@@ -74,7 +75,7 @@ SequenceBuilder& SequenceBuilder::when(const std::string& expression) {
 }
 
 SequenceBuilder& SequenceBuilder::order(int64_t order) {
-  last().order = order;
+  last_stage("order").order = order;
   return *this;
 }
 
@@ -93,7 +94,7 @@ std::vector<Node> build_body(const SequenceBuilder::Body& body,
 
 SequenceBuilder& SequenceBuilder::completion(Completion completion, std::optional<std::chrono::milliseconds> duration,
                                              std::optional<int64_t> expected_tasks) {
-  Node& n = last();
+  StageNode& n = last_stage("completion");
   n.completion = completion;
   n.duration = duration;
   n.expected_tasks = expected_tasks;
@@ -103,17 +104,16 @@ SequenceBuilder& SequenceBuilder::completion(Completion completion, std::optiona
 SequenceBuilder& SequenceBuilder::experiment(std::string name, ExperimentStrategy strategy, std::vector<Json> configs,
                                              const Body& body, std::optional<int64_t> max_concurrency) {
   Node n;
-  n.kind = NodeKind::kExperiment;
   n.name = std::move(name);
-  n.strategy = strategy;
-  n.configs = Json::array();
+  ExperimentNode& e = n.body.emplace<ExperimentNode>();
+  e.strategy = strategy;
   for (Json& c : configs) {
     if (!c.is_object()) record_error("experiment '" + n.name + "': a config must be a mapping, got " + c.dump());
-    n.configs.push_back(std::move(c));
+    e.configs.push_back(std::move(c));
   }
-  if (n.configs.empty()) record_error("experiment '" + n.name + "' has no configs");
-  n.max_concurrency = max_concurrency;
-  n.children = build_body(body, errors_);
+  if (e.configs.empty()) record_error("experiment '" + n.name + "' has no configs");
+  e.max_concurrency = max_concurrency;
+  e.body = build_body(body, errors_);
   nodes_.push_back(std::move(n));
   return *this;
 }
@@ -123,66 +123,62 @@ SequenceBuilder& SequenceBuilder::experiment_sweep(std::string name, ExperimentS
   auto configs = expand_sweep(sweep, 10'000);
   if (!configs) record_error("experiment '" + name + "': " + configs.error().message());
   experiment(std::move(name), strategy, configs ? std::move(*configs) : std::vector<Json>{}, body, max_concurrency);
-  last().sweep = std::move(sweep);
+  nodes_.back().as<ExperimentNode>().sweep = std::move(sweep);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::sequence(std::string name, const Body& body) {
   Node n;
-  n.kind = NodeKind::kSequence;
   n.name = std::move(name);
-  n.children = build_body(body, errors_);
+  n.body = SequenceNode{build_body(body, errors_)};
   nodes_.push_back(std::move(n));
   return *this;
 }
 
-Node SequenceBuilder::loop_node(std::string name, LoopMode mode, const Body& body) {
+LoopNode& SequenceBuilder::add_loop(std::string name, LoopMode mode, const Body& body) {
   Node n;
-  n.kind = NodeKind::kLoop;
   n.name = std::move(name);
-  n.loop_mode = mode;
-  n.children = build_body(body, errors_);
-  return n;
+  LoopNode& loop = n.body.emplace<LoopNode>();
+  loop.mode = mode;
+  loop.body = build_body(body, errors_);
+  nodes_.push_back(std::move(n));
+  return nodes_.back().as<LoopNode>();
 }
 
 SequenceBuilder& SequenceBuilder::loop_items(std::string name, Json items, const Body& body) {
-  Node n = loop_node(std::move(name), LoopMode::kOver, body);
-  n.over = Expression::from_value(std::move(items));
-  nodes_.push_back(std::move(n));
+  add_loop(std::move(name), LoopMode::kOver, body).over = Expression::from_value(std::move(items));
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_over(std::string name, const std::string& expression, const Body& body) {
-  Node n = loop_node(std::move(name), LoopMode::kOver, body);
-  n.over = parse(expression);
-  nodes_.push_back(std::move(n));
+  std::optional<Expression> over = parse(expression);
+  add_loop(std::move(name), LoopMode::kOver, body).over = std::move(over);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_count(std::string name, int64_t count, const Body& body) {
-  Node n = loop_node(std::move(name), LoopMode::kCount, body);
-  n.over = parse(std::to_string(count));
-  nodes_.push_back(std::move(n));
+  std::optional<Expression> over = parse(std::to_string(count));
+  add_loop(std::move(name), LoopMode::kCount, body).over = std::move(over);
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::loop_until(std::string name, const std::string& condition, int64_t max,
                                              const Body& body) {
-  Node n = loop_node(std::move(name), LoopMode::kUntil, body);
-  n.until = parse(condition);
-  n.max_iterations = max;
-  nodes_.push_back(std::move(n));
+  std::optional<Expression> until = parse(condition);
+  LoopNode& loop = add_loop(std::move(name), LoopMode::kUntil, body);
+  loop.until = std::move(until);
+  loop.max_iterations = max;
   return *this;
 }
 
 SequenceBuilder& SequenceBuilder::conditional(std::string name, const std::string& condition, const Body& then_body,
                                               const Body& else_body) {
   Node n;
-  n.kind = NodeKind::kConditional;
   n.name = std::move(name);
-  n.when = parse(condition);
-  n.children = build_body(then_body, errors_);
-  n.else_children = build_body(else_body, errors_);
+  ConditionalNode& c = n.body.emplace<ConditionalNode>();
+  c.condition = parse(condition);
+  c.then_nodes = build_body(then_body, errors_);
+  c.else_nodes = build_body(else_body, errors_);
   nodes_.push_back(std::move(n));
   return *this;
 }
@@ -190,12 +186,12 @@ SequenceBuilder& SequenceBuilder::conditional(std::string name, const std::strin
 SequenceBuilder& SequenceBuilder::parallel(std::string name, std::vector<std::pair<std::string, Body>> branches,
                                            JoinPolicy join, MergePolicy merge) {
   Node n;
-  n.kind = NodeKind::kParallel;
   n.name = std::move(name);
-  n.join = join;
-  n.merge = merge;
+  ParallelNode& p = n.body.emplace<ParallelNode>();
+  p.join = join;
+  p.merge = merge;
   for (auto& [branch_name, body] : branches)
-    n.branches.push_back(ParallelBranch{branch_name, build_body(body, errors_)});
+    p.branches.push_back(ParallelBranch{branch_name, build_body(body, errors_)});
   nodes_.push_back(std::move(n));
   return *this;
 }
@@ -226,7 +222,7 @@ Result<WorkflowSpec> WorkflowBuilder::build(const StageRegistry& registry) {
     if (d.severity == Diagnostic::Severity::kError) report += "\n  " + d.to_string();
   }
   if (!report.empty()) return make_error(ErrorCode::kInvalidArgument, "invalid workflow '" + spec.name + "':" + report);
-  CRUCIBLE_RETURN_IF_ERROR(bind_spec(spec, registry));
+  spec.hash = spec_hash(spec);
   return spec;
 }
 

@@ -39,11 +39,11 @@ TEST(WorkflowBuilder, BuildsNestedNodesAndModifiers) {
   auto spec = b.build(registry);
   ASSERT_TRUE(spec) << spec.error().to_string();
   ASSERT_EQ(spec->stages.size(), 3u);
-  EXPECT_EQ(spec->stages[0].timeout, std::chrono::seconds(5));
-  EXPECT_EQ(spec->stages[0].retry.max_attempts, 3);
-  EXPECT_TRUE(spec->stages[0].optional);
-  EXPECT_EQ(spec->stages[1].loop_mode, LoopMode::kCount);
-  EXPECT_EQ(spec->stages[2].join, JoinPolicy::kAny);
+  EXPECT_EQ(spec->stages[0].as<StageNode>().timeout, std::chrono::seconds(5));
+  EXPECT_EQ(spec->stages[0].as<StageNode>().retry.max_attempts, 3);
+  EXPECT_TRUE(spec->stages[0].as<StageNode>().optional);
+  EXPECT_EQ(spec->stages[1].as<LoopNode>().mode, LoopMode::kCount);
+  EXPECT_EQ(spec->stages[2].as<ParallelNode>().join, JoinPolicy::kAny);
   EXPECT_FALSE(spec->hash.empty());
 }
 
@@ -55,8 +55,8 @@ TEST(WorkflowBuilder, AHedgedStageMatchesTheSameStageInYaml) {
   b.stage("call", "noop").hedging(*hedging);
   auto built = b.build(registry);
   ASSERT_TRUE(built) << built.error().to_string();
-  ASSERT_NE(built->stages[0].hedge_policy, nullptr);
-  EXPECT_EQ(built->stages[0].max_hedges, 2);
+  ASSERT_TRUE(built->stages[0].as<StageNode>().hedging.has_value());
+  EXPECT_EQ(built->stages[0].as<StageNode>().hedging->max_hedges, 2);
   LoadResult yaml = load_pipeline_text(
       "name: hedged\nstages:\n  - {name: call, uses: noop, hedging: {strategy: fixed, delay_ms: 20, max_hedges: 2}}\n",
       "hedged.yaml", registry);
@@ -85,8 +85,8 @@ TEST(WorkflowBuilder, ExperimentsAndCompletionMatchTheSameNodesInYaml) {
       .completion(Completion::kDuration, std::chrono::seconds(2));
   auto built = b.build(registry);
   ASSERT_TRUE(built) << built.error().to_string();
-  EXPECT_EQ(built->stages[0].configs.size(), 2u);
-  EXPECT_EQ(built->stages[1].strategy, ExperimentStrategy::kRoundRobin);
+  EXPECT_EQ(built->stages[0].as<ExperimentNode>().configs.size(), 2u);
+  EXPECT_EQ(built->stages[1].as<ExperimentNode>().strategy, ExperimentStrategy::kRoundRobin);
   LoadResult yaml = load_pipeline_text(R"(name: exp
 stages:
   - name: sweep

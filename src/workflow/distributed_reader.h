@@ -127,20 +127,20 @@ class DistributedReader : public YamlReader {
   std::vector<Node> default_stages() const {
     auto make = [&](const char* name, int64_t order, StageKind kind, Completion completion) {
       Node n;
-      n.kind = NodeKind::kStage;
       n.name = name;
-      n.order = order;
-      n.stage_kind = kind;
-      n.completion = completion;
       n.loc = {file_, 0, 0};
+      StageNode& s = n.body.emplace<StageNode>();
+      s.order = order;
+      s.type = kind;
+      s.completion = completion;
       return n;
     };
     std::vector<Node> out;
     out.push_back(make("preflight", 1, StageKind::kValidation, Completion::kValidationPassed));
-    out.back().timeout = std::chrono::seconds(300);
+    out.back().as<StageNode>().timeout = std::chrono::seconds(300);
     out.push_back(make("prepare", 2, StageKind::kPrepare, Completion::kTasksDone));
     out.push_back(make("execute", 3, StageKind::kExecute, Completion::kDuration));
-    out.back().duration = std::chrono::seconds(60);
+    out.back().as<StageNode>().duration = std::chrono::seconds(60);
     out.push_back(make("cleanup", 4, StageKind::kCleanup, Completion::kTasksDone));
     return out;
   }

@@ -90,16 +90,16 @@ class Loader : public DistributedReader {
     if (!root.IsNull() && root.IsMap()) {
       auto more = validate_spec(spec, registry_);
       diags_.insert(diags_.end(), more.begin(), more.end());
-      if (!has_errors()) {
-        if (Status bound = bind_spec(spec, registry_); !bound) error(root, "", bound.error().to_string());
-      }
     }
     result.diagnostics = std::move(diags_);
     std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),
                      [](const Diagnostic& a, const Diagnostic& b) {
                        return std::tie(a.loc.line, a.loc.column) < std::tie(b.loc.line, b.loc.column);
                      });
-    if (result.error_count() == 0) result.spec = std::move(spec);
+    if (result.error_count() == 0) {
+      spec.hash = spec_hash(spec);
+      result.spec = std::move(spec);
+    }
     return result;
   }
 
@@ -217,16 +217,15 @@ class Loader : public DistributedReader {
     if (n["experiment"]) return parse_experiment(n, f, std::move(node));
     if (n["sequence"]) {
       check_map(n, f, kSeqNodeKeys);
-      node.kind = NodeKind::kSequence;
       node.when = get_expression(n, "when", f);
-      node.children = parse_nodes(n["sequence"], f + ".sequence");
+      node.body = SequenceNode{parse_nodes(n["sequence"], f + ".sequence")};
       return node;
     }
     return parse_stage(n, f, std::move(node));
   }
 
   std::optional<Node> parse_loop(const YAML::Node& n, const std::string& f, Node node) {
-    node.kind = NodeKind::kLoop;
+    LoopNode& loop = node.body.emplace<LoopNode>();
     check_map(n, f, kLoopNodeKeys);
     node.when = get_expression(n, "when", f);
     YAML::Node l = n["loop"];
@@ -237,59 +236,55 @@ class Loader : public DistributedReader {
       error(l, lf, "a loop needs exactly one of 'over' (a list), 'count' (a number) or 'until' (a condition)");
     }
     if (YAML::Node over = l["over"]) {
-      node.loop_mode = LoopMode::kOver;
+      loop.mode = LoopMode::kOver;
       if (over.IsSequence()) {
-        node.over = Expression::from_value(to_json(over, lf + ".over"));
+        loop.over = Expression::from_value(to_json(over, lf + ".over"));
       } else {
-        node.over = get_expression(l, "over", lf);
+        loop.over = get_expression(l, "over", lf);
       }
     } else if (YAML::Node count = l["count"]) {
-      node.loop_mode = LoopMode::kCount;
-      node.over = get_expression(l, "count", lf);
+      loop.mode = LoopMode::kCount;
+      loop.over = get_expression(l, "count", lf);
     } else if (l["until"]) {
-      node.loop_mode = LoopMode::kUntil;
-      node.until = get_expression(l, "until", lf);
+      loop.mode = LoopMode::kUntil;
+      loop.until = get_expression(l, "until", lf);
       if (!l["max"]) error(l, lf, "an 'until' loop needs 'max', the most iterations it may run");
     }
-    node.max_iterations = get_int(l, "max", lf);
-    if (node.max_iterations && *node.max_iterations < 1) error(l["max"], lf + ".max", "must be at least 1");
+    loop.max_iterations = get_int(l, "max", lf);
+    if (loop.max_iterations && *loop.max_iterations < 1) error(l["max"], lf + ".max", "must be at least 1");
     if (!l["stages"])
       error(l, lf, "missing required key 'stages' (the loop body)");
     else
-      node.children = parse_nodes(l["stages"], lf + ".stages");
+      loop.body = parse_nodes(l["stages"], lf + ".stages");
     return node;
   }
 
   std::optional<Node> parse_conditional(const YAML::Node& n, const std::string& f, Node node) {
-    node.kind = NodeKind::kConditional;
+    ConditionalNode& cond = node.body.emplace<ConditionalNode>();
     check_map(n, f, kCondNodeKeys);
     YAML::Node c = n["conditional"];
     std::string cf = f + ".conditional";
     if (!check_map(c, cf, kCondKeys)) return node;
-    node.when = get_expression(c, "when", cf);
+    cond.condition = get_expression(c, "when", cf);
     if (!c["when"]) error(c, cf, "missing required key 'when' (the condition)");
     if (!c["then"])
       error(c, cf, "missing required key 'then' (stages to run when the condition holds)");
     else
-      node.children = parse_nodes(c["then"], cf + ".then");
-    if (c["else"]) node.else_children = parse_nodes(c["else"], cf + ".else");
+      cond.then_nodes = parse_nodes(c["then"], cf + ".then");
+    if (c["else"]) cond.else_nodes = parse_nodes(c["else"], cf + ".else");
     return node;
   }
 
   std::optional<Node> parse_parallel(const YAML::Node& n, const std::string& f, Node node) {
-    node.kind = NodeKind::kParallel;
+    ParallelNode& par = node.body.emplace<ParallelNode>();
     check_map(n, f, kParNodeKeys);
     node.when = get_expression(n, "when", f);
     YAML::Node p = n["parallel"];
     std::string pf = f + ".parallel";
     if (!check_map(p, pf, kParKeys)) return node;
-    if (auto j = get_enum(p, "join", pf, kJoinNames)) {
-      node.join = *j;
-    }
-    if (auto m = get_enum(p, "merge", pf, kMergeNames)) {
-      node.merge = *m;
-    }
-    node.max_concurrency = get_int(p, "max_concurrency", pf);
+    if (auto j = get_enum(p, "join", pf, kJoinNames)) par.join = *j;
+    if (auto m = get_enum(p, "merge", pf, kMergeNames)) par.merge = *m;
+    par.max_concurrency = get_int(p, "max_concurrency", pf);
     YAML::Node branches = p["branches"];
     if (!branches) {
       error(p, pf, "missing required key 'branches'");
@@ -309,13 +304,13 @@ class Loader : public DistributedReader {
         error(b, bf, "missing required key 'stages'");
       else
         branch.nodes = parse_nodes(b["stages"], bf + ".stages");
-      node.branches.push_back(std::move(branch));
+      par.branches.push_back(std::move(branch));
     }
     return node;
   }
 
   std::optional<Node> parse_experiment(const YAML::Node& n, const std::string& f, Node node) {
-    node.kind = NodeKind::kExperiment;
+    ExperimentNode& exp = node.body.emplace<ExperimentNode>();
     check_map(n, f, kExpNodeKeys);
     node.when = get_expression(n, "when", f);
     YAML::Node e = n["experiment"];
@@ -323,7 +318,7 @@ class Loader : public DistributedReader {
     if (!check_map(e, ef, kExpKeys)) return node;
     if (auto s = get_string(e, "strategy", ef)) {
       if (auto strategy = kExperimentStrategyNames.parse(*s)) {
-        node.strategy = *strategy;
+        exp.strategy = *strategy;
       } else {
         const std::vector<std::string> names = kExperimentStrategyNames.names();
         std::string hint = suggest(*s, names);
@@ -332,22 +327,22 @@ class Loader : public DistributedReader {
                   (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
       }
     }
-    node.max_concurrency = get_int(e, "max_concurrency", ef);
-    if (node.max_concurrency && (*node.max_concurrency < 1 || *node.max_concurrency > 1024)) {
+    exp.max_concurrency = get_int(e, "max_concurrency", ef);
+    if (exp.max_concurrency && (*exp.max_concurrency < 1 || *exp.max_concurrency > 1024)) {
       error(e["max_concurrency"], ef + ".max_concurrency", "must be between 1 and 1024");
     }
-    node.samples = get_int(e, "samples", ef);
-    if (auto seed = get_int(e, "seed", ef)) node.sample_seed = *seed;
+    exp.samples = get_int(e, "samples", ef);
+    if (auto seed = get_int(e, "seed", ef)) exp.sample_seed = *seed;
     if (e["seed"] && !e["samples"]) error(e["seed"], ef + ".seed", "'seed' draws random samples; it needs 'samples'");
     const bool has_configs = static_cast<bool>(e["configs"]), has_sweep = static_cast<bool>(e["sweep"]);
     if (has_configs == has_sweep) {
       error(e, ef, "an experiment needs exactly one of 'configs' (a list of configs) or 'sweep' (values to cross)");
     }
-    if (has_configs) parse_configs(e, ef, node);
-    if (!has_configs && has_sweep) parse_sweep(e, ef, node);
+    if (has_configs) parse_configs(e, ef, exp);
+    if (!has_configs && has_sweep) parse_sweep(e, ef, exp);
     std::map<std::string, size_t> ids;
-    for (size_t i = 0; i < node.configs.size(); ++i) {
-      auto [it, inserted] = ids.emplace(config_id_of(node.configs[i]), i);
+    for (size_t i = 0; i < exp.configs.size(); ++i) {
+      auto [it, inserted] = ids.emplace(config_id_of(exp.configs[i]), i);
       if (!inserted) {
         error(e, ef,
               "configs " + std::to_string(it->second) + " and " + std::to_string(i) + " have the same config_id '" +
@@ -358,12 +353,12 @@ class Loader : public DistributedReader {
     if (!e["stages"])
       error(e, ef, "missing required key 'stages' (what each branch runs)");
     else
-      node.children = parse_nodes(e["stages"], ef + ".stages");
+      exp.body = parse_nodes(e["stages"], ef + ".stages");
     return node;
   }
 
   // `configs:`, a list of config mappings.
-  void parse_configs(const YAML::Node& e, const std::string& ef, Node& node) {
+  void parse_configs(const YAML::Node& e, const std::string& ef, ExperimentNode& node) {
     YAML::Node c = e["configs"];
     if (!c.IsSequence() || c.size() == 0) {
       error(c, ef + ".configs", "expected a non-empty list of config mappings, found " + describe(c));
@@ -382,7 +377,7 @@ class Loader : public DistributedReader {
   }
 
   // `sweep:`, every list an axis: the full grid, or `samples` configs drawn from it with `seed`.
-  void parse_sweep(const YAML::Node& e, const std::string& ef, Node& node) {
+  void parse_sweep(const YAML::Node& e, const std::string& ef, ExperimentNode& node) {
     YAML::Node sw = e["sweep"];
     if (!sw.IsMap()) {
       error(sw, ef + ".sweep", "expected a mapping whose lists are the values to try, found " + describe(sw));
@@ -462,8 +457,14 @@ class Loader : public DistributedReader {
   }
 
   std::optional<Node> parse_stage(const YAML::Node& n, const std::string& f, Node node) {
-    node.kind = NodeKind::kStage;
+    StageNode& stage = node.body.emplace<StageNode>();
     check_map(n, f, kStageKeys);
+    node.when = get_expression(n, "when", f);
+    parse_stage_fields(n, f, stage);
+    return node;
+  }
+
+  void parse_stage_fields(const YAML::Node& n, const std::string& f, StageNode& node) {
     if (auto uses = get_string(n, "uses", f)) node.uses = *uses;
     if (YAML::Node with = n["with"]) {
       if (!with.IsMap()) {
@@ -478,13 +479,12 @@ class Loader : public DistributedReader {
     if (YAML::Node r = n["retry"]) node.retry = parse_retry(r, f + ".retry");
     if (auto o = get_bool(n, "optional", f)) node.optional = *o;
     if (auto i = get_bool(n, "idempotent", f)) node.idempotent = *i;
-    node.when = get_expression(n, "when", f);
     if (YAML::Node b = n["barrier"]) node.barrier = parse_barrier(b, f + ".barrier");
     if (YAML::Node h = n["hedging"]) node.hedging = parse_stage_hedging(h, f + ".hedging");
 
     auto kind = get_enum(n, "type", f, kStageKindNames, StageKind::kPlain);
-    if (n["type"] && !kind) return node;
-    node.stage_kind = kind.value_or(StageKind::kPlain);
+    if (n["type"] && !kind) return;
+    node.type = kind.value_or(StageKind::kPlain);
     if (!n["type"] && !n["uses"]) {
       error(n, f,
             "a stage needs 'uses' (a registered stage type, see `crucible stages`) or 'type' "
@@ -492,12 +492,11 @@ class Loader : public DistributedReader {
     }
     parse_kind_fields(n, f, node);
     auto completion = get_enum(n, "completion", f, kCompletionNames, Completion::kOnce);
-    node.completion = completion.value_or(validate_internal::default_completion(node.stage_kind));
-    return node;
+    node.completion = completion.value_or(validate_internal::default_completion(node.type));
   }
 
   // Fields that belong to one stage kind only.
-  void parse_kind_fields(const YAML::Node& n, const std::string& f, Node& node) {
+  void parse_kind_fields(const YAML::Node& n, const std::string& f, StageNode& node) {
     struct FieldRule {
       const char* key;
       std::vector<StageKind> kinds;
@@ -513,7 +512,7 @@ class Loader : public DistributedReader {
     };
     for (const auto& rule : rules) {
       if (!n[rule.key]) continue;
-      if (std::find(rule.kinds.begin(), rule.kinds.end(), node.stage_kind) == rule.kinds.end()) {
+      if (std::find(rule.kinds.begin(), rule.kinds.end(), node.type) == rule.kinds.end()) {
         std::string kinds;
         for (StageKind k : rule.kinds) {
           if (k != StageKind::kPlain)
@@ -521,12 +520,12 @@ class Loader : public DistributedReader {
         }
         error(n[rule.key], f + "." + rule.key,
               "'" + std::string(rule.key) + "' does not apply to " +
-                  (node.stage_kind == StageKind::kPlain ? std::string("a stage without 'type'")
-                                                        : "type " + std::string(stage_kind_name(node.stage_kind))) +
+                  (node.type == StageKind::kPlain ? std::string("a stage without 'type'")
+                                                  : "type " + std::string(stage_kind_name(node.type))) +
                   "; it belongs to type " + kinds);
       }
     }
-    if (node.stage_kind == StageKind::kExecute) {
+    if (node.type == StageKind::kExecute) {
       node.duration = get_duration(n, "duration", f, true);
     } else if (auto d = get_duration(n, "duration", f)) {
       node.duration = d;
@@ -537,7 +536,7 @@ class Loader : public DistributedReader {
     if (node.expected_tasks && *node.expected_tasks < 0) {
       error(n, f, "expected task count must not be negative");
     }
-    if (node.stage_kind == StageKind::kCustom) {
+    if (node.type == StageKind::kCustom) {
       if (auto c = get_string(n, "command", f, !n["uses"])) node.command = *c;
       if (YAML::Node args = n["args"]) {
         if (!args.IsSequence()) {

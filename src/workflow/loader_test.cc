@@ -107,17 +107,18 @@ TEST(Loader, Seed003MultiEpochWithTheFixLoadsInOrder) {
   StageRegistry registry = builtin_registry();
   LoadResult r = load_pipeline_file("examples/staged_multi_epoch.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
+  std::vector<const Node*> stages = run_order(r.spec->stages);
   std::vector<std::string> names;
-  for (const Node& n : r.spec->stages) names.push_back(n.name);
+  for (const Node* n : stages) names.push_back(n->name);
   EXPECT_EQ(names, (std::vector<std::string>{"preflight", "prepare", "epoch-1", "checkpoint-1", "epoch-2", "cleanup"}));
-  const Node& checkpoint = r.spec->stages[3];
-  EXPECT_EQ(checkpoint.stage_kind, StageKind::kCustom);
+  const StageNode& checkpoint = stages[3]->as<StageNode>();
+  EXPECT_EQ(checkpoint.type, StageKind::kCustom);
   EXPECT_EQ(checkpoint.completion, Completion::kScriptExit);
   EXPECT_EQ(checkpoint.command, "/usr/bin/save_checkpoint.sh");
   EXPECT_EQ(checkpoint.args, (std::vector<std::string>{"--epoch", "1"}));
-  EXPECT_EQ(r.spec->stages[2].duration, std::chrono::seconds(3600));
-  EXPECT_EQ(r.spec->stages[1].expected_tasks, 10000);
-  EXPECT_TRUE(r.spec->stages[5].optional);
+  EXPECT_EQ(stages[2]->as<StageNode>().duration, std::chrono::seconds(3600));
+  EXPECT_EQ(stages[1]->as<StageNode>().expected_tasks, 10000);
+  EXPECT_TRUE(stages[5]->as<StageNode>().optional);
   EXPECT_EQ(r.spec->distributed["tree_creation_mode"], "coordinator");
   auto reason = unsupported_reason(*r.spec);
   ASSERT_TRUE(reason.has_value());
@@ -129,7 +130,7 @@ TEST(Loader, StagedPipelineWithoutStagesGetsTheDefaults) {
   LoadResult r = load_pipeline_file("tests/pipelines/seed003_defaults.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
   std::vector<std::string> names;
-  for (const Node& n : r.spec->stages) names.push_back(n.name);
+  for (const Node* n : run_order(r.spec->stages)) names.push_back(n->name);
   EXPECT_EQ(names, (std::vector<std::string>{"preflight", "prepare", "execute", "cleanup"}));
 }
 
@@ -143,8 +144,8 @@ stages:
 )",
                                     "ordered.yaml", registry);
   ASSERT_TRUE(r.ok()) << r.report();
-  EXPECT_EQ(r.spec->stages[0].name, "first");
-  EXPECT_EQ(r.spec->stages[2].name, "third");
+  EXPECT_EQ(run_order(r.spec->stages)[0]->name, "first");
+  EXPECT_EQ(run_order(r.spec->stages)[2]->name, "third");
   ASSERT_EQ(r.diagnostics.size(), 1u);
   EXPECT_EQ(r.diagnostics[0].severity, Diagnostic::Severity::kWarning);
   EXPECT_NE(r.diagnostics[0].message.find("gap in order"), std::string::npos);
@@ -219,28 +220,6 @@ TEST(Loader, TheExamplePipelinesLoad) {
     LoadResult r = load_pipeline_file(path, registry);
     EXPECT_TRUE(r.ok()) << path << "\n" << r.report();
   }
-}
-
-TEST(ValidateSpec, ChecksWithoutChangingTheSpecAndBindingDoesTheRest) {
-  StageRegistry registry = builtin_registry();
-  WorkflowSpec spec;
-  spec.name = "ordered";
-  for (auto [name, order] : {std::pair<const char*, int64_t>{"second", 2}, {"first", 1}}) {
-    Node n;
-    n.name = name;
-    n.uses = "noop";
-    n.order = order;
-    spec.stages.push_back(n);
-  }
-  auto diagnostics = validate_spec(spec, registry);
-  EXPECT_TRUE(diagnostics.empty());
-  EXPECT_EQ(spec.stages[0].name, "second");  // validation leaves the order as written
-  EXPECT_EQ(spec.stages[0].stage, nullptr);
-  EXPECT_TRUE(spec.hash.empty());
-  ASSERT_TRUE(bind_spec(spec, registry));
-  EXPECT_EQ(spec.stages[0].name, "first");
-  EXPECT_NE(spec.stages[0].stage, nullptr);
-  EXPECT_FALSE(spec.hash.empty());
 }
 
 }  // namespace

@@ -100,19 +100,24 @@ class Validator {
 
   // Stages run by `order` when given: every sibling needs one, values are unique, gaps warn.
   void check_order(const std::vector<Node>& nodes, const std::string& field) {
+    auto order_of = [](const Node& n) {
+      const StageNode* s = n.get_if<StageNode>();
+      return s != nullptr ? s->order : std::nullopt;
+    };
     size_t with_order = static_cast<size_t>(
-        std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); }));
+        std::count_if(nodes.begin(), nodes.end(), [&](const Node& n) { return order_of(n).has_value(); }));
     if (with_order == 0) return;
     std::map<int64_t, const Node*> by_order;
     for (const Node& n : nodes) {
-      if (!n.order) {
+      std::optional<int64_t> order = order_of(n);
+      if (!order) {
         add(n.loc, field, "stage '" + n.name + "' has no 'order' while its siblings do; give every sibling an order");
         continue;
       }
-      auto [it, inserted] = by_order.emplace(*n.order, &n);
+      auto [it, inserted] = by_order.emplace(*order, &n);
       if (!inserted) {
         add(n.loc, field,
-            "duplicate order " + std::to_string(*n.order) + ": stages '" + it->second->name + "' and '" + n.name + "'");
+            "duplicate order " + std::to_string(*order) + ": stages '" + it->second->name + "' and '" + n.name + "'");
       }
     }
     if (with_order != nodes.size()) return;
@@ -129,52 +134,46 @@ class Validator {
   }
 
   void check_node(const Node& n, const std::string& f) {
-    switch (n.kind) {
-      case NodeKind::kStage: check_stage(n, f); break;
-      case NodeKind::kSequence: check_list(n.children, f + ".sequence"); break;
-      case NodeKind::kLoop:
-        if (n.loop_mode == LoopMode::kUntil && !n.max_iterations) {
-          add(n.loc, f + ".loop", "an 'until' loop needs 'max'");
-        }
-        if (n.children.empty()) add(n.loc, f + ".loop.stages", "the loop body is empty");
-        check_list(n.children, f + ".loop.stages");
-        break;
-      case NodeKind::kConditional: {
-        if (!n.when) add(n.loc, f + ".conditional", "a conditional needs 'when'");
-        std::set<std::string> names;
-        check_list(n.children, f + ".conditional.then", &names);
-        check_list(n.else_children, f + ".conditional.else", &names);
-        break;
-      }
-      case NodeKind::kParallel: {
-        if (n.branches.empty()) add(n.loc, f + ".parallel.branches", "a parallel node needs at least one branch");
-        if (n.max_concurrency && *n.max_concurrency < 1) {
-          add(n.loc, f + ".parallel.max_concurrency", "must be at least 1");
-        }
-        std::set<std::string> names;
-        for (size_t i = 0; i < n.branches.size(); ++i) {
-          const ParallelBranch& b = n.branches[i];
-          std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
-          if (b.name.empty())
-            add(n.loc, bf, "a branch needs a name");
-          else if (!names.insert(b.name).second)
-            add(n.loc, bf, "duplicate branch name '" + b.name + "'");
-          if (b.nodes.empty()) add(n.loc, bf + ".stages", "the branch has no stages");
-          check_list(b.nodes, bf + ".stages");
-        }
-        break;
-      }
-      case NodeKind::kExperiment:
-        if (n.children.empty()) add(n.loc, f + ".experiment.stages", "the experiment has no stages");
-        check_list(n.children, f + ".experiment.stages");
-        break;
+    if (const auto* s = n.get_if<StageNode>()) check_stage(n, *s, f);
+    if (const auto* s = n.get_if<SequenceNode>()) check_list(s->nodes, f + ".sequence");
+    if (const auto* l = n.get_if<LoopNode>()) {
+      if (l->mode == LoopMode::kUntil && !l->max_iterations) add(n.loc, f + ".loop", "an 'until' loop needs 'max'");
+      if (l->body.empty()) add(n.loc, f + ".loop.stages", "the loop body is empty");
+      check_list(l->body, f + ".loop.stages");
+    }
+    if (const auto* c = n.get_if<ConditionalNode>()) {
+      if (!c->condition) add(n.loc, f + ".conditional", "a conditional needs 'when'");
+      std::set<std::string> names;
+      check_list(c->then_nodes, f + ".conditional.then", &names);
+      check_list(c->else_nodes, f + ".conditional.else", &names);
+    }
+    if (const auto* p = n.get_if<ParallelNode>()) check_parallel(n, *p, f);
+    if (const auto* e = n.get_if<ExperimentNode>()) {
+      if (e->body.empty()) add(n.loc, f + ".experiment.stages", "the experiment has no stages");
+      check_list(e->body, f + ".experiment.stages");
+    }
+  }
+
+  void check_parallel(const Node& n, const ParallelNode& p, const std::string& f) {
+    if (p.branches.empty()) add(n.loc, f + ".parallel.branches", "a parallel node needs at least one branch");
+    if (p.max_concurrency && *p.max_concurrency < 1) add(n.loc, f + ".parallel.max_concurrency", "must be at least 1");
+    std::set<std::string> names;
+    for (size_t i = 0; i < p.branches.size(); ++i) {
+      const ParallelBranch& b = p.branches[i];
+      std::string bf = f + ".parallel.branches[" + std::to_string(i) + "]";
+      if (b.name.empty())
+        add(n.loc, bf, "a branch needs a name");
+      else if (!names.insert(b.name).second)
+        add(n.loc, bf, "duplicate branch name '" + b.name + "'");
+      if (b.nodes.empty()) add(n.loc, bf + ".stages", "the branch has no stages");
+      check_list(b.nodes, bf + ".stages");
     }
   }
 
   // llm.* stages name a model of the `models:` section.
-  void check_model_reference(const Node& n, const std::string& f) {
-    if (n.uses.rfind("llm.", 0) != 0 || !n.with.is_object() || !n.with.contains("model")) return;
-    const Json& m = n.with["model"];
+  void check_model_reference(const Node& n, const StageNode& s, const std::string& f) {
+    if (s.uses.rfind("llm.", 0) != 0 || !s.with.is_object() || !s.with.contains("model")) return;
+    const Json& m = s.with["model"];
     if (!m.is_string() || m.get<std::string>().find("${") != std::string::npos) return;
     if (models_.is_object() && models_.contains(m.get<std::string>())) return;
     std::string known;
@@ -186,68 +185,68 @@ class Validator {
             (known.empty() ? " (add a models: section)" : " (it has: " + known + ")"));
   }
 
-  void check_stage(const Node& n, const std::string& f) {
-    check_model_reference(n, f);
-    auto allowed = allowed_completions(n.stage_kind);
-    if (std::find(allowed.begin(), allowed.end(), n.completion) == allowed.end()) {
+  void check_stage(const Node& n, const StageNode& s, const std::string& f) {
+    check_model_reference(n, s, f);
+    check_completion(n, s, f);
+    std::optional<StageDescription> d = describe(n, s, f);
+    if (d && !s.uses.empty()) check_options(n, s, *d, f);
+    if (s.hedging) check_hedging(n, s, s.idempotent.value_or(d ? d->idempotent : true), f);
+  }
+
+  void check_completion(const Node& n, const StageNode& s, const std::string& f) {
+    auto allowed = allowed_completions(s.type);
+    const std::string type_text = s.type == StageKind::kPlain ? std::string("a stage without 'type'")
+                                                              : "type " + std::string(stage_kind_name(s.type));
+    if (std::find(allowed.begin(), allowed.end(), s.completion) == allowed.end()) {
       std::string names;
       for (Completion c : allowed) names += std::string(names.empty() ? "" : ", ") + std::string(completion_name(c));
-      std::string msg = "completion " + std::string(completion_name(n.completion)) + " does not fit " +
-                        (n.stage_kind == StageKind::kPlain ? std::string("a stage without 'type'")
-                                                           : "type " + std::string(stage_kind_name(n.stage_kind))) +
+      std::string msg = "completion " + std::string(completion_name(s.completion)) + " does not fit " + type_text +
                         " (it accepts " + names + ")";
-      if (n.stage_kind == StageKind::kHybrid && n.completion == Completion::kValidationPassed) {
+      if (s.type == StageKind::kHybrid && s.completion == Completion::kValidationPassed) {
         msg += "; use `type: validation` for a validation stage, or `completion: duration_or_tasks` for a hybrid one";
       }
       add(n.loc, f + ".completion", msg);
     }
-    bool uses_duration = n.completion == Completion::kDuration || n.completion == Completion::kDurationOrTasks;
-    bool uses_tasks = n.completion == Completion::kTasksDone || n.completion == Completion::kDurationOrTasks;
-    bool local = !n.uses.empty() || n.stage_kind == StageKind::kCustom;
-    if (local) {
-      if (uses_duration && !n.duration) {
-        add(n.loc, f,
-            "completion " + std::string(completion_name(n.completion)) + " needs '" +
-                (n.stage_kind == StageKind::kHybrid ? "max_duration" : "duration") + "'");
-      }
-      if (uses_tasks && !n.expected_tasks && n.completion == Completion::kTasksDone) {
-        add(n.loc, f,
-            "completion tasks_done needs '" +
-                std::string(n.stage_kind == StageKind::kPlain || n.stage_kind == StageKind::kHybrid
-                                ? "expected_tasks"
-                                : "expected_objects") +
-                "'");
-      }
+    const bool local = !s.uses.empty() || s.type == StageKind::kCustom;
+    if (!local) return;
+    if ((s.completion == Completion::kDuration || s.completion == Completion::kDurationOrTasks) && !s.duration) {
+      add(n.loc, f,
+          "completion " + std::string(completion_name(s.completion)) + " needs '" +
+              (s.type == StageKind::kHybrid ? "max_duration" : "duration") + "'");
     }
-    std::optional<StageDescription> d = describe(n, f);
-    if (d && !n.uses.empty()) check_options(n, *d, f);
-    if (n.hedging) check_hedging(n, n.idempotent.value_or(d && !n.stage ? d->idempotent : n.stage_idempotent), f);
+    if (s.completion == Completion::kTasksDone && !s.expected_tasks) {
+      add(n.loc, f,
+          "completion tasks_done needs '" +
+              std::string(s.type == StageKind::kPlain || s.type == StageKind::kHybrid ? "expected_tasks"
+                                                                                      : "expected_objects") +
+              "'");
+    }
   }
 
   // A hedged stage runs several attempts at once and keeps one: it must be idempotent.
-  void check_hedging(const Node& n, bool idempotent, const std::string& f) {
+  void check_hedging(const Node& n, const StageNode& s, bool idempotent, const std::string& f) {
     if (!idempotent) {
       add(n.loc, f + ".hedging", "stage '" + n.name + "' is not idempotent; only idempotent stages can be hedged");
       return;
     }
-    if (Status s = n.hedging->check(); !s) add(n.loc, f + ".hedging", s.error().to_string());
+    if (Status checked = s.hedging->check(); !checked) add(n.loc, f + ".hedging", checked.error().to_string());
   }
 
   // What the stage node runs: its C++ implementation, its `uses:` type, or for `type: custom` the
   // registry's `command` stage. nullopt (reported) when the registry lacks it, and for kinds
   // that need the distributed workload.
-  std::optional<StageDescription> describe(const Node& n, const std::string& f) {
-    if (n.stage) return n.stage->describe();
-    if (!n.uses.empty()) {
-      auto d = registry_.describe(n.uses);
+  std::optional<StageDescription> describe(const Node& n, const StageNode& s, const std::string& f) {
+    if (s.implementation) return s.implementation->describe();
+    if (!s.uses.empty()) {
+      auto d = registry_.describe(s.uses);
       if (d) return *d;
-      std::string hint = validate_internal::suggest(n.uses, registry_.names());
+      std::string hint = validate_internal::suggest(s.uses, registry_.names());
       add(n.loc, f + ".uses",
-          "unknown stage type '" + n.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+          "unknown stage type '" + s.uses + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
               " (`crucible stages` lists them)");
       return std::nullopt;
     }
-    if (n.stage_kind != StageKind::kCustom) return std::nullopt;
+    if (s.type != StageKind::kCustom) return std::nullopt;
     auto d = registry_.describe("command");
     if (d) return *d;
     add(n.loc, f + ".command", "type custom runs through the `command` stage, which this build does not register");
@@ -256,7 +255,7 @@ class Validator {
 
   // The node's `with:` against the stage's options: required ones present, no unknown ones,
   // types that fit, expressions that parse.
-  void check_options(const Node& n, const StageDescription& d, const std::string& f) {
+  void check_options(const Node& n, const StageNode& s, const StageDescription& d, const std::string& f) {
     const OptionSpec* wildcard = d.option("*");
     bool open = wildcard != nullptr;
     auto check_expressions = [&](const std::string& key, const Json& value) {
@@ -274,12 +273,12 @@ class Validator {
       }
     };
     for (const OptionSpec& o : d.options) {
-      if (o.required && !n.with.contains(o.name)) {
+      if (o.required && !s.with.contains(o.name)) {
         add(n.loc, f + ".with",
-            "stage type '" + n.uses + "' needs option '" + o.name + "' (" + o.type + ": " + o.description + ")");
+            "stage type '" + s.uses + "' needs option '" + o.name + "' (" + o.type + ": " + o.description + ")");
       }
     }
-    for (const auto& [key, value] : n.with.items()) {
+    for (const auto& [key, value] : s.with.items()) {
       const OptionSpec* o = d.option(key);
       if (o == nullptr) {
         if (open && wildcard->type == "expression") check_expressions(key, value);
@@ -288,7 +287,7 @@ class Validator {
         for (const OptionSpec& x : d.options) names.push_back(x.name);
         std::string hint = validate_internal::suggest(key, names);
         add(n.loc, f + ".with." + key,
-            "stage type '" + n.uses + "' has no option '" + key + "'" +
+            "stage type '" + s.uses + "' has no option '" + key + "'" +
                 (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
         continue;
       }
@@ -313,60 +312,16 @@ class Validator {
   Json models_;
 };
 
-// Binds a valid spec: stage instances, hedge policies, siblings in `order`.
-class Binder {
- public:
-  explicit Binder(const StageRegistry& registry) : registry_(registry) {}
-
-  Status bind_list(std::vector<Node>& nodes) {
-    bool ordered =
-        !nodes.empty() && std::all_of(nodes.begin(), nodes.end(), [](const Node& n) { return n.order.has_value(); });
-    if (ordered) {
-      std::stable_sort(nodes.begin(), nodes.end(), [](const Node& a, const Node& b) { return *a.order < *b.order; });
-    }
-    for (Node& n : nodes) CRUCIBLE_RETURN_IF_ERROR(bind_node(n));
-    return {};
-  }
-
- private:
-  Status bind_node(Node& n) {
-    if (n.kind == NodeKind::kStage) return bind_stage(n);
-    CRUCIBLE_RETURN_IF_ERROR(bind_list(n.children));
-    CRUCIBLE_RETURN_IF_ERROR(bind_list(n.else_children));
-    for (ParallelBranch& b : n.branches) CRUCIBLE_RETURN_IF_ERROR(bind_list(b.nodes));
-    return {};
-  }
-
-  Status bind_stage(Node& n) {
-    const bool custom = n.uses.empty() && n.stage_kind == StageKind::kCustom;
-    if (!n.stage && (!n.uses.empty() || custom)) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto stage, registry_.create(custom ? "command" : n.uses));
-      n.stage_idempotent = stage->describe().idempotent;
-      n.stage = std::shared_ptr<Stage>(std::move(stage));
-    }
-    if (n.hedging) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto policy, HedgePolicy::create(*n.hedging));
-      n.hedge_policy = std::shared_ptr<HedgePolicy>(std::move(policy));
-      n.max_hedges = n.hedging->max_hedges;
-    }
-    return {};
-  }
-
-  const StageRegistry& registry_;
-};
-
 bool needs_remote(const Node& n) {
-  return n.kind == NodeKind::kStage && n.uses.empty() && n.stage_kind != StageKind::kCustom &&
-         n.stage_kind != StageKind::kPlain;
+  const StageNode* s = n.get_if<StageNode>();
+  return s != nullptr && s->uses.empty() && s->type != StageKind::kCustom && s->type != StageKind::kPlain;
 }
 
 const Node* find_unsupported(const std::vector<Node>& nodes) {
   for (const Node& n : nodes) {
     if (needs_remote(n)) return &n;
-    if (const Node* c = find_unsupported(n.children)) return c;
-    if (const Node* c = find_unsupported(n.else_children)) return c;
-    for (const ParallelBranch& b : n.branches) {
-      if (const Node* c = find_unsupported(b.nodes)) return c;
+    for (const std::vector<Node>* list : child_lists(n)) {
+      if (const Node* c = find_unsupported(*list)) return c;
     }
   }
   return nullptr;
@@ -378,13 +333,6 @@ std::vector<Diagnostic> validate_spec(const WorkflowSpec& spec, const StageRegis
   return Validator(registry).run(spec);
 }
 
-Status bind_spec(WorkflowSpec& spec, const StageRegistry& registry) {
-  CRUCIBLE_RETURN_IF_ERROR(Binder(registry).bind_list(spec.stages));
-  spec.hash.clear();
-  spec.hash = spec_hash(spec);
-  return {};
-}
-
 std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {
   if (!spec.distributed.is_null() && spec.distributed.value("agent_count", 0) > 0) {
     int agents = spec.distributed.value("agent_count", 0);
@@ -394,7 +342,8 @@ std::optional<std::string> unsupported_reason(const WorkflowSpec& spec) {
            "but not executed); remove the agents to run its stages on this machine";
   }
   if (const Node* n = find_unsupported(spec.stages)) {
-    return "stage '" + n->name + "' (type " + std::string(stage_kind_name(n->stage_kind)) + ", " + n->loc.to_string() +
+    return "stage '" + n->name + "' (type " + std::string(stage_kind_name(n->as<StageNode>().type)) + ", " +
+           n->loc.to_string() +
            ") needs the distributed storage workload, which Crucible cannot run yet; give it a `uses:` "
            "body to run it on this machine";
   }

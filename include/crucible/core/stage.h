@@ -102,6 +102,9 @@ class StageRegistry {
   [[nodiscard]] Status register_stage(std::string name, StageFactory factory);
   // kNotFound listing the known names.
   [[nodiscard]] Result<std::unique_ptr<Stage>> create(std::string_view name) const;
+  // The factory registered as `name`, or null; valid while this registry lives and `name` is
+  // not registered again.
+  const StageFactory* factory(std::string_view name) const;
   [[nodiscard]] Result<StageDescription> describe(std::string_view name) const;
   bool contains(std::string_view name) const;
   std::vector<std::string> names() const;
@@ -113,8 +116,12 @@ class StageRegistry {
   std::shared_ptr<Factories> factories_ = std::make_shared<Factories>();
 };
 
+using StageFn = std::function<Status(Context&, const StageOptions&, std::stop_token)>;
+
 // A stage made from a function, for C++ pipelines and tests.
-std::unique_ptr<Stage> make_function_stage(StageDescription description,
-                                           std::function<Status(Context&, const StageOptions&, std::stop_token)> fn);
+std::unique_ptr<Stage> make_function_stage(StageDescription description, StageFn fn);
+// Registers a function as the stage type `description.name`; its instances share one
+// description, so making one costs a single allocation.
+[[nodiscard]] Status register_function_stage(StageRegistry& registry, StageDescription description, StageFn fn);
 
 }  // namespace crucible

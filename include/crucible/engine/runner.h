@@ -15,6 +15,7 @@
 #include "crucible/core/enum_names.h"
 #include "crucible/core/executor.h"
 #include "crucible/core/random.h"
+#include "crucible/core/stage.h"
 #include "crucible/journal/journal.h"
 #include "crucible/telemetry/events.h"
 #include "crucible/workflow/spec.h"
@@ -81,8 +82,10 @@ struct ResumeOptions {
 // Thread-safe: several runs may execute at once on one Runner.
 class Runner {
  public:
-  // All must outlive the Runner. `events` may be null.
-  Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, EventBus* events = nullptr);
+  // All must outlive the Runner. `registry` makes the stage instances of each run's plan (the
+  // registry the spec was validated against); `events` may be null.
+  Runner(Journal& journal, Executor& executor, Clock& clock, Random& random, const StageRegistry& registry,
+         EventBus* events = nullptr);
   ~Runner();
 
   // Starts a run, or resumes it when `options.run_id` names an existing one. Errors (the run
@@ -129,6 +132,7 @@ class Runner {
   Executor& executor_;
   Clock& clock_;
   Random& random_;
+  const StageRegistry& registry_;
   EventBus* events_;
   std::string owner_;
   std::chrono::milliseconds lease_ttl_{60'000};

@@ -58,7 +58,8 @@ template <typename F, typename G = bool (*)()>
 auto retry_call(
     const RetryPolicy& policy, Clock& clock, Random& random, std::stop_token stop, F&& fn, int* attempts = nullptr,
     G give_up = [] { return false; }) -> std::invoke_result_t<F&, int> {
-  const MonoTime start = clock.monotonic();
+  // Only max_elapsed needs the start; the common path reads no clock.
+  const MonoTime start = policy.max_elapsed ? clock.monotonic() : MonoTime{};
   for (int attempt = 1;; ++attempt) {
     if (attempts != nullptr) *attempts = attempt;
     auto result = fn(attempt);

@@ -63,11 +63,14 @@ class SequenceBuilder {
 
  protected:
   Node& last();
+  // The last node as a stage; an error (and a scratch stage to write to) when it is not one.
+  StageNode& last_stage(const char* modifier);
   void record_error(std::string message) { errors_->push_back(std::move(message)); }
   std::optional<Expression> parse(const std::string& text);
-  Node loop_node(std::string name, LoopMode mode, const Body& body);
+  LoopNode& add_loop(std::string name, LoopMode mode, const Body& body);
 
   std::vector<Node> nodes_;
+  StageNode scratch_;
   std::shared_ptr<std::vector<std::string>> errors_ = std::make_shared<std::vector<std::string>>();
 };
 
@@ -78,7 +81,7 @@ class WorkflowBuilder : public SequenceBuilder {
   WorkflowBuilder& durability(Durability durability);
   WorkflowBuilder& config(Json config);
 
-  // Validates with the same rules as YAML and binds stage types in `registry`. kInvalidArgument
+  // Validates with the same rules as YAML against `registry`'s stage types. kInvalidArgument
   // listing every problem.
   [[nodiscard]] Result<WorkflowSpec> build(const StageRegistry& registry);
 

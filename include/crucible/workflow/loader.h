@@ -32,8 +32,8 @@ struct LoadResult {
   size_t error_count() const;
 };
 
-// Parses and validates a YAML pipeline. Stage types are resolved in `registry`, which must
-// outlive the returned spec's stages only for lookups (stages are owned by the spec).
+// Parses and validates a YAML pipeline; stage types and their options are checked against
+// `registry`. The spec holds no stage instances: a run binds them (engine/plan.h).
 LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry);
 LoadResult load_pipeline_text(std::string_view text, const std::string& file_label, const StageRegistry& registry);
 
@@ -42,11 +42,6 @@ LoadResult load_pipeline_text(std::string_view text, const std::string& file_lab
 // types known to the registry (`type: custom` needs its `command` stage), options that fit each
 // stage's description, hedging only on idempotent stages.
 [[nodiscard]] std::vector<Diagnostic> validate_spec(const WorkflowSpec& spec, const StageRegistry& registry);
-
-// Binds a spec that validate_spec() accepted: a new stage instance per stage node, the hedge
-// policy of each hedged stage, siblings sorted by `order`, and the cached spec hash. kNotFound or
-// kInvalidArgument when the registry cannot create a stage or a policy (validation says why).
-[[nodiscard]] Status bind_spec(WorkflowSpec& spec, const StageRegistry& registry);
 
 // Why `spec` cannot run on this machine (distributed agents, storage workloads without a local
 // body), or nullopt when it can.

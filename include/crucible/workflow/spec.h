@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "crucible/core/enum_names.h"
@@ -68,65 +69,103 @@ inline std::string_view strategy_name(ExperimentStrategy s) { return kExperiment
 
 struct Node;
 
-struct ParallelBranch {
-  std::string name;
-  std::vector<Node> nodes;
-};
-
-struct Node {
-  NodeKind kind = NodeKind::kStage;
-  std::string name;
-  SourceLocation loc;
-  // Stage: skip the stage when false. Conditional: the predicate.
-  std::optional<Expression> when;
-
-  // Stage fields.
+// A stage: a registered `uses:` type, a C++ implementation, or a sai3-bench `type:`.
+struct StageNode {
   std::string uses;
   Json with = Json::object();
-  std::optional<int64_t> order;
+  std::optional<int64_t> order;  // run position among siblings, when every sibling has one
   std::optional<std::chrono::milliseconds> timeout;
   RetryPolicy retry;
   bool optional = false;
-  std::optional<bool> idempotent;  // overrides the stage's own description
-  StageKind stage_kind = StageKind::kPlain;
+  std::optional<bool> idempotent;      // overrides the stage's own description
+  StageKind type = StageKind::kPlain;  // the sai3-bench `type:`
   Completion completion = Completion::kOnce;
   std::optional<std::chrono::milliseconds> duration;  // execute duration, hybrid max_duration
   std::optional<int64_t> expected_tasks;              // prepare/cleanup objects, hybrid tasks
   std::string command;                                // custom
   std::vector<std::string> args;                      // custom
   Json barrier;                                       // validated, kept for distributed runs
-  std::shared_ptr<Stage> stage;                       // bound implementation, or null
-  bool stage_idempotent = true;                       // from the stage's description
   std::optional<HedgingConfig> hedging;               // `hedging:` merged over reliability.hedging
-  std::shared_ptr<HedgePolicy> hedge_policy;          // built from `hedging` by validation
-  int max_hedges = 1;
+  // A C++ implementation given to the builder; null for a registry type, bound per run.
+  std::shared_ptr<Stage> implementation;
+};
 
-  // Sequence body, loop body, conditional then-branch.
-  std::vector<Node> children;
-  // Conditional else-branch.
-  std::vector<Node> else_children;
+struct SequenceNode {
+  std::vector<Node> nodes;
+};
 
-  // Loop fields.
-  LoopMode loop_mode = LoopMode::kOver;
+struct LoopNode {
+  LoopMode mode = LoopMode::kOver;
   std::optional<Expression> over;   // kOver: a list; kCount: an integer
   std::optional<Expression> until;  // kUntil: checked after each iteration
   std::optional<int64_t> max_iterations;
+  std::vector<Node> body;
+};
 
-  // Parallel fields.
+struct ConditionalNode {
+  std::optional<Expression> condition;
+  std::vector<Node> then_nodes;
+  std::vector<Node> else_nodes;
+};
+
+struct ParallelBranch {
+  std::string name;
+  std::vector<Node> nodes;
+};
+
+struct ParallelNode {
   std::vector<ParallelBranch> branches;
   JoinPolicy join = JoinPolicy::kAll;
   MergePolicy merge = MergePolicy::kError;
-  std::optional<int64_t> max_concurrency;  // parallel and experiment
+  std::optional<int64_t> max_concurrency;
+};
 
-  // Experiment fields; `children` are the stages every branch runs.
+// The same stages run once per config under a strategy.
+struct ExperimentNode {
   ExperimentStrategy strategy = ExperimentStrategy::kMultiBranch;
   Json configs = Json::array();    // every config, after sweep expansion
   Json sweep;                      // the `sweep:` mapping, or null
   std::optional<int64_t> samples;  // random search: configs drawn from the sweep
   int64_t sample_seed = 0;
-
-  bool is_idempotent() const { return idempotent.value_or(stage_idempotent); }
+  std::optional<int64_t> max_concurrency;
+  std::vector<Node> body;  // what every branch runs
 };
+
+// One node of the tree: a header every kind has and the kind's own fields. The variant's
+// alternatives are in NodeKind's order.
+struct Node {
+  using Body = std::variant<StageNode, SequenceNode, LoopNode, ConditionalNode, ParallelNode, ExperimentNode>;
+
+  std::string name;
+  SourceLocation loc;
+  std::optional<Expression> when;  // the node is skipped when false
+  Body body;
+
+  NodeKind kind() const { return static_cast<NodeKind>(body.index()); }
+  template <class T>
+  const T& as() const {
+    return std::get<T>(body);
+  }
+  template <class T>
+  T& as() {
+    return std::get<T>(body);
+  }
+  template <class T>
+  const T* get_if() const {
+    return std::get_if<T>(&body);
+  }
+  template <class T>
+  T* get_if() {
+    return std::get_if<T>(&body);
+  }
+};
+
+// The node's child lists: a sequence's nodes, a loop's or an experiment's body, a conditional's
+// then and else, every parallel branch. Empty for a stage.
+std::vector<const std::vector<Node>*> child_lists(const Node& node);
+// The nodes of `list` in the order they run: by `order` when every one is a stage with an order,
+// else as written.
+std::vector<const Node*> run_order(const std::vector<Node>& list);
 
 struct WorkflowSpec {
   std::string name;
@@ -139,7 +178,7 @@ struct WorkflowSpec {
   Json reliability;              // the experiment's `reliability:` defaults, or null
   Json models;                   // the `models:` section (name -> provider config), or null
   std::string source_text;       // YAML text, journaled so `resume` can reload it
-  std::string hash;              // spec_hash(), set by validation
+  std::string hash;              // spec_hash(), cached by the loader and the builder
 };
 
 // Canonical JSON of the tree, without source locations: equal for a YAML pipeline and the same
