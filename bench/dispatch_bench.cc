@@ -11,58 +11,79 @@
 
 namespace crucible::bench {
 
-Result<Json> run_dispatch(bool quick) {
-  const int stages = 10'000;
-  const int reps = quick ? 3 : 7;
-  StageRegistry registry = builtin_registry();
+namespace {
 
+constexpr int kStages = 10'000;
+
+// 10,000 noop stages in a row, and a parallel node of 10,000 one-stage branches.
+struct DispatchSpecs {
+  WorkflowSpec sequence;
+  WorkflowSpec parallel;
+};
+
+Result<DispatchSpecs> dispatch_specs(const StageRegistry& registry) {
   WorkflowBuilder seq("dispatch-sequence");
-  for (int i = 0; i < stages; ++i) seq.stage("s" + std::to_string(i), "noop");
+  for (int i = 0; i < kStages; ++i) seq.stage("s" + std::to_string(i), "noop");
   CRUCIBLE_ASSIGN_OR_RETURN(auto seq_spec, seq.build(registry));
-
   std::vector<std::pair<std::string, SequenceBuilder::Body>> branches;
-  for (int i = 0; i < stages; ++i) {
+  for (int i = 0; i < kStages; ++i) {
     branches.emplace_back("b" + std::to_string(i), [](SequenceBuilder& b) { b.stage("work", "noop"); });
   }
   WorkflowBuilder par("dispatch-parallel");
   par.parallel("fan", std::move(branches), JoinPolicy::kAll, MergePolicy::kLastWins);
   CRUCIBLE_ASSIGN_OR_RETURN(auto par_spec, par.build(registry));
+  return DispatchSpecs{std::move(seq_spec), std::move(par_spec)};
+}
 
-  Executor executor(2);
-  SeededRandom random(1);
-  std::vector<double> seq_ns, par_ns, raw_ns;
-
-  auto noop = registry.create("noop");
-  Context raw_ctx;
+// The raw baseline: a noop stage called directly, ns per call.
+Result<std::vector<double>> raw_calls(const StageRegistry& registry, int reps) {
+  CRUCIBLE_ASSIGN_OR_RETURN(auto noop, registry.create("noop"));
+  Context ctx;
   StageOptions no_options;
-  // Each workload runs its repetitions back to back, so one's memory churn (10,000 branch
-  // contexts freed) is not charged to the other.
+  std::vector<double> out;
   for (int r = 0; r < reps; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < stages; ++i) (void)(*noop)->run(raw_ctx, no_options, {});
-    raw_ns.push_back(since_us(t0) * 1000.0 / stages);
+    for (int i = 0; i < kStages; ++i) (void)noop->run(ctx, no_options, {});
+    out.push_back(since_us(t0) * 1000.0 / kStages);
   }
-  // ns per stage of `reps` runs of `spec` on a fresh in-memory journal each.
-  auto time_runs = [&](const WorkflowSpec& spec, std::vector<double>& out) -> Status {
-    for (int r = 0; r < reps; ++r) {
-      auto journal = make_memory_journal();
-      Runner runner(*journal, executor, real_clock(), random, registry);
-      auto t0 = std::chrono::steady_clock::now();
-      auto res = runner.start(spec);
-      double us = since_us(t0);
-      if (!res || res->status != RunStatus::kCompleted) {
-        return make_error(ErrorCode::kInternal, spec.name + ": the run did not complete");
-      }
-      out.push_back(us * 1000.0 / stages);
+  return out;
+}
+
+// ns per stage of `reps` runs of `spec`, each on a fresh in-memory journal.
+Result<std::vector<double>> time_runs(const WorkflowSpec& spec, const StageRegistry& registry, Executor& executor,
+                                      int reps) {
+  SeededRandom random(1);
+  std::vector<double> out;
+  for (int r = 0; r < reps; ++r) {
+    auto journal = make_memory_journal();
+    Runner runner(*journal, executor, real_clock(), random, registry);
+    auto t0 = std::chrono::steady_clock::now();
+    auto res = runner.start(spec);
+    double us = since_us(t0);
+    if (!res || res->status != RunStatus::kCompleted) {
+      return make_error(ErrorCode::kInternal, spec.name + ": the run did not complete");
     }
-    return {};
-  };
-  CRUCIBLE_RETURN_IF_ERROR(time_runs(seq_spec, seq_ns));
-  CRUCIBLE_RETURN_IF_ERROR(time_runs(par_spec, par_ns));
+    out.push_back(us * 1000.0 / kStages);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Json> run_dispatch(bool quick) {
+  const int reps = quick ? 3 : 7;
+  StageRegistry registry = builtin_registry();
+  CRUCIBLE_ASSIGN_OR_RETURN(DispatchSpecs specs, dispatch_specs(registry));
+  Executor executor(2);
+  // Each workload runs its repetitions back to back, so one's memory churn (10,000 branch
+  // contexts freed) is not charged to the other.
+  CRUCIBLE_ASSIGN_OR_RETURN(auto raw_ns, raw_calls(registry, reps));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto seq_ns, time_runs(specs.sequence, registry, executor, reps));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto par_ns, time_runs(specs.parallel, registry, executor, reps));
   double seq_median = median(seq_ns), par_median = median(par_ns);
   return Json{{"benchmark", "dispatch"},
-              {"stages", stages},
-              {"branches", stages},
+              {"stages", kStages},
+              {"branches", kStages},
               {"repetitions", reps},
               {"executor_threads", executor.size()},
               {"journal", "memory"},

@@ -128,6 +128,21 @@ Result<Json> strict_sequential(const std::string& dir, int workflows, const Stag
               {"workflows", workflows}};
 }
 
+// The step-ack probe: every few milliseconds, the time until everything appended so far is
+// durable, plus the writer's commit delay (1 ms) that a batched record may wait first.
+template <class TimePoint>
+void probe_acks(Journal& journal, TimePoint deadline, std::vector<double>& acks, std::atomic<bool>& failed) {
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto ts = std::chrono::steady_clock::now();
+    if (!journal.flush()) {
+      failed = true;
+      return;
+    }
+    acks.push_back(since_us(ts) / 1000.0 + 1.0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 // (c) Many 10-step pipelines at once, batched durability: group commit throughput.
 Result<Json> batched_concurrent(const std::string& dir, int lanes, double seconds, const StageRegistry& registry) {
   SqliteJournalOptions o;
@@ -143,19 +158,7 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   auto t0 = std::chrono::steady_clock::now();
   {
-    // The step-ack probe: every few milliseconds, the time until everything appended so far is
-    // durable, plus the writer's commit delay (1 ms) that a batched record may wait first.
-    std::jthread probe([&] {
-      while (std::chrono::steady_clock::now() < deadline) {
-        auto ts = std::chrono::steady_clock::now();
-        if (!journal->flush()) {
-          failed = true;
-          return;
-        }
-        acks.push_back(since_us(ts) / 1000.0 + 1.0);
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    });
+    std::jthread probe([&] { probe_acks(*journal, deadline, acks, failed); });
     std::vector<std::jthread> threads;
     for (int l = 0; l < lanes; ++l) {
       threads.emplace_back([&] {
@@ -182,39 +185,43 @@ Result<Json> batched_concurrent(const std::string& dir, int lanes, double second
               {"seconds", elapsed}};
 }
 
+// `runs` runs that stopped after 5 of their 10 steps.
+Status write_interrupted_runs(const SqliteJournalOptions& o, int runs) {
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
+  std::vector<Record> batch;
+  for (int i = 0; i < runs; ++i) {
+    RunId id = *RunId::parse("r" + std::to_string(i));
+    Record s;
+    s.type = RecordType::kRunStarted;
+    s.run_id = id;
+    s.at_ms = 1;
+    s.payload = {{"pipeline", "bench"}, {"spec_hash", "h"}, {"input", Json::object()}};
+    batch.push_back(s);
+    for (int k = 0; k < 5; ++k) {
+      Record c;
+      c.type = RecordType::kStepCompleted;
+      c.run_id = id;
+      c.key = StepKey::from_string("/step" + std::to_string(k));
+      c.at_ms = 2;
+      c.delta = {Mutation{Mutation::Kind::kComplete, "step" + std::to_string(k), Json()},
+                 Mutation{Mutation::Kind::kTrace, "step" + std::to_string(k), Json()}};
+      batch.push_back(std::move(c));
+    }
+    if (batch.size() > 5000) {
+      CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
+      batch.clear();
+    }
+  }
+  CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
+  return {};
+}
+
 // (d) 10,000 runs interrupted after 5 of 10 steps: time to read them back and rebuild every
 // replay index, ready to continue at the first unfinished step.
 Result<Json> recovery(const std::string& dir, int runs) {
   SqliteJournalOptions o;
   o.path = dir + "/recovery.db";
-  {
-    CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
-    std::vector<Record> batch;
-    for (int i = 0; i < runs; ++i) {
-      RunId id = *RunId::parse("r" + std::to_string(i));
-      Record s;
-      s.type = RecordType::kRunStarted;
-      s.run_id = id;
-      s.at_ms = 1;
-      s.payload = {{"pipeline", "bench"}, {"spec_hash", "h"}, {"input", Json::object()}};
-      batch.push_back(s);
-      for (int k = 0; k < 5; ++k) {
-        Record c;
-        c.type = RecordType::kStepCompleted;
-        c.run_id = id;
-        c.key = StepKey::from_string("/step" + std::to_string(k));
-        c.at_ms = 2;
-        c.delta = {Mutation{Mutation::Kind::kComplete, "step" + std::to_string(k), Json()},
-                   Mutation{Mutation::Kind::kTrace, "step" + std::to_string(k), Json()}};
-        batch.push_back(std::move(c));
-      }
-      if (batch.size() > 5000) {
-        CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
-        batch.clear();
-      }
-    }
-    CRUCIBLE_RETURN_IF_ERROR(journal->append(std::move(batch), Durability::kStrict));
-  }
+  CRUCIBLE_RETURN_IF_ERROR(write_interrupted_runs(o, runs));
   auto t0 = std::chrono::steady_clock::now();
   CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(o));
   CRUCIBLE_ASSIGN_OR_RETURN(auto logs, journal->read_unfinished());

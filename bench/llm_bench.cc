@@ -97,6 +97,102 @@ Json summary(const Phase& p) {
               {"losers_aborted_seen_by_server", p.aborted}};
 }
 
+// Hedged llm.complete steps in a pipeline on the SQLite journal: how many results each step
+// journaled (exactly one, whatever the hedges did).
+struct PipelineCheck {
+  int steps = 0;
+  int server_calls = 0;
+  std::map<std::string, int> results;  // step key -> completed records
+  int max_per_step() const {
+    int m = 0;
+    for (const auto& [_, n] : results) m = std::max(m, n);
+    return m;
+  }
+  double per_step() const {
+    int journaled = 0;
+    for (const auto& [_, n] : results) journaled += n;
+    return results.empty() ? 0.0 : static_cast<double>(journaled) / static_cast<double>(results.size());
+  }
+};
+
+std::string pipeline_yaml(const testing::LlmTestServer& server, const Json& hedging, int steps) {
+  return "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
+         "    base_url: " +
+         server.base_url() + "\n    api_key_env: " + kKeyEnv + "\n    hedging: " + hedging.dump() +
+         "\nstages:\n  - name: calls\n    loop:\n      count: " + std::to_string(steps) +
+         "\n      stages:\n        - {name: ask, uses: llm.complete, with: {model: writer, "
+         "prompt: \"step ${index}\", max_tokens: 64}}\n";
+}
+
+Result<PipelineCheck> run_pipeline(testing::LlmTestServer& server, Executor& executor, const Json& hedging, int steps) {
+  auto dir = std::filesystem::temp_directory_path() / ("crucible-bench-llm-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  SqliteJournalOptions jo;
+  jo.path = (dir / "journal.db").string();
+  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(jo));
+  StageRegistry registry = builtin_registry();
+  LoadResult loaded = load_pipeline_text(pipeline_yaml(server, hedging, steps), "bench", registry);
+  if (!loaded.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + loaded.report());
+  SeededRandom random(5);
+  Runner runner(*journal, executor, real_clock(), random, registry);
+  runner.set_blob_dir((dir / "blobs").string());
+  PipelineCheck check;
+  check.steps = steps;
+  int calls_before = server.calls.load();
+  auto run = runner.start(*loaded.spec);
+  if (!run || run->status != RunStatus::kCompleted) {
+    return make_error(
+        ErrorCode::kInternal,
+        "hedged pipeline failed: " + (run ? (run->error ? run->error->to_string() : "") : run.error().to_string()));
+  }
+  check.server_calls = server.calls.load() - calls_before;
+  CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal->read_run(run->run_id));
+  for (const Record& r : log.records) {
+    if (r.type == RecordType::kStepCompleted) check.results[r.key.str()]++;
+  }
+  journal.reset();
+  std::filesystem::remove_all(dir);
+  return check;
+}
+
+Json targets_of(double p99_reduction, double extra, const PipelineCheck& check) {
+  Json targets = Json::array();
+  targets.push_back({{"name", "p99_reduction >= 3"}, {"value", p99_reduction}, {"met", p99_reduction >= 3}});
+  targets.push_back({{"name", "extra_calls_pct <= 5"}, {"value", extra}, {"met", extra <= 5}});
+  targets.push_back({{"name", "journaled_results_per_step == 1"},
+                     {"value", check.max_per_step()},
+                     {"met", check.max_per_step() == 1 && static_cast<int>(check.results.size()) == check.steps}});
+  return targets;
+}
+
+Json report(const Phase& baseline, const Phase& with_hedging, const Json& policy_stats, const Json& hedging,
+            int requests, int warmup, const PipelineCheck& check) {
+  const double p99_reduction =
+      upper_quantile(baseline.latencies_ms, 0.01) / upper_quantile(with_hedging.latencies_ms, 0.01);
+  const double extra = 100.0 * (with_hedging.calls - requests) / requests;
+  Json out;
+  out["benchmark"] = "llm";
+  out["server"] = "loopback Anthropic Messages API; lognormal body median 20 ms sigma 0.3, 1% of calls 20x";
+  out["requests"] = requests;
+  out["warmup_requests"] = warmup;
+  out["concurrency"] = kConcurrency;
+  out["hedging"] = hedging;
+  out["baseline"] = summary(baseline);
+  out["hedged"] = summary(with_hedging);
+  out["hedged"]["policy"] = policy_stats;
+  out["p99_definition"] = "latency reached by the slowest 1% of requests";
+  out["p99_reduction"] = p99_reduction;
+  out["p99_9_reduction"] = percentile(baseline.latencies_ms, 99.9) / percentile(with_hedging.latencies_ms, 99.9);
+  out["p50_ratio"] = percentile(with_hedging.latencies_ms, 50) / percentile(baseline.latencies_ms, 50);
+  out["extra_calls_pct"] = extra;
+  out["pipeline_steps"] = check.steps;
+  out["pipeline_server_calls"] = check.server_calls;
+  out["journaled_results_per_step"] = check.per_step();
+  out["max_journaled_results_per_step"] = check.max_per_step();
+  out["targets"] = targets_of(p99_reduction, extra, check);
+  return out;
+}
+
 }  // namespace
 
 Result<Json> run_llm(bool quick) {
@@ -112,85 +208,15 @@ Result<Json> run_llm(bool quick) {
 
   Executor executor(kConcurrency * 3);
   const Json hedging{{"strategy", "percentile"}, {"percentile", 95}, {"budget_percent", 5}};
-  auto policy = make_hedge_policy(hedging);
-  if (!policy) return make_error(policy.error());
-  llm::HedgedProvider hedged(adapter, std::shared_ptr<HedgePolicy>(std::move(*policy)), executor, real_clock(), 1,
+  CRUCIBLE_ASSIGN_OR_RETURN(auto policy, make_hedge_policy(hedging));
+  llm::HedgedProvider hedged(adapter, std::shared_ptr<HedgePolicy>(std::move(policy)), executor, real_clock(), 1,
                              "bench");
   Phase with_hedging = drive(hedged, server, warmup, requests);
-
-  // One journaled result per step: hedged llm.complete steps in a pipeline on the SQLite journal.
-  const int steps = quick ? 40 : 150;
-  auto dir = std::filesystem::temp_directory_path() / ("crucible-bench-llm-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  SqliteJournalOptions jo;
-  jo.path = (dir / "journal.db").string();
-  CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_sqlite_journal(jo));
-  StageRegistry registry = builtin_registry();
-  std::string yaml =
-      "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
-      "    base_url: " +
-      server.base_url() + "\n    api_key_env: " + kKeyEnv + "\n    hedging: " + hedging.dump() +
-      "\nstages:\n  - name: calls\n    loop:\n      count: " + std::to_string(steps) +
-      "\n      stages:\n        - {name: ask, uses: llm.complete, with: {model: writer, "
-      "prompt: \"step ${index}\", max_tokens: 64}}\n";
-  LoadResult loaded = load_pipeline_text(yaml, "bench", registry);
-  if (!loaded.ok()) return make_error(ErrorCode::kInternal, "bench pipeline: " + loaded.report());
-  SeededRandom random(5);
-  Runner runner(*journal, executor, real_clock(), random, registry);
-  runner.set_blob_dir((dir / "blobs").string());
-  int calls_before = server.calls.load();
-  auto run = runner.start(*loaded.spec);
-  if (!run || run->status != RunStatus::kCompleted) {
-    return make_error(
-        ErrorCode::kInternal,
-        "hedged pipeline failed: " + (run ? (run->error ? run->error->to_string() : "") : run.error().to_string()));
-  }
-  int pipeline_calls = server.calls.load() - calls_before;
-  CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal->read_run(run->run_id));
-  std::map<std::string, int> results;
-  for (const Record& r : log.records) {
-    if (r.type == RecordType::kStepCompleted) results[r.key.str()]++;
-  }
-  int max_per_step = 0;
-  for (const auto& [_, n] : results) max_per_step = std::max(max_per_step, n);
-  journal.reset();
-  std::filesystem::remove_all(dir);
+  auto check = run_pipeline(server, executor, hedging, quick ? 40 : 150);
   ::unsetenv(kKeyEnv);
+  if (!check) return make_error(check.error());
 
-  const double base_p99 = upper_quantile(baseline.latencies_ms, 0.01);
-  const double hedged_p99 = upper_quantile(with_hedging.latencies_ms, 0.01);
-  const double extra = 100.0 * (with_hedging.calls - requests) / requests;
-  Json out;
-  out["benchmark"] = "llm";
-  out["server"] = "loopback Anthropic Messages API; lognormal body median 20 ms sigma 0.3, 1% of calls 20x";
-  out["requests"] = requests;
-  out["warmup_requests"] = warmup;
-  out["concurrency"] = kConcurrency;
-  out["hedging"] = hedging;
-  out["baseline"] = summary(baseline);
-  out["hedged"] = summary(with_hedging);
-  out["hedged"]["policy"] = hedged.stats();
-  out["p99_definition"] = "latency reached by the slowest 1% of requests";
-  out["p99_reduction"] = base_p99 / hedged_p99;
-  out["p99_9_reduction"] = percentile(baseline.latencies_ms, 99.9) / percentile(with_hedging.latencies_ms, 99.9);
-  out["p50_ratio"] = percentile(with_hedging.latencies_ms, 50) / percentile(baseline.latencies_ms, 50);
-  out["extra_calls_pct"] = extra;
-  out["pipeline_steps"] = steps;
-  out["pipeline_server_calls"] = pipeline_calls;
-  int journaled = 0;
-  for (const auto& [_, n] : results) journaled += n;
-  out["journaled_results_per_step"] =
-      results.empty() ? 0.0 : static_cast<double>(journaled) / static_cast<double>(results.size());
-  out["max_journaled_results_per_step"] = max_per_step;
-  Json targets = Json::array();
-  targets.push_back(
-      {{"name", "p99_reduction >= 3"}, {"value", base_p99 / hedged_p99}, {"met", base_p99 / hedged_p99 >= 3}});
-  targets.push_back({{"name", "extra_calls_pct <= 5"}, {"value", extra}, {"met", extra <= 5}});
-  targets.push_back({{"name", "journaled_results_per_step == 1"},
-                     {"value", max_per_step},
-                     {"met", max_per_step == 1 && static_cast<int>(results.size()) == steps}});
-  out["targets"] = targets;
-  return out;
+  return report(baseline, with_hedging, hedged.stats(), hedging, requests, warmup, *check);
 }
 
 }  // namespace crucible::bench

@@ -125,9 +125,8 @@ Status stage_wait_for(Context& ctx, const StageOptions& o, std::stop_token) {
   return {};
 }
 
-}  // namespace
-
-Status register_builtin_stages(StageRegistry& r) {
+// noop, sleep, set, assert: control and state.
+Status register_control_stages(StageRegistry& r) {
   CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
       r, describe_stage("noop", "does nothing; a placeholder and a benchmark baseline", {}), stage_noop));
   CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
@@ -149,6 +148,11 @@ Status register_builtin_stages(StageRegistry& r) {
           {option_spec("that", "expression", true, "an expression or a list of expressions that must be true"),
            option_spec("message", "string", false, "added to the failure message")}),
       stage_assert));
+  return {};
+}
+
+// metric, write_file, wait_for: what a run records, writes and waits for.
+Status register_output_stages(StageRegistry& r) {
   CRUCIBLE_RETURN_IF_ERROR(
       register_function_stage(r,
                               describe_stage("metric", "records a metric",
@@ -175,6 +179,13 @@ Status register_builtin_stages(StageRegistry& r) {
                      {}, {"state <into>"}),
       stage_wait_for));
   return {};
+}
+
+}  // namespace
+
+Status register_builtin_stages(StageRegistry& r) {
+  CRUCIBLE_RETURN_IF_ERROR(register_control_stages(r));
+  return register_output_stages(r);
 }
 
 }  // namespace crucible

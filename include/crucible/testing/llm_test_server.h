@@ -120,69 +120,73 @@ class LlmTestServer {
     res.set_content(body.dump(), "application/json");
   }
 
-  void handle(const httplib::Request& req, httplib::Response& res, bool anthropic) {
-    int call = calls++;
-    if (anthropic) {
-      if (req.get_header_value("x-api-key") != api_key_)
-        return reject(res, 401, "authentication_error", "invalid x-api-key", true);
-      if (req.get_header_value("anthropic-version").empty()) {
-        return reject(res, 400, "invalid_request_error", "anthropic-version header is required", true);
-      }
-    } else if (!api_key_.empty() && req.get_header_value("Authorization") != "Bearer " + api_key_) {
-      return reject(res, 401, "invalid_request_error", "Incorrect API key provided", false);
+  // Rejects a request the real API would refuse; false when it did.
+  bool check_request(const httplib::Request& req, httplib::Response& res, bool anthropic, const Json& body) {
+    if (anthropic && req.get_header_value("x-api-key") != api_key_) {
+      reject(res, 401, "authentication_error", "invalid x-api-key", true);
+    } else if (anthropic && req.get_header_value("anthropic-version").empty()) {
+      reject(res, 400, "invalid_request_error", "anthropic-version header is required", true);
+    } else if (!anthropic && !api_key_.empty() && req.get_header_value("Authorization") != "Bearer " + api_key_) {
+      reject(res, 401, "invalid_request_error", "Incorrect API key provided", false);
+    } else if (req.get_header_value("Content-Type").find("application/json") == std::string::npos) {
+      reject(res, 400, "invalid_request_error", "content-type must be application/json", anthropic);
+    } else if (!body.is_object() || !body.contains("model") || !body["model"].is_string() ||
+               !body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
+      reject(res, 400, "invalid_request_error", "model and a non-empty messages list are required", anthropic);
+    } else if (anthropic && (!body.contains("max_tokens") || !body["max_tokens"].is_number_integer())) {
+      reject(res, 400, "invalid_request_error", "max_tokens: Field required", true);
+    } else {
+      return check_roles(res, anthropic, body);
     }
-    if (req.get_header_value("Content-Type").find("application/json") == std::string::npos) {
-      return reject(res, 400, "invalid_request_error", "content-type must be application/json", anthropic);
-    }
-    Json body = Json::parse(req.body, nullptr, false);
-    if (!body.is_object() || !body.contains("model") || !body["model"].is_string() || !body.contains("messages") ||
-        !body["messages"].is_array() || body["messages"].empty()) {
-      return reject(res, 400, "invalid_request_error", "model and a non-empty messages list are required", anthropic);
-    }
-    if (anthropic && (!body.contains("max_tokens") || !body["max_tokens"].is_number_integer())) {
-      return reject(res, 400, "invalid_request_error", "max_tokens: Field required", true);
-    }
+    return false;
+  }
+
+  bool check_roles(httplib::Response& res, bool anthropic, const Json& body) {
     for (const Json& m : body["messages"]) {
       std::string role = m.value("role", "");
       if (!m.contains("content") || (role != "user" && role != "assistant" && (anthropic || role != "system"))) {
-        return reject(res, 400, "invalid_request_error", "messages: unexpected role '" + role + "'", anthropic);
+        reject(res, 400, "invalid_request_error", "messages: unexpected role '" + role + "'", anthropic);
+        return false;
       }
     }
+    return true;
+  }
+
+  // The scripted behaviour of call `call` (or the latency model's delay), and the responder.
+  Behavior next_behavior(int call, const Json& body, std::function<std::string(const Json&, int)>& responder) {
     Behavior b;
-    std::function<std::string(const Json&, int)> responder;
-    std::function<int(int)> latency;
-    {
-      std::lock_guard lock(mu_);
-      requests_.push_back(body);
-      if (!script_.empty()) {
-        b = script_.front();
-        script_.pop_front();
-      } else if (latency_) {
-        b.delay_ms = latency_(call);
-      }
-      responder = responder_;
+    std::lock_guard lock(mu_);
+    requests_.push_back(body);
+    if (!script_.empty()) {
+      b = script_.front();
+      script_.pop_front();
+    } else if (latency_) {
+      b.delay_ms = latency_(call);
     }
-    if (b.kind == Behavior::kStatus) {
-      res.status = b.status;
-      if (b.retry_after_s >= 0) res.set_header("Retry-After", std::to_string(b.retry_after_s));
-      std::string type = b.error_type.empty() ? "api_error" : b.error_type;
-      Json err = anthropic ? Json{{"type", "error"}, {"error", {{"type", type}, {"message", "scripted " + type}}}}
-                           : Json{{"error", {{"message", "scripted " + type}, {"type", type}, {"code", nullptr}}}};
-      res.set_content(err.dump(), "application/json");
-      return;
-    }
-    if (b.kind == Behavior::kDrop) {
-      res.set_chunked_content_provider("application/json", [](size_t, httplib::DataSink&) { return false; });
-      return;
-    }
-    std::string last;
-    const Json& lm = body["messages"].back();
-    if (lm.contains("content") && lm["content"].is_string()) last = lm["content"].get<std::string>();
-    std::string text = !b.text.empty() ? b.text : responder ? responder(body, call) : "echo: " + last;
-    bool stream = body.value("stream", false);
-    std::string model = body["model"].get<std::string>();
-    int64_t in_tokens = static_cast<int64_t>(req.body.size() / 4),
-            out_tokens = static_cast<int64_t>(text.size() / 4 + 1);
+    responder = responder_;
+    return b;
+  }
+
+  static void scripted_status(httplib::Response& res, const Behavior& b, bool anthropic) {
+    res.status = b.status;
+    if (b.retry_after_s >= 0) res.set_header("Retry-After", std::to_string(b.retry_after_s));
+    std::string type = b.error_type.empty() ? "api_error" : b.error_type;
+    Json err = anthropic ? Json{{"type", "error"}, {"error", {{"type", type}, {"message", "scripted " + type}}}}
+                         : Json{{"error", {{"message", "scripted " + type}, {"type", type}, {"code", nullptr}}}};
+    res.set_content(err.dump(), "application/json");
+  }
+
+  // What one answer says, in either API's words.
+  struct Answer {
+    int call = 0;
+    std::string model;
+    std::string text;
+    int64_t in_tokens = 0;
+    int64_t out_tokens = 0;
+    std::vector<std::string> pieces;  // the text word by word, for streaming
+  };
+
+  static std::vector<std::string> split_words(const std::string& text) {
     std::vector<std::string> pieces;
     for (size_t start = 0; start < text.size();) {
       size_t space = text.find(' ', start);
@@ -191,80 +195,88 @@ class LlmTestServer {
       start = end;
     }
     if (pieces.empty()) pieces.push_back("");
-    std::vector<std::string> frames;  // what the answer writes after the delay
-    const char* type = "application/json";
-    if (!stream) {
-      Json out = anthropic ? Json{{"id", "msg_" + std::to_string(call)},
-                                  {"type", "message"},
-                                  {"role", "assistant"},
-                                  {"model", model},
-                                  {"content", Json::array({{{"type", "text"}, {"text", text}}})},
-                                  {"stop_reason", "end_turn"},
-                                  {"stop_sequence", nullptr},
-                                  {"usage", {{"input_tokens", in_tokens}, {"output_tokens", out_tokens}}}}
-                           : Json{{"id", "chatcmpl-" + std::to_string(call)},
-                                  {"object", "chat.completion"},
-                                  {"model", model},
-                                  {"choices", Json::array({{{"index", 0},
-                                                            {"message", {{"role", "assistant"}, {"content", text}}},
-                                                            {"finish_reason", "stop"}}})},
-                                  {"usage",
-                                   {{"prompt_tokens", in_tokens},
-                                    {"completion_tokens", out_tokens},
-                                    {"total_tokens", in_tokens + out_tokens}}}};
-      frames.push_back(out.dump());
-    } else if (anthropic) {
-      type = "text/event-stream";
-      auto ev = [](const std::string& name, const Json& data) {
-        return "event: " + name + "\ndata: " + data.dump() + "\n\n";
-      };
-      frames.push_back(ev("message_start", {{"type", "message_start"},
-                                            {"message",
-                                             {{"id", "msg_" + std::to_string(call)},
-                                              {"type", "message"},
-                                              {"role", "assistant"},
-                                              {"content", Json::array()},
-                                              {"model", model},
-                                              {"stop_reason", nullptr},
-                                              {"usage", {{"input_tokens", in_tokens}, {"output_tokens", 1}}}}}}));
+    return pieces;
+  }
+
+  static std::string whole_answer(const Answer& a, bool anthropic) {
+    Json out = anthropic ? Json{{"id", "msg_" + std::to_string(a.call)},
+                                {"type", "message"},
+                                {"role", "assistant"},
+                                {"model", a.model},
+                                {"content", Json::array({{{"type", "text"}, {"text", a.text}}})},
+                                {"stop_reason", "end_turn"},
+                                {"stop_sequence", nullptr},
+                                {"usage", {{"input_tokens", a.in_tokens}, {"output_tokens", a.out_tokens}}}}
+                         : Json{{"id", "chatcmpl-" + std::to_string(a.call)},
+                                {"object", "chat.completion"},
+                                {"model", a.model},
+                                {"choices", Json::array({{{"index", 0},
+                                                          {"message", {{"role", "assistant"}, {"content", a.text}}},
+                                                          {"finish_reason", "stop"}}})},
+                                {"usage",
+                                 {{"prompt_tokens", a.in_tokens},
+                                  {"completion_tokens", a.out_tokens},
+                                  {"total_tokens", a.in_tokens + a.out_tokens}}}};
+    return out.dump();
+  }
+
+  static std::vector<std::string> anthropic_stream(const Answer& a) {
+    auto ev = [](const std::string& name, const Json& data) {
+      return "event: " + name + "\ndata: " + data.dump() + "\n\n";
+    };
+    std::vector<std::string> frames;
+    frames.push_back(ev("message_start", {{"type", "message_start"},
+                                          {"message",
+                                           {{"id", "msg_" + std::to_string(a.call)},
+                                            {"type", "message"},
+                                            {"role", "assistant"},
+                                            {"content", Json::array()},
+                                            {"model", a.model},
+                                            {"stop_reason", nullptr},
+                                            {"usage", {{"input_tokens", a.in_tokens}, {"output_tokens", 1}}}}}}));
+    frames.push_back(
+        ev("content_block_start",
+           {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}));
+    frames.push_back(ev("ping", {{"type", "ping"}}));
+    for (const auto& p : a.pieces) {
       frames.push_back(
-          ev("content_block_start",
-             {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}));
-      frames.push_back(ev("ping", {{"type", "ping"}}));
-      for (const auto& p : pieces) {
-        frames.push_back(
-            ev("content_block_delta",
-               {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", p}}}}));
-      }
-      frames.push_back(ev("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
-      frames.push_back(ev("message_delta", {{"type", "message_delta"},
-                                            {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
-                                            {"usage", {{"output_tokens", out_tokens}}}}));
-      frames.push_back(ev("message_stop", {{"type", "message_stop"}}));
-    } else {
-      type = "text/event-stream";
-      auto chunk = [&](const Json& delta, const Json& finish) {
-        Json c{{"id", "chatcmpl-" + std::to_string(call)},
-               {"object", "chat.completion.chunk"},
-               {"model", model},
-               {"choices", Json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}};
-        return "data: " + c.dump() + "\n\n";
-      };
-      frames.push_back(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
-      for (const auto& p : pieces) frames.push_back(chunk({{"content", p}}, nullptr));
-      frames.push_back(chunk(Json::object(), "stop"));
-      Json usage{{"id", "chatcmpl-" + std::to_string(call)},
-                 {"object", "chat.completion.chunk"},
-                 {"model", model},
-                 {"choices", Json::array()},
-                 {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens}}}};
-      frames.push_back("data: " + usage.dump() + "\n\n");
-      frames.push_back("data: [DONE]\n\n");
+          ev("content_block_delta",
+             {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", p}}}}));
     }
-    // While waiting, a keep-alive byte every 5 ms (JSON whitespace, or an SSE comment) shows
-    // whether the client is still there.
+    frames.push_back(ev("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+    frames.push_back(ev("message_delta", {{"type", "message_delta"},
+                                          {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
+                                          {"usage", {{"output_tokens", a.out_tokens}}}}));
+    frames.push_back(ev("message_stop", {{"type", "message_stop"}}));
+    return frames;
+  }
+
+  static std::vector<std::string> openai_stream(const Answer& a) {
+    auto chunk = [&](const Json& delta, const Json& finish) {
+      Json c{{"id", "chatcmpl-" + std::to_string(a.call)},
+             {"object", "chat.completion.chunk"},
+             {"model", a.model},
+             {"choices", Json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}};
+      return "data: " + c.dump() + "\n\n";
+    };
+    std::vector<std::string> frames;
+    frames.push_back(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+    for (const auto& p : a.pieces) frames.push_back(chunk({{"content", p}}, nullptr));
+    frames.push_back(chunk(Json::object(), "stop"));
+    Json usage{{"id", "chatcmpl-" + std::to_string(a.call)},
+               {"object", "chat.completion.chunk"},
+               {"model", a.model},
+               {"choices", Json::array()},
+               {"usage", {{"prompt_tokens", a.in_tokens}, {"completion_tokens", a.out_tokens}}}};
+    frames.push_back("data: " + usage.dump() + "\n\n");
+    frames.push_back("data: [DONE]\n\n");
+    return frames;
+  }
+
+  // Writes `frames` after `delay` ms; while waiting, a keep-alive byte every 5 ms (JSON
+  // whitespace, or an SSE comment) shows whether the client is still there.
+  void serve_frames(httplib::Response& res, const char* type, std::vector<std::string> frames, bool stream, int delay) {
     const std::string keepalive = stream ? ":\n" : " ";
-    const int delay = b.delay_ms;
     res.set_chunked_content_provider(type, [this, frames, keepalive, delay](size_t, httplib::DataSink& sink) {
       auto t0 = std::chrono::steady_clock::now();
       while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(delay)) {
@@ -284,6 +296,32 @@ class LlmTestServer {
       sink.done();
       return true;
     });
+  }
+
+  void handle(const httplib::Request& req, httplib::Response& res, bool anthropic) {
+    int call = calls++;
+    Json body = Json::parse(req.body, nullptr, false);
+    if (!check_request(req, res, anthropic, body)) return;
+    std::function<std::string(const Json&, int)> responder;
+    Behavior b = next_behavior(call, body, responder);
+    if (b.kind == Behavior::kStatus) return scripted_status(res, b, anthropic);
+    if (b.kind == Behavior::kDrop) {
+      res.set_chunked_content_provider("application/json", [](size_t, httplib::DataSink&) { return false; });
+      return;
+    }
+    std::string last;
+    const Json& lm = body["messages"].back();
+    if (lm.contains("content") && lm["content"].is_string()) last = lm["content"].get<std::string>();
+    Answer a;
+    a.call = call;
+    a.model = body["model"].get<std::string>();
+    a.text = !b.text.empty() ? b.text : responder ? responder(body, call) : "echo: " + last;
+    a.in_tokens = static_cast<int64_t>(req.body.size() / 4);
+    a.out_tokens = static_cast<int64_t>(a.text.size() / 4 + 1);
+    a.pieces = split_words(a.text);
+    const bool stream = body.value("stream", false);
+    if (!stream) return serve_frames(res, "application/json", {whole_answer(a, anthropic)}, false, b.delay_ms);
+    serve_frames(res, "text/event-stream", anthropic ? anthropic_stream(a) : openai_stream(a), true, b.delay_ms);
   }
 
   std::string api_key_;
