@@ -24,6 +24,24 @@ Error branch_error(const PlanNode& node, const Json& record) {
                          record.value("config_id", std::string()) + ": " + message);
 }
 
+// A finished branch's outcome, journaled as one decision: its config, status, duration, the
+// metrics it recorded and its error.
+Json branch_record(const Json& config, const std::string& id, const Result<Flow>& flow, const Delta& changes,
+                   int64_t duration_us) {
+  Json metrics = Json::object();
+  for (const Mutation& m : changes) {
+    if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
+  }
+  return Json{
+      {"config_id", id},
+      {"config", config},
+      {"status", flow ? "success" : "failed"},
+      {"duration_ms", static_cast<double>(duration_us) / 1000.0},
+      {"metrics", std::move(metrics)},
+      {"error",
+       flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
+}
+
 }  // namespace
 
 Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& key, const Context& base, size_t index,
@@ -42,12 +60,10 @@ Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& 
   bctx.set_branch(std::make_shared<const Json>(Json{{"config", config}, {"config_id", id}, {"index", index}}));
   MonoTime start = deps_.clock.monotonic();
   auto flow = exec_list(node.body(), bkey, bctx, stop);
-  {
+  if (journal_failed()) {
     std::lock_guard lock(mu_);
-    if (journal_error_) {
-      out.abort = *journal_error_;
-      return out;
-    }
+    out.abort = *journal_error_;
+    return out;
   }
   if (flow && *flow == Flow::kSuspended) {
     out.suspended = true;
@@ -62,18 +78,7 @@ Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& 
     out.context = std::move(bctx);
     return out;
   }
-  Json metrics = Json::object();
-  for (const Mutation& m : bctx.changes_since(base)) {
-    if (m.kind == Mutation::Kind::kMetric) metrics[m.key] = m.value;
-  }
-  Json record{
-      {"config_id", id},
-      {"config", config},
-      {"status", flow ? "success" : "failed"},
-      {"duration_ms", static_cast<double>(micros_since(deps_.clock, start)) / 1000.0},
-      {"metrics", std::move(metrics)},
-      {"error",
-       flow ? Json() : Json{{"code", error_code_name(flow.error().code())}, {"message", flow.error().message()}}}};
+  Json record = branch_record(config, id, flow, bctx.changes_since(base), micros_since(deps_.clock, start));
   Record r = make_record(RecordType::kDecision, StepKey::from_string(record_key));
   r.payload = record;
   if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched);
@@ -113,46 +118,14 @@ Result<Flow> Execution::exec_experiment(const PlanNode& pnode, const StepKey& ke
   const ExperimentNode& node = pnode.node->as<ExperimentNode>();
   const size_t n = node.configs.size();
   auto runs = std::make_shared<std::vector<std::optional<BranchRun>>>(n);
-  std::map<std::string, size_t> index_of;
-  for (size_t i = 0; i < n; ++i) index_of.emplace(config_id_of(node.configs[i]), i);
   std::vector<size_t> selected;
-
   if (auto pick = replay_.decisions.find(key.str() + "#pick"); pick != replay_.decisions.end()) {
     // A round-robin pick made before a crash replays that branch, never the next in rotation.
     size_t i = pick->second.get<size_t>();
     (*runs)[i] = run_branch(pnode, key, ctx, i, stop);
     selected.push_back(i);
   } else {
-    auto base = std::make_shared<const Context>(ctx);  // shadows outlive this call
-    const bool round_robin = node.strategy == ExperimentStrategy::kRoundRobin;
-    BranchFn fn = [this, &pnode, key, base, runs, index_of, stop, round_robin](const Json& config,
-                                                                               std::stop_token) -> Result<Json> {
-      const size_t i = index_of.at(config_id_of(config));
-      if (round_robin) {
-        CRUCIBLE_RETURN_IF_ERROR(decide(key, "#pick", [i]() -> Result<Json> { return Json(i); }));
-      }
-      BranchRun r = run_branch(pnode, key, *base, i, stop);
-      Json record = r.record;
-      (*runs)[i] = std::move(r);
-      return record;
-    };
-    const StrategyOptions options = node_strategy_options(node, key, spec_.name, deps_);
-    const std::vector<Json> configs = node.configs.get<std::vector<Json>>();
-    // Each strategy's own result is ignored: the outcomes are in `runs`.
-    if (node.strategy == ExperimentStrategy::kShadow) {
-      auto shadow = std::make_unique<Shadow>(options);
-      (void)shadow->run(fn, configs, nullptr);
-      selected.push_back(0);
-      std::lock_guard lock(background_mu_);
-      background_.push_back(std::move(shadow));  // joined before the run ends
-    } else if (node.strategy == ExperimentStrategy::kRoundRobin) {
-      (void)RoundRobin(options).run(fn, configs, nullptr);
-    } else {
-      (void)MultiBranch(options).run(fn, configs, nullptr);
-    }
-    for (size_t i = 0; i < n && node.strategy != ExperimentStrategy::kShadow; ++i) {
-      if ((*runs)[i]) selected.push_back(i);
-    }
+    selected = run_strategy(pnode, key, ctx, runs, stop);
   }
   if (selected.empty()) {
     std::lock_guard lock(mu_);
@@ -160,6 +133,49 @@ Result<Flow> Execution::exec_experiment(const PlanNode& pnode, const StepKey& ke
         journal_error_.value_or(Error(ErrorCode::kInternal, "experiment '" + pnode.name() + "' ran no branch")));
   }
   return finish_experiment(pnode, ctx, *runs, selected);
+}
+
+// Runs the branches through the node's strategy; returns the branches whose outcome is the
+// node's (every one that ran; the primary alone for shadow).
+std::vector<size_t> Execution::run_strategy(const PlanNode& pnode, const StepKey& key, const Context& ctx,
+                                            const std::shared_ptr<std::vector<std::optional<BranchRun>>>& runs,
+                                            const std::stop_token& stop) {
+  const ExperimentNode& node = pnode.node->as<ExperimentNode>();
+  const size_t n = node.configs.size();
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < n; ++i) index_of.emplace(config_id_of(node.configs[i]), i);
+  std::vector<size_t> selected;
+  auto base = std::make_shared<const Context>(ctx);  // shadows outlive this call
+  const bool round_robin = node.strategy == ExperimentStrategy::kRoundRobin;
+  BranchFn fn = [this, &pnode, key, base, runs, index_of, stop, round_robin](const Json& config,
+                                                                             std::stop_token) -> Result<Json> {
+    const size_t i = index_of.at(config_id_of(config));
+    if (round_robin) {
+      CRUCIBLE_RETURN_IF_ERROR(decide(key, "#pick", [i]() -> Result<Json> { return Json(i); }));
+    }
+    BranchRun r = run_branch(pnode, key, *base, i, stop);
+    Json record = r.record;
+    (*runs)[i] = std::move(r);
+    return record;
+  };
+  const StrategyOptions options = node_strategy_options(node, key, spec_.name, deps_);
+  const std::vector<Json> configs = node.configs.get<std::vector<Json>>();
+  // Each strategy's own result is ignored: the outcomes are in `runs`.
+  if (node.strategy == ExperimentStrategy::kShadow) {
+    auto shadow = std::make_unique<Shadow>(options);
+    (void)shadow->run(fn, configs, nullptr);
+    selected.push_back(0);
+    std::lock_guard lock(background_mu_);
+    background_.push_back(std::move(shadow));  // joined before the run ends
+  } else if (node.strategy == ExperimentStrategy::kRoundRobin) {
+    (void)RoundRobin(options).run(fn, configs, nullptr);
+  } else {
+    (void)MultiBranch(options).run(fn, configs, nullptr);
+  }
+  for (size_t i = 0; i < n && node.strategy != ExperimentStrategy::kShadow; ++i) {
+    if ((*runs)[i]) selected.push_back(i);
+  }
+  return selected;
 }
 
 Result<Flow> Execution::finish_experiment(const PlanNode& pnode, Context& ctx,

@@ -5,80 +5,94 @@
 
 namespace crucible::engine_internal {
 
+// A join decided before a crash replays only the winner; nullopt when there is no such decision.
+std::optional<Result<Flow>> Execution::replay_parallel_winner(const PlanNode& pnode, const StepKey& key, Context& ctx,
+                                                              const std::stop_token& stop) {
+  const ParallelNode& node = pnode.node->as<ParallelNode>();
+  auto it = replay_.decisions.find(key.str() + "#winner");
+  if (node.join == JoinPolicy::kAll || it == replay_.decisions.end()) return std::nullopt;
+  const size_t n = node.branches.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (node.branches[i].name != it->second.get<std::string>()) continue;
+    std::vector<std::optional<Context>> one(n);
+    auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), one[i].emplace(ctx), stop);
+    if (!flow || *flow == Flow::kSuspended) return flow;
+    CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {i}, one));
+    return Flow::kContinue;
+  }
+  return std::nullopt;
+}
+
 Result<Flow> Execution::exec_parallel(const PlanNode& pnode, const StepKey& key, Context& ctx,
                                       const std::stop_token& stop) {
+  if (!replay_.empty()) {
+    if (auto replayed = replay_parallel_winner(pnode, key, ctx, stop)) return std::move(*replayed);
+  }
   const ParallelNode& node = pnode.node->as<ParallelNode>();
   const size_t n = node.branches.size();
-  // A join decided before a crash replays only the winner.
-  if (node.join != JoinPolicy::kAll) {
-    if (auto it = replay_.decisions.find(key.str() + "#winner"); it != replay_.decisions.end()) {
-      for (size_t i = 0; i < n; ++i) {
-        if (node.branches[i].name != it->second.get<std::string>()) continue;
-        std::vector<std::optional<Context>> one(n);
-        auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), one[i].emplace(ctx), stop);
-        if (!flow || *flow == Flow::kSuspended) return flow;
-        CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {i}, one));
-        return Flow::kContinue;
-      }
-    }
-  }
-
+  ParallelRun run(n);
+  std::stop_callback forward(stop, [&run] { run.group.request_stop(); });
   // Each branch copies the context when it starts, on the thread that runs it.
-  std::vector<std::optional<Context>> branches(n);
-  std::vector<std::optional<Result<Flow>>> results(n);
-  std::stop_source group;
-  std::stop_callback forward(stop, [&group] { group.request_stop(); });
-  std::mutex winner_mu;
-  std::optional<size_t> winner;
   deps_.executor.parallel_for(
-      n,
-      [&](size_t i) {
-        if (group.stop_requested() && node.join != JoinPolicy::kAll) {
-          results[i] = make_error(ErrorCode::kCancelled,
-                                  "branch '" + node.branches[i].name + "' was not started: the join was decided");
-          return;
-        }
-        Context& branch = branches[i].emplace(ctx);
-        auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), branch, group.get_token());
-        bool finished_ok = flow && *flow == Flow::kContinue;
-        results[i] = std::move(flow);
-        if (node.join == JoinPolicy::kAll) return;
-        std::lock_guard lock(winner_mu);
-        if (!winner && (node.join == JoinPolicy::kRace || finished_ok)) {
-          winner = i;
-          group.request_stop();
-        }
-      },
+      n, [&](size_t i) { run_parallel_branch(pnode, key, ctx, i, run); },
       static_cast<size_t>(node.max_concurrency.value_or(0)));
-
   if (journal_failed()) {
     std::lock_guard lock(mu_);
     return make_error(*journal_error_);
   }
-  if (node.join == JoinPolicy::kAll) {
-    bool suspended = false;
-    for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return make_error(results[i]->error());
-      suspended = suspended || **results[i] == Flow::kSuspended;
-    }
-    if (suspended) return Flow::kSuspended;
-    std::vector<size_t> all(n);
-    for (size_t i = 0; i < n; ++i) all[i] = i;
-    CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, all, branches));
-    return Flow::kContinue;
+  return node.join == JoinPolicy::kAll ? join_all(pnode, ctx, run) : join_first(pnode, key, ctx, run);
+}
+
+void Execution::run_parallel_branch(const PlanNode& pnode, const StepKey& key, const Context& ctx, size_t i,
+                                    ParallelRun& run) {
+  const ParallelNode& node = pnode.node->as<ParallelNode>();
+  const ParallelBranch& b = node.branches[i];
+  if (run.group.stop_requested() && node.join != JoinPolicy::kAll) {
+    run.results[i] = make_error(ErrorCode::kCancelled, "branch '" + b.name + "' was not started: the join was decided");
+    return;
   }
-  if (!winner) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!*results[i]) return make_error(results[i]->error());
+  Context& branch = run.contexts[i].emplace(ctx);
+  auto flow = exec_list(pnode.lists[i], key.child(b.name), branch, run.group.get_token());
+  bool finished_ok = flow && *flow == Flow::kContinue;
+  run.results[i] = std::move(flow);
+  if (node.join == JoinPolicy::kAll) return;
+  std::lock_guard lock(run.winner_mu);
+  if (!run.winner && (node.join == JoinPolicy::kRace || finished_ok)) {
+    run.winner = i;
+    run.group.request_stop();
+  }
+}
+
+Result<Flow> Execution::join_all(const PlanNode& pnode, Context& ctx, ParallelRun& run) {
+  const size_t n = run.results.size();
+  bool suspended = false;
+  for (size_t i = 0; i < n; ++i) {
+    if (!*run.results[i]) return make_error(run.results[i]->error());
+    suspended = suspended || **run.results[i] == Flow::kSuspended;
+  }
+  if (suspended) return Flow::kSuspended;
+  std::vector<size_t> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = i;
+  CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, all, run.contexts));
+  return Flow::kContinue;
+}
+
+// join: any or race. The winner is journaled, so a replay takes the same branch.
+Result<Flow> Execution::join_first(const PlanNode& pnode, const StepKey& key, Context& ctx, ParallelRun& run) {
+  if (!run.winner) {
+    for (auto& r : run.results) {
+      if (!*r) return make_error(r->error());
     }
     return Flow::kSuspended;
   }
-  const Result<Flow>& won = *results[*winner];
-  auto decided = decide(key, "#winner", [&]() -> Result<Json> { return Json(node.branches[*winner].name); });
+  const size_t w = *run.winner;
+  const Result<Flow>& won = *run.results[w];
+  const std::string& name = pnode.node->as<ParallelNode>().branches[w].name;
+  auto decided = decide(key, "#winner", [&]() -> Result<Json> { return Json(name); });
   if (!decided) return make_error(decided.error());
   if (!won) return make_error(won.error());
   if (*won == Flow::kSuspended) return Flow::kSuspended;
-  CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {*winner}, branches));
+  CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {w}, run.contexts));
   return Flow::kContinue;
 }
 

@@ -88,6 +88,9 @@ class Execution {
   };
   BranchRun run_branch(const PlanNode& node, const StepKey& key, const Context& base, size_t index,
                        const std::stop_token& stop);
+  std::vector<size_t> run_strategy(const PlanNode& node, const StepKey& key, const Context& ctx,
+                                   const std::shared_ptr<std::vector<std::optional<BranchRun>>>& runs,
+                                   const std::stop_token& stop);
   Result<Flow> finish_experiment(const PlanNode& node, Context& ctx, const std::vector<std::optional<BranchRun>>& all,
                                  const std::vector<size_t>& selected);
   // Waits for shadow branches still running in the background.
@@ -117,6 +120,20 @@ class Execution {
   Result<Json> loop_items(const PlanNode& node, const StepKey& key, Context& ctx);
   Result<Flow> finish_failure(const PlanNode& node, const StepKey& key, Context& ctx, const Error& error, int attempts,
                               int64_t duration_us);
+  // One parallel node's branches in flight: their contexts and results, the first to finish.
+  struct ParallelRun {
+    explicit ParallelRun(size_t n) : contexts(n), results(n) {}
+    std::vector<std::optional<Context>> contexts;
+    std::vector<std::optional<Result<Flow>>> results;
+    std::stop_source group;
+    std::mutex winner_mu;
+    std::optional<size_t> winner;  // guarded by winner_mu
+  };
+  std::optional<Result<Flow>> replay_parallel_winner(const PlanNode& node, const StepKey& key, Context& ctx,
+                                                     const std::stop_token& stop);
+  void run_parallel_branch(const PlanNode& node, const StepKey& key, const Context& ctx, size_t i, ParallelRun& run);
+  Result<Flow> join_all(const PlanNode& node, Context& ctx, ParallelRun& run);
+  Result<Flow> join_first(const PlanNode& node, const StepKey& key, Context& ctx, ParallelRun& run);
   Status merge(const PlanNode& node, Context& ctx, const std::vector<size_t>& winners,
                const std::vector<std::optional<Context>>& branches);
   void report(StepReport r);

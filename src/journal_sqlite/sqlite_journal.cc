@@ -9,16 +9,17 @@
 #include <map>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 
 #include "crucible/core/clock.h"
+#include "record_writer.h"
 #include "sqlite_util.h"
 
 namespace crucible {
 namespace {
 
 using sqlite_internal::exec;
-using sqlite_internal::kMigrations;
+using sqlite_internal::migrate;
+using sqlite_internal::RecordWriter;
 using sqlite_internal::sqlite_error;
 using sqlite_internal::Stmt;
 
@@ -72,7 +73,7 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
     CRUCIBLE_RETURN_IF_ERROR(
         exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
-    CRUCIBLE_RETURN_IF_ERROR(migrate());
+    CRUCIBLE_RETURN_IF_ERROR(migrate(write_db_, options_.path));
     CRUCIBLE_RETURN_IF_ERROR(prepare_statements());
     writer_ = std::jthread([this](std::stop_token stop) { writer_loop(stop); });
     return {};
@@ -231,7 +232,7 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(externalize_values(run_started));
     Lease lease;
     Status s = with_writer([&]() -> Status {
-      CRUCIBLE_RETURN_IF_ERROR(apply_record(run_started));
+      CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.apply(run_started));
       int64_t expires = real_clock().now_ms() + ttl.count();
       Stmt& q = take_lease_.reset().bind(owner).bind(expires).bind(run_started.run_id.str());
       if (q.step() != SQLITE_ROW) return make_error(sqlite_error(write_db_, SQLITE_ERROR, "taking lease"));
@@ -308,7 +309,7 @@ class SqliteJournal : public Journal {
       r.at_ms = now;
       r.payload = {{"name", name}, {"value", value}};
       CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
-      return apply_record(r);
+      return writer_stmts_.apply(r);
     });
     if (!s) return make_error(s.error());
     return resolved;
@@ -360,60 +361,12 @@ class SqliteJournal : public Journal {
   }
 
  private:
-  Status migrate() {
-    CRUCIBLE_RETURN_IF_ERROR(
-        exec(write_db_, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
-    Stmt q;
-    CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, "SELECT value FROM meta WHERE key = 'schema_version'"));
-    int version = 0;
-    if (q.step() == SQLITE_ROW) version = std::atoi(q.text(0).c_str());
-    q.reset();
-    const int latest = static_cast<int>(std::size(kMigrations));
-    if (version > latest) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        "journal '" + options_.path + "' has schema version " + std::to_string(version) +
-                            ", newer than this crucible supports (" + std::to_string(latest) +
-                            "); use a newer crucible or another --journal");
-    }
-    for (int v = version; v < latest; ++v) {
-      CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "BEGIN IMMEDIATE"));
-      Status s = exec(write_db_, kMigrations[v]);
-      if (s) {
-        std::string sql = "INSERT INTO meta(key, value) VALUES('schema_version', '" + std::to_string(v + 1) +
-                          "') ON CONFLICT(key) DO UPDATE SET value = excluded.value";
-        s = exec(write_db_, sql.c_str());
-      }
-      if (!s) {
-        (void)exec(write_db_, "ROLLBACK");
-        return s;
-      }
-      CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "COMMIT"));
-    }
-    return {};
-  }
-
   Status prepare_statements() {
-    CRUCIBLE_RETURN_IF_ERROR(insert_run_.prepare(write_db_,
-                                                 "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, "
-                                                 "updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
-    CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(
-        write_db_,
-        "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
-        "spec_hash = coalesce(?, spec_hash), "
-        "lease_owner = CASE WHEN ? THEN '' ELSE lease_owner END, "
-        "lease_expires_ms = CASE WHEN ? THEN 0 ELSE lease_expires_ms END WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.prepare(write_db_));
     CRUCIBLE_RETURN_IF_ERROR(take_lease_.prepare(
         write_db_,
         "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_expires_ms = ? WHERE run_id = ? "
         "RETURNING lease_epoch"));
-    CRUCIBLE_RETURN_IF_ERROR(
-        next_seq_.prepare(write_db_, "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
-    CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(write_db_, "SELECT 1 FROM runs WHERE run_id = ?"));
-    CRUCIBLE_RETURN_IF_ERROR(savepoint_.prepare(write_db_, "SAVEPOINT g"));
-    CRUCIBLE_RETURN_IF_ERROR(release_.prepare(write_db_, "RELEASE g"));
-    CRUCIBLE_RETURN_IF_ERROR(rollback_to_.prepare(write_db_, "ROLLBACK TO g"));
-    CRUCIBLE_RETURN_IF_ERROR(insert_record_.prepare(
-        write_db_, "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)"));
     CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(
         read_db_, "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
     CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
@@ -433,80 +386,6 @@ class SqliteJournal : public Journal {
       CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(r.payload, blobs_, options_.blob_threshold));
       r.payload = std::move(v);
     }
-    return {};
-  }
-
-  // Writes one record inside the current transaction. Only records that change a run's status
-  // (or spec) touch its row; step records just check that the run exists. Sequence numbers are
-  // per run, assigned here under the write lock, so several processes may share the file.
-  Status apply_record(const Record& r, const std::string* body = nullptr) {
-    int rc;
-    auto status = status_after(r);
-    bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash");
-    bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
-                       r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
-    if (r.type == RecordType::kRunStarted) {
-      const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
-      insert_run_.reset()
-          .bind(r.run_id.str())
-          .bind(p.value("pipeline", std::string()))
-          .bind(p.value("spec_hash", std::string()))
-          .bind(r.at_ms)
-          .bind(r.at_ms)
-          .bind(p.value("parent_run", std::string()));
-      rc = insert_run_.step();
-      if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
-      }
-      if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting run"));
-    } else if (changes_run || new_spec) {
-      update_run_.reset().bind(r.at_ms);
-      if (status && r.type != RecordType::kPromiseResolved)
-        update_run_.bind(std::string(run_status_name(*status)));
-      else
-        update_run_.bind_null();
-      if (r.type == RecordType::kRunFailed && r.error)
-        update_run_.bind(r.error->message());
-      else
-        update_run_.bind_null();
-      if (new_spec)
-        update_run_.bind(r.payload["spec_hash"].get<std::string>());
-      else
-        update_run_.bind_null();
-      int64_t releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
-                         r.type == RecordType::kRunSuspended;
-      update_run_.bind(releases).bind(releases).bind(r.run_id.str());
-      rc = update_run_.step();
-      if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating run"));
-      if (sqlite3_changes(write_db_) == 0) {
-        return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
-      }
-    } else if (!next_seq_cache_.contains(r.run_id.str())) {
-      Stmt& q = run_exists_.reset().bind(r.run_id.str());
-      rc = q.step();
-      q.reset();
-      if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
-      if (rc != SQLITE_ROW) return make_error(sqlite_error(write_db_, rc, "checking run"));
-    }
-    // Sequence numbers are counted per run within a commit; the first record of a run in the
-    // commit reads the last one written.
-    auto [slot, fresh] = next_seq_cache_.try_emplace(r.run_id.str(), 0);
-    if (fresh) {
-      Stmt& seq = next_seq_.reset().bind(r.run_id.str());
-      if (seq.step() != SQLITE_ROW) return make_error(sqlite_error(write_db_, SQLITE_ERROR, "numbering record"));
-      slot->second = seq.integer(0);
-      seq.reset();
-    }
-    int64_t next = ++slot->second;
-    insert_record_.reset()
-        .bind(r.run_id.str())
-        .bind(next)
-        .bind(std::string(record_type_name(r.type)))
-        .bind(r.key.str())
-        .bind(r.at_ms)
-        .bind(body != nullptr ? *body : record_body_to_json(r).dump());
-    rc = insert_record_.step();
-    if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "inserting record"));
     return {};
   }
 
@@ -555,47 +434,38 @@ class SqliteJournal : public Journal {
     if (urgent_ > 0) writer_cv_.notify_one();
   }
 
+  // One group inside the transaction: its op and records, all or nothing.
+  Status commit_group(Group& g) {
+    // A single record fails before it writes anything; larger groups need a savepoint so a
+    // failure leaves no half of them behind.
+    bool savepoint = g.op || g.records.size() > 1;
+    if (savepoint) writer_stmts_.savepoint();
+    Status s;
+    if (g.op) s = g.op();
+    for (size_t i = 0; i < g.records.size() && s; ++i) {
+      s = writer_stmts_.apply(g.records[i], i < g.bodies.size() ? &g.bodies[i] : nullptr);
+    }
+    if (savepoint && !s) writer_stmts_.rollback_to_savepoint();
+    if (savepoint) writer_stmts_.release_savepoint();
+    return s;
+  }
+
   Status commit_batch(std::vector<std::shared_ptr<Group>>& batch) {
     size_t work = 0;
     for (auto& g : batch) work += g->records.size() + (g->op ? 1 : 0);
     if (work == 0) return {};
-    int rc = sqlite3_exec(write_db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return make_error(sqlite_error(write_db_, rc, "beginning a journal commit"));
-    next_seq_cache_.clear();
+    CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.begin());
     for (auto& g : batch) {
       if (g->records.empty() && !g->op) continue;
-      // A single record fails before it writes anything; larger groups need a savepoint so a
-      // failure leaves no half of them behind.
-      bool savepoint = g->op || g->records.size() > 1;
-      if (savepoint) savepoint_.reset().step();
-      Status s;
-      if (g->op) s = g->op();
-      for (size_t i = 0; i < g->records.size(); ++i) {
-        if (!s) break;
-        s = apply_record(g->records[i], i < g->bodies.size() ? &g->bodies[i] : nullptr);
-      }
-      if (savepoint) {
-        if (!s) {
-          rollback_to_.reset().step();
-          next_seq_cache_.clear();
-        }
-        release_.reset().step();
-      }
-      if (!s) {
-        g->status = s;
-        if (g->batched) {
-          std::lock_guard lock(mu_);
-          if (!deferred_) deferred_ = s.error();
-        }
+      Status s = commit_group(*g);
+      if (s) continue;
+      g->status = s;
+      if (g->batched) {
+        std::lock_guard lock(mu_);
+        if (!deferred_) deferred_ = s.error();
       }
     }
-    rc = sqlite3_exec(write_db_, "COMMIT", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) {
-      Error e = sqlite_error(write_db_, rc, "committing the journal");
-      sqlite3_exec(write_db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return make_error(e);
-    }
-    return {};
+    return writer_stmts_.commit();
   }
 
   void writer_loop(std::stop_token stop) {
@@ -690,10 +560,8 @@ class SqliteJournal : public Journal {
   BlobStore blobs_;
   sqlite3* write_db_ = nullptr;  // used by the thread that set committing_
   sqlite3* read_db_ = nullptr;   // guarded by read_mu_
-  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_, take_lease_;
-  Stmt savepoint_, release_, rollback_to_;
-  // The last sequence number per run in the commit in progress; used by the committing thread.
-  std::unordered_map<std::string, int64_t> next_seq_cache_;
+  RecordWriter writer_stmts_;    // used by the thread that set committing_
+  Stmt take_lease_;
   Stmt read_records_, read_summary_;
 
   std::mutex read_mu_;

@@ -1,0 +1,170 @@
+#include "record_writer.h"
+
+namespace crucible::sqlite_internal {
+
+Status migrate(sqlite3* db, const std::string& path) {
+  CRUCIBLE_RETURN_IF_ERROR(exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
+  Stmt q;
+  CRUCIBLE_RETURN_IF_ERROR(q.prepare(db, "SELECT value FROM meta WHERE key = 'schema_version'"));
+  int version = 0;
+  if (q.step() == SQLITE_ROW) version = std::atoi(q.text(0).c_str());
+  q.reset();
+  const int latest = static_cast<int>(std::size(kMigrations));
+  if (version > latest) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "journal '" + path + "' has schema version " + std::to_string(version) +
+                          ", newer than this crucible supports (" + std::to_string(latest) +
+                          "); use a newer crucible or another --journal");
+  }
+  for (int v = version; v < latest; ++v) {
+    CRUCIBLE_RETURN_IF_ERROR(exec(db, "BEGIN IMMEDIATE"));
+    Status s = exec(db, kMigrations[v]);
+    if (s) {
+      std::string sql = "INSERT INTO meta(key, value) VALUES('schema_version', '" + std::to_string(v + 1) +
+                        "') ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+      s = exec(db, sql.c_str());
+    }
+    if (!s) {
+      (void)exec(db, "ROLLBACK");
+      return s;
+    }
+    CRUCIBLE_RETURN_IF_ERROR(exec(db, "COMMIT"));
+  }
+  return {};
+}
+
+Status RecordWriter::prepare(sqlite3* db) {
+  db_ = db;
+  CRUCIBLE_RETURN_IF_ERROR(insert_run_.prepare(db_,
+                                               "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, "
+                                               "updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
+  CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(
+      db_,
+      "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
+      "spec_hash = coalesce(?, spec_hash), "
+      "lease_owner = CASE WHEN ? THEN '' ELSE lease_owner END, "
+      "lease_expires_ms = CASE WHEN ? THEN 0 ELSE lease_expires_ms END WHERE run_id = ?"));
+  CRUCIBLE_RETURN_IF_ERROR(next_seq_.prepare(db_, "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
+  CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(db_, "SELECT 1 FROM runs WHERE run_id = ?"));
+  CRUCIBLE_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT g"));
+  CRUCIBLE_RETURN_IF_ERROR(release_.prepare(db_, "RELEASE g"));
+  CRUCIBLE_RETURN_IF_ERROR(rollback_to_.prepare(db_, "ROLLBACK TO g"));
+  return insert_record_.prepare(
+      db_, "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES(?, ?, ?, ?, ?, ?)");
+}
+
+Status RecordWriter::begin() {
+  next_seq_cache_.clear();
+  int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return make_error(sqlite_error(db_, rc, "beginning a journal commit"));
+  return {};
+}
+
+Status RecordWriter::commit() {
+  int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+  if (rc == SQLITE_OK) return {};
+  Error e = sqlite_error(db_, rc, "committing the journal");
+  rollback();
+  return make_error(e);
+}
+
+void RecordWriter::rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+
+void RecordWriter::savepoint() { savepoint_.reset().step(); }
+
+void RecordWriter::rollback_to_savepoint() {
+  rollback_to_.reset().step();
+  next_seq_cache_.clear();
+}
+
+void RecordWriter::release_savepoint() { release_.reset().step(); }
+
+Status RecordWriter::insert_run(const Record& r) {
+  const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
+  insert_run_.reset()
+      .bind(r.run_id.str())
+      .bind(p.value("pipeline", std::string()))
+      .bind(p.value("spec_hash", std::string()))
+      .bind(r.at_ms)
+      .bind(r.at_ms)
+      .bind(p.value("parent_run", std::string()));
+  int rc = insert_run_.step();
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+    return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
+  }
+  if (rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "inserting run"));
+  return {};
+}
+
+Status RecordWriter::update_run(const Record& r, bool new_spec) {
+  auto status = status_after(r);
+  update_run_.reset().bind(r.at_ms);
+  if (status && r.type != RecordType::kPromiseResolved)
+    update_run_.bind(std::string(run_status_name(*status)));
+  else
+    update_run_.bind_null();
+  if (r.type == RecordType::kRunFailed && r.error)
+    update_run_.bind(r.error->message());
+  else
+    update_run_.bind_null();
+  if (new_spec)
+    update_run_.bind(r.payload["spec_hash"].get<std::string>());
+  else
+    update_run_.bind_null();
+  int64_t releases =
+      r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed || r.type == RecordType::kRunSuspended;
+  update_run_.bind(releases).bind(releases).bind(r.run_id.str());
+  int rc = update_run_.step();
+  if (rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "updating run"));
+  if (sqlite3_changes(db_) == 0) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+  return {};
+}
+
+Status RecordWriter::check_run(const Record& r) {
+  if (next_seq_cache_.contains(r.run_id.str())) return {};
+  Stmt& q = run_exists_.reset().bind(r.run_id.str());
+  int rc = q.step();
+  q.reset();
+  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+  if (rc != SQLITE_ROW) return make_error(sqlite_error(db_, rc, "checking run"));
+  return {};
+}
+
+// Sequence numbers are counted per run within a commit; the first record of a run in the
+// commit reads the last one written.
+Result<int64_t> RecordWriter::next_seq(const RunId& run) {
+  auto [slot, fresh] = next_seq_cache_.try_emplace(run.str(), 0);
+  if (fresh) {
+    Stmt& seq = next_seq_.reset().bind(run.str());
+    if (seq.step() != SQLITE_ROW) return make_error(sqlite_error(db_, SQLITE_ERROR, "numbering record"));
+    slot->second = seq.integer(0);
+    seq.reset();
+  }
+  return ++slot->second;
+}
+
+Status RecordWriter::apply(const Record& r, const std::string* body) {
+  bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash");
+  bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
+                     r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
+  if (r.type == RecordType::kRunStarted) {
+    CRUCIBLE_RETURN_IF_ERROR(insert_run(r));
+  } else if (changes_run || new_spec) {
+    CRUCIBLE_RETURN_IF_ERROR(update_run(r, new_spec));
+  } else {
+    CRUCIBLE_RETURN_IF_ERROR(check_run(r));
+  }
+  CRUCIBLE_ASSIGN_OR_RETURN(int64_t next, next_seq(r.run_id));
+  insert_record_.reset()
+      .bind(r.run_id.str())
+      .bind(next)
+      .bind(std::string(record_type_name(r.type)))
+      .bind(r.key.str())
+      .bind(r.at_ms)
+      .bind(body != nullptr ? *body : record_body_to_json(r).dump());
+  int rc = insert_record_.step();
+  if (rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "inserting record"));
+  return {};
+}
+
+}  // namespace crucible::sqlite_internal

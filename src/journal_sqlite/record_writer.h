@@ -1,0 +1,51 @@
+// The SQLite journal's write side: the schema migrations and the statements that write records
+// inside a group commit, with per-run sequence numbers. Used by the committing thread only.
+// Private to journal_sqlite.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <string>
+#include <unordered_map>
+
+#include "crucible/journal/journal.h"
+#include "sqlite_util.h"
+
+namespace crucible::sqlite_internal {
+
+// Brings the schema of `db` (the file `path`) to the latest version; a newer one is refused.
+[[nodiscard]] Status migrate(sqlite3* db, const std::string& path);
+
+class RecordWriter {
+ public:
+  [[nodiscard]] Status prepare(sqlite3* db);
+
+  // One transaction; sequence numbers are read afresh in each.
+  [[nodiscard]] Status begin();
+  [[nodiscard]] Status commit();
+  void rollback();
+  // A group inside the transaction: all of its writes or none.
+  void savepoint();
+  void rollback_to_savepoint();
+  void release_savepoint();
+
+  // Writes one record inside the current transaction (`body`: its serialised form, when the
+  // appending thread made it). Only records that change a run's status (or spec) touch its row;
+  // step records just check that the run exists. Sequence numbers are per run, assigned under
+  // the write lock, so several processes may share the file.
+  [[nodiscard]] Status apply(const Record& r, const std::string* body = nullptr);
+
+ private:
+  Status insert_run(const Record& r);
+  Status update_run(const Record& r, bool new_spec);
+  Status check_run(const Record& r);
+  Result<int64_t> next_seq(const RunId& run);
+
+  sqlite3* db_ = nullptr;
+  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_;
+  Stmt savepoint_, release_, rollback_to_;
+  // The last sequence number per run in the commit in progress.
+  std::unordered_map<std::string, int64_t> next_seq_cache_;
+};
+
+}  // namespace crucible::sqlite_internal
