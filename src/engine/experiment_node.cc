@@ -79,6 +79,13 @@ Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& 
     return out;
   }
   Json record = branch_record(config, id, flow, bctx.changes_since(base), micros_since(deps_.clock, start));
+  return journal_branch(record_key, std::move(record), flow ? std::optional<Context>(std::move(bctx)) : std::nullopt);
+}
+
+// A branch's outcome is one decision record: once journaled, the branch never runs again.
+Execution::BranchRun Execution::journal_branch(const std::string& record_key, Json record,
+                                               std::optional<Context> context) {
+  BranchRun out;
   Record r = make_record(RecordType::kDecision, StepKey::from_string(record_key));
   r.payload = record;
   if (auto s = append(std::move(r), durability_ == Durability::kStrict ? Durability::kStrict : Durability::kBatched);
@@ -87,7 +94,7 @@ Execution::BranchRun Execution::run_branch(const PlanNode& node, const StepKey& 
     return out;
   }
   out.record = std::move(record);
-  if (flow) out.context = std::move(bctx);
+  out.context = std::move(context);
   return out;
 }
 

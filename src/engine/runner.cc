@@ -180,26 +180,33 @@ Runner::~Runner() = default;
 
 void Runner::set_owner(std::string owner) { owner_ = std::move(owner); }
 
+// A run id that exists continues that run: with the same spec, or with this one when the caller
+// asked for a new version (journaled as a `#spec` decision).
+Status Runner::check_version(const WorkflowSpec& spec, const RunLog& existing, const std::string& hash,
+                             bool new_version) {
+  const RunId& run_id = existing.summary.run_id;
+  if (existing.summary.spec_hash == hash) return {};
+  if (!new_version) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "run '" + run_id.str() + "' was started from a different pipeline (spec " +
+                          existing.summary.spec_hash.substr(0, 12) + ", this file " + hash.substr(0, 12) +
+                          "); pass --new-version to continue it with this one, or use another --run-id");
+  }
+  Record version;
+  version.type = RecordType::kDecision;
+  version.run_id = run_id;
+  version.key = StepKey::from_string("#spec");
+  version.at_ms = clock_.now_ms();
+  version.payload = spec_payload(spec, hash);
+  return journal_.append(std::move(version), Durability::kStrict);
+}
+
 Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& options) {
   RunId run_id = options.run_id ? *options.run_id : RunId::generate(clock_, random_);
   std::string hash = spec_hash(spec);
   auto existing = journal_.read_run(run_id);
   if (existing) {
-    if (existing->summary.spec_hash != hash) {
-      if (!options.new_version) {
-        return make_error(ErrorCode::kFailedPrecondition,
-                          "run '" + run_id.str() + "' was started from a different pipeline (spec " +
-                              existing->summary.spec_hash.substr(0, 12) + ", this file " + hash.substr(0, 12) +
-                              "); pass --new-version to continue it with this one, or use another --run-id");
-      }
-      Record version;
-      version.type = RecordType::kDecision;
-      version.run_id = run_id;
-      version.key = StepKey::from_string("#spec");
-      version.at_ms = clock_.now_ms();
-      version.payload = spec_payload(spec, hash);
-      CRUCIBLE_RETURN_IF_ERROR(journal_.append(std::move(version), Durability::kStrict));
-    }
+    CRUCIBLE_RETURN_IF_ERROR(check_version(spec, *existing, hash, options.new_version));
     return resume(spec, run_id, {});
   }
   if (existing.error().code() != ErrorCode::kNotFound) return make_error(existing.error());

@@ -88,6 +88,7 @@ class Execution {
   };
   BranchRun run_branch(const PlanNode& node, const StepKey& key, const Context& base, size_t index,
                        const std::stop_token& stop);
+  BranchRun journal_branch(const std::string& record_key, Json record, std::optional<Context> context);
   std::vector<size_t> run_strategy(const PlanNode& node, const StepKey& key, const Context& ctx,
                                    const std::shared_ptr<std::vector<std::optional<BranchRun>>>& runs,
                                    const std::stop_token& stop);

@@ -41,15 +41,7 @@ class HedgingStage : public Stage {
     int max_hedges = 1;
     CRUCIBLE_ASSIGN_OR_RETURN(HedgePolicy * policy, policy_for(reliability["hedging"], max_hedges));
 
-    HedgeCallOptions call;
-    call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
-    call.max_hedges = max_hedges;
-    call.wait_for_losers = true;
-    call.timeout = kDefaultTimeout;
-    if (options.has("timeout")) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto timeout, options.duration("timeout"));
-      call.timeout = timeout;
-    }
+    CRUCIBLE_ASSIGN_OR_RETURN(HedgeCallOptions call, call_options(ctx, options, max_hedges));
     if (ctx.services() == nullptr) {
       return make_error(ErrorCode::kFailedPrecondition,
                         "the hedging stage runs its attempts on the runner's executor; "
@@ -73,6 +65,19 @@ class HedgingStage : public Stage {
   }
 
  private:
+  static Result<HedgeCallOptions> call_options(const Context& ctx, const StageOptions& options, int max_hedges) {
+    HedgeCallOptions call;
+    call.key = ctx.current_stage().empty() ? "hedging" : ctx.current_stage();
+    call.max_hedges = max_hedges;
+    call.wait_for_losers = true;
+    call.timeout = kDefaultTimeout;
+    if (options.has("timeout")) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto timeout, options.duration("timeout"));
+      call.timeout = timeout;
+    }
+    return call;
+  }
+
   // The C++ function, or a runner of the `request` stage on a scratch context.
   Result<HedgedRequestFn> resolve_request(const Context& ctx, const StageOptions& options) {
     if (!resolve_) {

@@ -115,10 +115,7 @@ class Loader : public DistributedReader {
     if (auto name = get_string(root, "name", "")) {
       spec.name = *name;
     } else if (!root["name"]) {
-      std::string stem = file_;
-      if (auto slash = stem.find_last_of('/'); slash != std::string::npos) stem = stem.substr(slash + 1);
-      if (auto dot = stem.find_last_of('.'); dot != std::string::npos) stem = stem.substr(0, dot);
-      spec.name = stem.empty() ? "pipeline" : stem;
+      spec.name = name_from_file();
     }
     if (auto d = get_string(root, "description", "")) spec.description = *d;
     if (auto d = get_enum(root, "durability", "", kDurabilityNames, Durability::kDeferred)) {
@@ -130,14 +127,7 @@ class Loader : public DistributedReader {
       else
         spec.config = to_json(c, "config");
     }
-    if (YAML::Node r = root["reliability"]) {
-      if (!r.IsMap()) {
-        error(r, "reliability", "expected a mapping, found " + describe(r));
-      } else {
-        spec.reliability = to_json(r, "reliability");
-        if (YAML::Node h = r["hedging"]) hedging_defaults_ = parse_hedging(h, "reliability.hedging");
-      }
-    }
+    if (YAML::Node r = root["reliability"]) parse_reliability(r, spec);
     if (YAML::Node m = root["models"]) parse_models(m, spec);
     YAML::Node stages = root["stages"];
     YAML::Node distributed = root["distributed"];
@@ -152,6 +142,24 @@ class Loader : public DistributedReader {
     } else if (!distributed) {
       error(root, "", "missing required key 'stages' (the list of stages to run)");
     }
+  }
+
+  // `reliability:` defaults; `reliability.hedging` is typed here, before the stages merge over it.
+  void parse_reliability(const YAML::Node& r, WorkflowSpec& spec) {
+    if (!r.IsMap()) {
+      error(r, "reliability", "expected a mapping, found " + describe(r));
+      return;
+    }
+    spec.reliability = to_json(r, "reliability");
+    if (YAML::Node h = r["hedging"]) hedging_defaults_ = parse_hedging(h, "reliability.hedging");
+  }
+
+  // A pipeline without `name:` is named after its file, without directory and extension.
+  std::string name_from_file() const {
+    std::string stem = file_;
+    if (auto slash = stem.find_last_of('/'); slash != std::string::npos) stem = stem.substr(slash + 1);
+    if (auto dot = stem.find_last_of('.'); dot != std::string::npos) stem = stem.substr(0, dot);
+    return stem.empty() ? "pipeline" : stem;
   }
 
   void parse_models(const YAML::Node& m, WorkflowSpec& spec) {
@@ -340,6 +348,16 @@ class Loader : public DistributedReader {
     }
     if (has_configs) parse_configs(e, ef, exp);
     if (!has_configs && has_sweep) parse_sweep(e, ef, exp);
+    check_config_ids(e, ef, exp);
+    if (!e["stages"])
+      error(e, ef, "missing required key 'stages' (what each branch runs)");
+    else
+      exp.body = parse_nodes(e["stages"], ef + ".stages");
+    return node;
+  }
+
+  // Every branch is journaled under its config id, so no two configs may share one.
+  void check_config_ids(const YAML::Node& e, const std::string& ef, const ExperimentNode& exp) {
     std::map<std::string, size_t> ids;
     for (size_t i = 0; i < exp.configs.size(); ++i) {
       auto [it, inserted] = ids.emplace(config_id_of(exp.configs[i]), i);
@@ -347,14 +365,9 @@ class Loader : public DistributedReader {
         error(e, ef,
               "configs " + std::to_string(it->second) + " and " + std::to_string(i) + " have the same config_id '" +
                   it->first + "'; every branch needs its own");
-        break;
+        return;
       }
     }
-    if (!e["stages"])
-      error(e, ef, "missing required key 'stages' (what each branch runs)");
-    else
-      exp.body = parse_nodes(e["stages"], ef + ".stages");
-    return node;
   }
 
   // `configs:`, a list of config mappings.
@@ -437,23 +450,28 @@ class Loader : public DistributedReader {
     }
     if (auto j = get_bool(r, "jitter", f)) policy.jitter = *j;
     if (auto e = get_duration(r, "max_elapsed", f)) policy.max_elapsed = *e;
-    if (YAML::Node on = r["on"]) {
-      if (!on.IsSequence()) {
-        error(on, f + ".on", "expected a list of error codes, found " + describe(on));
+    if (YAML::Node on = r["on"]) policy.retry_on = parse_error_codes(on, f + ".on");
+    return policy;
+  }
+
+  // `retry.on`: the error codes worth another attempt.
+  std::vector<ErrorCode> parse_error_codes(const YAML::Node& on, const std::string& f) {
+    std::vector<ErrorCode> out;
+    if (!on.IsSequence()) {
+      error(on, f, "expected a list of error codes, found " + describe(on));
+      return out;
+    }
+    for (const auto& c : on) {
+      auto code = c.IsScalar() ? parse_error_code(c.Scalar()) : std::nullopt;
+      if (!code) {
+        error(c, f,
+              "unknown error code " + describe(c) +
+                  " (expected e.g. unavailable, deadline_exceeded, resource_exhausted, internal)");
       } else {
-        for (const auto& c : on) {
-          auto code = c.IsScalar() ? parse_error_code(c.Scalar()) : std::nullopt;
-          if (!code) {
-            error(c, f + ".on",
-                  "unknown error code " + describe(c) +
-                      " (expected e.g. unavailable, deadline_exceeded, resource_exhausted, internal)");
-          } else {
-            policy.retry_on.push_back(*code);
-          }
-        }
+        out.push_back(*code);
       }
     }
-    return policy;
+    return out;
   }
 
   std::optional<Node> parse_stage(const YAML::Node& n, const std::string& f, Node node) {

@@ -253,25 +253,26 @@ class Validator {
     return std::nullopt;
   }
 
+  // Every string (or string in a list) of an expression option must parse.
+  void check_expressions(const Node& n, const std::string& field, const Json& value) {
+    std::vector<std::string> texts;
+    if (value.is_string()) texts.push_back(value.get<std::string>());
+    if (value.is_array()) {
+      for (const Json& v : value) {
+        if (v.is_string()) texts.push_back(v.get<std::string>());
+      }
+    }
+    for (const std::string& t : texts) {
+      if (t.find("${") != std::string::npos) continue;
+      auto e = Expression::parse(t);
+      if (!e) add(n.loc, field, "bad expression '" + t + "': " + e.error().to_string());
+    }
+  }
+
   // The node's `with:` against the stage's options: required ones present, no unknown ones,
   // types that fit, expressions that parse.
   void check_options(const Node& n, const StageNode& s, const StageDescription& d, const std::string& f) {
     const OptionSpec* wildcard = d.option("*");
-    bool open = wildcard != nullptr;
-    auto check_expressions = [&](const std::string& key, const Json& value) {
-      std::vector<std::string> texts;
-      if (value.is_string()) texts.push_back(value.get<std::string>());
-      if (value.is_array()) {
-        for (const Json& v : value) {
-          if (v.is_string()) texts.push_back(v.get<std::string>());
-        }
-      }
-      for (const std::string& t : texts) {
-        if (t.find("${") != std::string::npos) continue;
-        auto e = Expression::parse(t);
-        if (!e) add(n.loc, f + ".with." + key, "bad expression '" + t + "': " + e.error().to_string());
-      }
-    };
     for (const OptionSpec& o : d.options) {
       if (o.required && !s.with.contains(o.name)) {
         add(n.loc, f + ".with",
@@ -279,32 +280,33 @@ class Validator {
       }
     }
     for (const auto& [key, value] : s.with.items()) {
+      const std::string field = f + ".with." + key;
       const OptionSpec* o = d.option(key);
-      if (o == nullptr) {
-        if (open && wildcard->type == "expression") check_expressions(key, value);
-        if (open) continue;
+      if (o == nullptr && wildcard != nullptr) {
+        if (wildcard->type == "expression") check_expressions(n, field, value);
+      } else if (o == nullptr) {
         std::vector<std::string> names;
         for (const OptionSpec& x : d.options) names.push_back(x.name);
         std::string hint = validate_internal::suggest(key, names);
-        add(n.loc, f + ".with." + key,
+        add(n.loc, field,
             "stage type '" + s.uses + "' has no option '" + key + "'" +
                 (hint.empty() ? "" : "; did you mean '" + hint + "'?"));
-        continue;
-      }
-      if (o->type == "expression") {
-        check_expressions(key, value);
-        continue;
-      }
-      if (has_templates(value) || o->type == "any") continue;
-      std::string found = json_type_name(value);
-      bool fits = found == o->type || (o->type == "number" && found == "integer") ||
-                  (o->type == "duration" && (found == "string" || found == "integer" || found == "number"));
-      if (o->type == "duration" && value.is_string() && !parse_duration(value.get<std::string>())) fits = false;
-      if (!fits) {
-        add(n.loc, f + ".with." + key,
-            "option '" + key + "' must be " + o->type + ", found " + found + " " + value.dump());
+      } else if (o->type == "expression") {
+        check_expressions(n, field, value);
+      } else {
+        check_option_type(n, field, *o, key, value);
       }
     }
+  }
+
+  void check_option_type(const Node& n, const std::string& field, const OptionSpec& o, const std::string& key,
+                         const Json& value) {
+    if (has_templates(value) || o.type == "any") return;
+    std::string found = json_type_name(value);
+    bool fits = found == o.type || (o.type == "number" && found == "integer") ||
+                (o.type == "duration" && (found == "string" || found == "integer" || found == "number"));
+    if (o.type == "duration" && value.is_string() && !parse_duration(value.get<std::string>())) fits = false;
+    if (!fits) add(n.loc, field, "option '" + key + "' must be " + o.type + ", found " + found + " " + value.dump());
   }
 
   const StageRegistry& registry_;

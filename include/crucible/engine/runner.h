@@ -120,6 +120,7 @@ class Runner {
  private:
   [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                           const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
+  Status check_version(const WorkflowSpec& spec, const RunLog& existing, const std::string& hash, bool new_version);
   // The run's lease: `taken`, else a fresh one, else one taken over from a dead local owner.
   Result<Lease> take_lease(const RunId& run_id, std::optional<Lease> taken);
   // Journals how the run ended (or only flushes, for a parked or replayed run) and tells the
