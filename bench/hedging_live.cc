@@ -15,6 +15,7 @@
 #include "crucible/reliability/hedger.h"
 #include "crucible/reliability/hedging_config.h"
 #include "crucible/stages/http_stage.h"
+#include "crucible/testing/loopback_server.h"
 
 namespace crucible::bench {
 
@@ -25,19 +26,13 @@ namespace {
 class Backend {
  public:
   Backend() {
-    server_.Get("/work/(\\d+)/(\\d+)",
-                [this](const httplib::Request& req, httplib::Response& res) { serve(req, res); });
-    server_.new_task_queue = [] { return new httplib::ThreadPool(32); };
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    listener_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~Backend() {
-    server_.stop();
-    listener_.join();
+    loopback_.server().Get("/work/(\\d+)/(\\d+)",
+                           [this](const httplib::Request& req, httplib::Response& res) { serve(req, res); });
+    loopback_.server().new_task_queue = [] { return new httplib::ThreadPool(32); };
+    loopback_.start();
   }
   std::string url(uint64_t i, int attempt) const {
-    return "http://127.0.0.1:" + std::to_string(port_) + "/work/" + std::to_string(i) + "/" + std::to_string(attempt);
+    return loopback_.url("/work/" + std::to_string(i) + "/" + std::to_string(attempt));
   }
 
   std::atomic<int64_t> served{0}, aborted{0};
@@ -65,9 +60,7 @@ class Backend {
     });
   }
 
-  httplib::Server server_;
-  int port_ = 0;
-  std::thread listener_;
+  testing::LoopbackServer loopback_;
 };
 
 struct Tally {

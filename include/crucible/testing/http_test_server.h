@@ -2,34 +2,35 @@
 // record of requests whose client went away mid-answer.
 #pragma once
 
-#include <httplib.h>
-
 #include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
+
+#include "crucible/testing/loopback_server.h"
 
 namespace crucible::testing {
 
 class HttpTestServer {
  public:
   HttpTestServer() {
-    server_.Get("/ok", [this](const httplib::Request&, httplib::Response& res) {
+    httplib::Server& server = loopback_.server();
+    server.Get("/ok", [this](const httplib::Request&, httplib::Response& res) {
       ++calls;
       res.set_content(R"({"answer": 42})", "application/json");
     });
-    server_.Post("/echo", [this](const httplib::Request& req, httplib::Response& res) {
+    server.Post("/echo", [this](const httplib::Request& req, httplib::Response& res) {
       ++calls;
       res.set_content(req.body, "text/plain");
     });
-    server_.Get("/status/(\\d+)", [this](const httplib::Request& req, httplib::Response& res) {
+    server.Get("/status/(\\d+)", [this](const httplib::Request& req, httplib::Response& res) {
       ++calls;
       res.status = std::stoi(req.matches[1]);
       if (res.status == 429 || res.status == 503) res.set_header("Retry-After", "2");
       res.set_content("status " + std::string(req.matches[1]), "text/plain");
     });
     // Answers after `ms` milliseconds, streaming a byte every 10 ms; notices a closed connection.
-    server_.Get("/slow/(\\d+)", [this](const httplib::Request& req, httplib::Response& res) {
+    server.Get("/slow/(\\d+)", [this](const httplib::Request& req, httplib::Response& res) {
       ++calls;
       int ms = std::stoi(req.matches[1]);
       res.set_chunked_content_provider("text/plain", [this, ms](size_t, httplib::DataSink& sink) {
@@ -45,24 +46,16 @@ class HttpTestServer {
         return true;
       });
     });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~HttpTestServer() {
-    server_.stop();
-    thread_.join();
+    loopback_.start();
   }
 
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const { return loopback_.url(path); }
 
   std::atomic<int> calls{0};
   std::atomic<int> aborted{0};
 
  private:
-  httplib::Server server_;
-  int port_ = 0;
-  std::thread thread_;
+  LoopbackServer loopback_;
 };
 
 }  // namespace crucible::testing

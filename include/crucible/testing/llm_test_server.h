@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "crucible/testing/loopback_server.h"
+
 namespace crucible::testing {
 
 class LlmTestServer {
@@ -41,25 +43,20 @@ class LlmTestServer {
   static Behavior drop() { return {Behavior::kDrop, 200, "", -1, 0, ""}; }
 
   explicit LlmTestServer(std::string api_key = "test-key") : api_key_(std::move(api_key)) {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+    httplib::Server& server = loopback_.server();
+    server.new_task_queue = [] { return new httplib::ThreadPool(64); };
     // One request per connection: clients that keep pooled connections (process-wide provider
     // stacks) would otherwise hold the server's threads until the keep-alive timeout on stop.
-    server_.set_keep_alive_max_count(1);
-    server_.Post("/v1/messages",
-                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
-    server_.Post("/v1/chat/completions",
-                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~LlmTestServer() {
-    server_.stop();
-    thread_.join();
+    server.set_keep_alive_max_count(1);
+    server.Post("/v1/messages",
+                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    server.Post("/v1/chat/completions",
+                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
+    loopback_.start();
   }
 
-  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
+  std::string base_url() const { return loopback_.url(); }
+  int port() const { return loopback_.port(); }
 
   void push(Behavior b) {
     std::lock_guard lock(mu_);
@@ -325,15 +322,13 @@ class LlmTestServer {
   }
 
   std::string api_key_;
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
   std::mutex mu_;
   std::deque<Behavior> script_;                             // guarded by mu_
   std::vector<Json> requests_;                              // guarded by mu_
   std::vector<std::string> rejections_;                     // guarded by mu_
   std::function<std::string(const Json&, int)> responder_;  // guarded by mu_
   std::function<int(int)> latency_;                         // guarded by mu_
+  LoopbackServer loopback_;  // last: stopped before the state its handlers use is destroyed
 };
 
 }  // namespace crucible::testing
