@@ -8,7 +8,8 @@
 //          W = 35 (two-sided exact p = 0.2544), Kruskal-Wallis chi-squared = 0.77143, df = 2,
 //          p = 0.68.
 //   PlantGrowth: "An Introduction to Statistical Modelling" (1983) Table 7.1,
-//          R `anova(lm(weight ~ group, PlantGrowth))` F = 4.846, df = 2, 27, p = 0.01591; `kruskal.test(weight ~ group, PlantGrowth)` 7.9882, p = 0.01842.
+//          R `anova(lm(weight ~ group, PlantGrowth))` F = 4.846, df = 2, 27, p = 0.01591; `kruskal.test(weight ~ group,
+//          PlantGrowth)` 7.9882, p = 0.01842.
 #include "crucible/experiment/stats.h"
 
 #include <gtest/gtest.h>
