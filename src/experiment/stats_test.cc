@@ -4,12 +4,12 @@
 //          (Welch t = -1.8608, df = 17.776, p = 0.07939) and `paired = TRUE` (t = -4.0621, df = 9,
 //          p = 0.002833); `wilcox.test(extra ~ group, sleep)` W = 25.5, p = 0.06933 (ties).
 //   "Nonparametric Statistical Methods" (1973) p. 29, 69 and 116, the examples on R's
-//          `wilcox.test` and `kruskal.test` help pages: paired V = 40 (two-sided exact p = 0.03906), rank-sum
-//          W = 35 (two-sided exact p = 0.2544), Kruskal-Wallis chi-squared = 0.77143, df = 2,
-//          p = 0.68.
+//          `wilcox.test` and `kruskal.test` help pages: paired V = 40 (two-sided exact
+//          p = 0.03906), rank-sum W = 35 (two-sided exact p = 0.2544), Kruskal-Wallis
+//          chi-squared = 0.77143, df = 2, p = 0.68.
 //   PlantGrowth: "An Introduction to Statistical Modelling" (1983) Table 7.1,
-//          R `anova(lm(weight ~ group, PlantGrowth))` F = 4.846, df = 2, 27, p = 0.01591; `kruskal.test(weight ~ group,
-//          PlantGrowth)` 7.9882, p = 0.01842.
+//          R `anova(lm(weight ~ group, PlantGrowth))` F = 4.846, df = 2, 27, p = 0.01591;
+//          `kruskal.test(weight ~ group, PlantGrowth)` 7.9882, p = 0.01842.
 #include "crucible/experiment/stats.h"
 
 #include <gtest/gtest.h>
