@@ -93,12 +93,22 @@ std::optional<Json> replace(Context::Map& map, const std::string& key, const Jso
 
 }  // namespace
 
+Context::Map& Context::writable(std::shared_ptr<Map>& map) {
+  if (map.use_count() > 1) map = std::make_shared<Map>(*map);
+  return *map;
+}
+
+void Context::share_history() {
+  completed_.share();
+  trace_.share();
+}
+
 void Context::put_metric(std::string key, Json value) {
-  std::optional<Json> previous = replace(metrics_, key, value);
+  std::optional<Json> previous = replace(writable(metrics_), key, value);
   note(Mutation{Mutation::Kind::kMetric, std::move(key), std::move(value)}, std::move(previous));
 }
 
-const Json* Context::get_metric(std::string_view key) const { return find(metrics_, key); }
+const Json* Context::get_metric(std::string_view key) const { return find(*metrics_, key); }
 
 Status Context::merge_metrics(const Json& values) {
   if (!values.is_object()) {
@@ -118,45 +128,29 @@ Status Context::update_metric(std::string_view key, const std::function<Json(con
 }
 
 void Context::put_artifact(std::string key, Json value) {
-  std::optional<Json> previous = replace(artifacts_, key, value);
+  std::optional<Json> previous = replace(writable(artifacts_), key, value);
   note(Mutation{Mutation::Kind::kArtifact, std::move(key), std::move(value)}, std::move(previous));
 }
 
-const Json* Context::get_artifact(std::string_view key) const { return find(artifacts_, key); }
+const Json* Context::get_artifact(std::string_view key) const { return find(*artifacts_, key); }
 
 void Context::assign(std::string key, Json value) {
-  std::optional<Json> previous = replace(state_, key, value);
+  std::optional<Json> previous = replace(writable(state_), key, value);
   note(Mutation{Mutation::Kind::kState, std::move(key), std::move(value)}, std::move(previous));
 }
 
-const Json* Context::get(std::string_view key) const { return find(state_, key); }
-
-namespace {
-
-constexpr size_t kLinearScan = 16;
-
-}  // namespace
+const Json* Context::get(std::string_view key) const { return find(*state_, key); }
 
 void Context::mark_stage_complete(std::string_view name) {
   if (stage_completed(name)) return;
-  completed_.emplace_back(name);
-  if (completed_.size() > kLinearScan) {
-    if (completed_set_.empty())
-      completed_set_.insert(completed_.begin(), completed_.end());
-    else
-      completed_set_.insert(completed_.back());
-  }
+  completed_.push_back(std::string(name));
   note(Mutation{Mutation::Kind::kComplete, std::string(name), Json()}, std::nullopt);
 }
 
-bool Context::stage_completed(std::string_view name) const {
-  if (completed_.size() <= kLinearScan)
-    return std::find(completed_.begin(), completed_.end(), name) != completed_.end();
-  return completed_set_.contains(std::string(name));
-}
+bool Context::stage_completed(std::string_view name) const { return completed_.contains(name); }
 
 void Context::add_trace(std::string_view name) {
-  trace_.emplace_back(name);
+  trace_.push_back(std::string(name));
   note(Mutation{Mutation::Kind::kTrace, std::string(name), Json()}, std::nullopt);
 }
 
@@ -189,7 +183,8 @@ Delta Context::take_delta() {
 }
 
 void Context::discard_delta() {
-  auto restore = [](Map& map, const std::string& key, std::optional<Json>& previous) {
+  auto restore = [](std::shared_ptr<Map>& shared, const std::string& key, std::optional<Json>& previous) {
+    Map& map = writable(shared);
     if (previous)
       map[key] = std::move(*previous);
     else
@@ -201,11 +196,7 @@ void Context::discard_delta() {
       case Mutation::Kind::kMetric: restore(metrics_, m.key, undo_[i]); break;
       case Mutation::Kind::kArtifact: restore(artifacts_, m.key, undo_[i]); break;
       case Mutation::Kind::kState: restore(state_, m.key, undo_[i]); break;
-      case Mutation::Kind::kComplete:
-        if (completed_.size() > kLinearScan) completed_set_.erase(completed_.back());
-        completed_.pop_back();
-        if (completed_.size() <= kLinearScan) completed_set_.clear();
-        break;
+      case Mutation::Kind::kComplete: completed_.pop_back(); break;
       case Mutation::Kind::kTrace: trace_.pop_back(); break;
     }
   }
@@ -215,18 +206,11 @@ void Context::discard_delta() {
 
 void Context::apply_one(const Mutation& m) {
   switch (m.kind) {
-    case Mutation::Kind::kMetric: metrics_[m.key] = m.value; break;
-    case Mutation::Kind::kArtifact: artifacts_[m.key] = m.value; break;
-    case Mutation::Kind::kState: state_[m.key] = m.value; break;
+    case Mutation::Kind::kMetric: writable(metrics_)[m.key] = m.value; break;
+    case Mutation::Kind::kArtifact: writable(artifacts_)[m.key] = m.value; break;
+    case Mutation::Kind::kState: writable(state_)[m.key] = m.value; break;
     case Mutation::Kind::kComplete:
-      if (stage_completed(m.key)) break;
-      completed_.push_back(m.key);
-      if (completed_.size() > kLinearScan) {
-        if (completed_set_.empty())
-          completed_set_.insert(completed_.begin(), completed_.end());
-        else
-          completed_set_.insert(m.key);
-      }
+      if (!stage_completed(m.key)) completed_.push_back(m.key);
       break;
     case Mutation::Kind::kTrace: trace_.push_back(m.key); break;
   }
@@ -251,21 +235,24 @@ void Context::record(Delta delta) {
 Delta Context::changes_since(const Context& base, bool values) const {
   Delta out;
   if (values) {
-    auto diff = [&out](const Map& from, const Map& to, Mutation::Kind kind) {
-      for (const auto& [k, v] : to) {
-        auto it = from.find(k);
-        if (it == from.end() || it->second != v) out.push_back({kind, k, v});
+    auto diff = [&out](const std::shared_ptr<Map>& from, const std::shared_ptr<Map>& to, Mutation::Kind kind) {
+      if (from == to) return;  // still shared: nothing written since the copy
+      for (const auto& [k, v] : *to) {
+        auto it = from->find(k);
+        if (it == from->end() || it->second != v) out.push_back({kind, k, v});
       }
     };
     diff(base.metrics_, metrics_, Mutation::Kind::kMetric);
     diff(base.artifacts_, artifacts_, Mutation::Kind::kArtifact);
     diff(base.state_, state_, Mutation::Kind::kState);
   }
-  for (const std::string& s : completed_) {
+  // A copy's history starts with its base's: only what came after can be new.
+  completed_.for_each_from(base.completed_.size(), [&](const std::string& s) {
     if (!base.stage_completed(s)) out.push_back({Mutation::Kind::kComplete, s, Json()});
-  }
-  for (size_t t = base.trace_.size(); t < trace_.size(); ++t)
-    out.push_back({Mutation::Kind::kTrace, trace_[t], Json()});
+  });
+  trace_.for_each_from(base.trace_.size(), [&](const std::string& s) {
+    out.push_back({Mutation::Kind::kTrace, s, Json()});
+  });
   return out;
 }
 
@@ -284,11 +271,11 @@ Json Context::to_json() const {
   return Json{{"run_id", run_id_.str()},
               {"experiment_id", experiment_id_},
               {"config", *config_},
-              {"metrics", map_json(metrics_)},
-              {"artifacts", map_json(artifacts_)},
-              {"state", map_json(state_)},
-              {"completed_stages", completed_},
-              {"trace", trace_}};
+              {"metrics", map_json(*metrics_)},
+              {"artifacts", map_json(*artifacts_)},
+              {"state", map_json(*state_)},
+              {"completed_stages", completed_.to_vector()},
+              {"trace", trace_.to_vector()}};
 }
 
 }  // namespace crucible

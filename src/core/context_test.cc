@@ -139,6 +139,35 @@ TEST(Context, LoopScopeExposesInnermostItemAndIndex) {
   EXPECT_EQ(*ctx.item(), "outer");
 }
 
+TEST(Context, CopiesAfterShareHistoryChangeOnlyWhatTheyAdd) {
+  Context base("exp", RunId(), Json::object());
+  for (int i = 0; i < 100; ++i) {
+    base.mark_stage_complete("s" + std::to_string(i));
+    base.add_trace("s" + std::to_string(i));
+  }
+  base.put_metric("m", 1);
+  (void)base.take_delta();
+  base.share_history();
+  Context a = base, b = base;
+  a.mark_stage_complete("a");
+  a.add_trace("a");
+  a.mark_stage_complete("s5");  // already complete in the shared history
+  a.put_metric("m", 2);
+  b.assign("k", "v");
+  EXPECT_EQ(a.changes_since(base), (Delta{{Mutation::Kind::kMetric, "m", 2},
+                                          {Mutation::Kind::kComplete, "a", Json()},
+                                          {Mutation::Kind::kTrace, "a", Json()}}));
+  EXPECT_EQ(b.changes_since(base), (Delta{{Mutation::Kind::kState, "k", "v"}}));
+  EXPECT_EQ(*base.get_metric("m"), 1);  // a's write did not reach the shared map
+  EXPECT_EQ(base.get("k"), nullptr);
+  EXPECT_EQ(a.completed_stages().size(), 101u);
+  EXPECT_EQ(base.trace().size(), 100u);
+  a.discard_delta();
+  EXPECT_EQ(a.completed_stages(), base.completed_stages());
+  EXPECT_EQ(a.trace(), base.trace());
+  EXPECT_EQ(*a.get_metric("m"), 1);
+}
+
 TEST(Context, ConfigIsSharedByCopies) {
   Context a = make();
   Context b = a;

@@ -126,6 +126,7 @@ Result<Flow> Execution::exec_experiment(const PlanNode& pnode, const StepKey& ke
   const size_t n = node.configs.size();
   auto runs = std::make_shared<std::vector<std::optional<BranchRun>>>(n);
   std::vector<size_t> selected;
+  ctx.share_history();  // every branch starts from a copy
   if (auto pick = replay_.decisions.find(key.str() + "#pick"); pick != replay_.decisions.end()) {
     // A round-robin pick made before a crash replays that branch, never the next in rotation.
     size_t i = pick->second.get<size_t>();

@@ -15,6 +15,7 @@ std::optional<Result<Flow>> Execution::replay_parallel_winner(const PlanNode& pn
   for (size_t i = 0; i < n; ++i) {
     if (node.branches[i].name != it->second.get<std::string>()) continue;
     std::vector<std::optional<Context>> one(n);
+    ctx.share_history();
     auto flow = exec_list(pnode.lists[i], key.child(node.branches[i].name), one[i].emplace(ctx), stop);
     if (!flow || *flow == Flow::kSuspended) return flow;
     CRUCIBLE_RETURN_IF_ERROR(merge(pnode, ctx, {i}, one));
@@ -31,6 +32,7 @@ Result<Flow> Execution::exec_parallel(const PlanNode& pnode, const StepKey& key,
   const ParallelNode& node = pnode.node->as<ParallelNode>();
   const size_t n = node.branches.size();
   ParallelRun run(n);
+  ctx.share_history();  // each branch's copy then costs what the branch adds, not the whole run
   std::stop_callback forward(stop, [&run] { run.group.request_stop(); });
   // Each branch copies the context when it starts, on the thread that runs it.
   deps_.executor.parallel_for(

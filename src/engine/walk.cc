@@ -415,6 +415,7 @@ Status Execution::run_hedged(const PlanNode& node, Stage& stage, Context& ctx, c
   o.max_hedges = node.max_hedges;
   o.wait_for_losers = true;
   if (s.timeout) o.timeout = *s.timeout;
+  ctx.share_history();  // each attempt works on a copy
   auto r = hedger.hedge<Context>(
       [&](int, std::stop_token attempt_stop) -> Result<Context> {
         Context copy = ctx;

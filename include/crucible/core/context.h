@@ -17,6 +17,7 @@
 #include "crucible/core/executor.h"
 #include "crucible/core/ids.h"
 #include "crucible/core/json.h"
+#include "crucible/core/name_log.h"
 
 namespace crucible {
 
@@ -95,27 +96,31 @@ class Context {
   [[nodiscard]] Status merge_metrics(const Json& values);
   // Replaces metric `key` with fn(current). kNotFound if there is no such metric.
   [[nodiscard]] Status update_metric(std::string_view key, const std::function<Json(const Json&)>& fn);
-  const Map& metrics() const { return metrics_; }
+  const Map& metrics() const { return *metrics_; }
 
   // Artifacts.
   void put_artifact(std::string key, Json value);
   const Json* get_artifact(std::string_view key) const;
   bool has_artifact(std::string_view key) const { return get_artifact(key) != nullptr; }
-  const Map& artifacts() const { return artifacts_; }
+  const Map& artifacts() const { return *artifacts_; }
 
   // State (user key/values, "assigns").
   void assign(std::string key, Json value);
   const Json* get(std::string_view key) const;
-  const Map& state() const { return state_; }
+  const Map& state() const { return *state_; }
 
   // Completed stages: ordered, no duplicates.
   void mark_stage_complete(std::string_view name);
   bool stage_completed(std::string_view name) const;
-  const std::vector<std::string>& completed_stages() const { return completed_; }
+  std::vector<std::string> completed_stages() const { return completed_.to_vector(); }
 
   // Trace: the stages executed, in order.
   void add_trace(std::string_view name);
-  const std::vector<std::string>& trace() const { return trace_; }
+  std::vector<std::string> trace() const { return trace_.to_vector(); }
+
+  // Makes the completed stages and the trace so far a history that copies share, so copying
+  // costs what is added later, not the whole run. The runner calls it before fanning out.
+  void share_history();
 
   // Loop scope: stages inside a loop see the current item and index.
   void push_loop(Json item, int64_t index);
@@ -182,13 +187,13 @@ class Context {
   std::shared_ptr<const Json> experiment_;
   std::shared_ptr<const Json> branch_;
   inline static const Json empty_json_ = Json::object();
-  Map metrics_;
-  Map artifacts_;
-  Map state_;
-  std::vector<std::string> completed_;
-  // An index over completed_, built once it is long enough for a linear scan to cost.
-  std::unordered_set<std::string> completed_set_;
-  std::vector<std::string> trace_;
+  // Copy on write: copies share a map until one of them writes to it.
+  static Map& writable(std::shared_ptr<Map>& map);
+  std::shared_ptr<Map> metrics_ = std::make_shared<Map>();
+  std::shared_ptr<Map> artifacts_ = std::make_shared<Map>();
+  std::shared_ptr<Map> state_ = std::make_shared<Map>();
+  NameLog completed_{true};
+  NameLog trace_;
   std::vector<LoopFrame> loops_;
   Delta delta_;
   // undo_[i] is the value delta_[i] replaced (nullopt: the key was absent).
