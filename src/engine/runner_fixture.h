@@ -32,7 +32,8 @@ struct Probe {
 
 inline std::shared_ptr<Probe> probe() { return std::make_shared<Probe>(); }
 
-inline void register_probe(StageRegistry& registry, std::shared_ptr<Probe> p) {
+// `probe` counts its runs per stage name and fails as told.
+inline void register_probe_stage(StageRegistry& registry, std::shared_ptr<Probe> p) {
   (void)registry.register_stage("probe", [p] {
     StageDescription d;
     d.name = "probe";
@@ -56,6 +57,10 @@ inline void register_probe(StageRegistry& registry, std::shared_ptr<Probe> p) {
       return {};
     });
   });
+}
+
+// `thrower` throws; `waits_for_stop` blocks until its stop token fires.
+inline void register_misbehaving(StageRegistry& registry) {
   (void)registry.register_stage("thrower", [] {
     StageDescription d;
     d.name = "thrower";
@@ -72,6 +77,11 @@ inline void register_probe(StageRegistry& registry, std::shared_ptr<Probe> p) {
       return make_error(ErrorCode::kCancelled, "stopped");
     });
   });
+}
+
+inline void register_probe(StageRegistry& registry, std::shared_ptr<Probe> p) {
+  register_probe_stage(registry, std::move(p));
+  register_misbehaving(registry);
 }
 
 class RunnerTest : public ::testing::Test {

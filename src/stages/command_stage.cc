@@ -88,18 +88,20 @@ class CommandStage : public Stage {
     if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
       return make_error(ErrorCode::kResourceExhausted, std::string("pipe: ") + std::strerror(errno));
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    std::string cwd = o.string_or("cwd", "");
-    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
+    auto pid = spawn(argv, o.string_or("cwd", ""), environment(o), out_pipe[1], err_pipe[1]);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    if (!pid) {
+      ::close(out_pipe[0]);
+      ::close(err_pipe[0]);
+      return make_error(pid.error());
+    }
+    return wait_child(ctx, o, *pid, out_pipe[0], err_pipe[0], argv, timeout, tail_lines, stop);
+  }
 
+ private:
+  // This process's environment with the `env` option's variables added or replaced.
+  static std::vector<std::string> environment(const StageOptions& o) {
     std::vector<std::string> env_storage;
     for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
     if (const Json* env = o.get("env"); env != nullptr && env->is_object()) {
@@ -109,32 +111,41 @@ class CommandStage : public Stage {
         env_storage.push_back(entry);
       }
     }
+    return env_storage;
+  }
+
+  // Starts argv[0] from PATH in its own process group, stdin from /dev/null, stdout and stderr
+  // to the given pipe ends.
+  static Result<pid_t> spawn(std::vector<std::string> argv, const std::string& cwd, std::vector<std::string> env,
+                             int out_fd, int err_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     std::vector<char*> envp, args;
-    for (auto& e : env_storage) envp.push_back(e.data());
+    for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-
     pid_t pid = 0;
     int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-    if (rc != 0) {
-      ::close(out_pipe[0]);
-      ::close(err_pipe[0]);
-      if (rc == ENOENT) {
-        return make_error(ErrorCode::kNotFound, "program '" + argv[0] + "' not found" +
-                                                    (argv[0].find('/') == std::string::npos ? " on PATH" : ""));
-      }
-      if (rc == EACCES) return make_error(ErrorCode::kPermissionDenied, "program '" + argv[0] + "' is not executable");
-      return make_error(ErrorCode::kInternal, "cannot start '" + argv[0] + "': " + std::strerror(rc));
+    if (rc == 0) return pid;
+    if (rc == ENOENT) {
+      return make_error(ErrorCode::kNotFound, "program '" + argv[0] + "' not found" +
+                                                  (argv[0].find('/') == std::string::npos ? " on PATH" : ""));
     }
-    return wait_child(ctx, o, pid, out_pipe[0], err_pipe[0], argv, timeout, tail_lines, stop);
+    if (rc == EACCES) return make_error(ErrorCode::kPermissionDenied, "program '" + argv[0] + "' is not executable");
+    return make_error(ErrorCode::kInternal, "cannot start '" + argv[0] + "': " + std::strerror(rc));
   }
 
- private:
   static Status wait_child(Context& ctx, const StageOptions& o, pid_t pid, int out_fd, int err_fd,
                            const std::vector<std::string>& argv, std::optional<std::chrono::milliseconds> timeout,
                            size_t tail_lines, std::stop_token stop) {
