@@ -56,15 +56,22 @@ class NameLog {
 
 template <class F>
 void NameLog::for_each_from(size_t from, F&& fn) const {
-  size_t pos = 0;
-  for (const Segment* s : segments()) {
-    for (const std::string& n : s->names) {
-      if (pos++ >= from) fn(n);
+  size_t pos = 0;  // of the first name of the segment at hand
+  auto visit = [&](const std::vector<std::string>& names) {
+    for (size_t i = from > pos ? from - pos : 0; i < names.size(); ++i) fn(names[i]);
+    pos += names.size();
+  };
+  if (from < shared_size_) {
+    for (const Segment* s : segments()) {
+      if (pos + s->names.size() <= from) {
+        pos += s->names.size();  // wholly before `from`
+        continue;
+      }
+      visit(s->names);
     }
   }
-  for (const std::string& n : tail_) {
-    if (pos++ >= from) fn(n);
-  }
+  pos = shared_size_;
+  visit(tail_);
 }
 
 }  // namespace crucible
