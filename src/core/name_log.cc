@@ -67,7 +67,7 @@ void NameLog::share() {
   s->size = (s->parent ? s->parent->size : 0) + s->names.size();
   if (indexed_ && s->names.size() > kLinearScan) s->index.insert(s->names.begin(), s->names.end());
   tail_.clear();
-  tail_index_.clear();
+  std::unordered_set<std::string>().swap(tail_index_);  // not clear(): copies would copy its buckets
   shared_size_ = s->size;
   shared_ = std::move(s);
 }
@@ -79,7 +79,7 @@ void NameLog::unshare() {
   shared_.reset();
   shared_size_ = 0;
   tail_.clear();
-  tail_index_.clear();
+  std::unordered_set<std::string>().swap(tail_index_);  // not clear(): copies would copy its buckets
   for (std::string& n : all) push_back(std::move(n));
 }
 
