@@ -3,6 +3,7 @@
 #include "expression_lexer.h"
 
 #include <cmath>
+#include <limits>
 #include <variant>
 
 namespace crucible {
@@ -31,6 +32,7 @@ enum class Op {
   kMod,
   kIndex,
   kMember,
+  kChain,  // operands joined left to right by `chain` operators of one precedence level
 };
 
 struct Node {
@@ -39,6 +41,7 @@ struct Node {
   Json literal;      // kLiteral
   std::string name;  // kPath root, kCall function, kMember field
   std::vector<std::shared_ptr<const Node>> args;
+  std::vector<std::pair<Op, size_t>> chain;  // kChain: the operator and column before args[i + 1]
 };
 
 using NodePtr = std::shared_ptr<const Node>;
@@ -80,28 +83,51 @@ class Parser {
   }
 
   static NodePtr make(Op op, size_t col, std::vector<NodePtr> args = {}, std::string name = {}, Json lit = {}) {
-    return std::make_shared<const Node>(Node{op, col, std::move(lit), std::move(name), std::move(args)});
+    return std::make_shared<const Node>(Node{op, col, std::move(lit), std::move(name), std::move(args), {}});
   }
 
+  // Nesting (parentheses, lists, calls, indexes, `not`, unary minus) is limited, so neither
+  // parsing nor evaluation can run out of stack; long chains like 1+1+...+1 are flat instead.
+  struct Nesting {
+    Parser& p;
+    explicit Nesting(Parser& parser) : p(parser) { ++p.depth_; }
+    ~Nesting() { --p.depth_; }
+    bool too_deep() const { return p.depth_ > kMaxDepth; }
+  };
+  static constexpr int kMaxDepth = 64;
+  tl::unexpected<ExprError> too_deep() const {
+    return fail("the expression nests deeper than " + std::to_string(kMaxDepth) + " levels");
+  }
+
+  // One precedence level: `next (op next)*`. Two operands make a binary node; more make one
+  // flat kChain node evaluated left to right.
   tl::expected<NodePtr, ExprError> binary_chain(tl::expected<NodePtr, ExprError> (Parser::*next)(),
                                                 std::initializer_list<std::pair<std::string_view, Op>> ops) {
-    auto left = (this->*next)();
-    if (!left) return left;
+    auto first = (this->*next)();
+    if (!first) return first;
+    std::vector<NodePtr> operands{*first};
+    std::vector<std::pair<Op, size_t>> between;
     while (true) {
       std::optional<Op> op;
       for (const auto& [text, o] : ops) {
         if (is(text)) op = o;
       }
-      if (!op) return left;
-      size_t col = peek().column;
+      if (!op) break;
+      between.emplace_back(*op, peek().column);
       ++pos_;
       auto right = (this->*next)();
       if (!right) return right;
-      left = make(*op, col, {*left, *right});
+      operands.push_back(*right);
     }
+    if (operands.size() == 1) return operands[0];
+    if (operands.size() == 2) return make(between[0].first, between[0].second, std::move(operands));
+    return std::make_shared<const Node>(
+        Node{Op::kChain, between[0].second, Json(), {}, std::move(operands), std::move(between)});
   }
 
   tl::expected<NodePtr, ExprError> parse_or() {
+    Nesting nesting(*this);
+    if (nesting.too_deep()) return too_deep();
     return binary_chain(&Parser::parse_and, {{"or", Op::kOr}, {"||", Op::kOr}});
   }
   tl::expected<NodePtr, ExprError> parse_and() {
@@ -109,6 +135,8 @@ class Parser {
   }
   tl::expected<NodePtr, ExprError> parse_not() {
     if (is("not") || is("!")) {
+      Nesting nesting(*this);
+      if (nesting.too_deep()) return too_deep();
       size_t col = peek().column;
       ++pos_;
       auto operand = parse_not();
@@ -134,6 +162,8 @@ class Parser {
   }
   tl::expected<NodePtr, ExprError> parse_unary() {
     if (is("-")) {
+      Nesting nesting(*this);
+      if (nesting.too_deep()) return too_deep();
       size_t col = peek().column;
       ++pos_;
       auto operand = parse_unary();
@@ -145,7 +175,8 @@ class Parser {
   tl::expected<NodePtr, ExprError> parse_postfix() {
     auto node = parse_primary();
     if (!node) return node;
-    while (true) {
+    for (int steps = 0;; ++steps) {
+      if (steps > kMaxDepth) return too_deep();
       if (is(".")) {
         size_t col = peek().column;
         ++pos_;
@@ -241,6 +272,7 @@ class Parser {
 
   std::vector<Token> toks_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 // Evaluation ---------------------------------------------------------------------------------
@@ -268,7 +300,12 @@ class Evaluator {
       case Op::kNeg: {
         auto v = eval(*n.args[0]);
         if (!v) return v;
-        if (v->is_number_integer()) return Json(-v->get<int64_t>());
+        if (v->is_number_integer()) {
+          if (v->get<int64_t>() == std::numeric_limits<int64_t>::min()) {
+            return type_error(n, "integer overflow: -(" + v->dump() + ") does not fit in 64 bits");
+          }
+          return Json(-v->get<int64_t>());
+        }
         if (v->is_number()) return Json(-v->get<double>());
         return type_error(n, "'-' needs a number, got " + json_type_name(*v));
       }
@@ -278,18 +315,39 @@ class Evaluator {
         return Json(!*v);
       }
       case Op::kAnd:
-      case Op::kOr: {
-        const char* name = n.op == Op::kAnd ? "and" : "or";
-        auto l = boolean(*n.args[0], name);
-        if (!l) return make_error(l.error());
-        if (n.op == Op::kAnd && !*l) return Json(false);
-        if (n.op == Op::kOr && *l) return Json(true);
-        auto r = boolean(*n.args[1], name);
-        if (!r) return make_error(r.error());
-        return Json(*r);
+      case Op::kOr:
+      case Op::kChain: return chain(n);
+      default: {
+        auto l = eval(*n.args[0]);
+        if (!l) return l;
+        auto r = eval(*n.args[1]);
+        if (!r) return r;
+        return apply(n.op, n.column, *l, *r);
       }
-      default: return binary(n);
     }
+  }
+
+  // Operands joined by operators of one level, left to right: `and`/`or` stop at the first
+  // operand that decides, the others fold.
+  Result<Json> chain(const Node& n) {
+    auto at = [&n](size_t i) { return n.op == Op::kChain ? n.chain[i] : std::pair<Op, size_t>{n.op, n.column}; };
+    const size_t steps = n.args.size() - 1;
+    if (at(0).first == Op::kAnd || at(0).first == Op::kOr) {
+      const bool is_and = at(0).first == Op::kAnd;
+      for (size_t i = 0; i <= steps; ++i) {
+        auto v = boolean(*n.args[i], is_and ? "and" : "or");
+        if (!v) return make_error(v.error());
+        if (*v != is_and || i == steps) return Json(*v);
+      }
+    }
+    auto acc = eval(*n.args[0]);
+    if (!acc) return acc;
+    for (size_t i = 0; i < steps; ++i) {
+      auto r = eval(*n.args[i + 1]);
+      if (!r) return r;
+      CRUCIBLE_ASSIGN_OR_RETURN(*acc, apply(at(i).first, at(i).second, *acc, *r));
+    }
+    return acc;
   }
 
   Result<bool> boolean(const Node& n, const char* op) {
@@ -302,11 +360,13 @@ class Evaluator {
     return v->get<bool>();
   }
 
-  Error error(const Node& n, const std::string& msg) const {
+  Error error(const Node& n, const std::string& msg) const { return error_at(n.column, msg); }
+  Error error_at(size_t column, const std::string& msg) const {
     return Error(ErrorCode::kInvalidArgument,
-                 "expression '" + text_ + "' column " + std::to_string(n.column) + ": " + msg);
+                 "expression '" + text_ + "' column " + std::to_string(column) + ": " + msg);
   }
   Unexpected type_error(const Node& n, const std::string& msg) const { return make_error(error(n, msg)); }
+  Unexpected type_error_at(size_t column, const std::string& msg) const { return make_error(error_at(column, msg)); }
 
  private:
   static Json from_map(const Context::Map& map) {
@@ -386,55 +446,74 @@ class Evaluator {
       }
       return {};
     };
-    if (n.name == "len") {
-      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
-      const Json& v = args[0];
-      if (v.is_string()) return Json(static_cast<int64_t>(v.get<std::string>().size()));
-      if (v.is_array() || v.is_object()) return Json(static_cast<int64_t>(v.size()));
-      return type_error(n, "len() needs a string, list or object, got " + json_type_name(v));
+    const bool one = n.name == "len" || n.name == "str" || n.name == "int" || n.name == "float" || n.name == "abs";
+    CRUCIBLE_RETURN_IF_ERROR(n.name == "range" ? arity(1, 2) : one ? arity(1, 1) : Status());
+    if (n.name == "len") return len(n, args[0]);
+    if (n.name == "range") return range(n, args);
+    if (n.name == "str") return Json(args[0].is_string() ? args[0].get<std::string>() : args[0].dump());
+    if (n.name == "int" || n.name == "float") return convert(n, args[0]);
+    if (n.name == "abs") return abs(n, args[0]);
+    return min_max(n, std::move(args));
+  }
+
+  Result<Json> len(const Node& n, const Json& v) {
+    if (v.is_string()) return Json(static_cast<int64_t>(v.get<std::string>().size()));
+    if (v.is_array() || v.is_object()) return Json(static_cast<int64_t>(v.size()));
+    return type_error(n, "len() needs a string, list or object, got " + json_type_name(v));
+  }
+
+  Result<Json> range(const Node& n, const std::vector<Json>& args) {
+    for (const Json& a : args) {
+      if (!a.is_number_integer()) return type_error(n, "range() needs integers");
     }
-    if (n.name == "range") {
-      CRUCIBLE_RETURN_IF_ERROR(arity(1, 2));
-      for (const Json& a : args) {
-        if (!a.is_number_integer()) return type_error(n, "range() needs integers");
+    int64_t lo = args.size() == 2 ? args[0].get<int64_t>() : 0;
+    int64_t hi = args.back().get<int64_t>();
+    int64_t count = 0;
+    if (__builtin_sub_overflow(hi, lo, &count) || count > 1'000'000) {
+      return type_error(n, "range() is limited to 1,000,000 items");
+    }
+    Json out = Json::array();
+    for (int64_t i = lo; i < hi; ++i) out.push_back(i);
+    return out;
+  }
+
+  // int() and float(): from a number or a numeric string; int() of a value outside 64 bits is
+  // an error, not a wrapped number.
+  Result<Json> convert(const Node& n, const Json& v) {
+    if (n.name == "int" && v.is_number_integer()) return v;
+    double d = 0;
+    if (v.is_number()) {
+      d = v.get<double>();
+    } else if (v.is_string()) {
+      try {
+        d = std::stod(v.get<std::string>());
+      } catch (const std::exception&) {
+        return type_error(n, n.name + "() cannot convert " + v.dump());
       }
-      int64_t lo = args.size() == 2 ? args[0].get<int64_t>() : 0;
-      int64_t hi = args.back().get<int64_t>();
-      if (hi - lo > 1'000'000) return type_error(n, "range() is limited to 1,000,000 items");
-      Json out = Json::array();
-      for (int64_t i = lo; i < hi; ++i) out.push_back(i);
-      return out;
+    } else {
+      return type_error(n, n.name + "() needs a number or string, got " + json_type_name(v));
     }
-    if (n.name == "str") {
-      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
-      return Json(args[0].is_string() ? args[0].get<std::string>() : args[0].dump());
+    if (!std::isfinite(d)) return type_error(n, n.name + "() of " + v.dump() + " is not a finite number");
+    if (n.name == "float") return Json(d);
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) {
+      return type_error(n, "int() of " + v.dump() + " does not fit in 64 bits");
     }
-    if (n.name == "int" || n.name == "float") {
-      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
-      const Json& v = args[0];
-      double d = 0;
-      if (v.is_number()) {
-        d = v.get<double>();
-      } else if (v.is_string()) {
-        try {
-          d = std::stod(v.get<std::string>());
-        } catch (const std::exception&) {
-          return type_error(n, n.name + "() cannot convert " + v.dump());
-        }
-      } else {
-        return type_error(n, n.name + "() needs a number or string, got " + json_type_name(v));
+    return Json(static_cast<int64_t>(d));
+  }
+
+  Result<Json> abs(const Node& n, const Json& v) {
+    if (v.is_number_integer()) {
+      if (v.get<int64_t>() == std::numeric_limits<int64_t>::min()) {
+        return type_error(n, "integer overflow: abs(" + v.dump() + ") does not fit in 64 bits");
       }
-      if (n.name == "int") return Json(static_cast<int64_t>(d));
-      return Json(d);
+      return Json(std::llabs(v.get<int64_t>()));
     }
-    if (n.name == "abs") {
-      CRUCIBLE_RETURN_IF_ERROR(arity(1, 1));
-      if (args[0].is_number_integer()) return Json(std::llabs(args[0].get<int64_t>()));
-      if (args[0].is_number()) return Json(std::fabs(args[0].get<double>()));
-      return type_error(n, "abs() needs a number");
-    }
-    // min / max over arguments or over one list.
-    std::vector<Json> values = args;
+    if (v.is_number()) return Json(std::fabs(v.get<double>()));
+    return type_error(n, "abs() needs a number");
+  }
+
+  // min / max over arguments or over one list.
+  Result<Json> min_max(const Node& n, std::vector<Json> values) {
     if (values.size() == 1 && values[0].is_array()) values = values[0].get<std::vector<Json>>();
     if (values.empty()) return type_error(n, n.name + "() of nothing");
     Json best = values[0];
@@ -451,21 +530,16 @@ class Evaluator {
     return a == b;
   }
 
-  Result<Json> binary(const Node& n) {
-    auto l = eval(*n.args[0]);
-    if (!l) return l;
-    auto r = eval(*n.args[1]);
-    if (!r) return r;
-    const Json& a = *l;
-    const Json& b = *r;
-    switch (n.op) {
+  // A binary operator on two values; `column` locates errors.
+  Result<Json> apply(Op op, size_t column, const Json& a, const Json& b) {
+    switch (op) {
       case Op::kEq: return Json(numeric_equal(a, b));
       case Op::kNe: return Json(!numeric_equal(a, b));
       case Op::kLt:
       case Op::kLe:
       case Op::kGt:
-      case Op::kGe: return compare(n, a, b);
-      case Op::kIn: return contains(n, a, b);
+      case Op::kGe: return compare(op, column, a, b);
+      case Op::kIn: return contains(column, a, b);
       case Op::kAdd:
         if (a.is_string() && b.is_string()) return Json(a.get<std::string>() + b.get<std::string>());
         if (a.is_array() && b.is_array()) {
@@ -474,11 +548,11 @@ class Evaluator {
           return out;
         }
         [[fallthrough]];
-      default: return arithmetic(n, a, b);
+      default: return arithmetic(op, column, a, b);
     }
   }
 
-  Result<Json> compare(const Node& n, const Json& a, const Json& b) {
+  Result<Json> compare(Op op, size_t column, const Json& a, const Json& b) {
     int c = 0;
     if (a.is_number() && b.is_number()) {
       double x = a.get<double>(), y = b.get<double>();
@@ -486,10 +560,10 @@ class Evaluator {
     } else if (a.is_string() && b.is_string()) {
       c = a.get<std::string>().compare(b.get<std::string>());
     } else {
-      return type_error(
-          n, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " + json_type_name(b) + " " + b.dump());
+      return type_error_at(column, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " +
+                                       json_type_name(b) + " " + b.dump());
     }
-    switch (n.op) {
+    switch (op) {
       case Op::kLt: return Json(c < 0);
       case Op::kLe: return Json(c <= 0);
       case Op::kGt: return Json(c > 0);
@@ -497,7 +571,7 @@ class Evaluator {
     }
   }
 
-  Result<Json> contains(const Node& n, const Json& needle, const Json& hay) {
+  Result<Json> contains(size_t column, const Json& needle, const Json& hay) {
     if (hay.is_array()) {
       for (const Json& v : hay) {
         if (numeric_equal(v, needle)) return Json(true);
@@ -508,25 +582,57 @@ class Evaluator {
       return Json(hay.get<std::string>().find(needle.get<std::string>()) != std::string::npos);
     }
     if (hay.is_object() && needle.is_string()) return Json(hay.contains(needle.get<std::string>()));
-    return type_error(n, "'in' needs a list, string or object on the right, got " + json_type_name(hay));
+    return type_error_at(column, "'in' needs a list, string or object on the right, got " + json_type_name(hay));
   }
 
-  Result<Json> arithmetic(const Node& n, const Json& a, const Json& b) {
-    if (!a.is_number() || !b.is_number()) {
-      return type_error(n, "arithmetic needs numbers, got " + json_type_name(a) + " and " + json_type_name(b));
-    }
-    bool ints = a.is_number_integer() && b.is_number_integer();
-    switch (n.op) {
-      case Op::kAdd: return ints ? Json(a.get<int64_t>() + b.get<int64_t>()) : Json(a.get<double>() + b.get<double>());
-      case Op::kSub: return ints ? Json(a.get<int64_t>() - b.get<int64_t>()) : Json(a.get<double>() - b.get<double>());
-      case Op::kMul: return ints ? Json(a.get<int64_t>() * b.get<int64_t>()) : Json(a.get<double>() * b.get<double>());
-      case Op::kDiv:
-        if (b.get<double>() == 0) return type_error(n, "division by zero");
-        return Json(a.get<double>() / b.get<double>());
+  // Integer arithmetic that would wrap is an error, never a silently wrong number.
+  Result<Json> integer_arithmetic(Op op, size_t column, int64_t x, int64_t y) {
+    int64_t out = 0;
+    bool overflow = false;
+    switch (op) {
+      case Op::kAdd: overflow = __builtin_add_overflow(x, y, &out); break;
+      case Op::kSub: overflow = __builtin_sub_overflow(x, y, &out); break;
+      case Op::kMul: overflow = __builtin_mul_overflow(x, y, &out); break;
       default:
-        if (b.get<double>() == 0) return type_error(n, "modulo by zero");
-        return ints ? Json(a.get<int64_t>() % b.get<int64_t>()) : Json(std::fmod(a.get<double>(), b.get<double>()));
+        if (y == 0) return type_error_at(column, "modulo by zero");
+        if (x == std::numeric_limits<int64_t>::min() && y == -1) return Json(int64_t{0});
+        return Json(x % y);
     }
+    if (overflow) {
+      return type_error_at(column, "integer overflow: " + std::to_string(x) + " " + op_text(op) + " " +
+                                       std::to_string(y) + " does not fit in 64 bits");
+    }
+    return Json(out);
+  }
+
+  static const char* op_text(Op op) { return op == Op::kAdd ? "+" : op == Op::kSub ? "-" : "*"; }
+
+  Result<Json> arithmetic(Op op, size_t column, const Json& a, const Json& b) {
+    if (!a.is_number() || !b.is_number()) {
+      return type_error_at(column, "arithmetic needs numbers, got " + json_type_name(a) + " and " + json_type_name(b));
+    }
+    if (op == Op::kDiv) {
+      if (b.get<double>() == 0) return type_error_at(column, "division by zero");
+      return finite(column, a.get<double>() / b.get<double>());
+    }
+    if (a.is_number_integer() && b.is_number_integer()) {
+      return integer_arithmetic(op, column, a.get<int64_t>(), b.get<int64_t>());
+    }
+    double x = a.get<double>(), y = b.get<double>();
+    switch (op) {
+      case Op::kAdd: return finite(column, x + y);
+      case Op::kSub: return finite(column, x - y);
+      case Op::kMul: return finite(column, x * y);
+      default:
+        if (y == 0) return type_error_at(column, "modulo by zero");
+        return Json(std::fmod(x, y));
+    }
+  }
+
+  // JSON has no infinity: an overflowing float is an error too.
+  Result<Json> finite(size_t column, double v) {
+    if (!std::isfinite(v)) return type_error_at(column, "the result is not a finite number");
+    return Json(v);
   }
 
   const Context& ctx_;
@@ -549,7 +655,7 @@ tl::expected<Expression, ExprError> Expression::parse(std::string_view text) {
 Expression Expression::from_value(Json value) {
   Expression e;
   e.text_ = value.dump();
-  e.root_ = std::make_shared<const Node>(Node{Op::kLiteral, 1, std::move(value), {}, {}});
+  e.root_ = std::make_shared<const Node>(Node{Op::kLiteral, 1, std::move(value), {}, {}, {}});
   return e;
 }
 

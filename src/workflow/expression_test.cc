@@ -145,3 +145,56 @@ TEST(Template, CheckReportsTheOffsetOfTheError) {
 
 }  // namespace
 }  // namespace crucible
+
+namespace crucible {
+namespace {
+
+std::string repeat(const std::string& s, size_t n) {
+  std::string out;
+  out.reserve(s.size() * n);
+  for (size_t i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+TEST(ExpressionLimits, DeepNestingIsALocatedParseError) {
+  for (const std::string& text :
+       {repeat("(", 5000) + "1" + repeat(")", 5000), repeat("not ", 50000) + "true", repeat("-", 10000) + "1",
+        repeat("[", 3000) + repeat("]", 3000), "config" + repeat(".a", 10000)}) {
+    auto e = Expression::parse(text);
+    ASSERT_FALSE(e) << text.substr(0, 40);
+    EXPECT_NE(e.error().message.find("nests deeper than 64 levels"), std::string::npos) << e.error().message;
+    EXPECT_GT(e.error().column, 0u);
+  }
+  EXPECT_TRUE(Expression::parse(repeat("(", 60) + "1" + repeat(")", 60)));  // deep but within the limit
+}
+
+TEST(ExpressionLimits, LongChainsEvaluateWithoutDeepRecursion) {
+  EXPECT_EQ(eval("1" + repeat("+1", 20000)), 20001);
+  EXPECT_EQ(eval("10 - 1 - 2 + 3 * 2 * 2 - 4 / 2"), 17.0);
+  EXPECT_EQ(eval("true" + repeat(" and true", 20000)), true);
+  EXPECT_EQ(eval("false" + repeat(" or false", 20000) + " or true"), true);
+  EXPECT_EQ(eval("1 < 2 == true"), true);
+  // `and` stops at the first false: the type error after it is never reached.
+  EXPECT_EQ(eval("true and false and (1 + 'x')"), false);
+}
+
+TEST(ExpressionLimits, IntegerOverflowIsAnError) {
+  for (const char* text : {"9223372036854775807 + 1", "-9223372036854775807 - 2", "4611686018427387904 * 2",
+                           "abs(-9223372036854775807 - 1)", "-(-9223372036854775807 - 1)", "int(1e300)", "int('1e30')",
+                           "range(-9223372036854775807, 9223372036854775807)", "1e308 * 10"}) {
+    Error e = eval_error(text);
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << text;
+    EXPECT_TRUE(e.message().find("overflow") != std::string::npos || e.message().find("64 bits") != std::string::npos ||
+                e.message().find("finite") != std::string::npos || e.message().find("limited") != std::string::npos)
+        << text << ": " << e.message();
+  }
+  EXPECT_EQ(eval("9223372036854775806 + 1"), INT64_MAX);
+  EXPECT_EQ(eval("int(3.9)"), 3);
+  EXPECT_EQ(eval("int(9007199254740993)"), 9007199254740993);  // integers stay exact
+  auto huge = Expression::parse("1e999");
+  ASSERT_FALSE(huge);
+  EXPECT_NE(huge.error().message.find("out of range"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace crucible
