@@ -1,9 +1,10 @@
 #include "crucible/llm/models.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <mutex>
-#include <regex>
 
 #include "crucible/core/duration.h"
 #include "crucible/core/executor.h"
@@ -88,8 +89,10 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
         "missing required key 'api_key_env' (the environment variable holding the key, e.g. ANTHROPIC_API_KEY)");
   }
   if (c.contains("api_key_env") && c["api_key_env"].is_string()) {
-    static const std::regex env_re("^[A-Za-z_][A-Za-z0-9_]*$");
-    if (!std::regex_match(c["api_key_env"].get<std::string>(), env_re)) {
+    const std::string& name = c["api_key_env"].get<std::string>();
+    auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; };
+    if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])) ||
+        !std::all_of(name.begin(), name.end(), word)) {
       add("api_key_env", "expected the name of an environment variable (the key itself never goes in a pipeline)");
     }
   }

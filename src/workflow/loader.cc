@@ -1,10 +1,11 @@
 #include "crucible/workflow/loader.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -17,6 +18,7 @@
 #include "crucible/reliability/hedging_config.h"
 #include "distributed_reader.h"
 #include "validate_internal.h"
+#include "yaml_limits.h"
 #include "yaml_reader.h"
 
 namespace crucible {
@@ -44,6 +46,10 @@ size_t LoadResult::error_count() const {
 namespace {
 
 using workflow_internal::DistributedReader;
+using workflow_internal::YamlLimits;
+
+constexpr size_t kMaxFileBytes = size_t{8} << 20;
+constexpr size_t kMaxNameLength = 128;
 using workflow_internal::join;
 
 // Keys each kind of mapping accepts.
@@ -73,8 +79,22 @@ class Loader : public DistributedReader {
 
   LoadResult load(std::string_view text) {
     LoadResult result;
+    if (text.size() > kMaxFileBytes) {
+      result.diagnostics.push_back({Diagnostic::Severity::kError,
+                                    {file_, 1, 1},
+                                    "",
+                                    "the pipeline is " + std::to_string(text.size()) +
+                                        " bytes; pipelines are limited to " + std::to_string(kMaxFileBytes >> 20) +
+                                        " MiB"});
+      return result;
+    }
     YAML::Node root;
     try {
+      if (auto v = YamlLimits::check(std::string(text))) {
+        result.diagnostics.push_back(
+            {Diagnostic::Severity::kError, {file_, v->mark.line + 1, v->mark.column + 1}, "", v->message});
+        return result;
+      }
       root = YAML::Load(std::string(text));
     } catch (const YAML::Exception& e) {
       Diagnostic d;
@@ -212,8 +232,13 @@ class Loader : public DistributedReader {
     node.loc = loc(n);
     if (auto name = get_string(n, "name", field, true)) {
       node.name = *name;
-      static const std::regex name_re(R"(^[A-Za-z0-9_.\-]+$)");
-      if (!std::regex_match(*name, name_re)) {
+      if (name->size() > kMaxNameLength) {
+        error(n["name"], field + ".name",
+              "stage name is " + std::to_string(name->size()) + " characters; at most " +
+                  std::to_string(kMaxNameLength) + " are allowed");
+      } else if (!std::all_of(name->begin(), name->end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+                 })) {
         error(n["name"], field + ".name",
               "stage name '" + *name + "' may contain only letters, digits, '_', '-' and '.'");
       }
@@ -582,15 +607,23 @@ LoadResult load_pipeline_text(std::string_view text, const std::string& file_lab
 }
 
 LoadResult load_pipeline_file(const std::string& path, const StageRegistry& registry) {
-  std::ifstream in(path);
-  if (!in) {
+  auto fail = [&](std::string message) {
     LoadResult result;
-    result.diagnostics.push_back({Diagnostic::Severity::kError, {path, 0, 0}, "", "cannot read the pipeline file"});
+    result.diagnostics.push_back({Diagnostic::Severity::kError, {path, 0, 0}, "", std::move(message)});
     return result;
-  }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return load_pipeline_text(buf.str(), path, registry);
+  };
+  std::error_code ec;
+  auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) return fail("cannot read the pipeline file: no such file");
+  if (std::filesystem::is_directory(status)) return fail("is a directory, not a pipeline file");
+  if (!std::filesystem::is_regular_file(status)) return fail("is not a regular file (a device or a pipe?)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail("cannot read the pipeline file");
+  // Read one byte past the limit, so a file that grows while it is read is still refused.
+  std::string text(kMaxFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  return load_pipeline_text(text, path, registry);
 }
 
 }  // namespace crucible

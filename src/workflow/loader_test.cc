@@ -18,7 +18,12 @@ struct Invalid {
 
 // Every file in tests/pipelines/invalid with the located message it must produce.
 const Invalid kInvalid[] = {
+    {"alias_bomb.yaml", "9:12", "more than 1000000 values once its aliases are expanded"},
     {"bad_duration.yaml", "5:14", "expected a duration such as 500ms, 30s, 5m or 2h, found '5 minutes'"},
+    {"bad_stage_name.yaml", "3:12", "stage name 'a b' may contain only letters, digits, '_', '-' and '.'"},
+    {"cyclic_alias.yaml", "2:19", "an alias refers to the node that contains it"},
+    {"number_out_of_range.yaml", "3:11", "config.target: number 1e999 is out of range"},
+    {"too_deep.yaml", "2:208", "the file nests deeper than 200 levels"},
     {"bad_hedging_default.yaml", "5:17", "reliability.hedging.percentile: must be between 1 and 99.99, got 150"},
     {"bad_hedging_option.yaml", "8:27",
      "stages[0] 'a'.hedging.options.delay_candidates: must be a list of at least 2 delays"},
@@ -60,6 +65,49 @@ TEST(Loader, EveryInvalidPipelineFailsWithItsLocatedMessage) {
     EXPECT_NE(report.find(prefix), std::string::npos) << c.file << " report:\n" << report;
     EXPECT_NE(report.find(c.message), std::string::npos) << c.file << " report:\n" << report;
   }
+}
+
+TEST(LoaderLimits, OnlyRegularFilesOfBoundedSizeAreRead) {
+  StageRegistry registry = builtin_registry();
+  LoadResult dir = load_pipeline_file("tests/pipelines", registry);
+  EXPECT_NE(dir.report().find("tests/pipelines: error: is a directory"), std::string::npos) << dir.report();
+  LoadResult dev = load_pipeline_file("/dev/zero", registry);
+  EXPECT_NE(dev.report().find("/dev/zero: error: is not a regular file"), std::string::npos) << dev.report();
+  LoadResult missing = load_pipeline_file("tests/pipelines/nope.yaml", registry);
+  EXPECT_NE(missing.report().find("no such file"), std::string::npos) << missing.report();
+  std::string big = "name: big\nstages:\n  - {name: s, uses: noop}\n# " + std::string(9 << 20, 'x') + "\n";
+  LoadResult huge = load_pipeline_text(big, "big.yaml", registry);
+  EXPECT_NE(huge.report().find("big.yaml:1:1: error: the pipeline is"), std::string::npos) << huge.report();
+  EXPECT_NE(huge.report().find("limited to 8 MiB"), std::string::npos);
+}
+
+TEST(LoaderLimits, AHugeStageNameIsALocatedErrorNotACrash) {
+  StageRegistry registry = builtin_registry();
+  std::string name(50'000, 'a');
+  LoadResult r = load_pipeline_text("name: n\nstages:\n  - {name: " + name + ", uses: noop}\n", "n.yaml", registry);
+  EXPECT_NE(r.report().find("n.yaml:3:12: error: stages[0].name: stage name is 50000 characters; at most 128"),
+            std::string::npos)
+      << r.report().substr(0, 300);
+  std::string scalar(100'000, '1');  // a long number-like scalar is checked without a regex
+  LoadResult s = load_pipeline_text("name: n\nconfig: {x: " + scalar + "}\nstages:\n  - {name: a, uses: noop}\n",
+                                    "s.yaml", registry);
+  EXPECT_NE(s.report().find("is out of range"), std::string::npos);
+}
+
+TEST(LoaderLimits, NumbersKeepTheirTypesAndQuotedOnesStayText) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_text(
+      "name: n\nconfig: {a: 12, b: -1.5e3, c: '1e999', d: 1e, e: .5, f: 5., g: +7}\nstages:\n  - {name: a, uses: "
+      "noop}\n",
+      "n.yaml", registry);
+  ASSERT_TRUE(r.ok()) << r.report();
+  EXPECT_EQ(r.spec->config["a"], 12);
+  EXPECT_EQ(r.spec->config["b"], -1500.0);
+  EXPECT_EQ(r.spec->config["c"], "1e999");
+  EXPECT_EQ(r.spec->config["d"], "1e");
+  EXPECT_EQ(r.spec->config["e"], 0.5);
+  EXPECT_EQ(r.spec->config["f"], 5.0);
+  EXPECT_EQ(r.spec->config["g"], 7);
 }
 
 TEST(Loader, ListsEveryErrorNotJustTheFirst) {

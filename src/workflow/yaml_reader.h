@@ -5,8 +5,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <optional>
-#include <regex>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -111,8 +114,13 @@ class YamlReader {
       if (required) error(map, field, "missing required key '" + key + "'");
       return std::nullopt;
     }
-    static const std::regex re(R"(^-?[0-9][0-9_,]*$)");
-    if (!n.IsScalar() || !std::regex_match(n.Scalar(), re)) {
+    auto integer_text = [](const std::string& t) {  // -?[0-9][0-9_,]*
+      size_t i = !t.empty() && t[0] == '-' ? 1 : 0;
+      if (i >= t.size() || !std::isdigit(static_cast<unsigned char>(t[i]))) return false;
+      return std::all_of(t.begin() + static_cast<std::ptrdiff_t>(i), t.end(),
+                         [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || c == '_' || c == ','; });
+    };
+    if (!n.IsScalar() || !integer_text(n.Scalar())) {
       error(n, sub(field, key), "expected an integer, found " + describe(n));
       return std::nullopt;
     }
@@ -210,6 +218,33 @@ class YamlReader {
     return *e;
   }
 
+  enum class NumberShape { kNone, kInteger, kDecimal };
+
+  // [-+]?digits, or [-+]?(digits.digits?|.digits|digits)([eE][-+]?digits)?; checked by hand, since
+  // a backtracking regex over a long scalar runs out of stack.
+  static NumberShape number_shape(const std::string& s) {
+    size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+    auto digits = [&]() {
+      size_t start = i;
+      while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+      return i - start;
+    };
+    size_t whole = digits();
+    if (i == s.size()) return whole > 0 ? NumberShape::kInteger : NumberShape::kNone;
+    size_t fraction = 0;
+    if (s[i] == '.') {
+      ++i;
+      fraction = digits();
+    }
+    if (whole == 0 && fraction == 0) return NumberShape::kNone;
+    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+      ++i;
+      if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+      if (digits() == 0) return NumberShape::kNone;
+    }
+    return i == s.size() ? NumberShape::kDecimal : NumberShape::kNone;
+  }
+
   // Scalars become typed JSON values unless quoted.
   Json to_json(const YAML::Node& n, const std::string& field) {
     switch (n.Type()) {
@@ -221,14 +256,22 @@ class YamlReader {
         if (s == "~" || s == "null") return Json();
         if (s == "true") return Json(true);
         if (s == "false") return Json(false);
-        static const std::regex int_re(R"(^[-+]?[0-9]+$)");
-        static const std::regex float_re(R"(^[-+]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$)");
-        try {
-          if (std::regex_match(s, int_re)) return Json(static_cast<int64_t>(std::stoll(s)));
-          if (std::regex_match(s, float_re)) return Json(std::stod(s));
-        } catch (const std::exception&) {
+        const NumberShape shape = number_shape(s);
+        if (shape == NumberShape::kNone) return Json(s);
+        errno = 0;
+        char* end = nullptr;
+        if (shape == NumberShape::kInteger) {
+          long long v = std::strtoll(s.c_str(), &end, 10);
+          if (errno != ERANGE) return Json(static_cast<int64_t>(v));
+        } else {
+          double v = std::strtod(s.c_str(), &end);
+          if (errno != ERANGE || (v != 0 && std::isfinite(v))) return Json(v);
         }
-        return Json(s);
+        error(n, field,
+              "number " + s +
+                  " is out of range (integers fit in 64 bits, decimals in a double); quote it to keep "
+                  "it as text");
+        return Json();
       }
       case YAML::NodeType::Sequence: {
         Json out = Json::array();
