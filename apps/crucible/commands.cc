@@ -101,6 +101,11 @@ Status apply_set(Json& overrides, const std::string& assignment) {
   std::string key = assignment.substr(0, eq);
   std::string text = assignment.substr(eq + 1);
   auto parsed = parse_json(text);
+  // Text that is not JSON is a string; JSON that breaks a limit (a number out of range, too
+  // deep) is an error, never a silent string.
+  if (!parsed && parsed.error().code() == ErrorCode::kOutOfRange) {
+    return make_error(ErrorCode::kInvalidArgument, "--set " + key + ": " + parsed.error().message());
+  }
   Json value = parsed ? *parsed : Json(text);
   Json* target = &overrides;
   size_t start = 0;

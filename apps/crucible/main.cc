@@ -1,5 +1,6 @@
 // crucible: load, validate and run pipelines as durable workflows.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -128,7 +129,15 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   for (const auto& [sub, action] : c.actions) {
-    if (*sub) return action();
+    if (!*sub) continue;
+    // The last net: library calls return errors, but a throw from a dependency (a damaged
+    // journal value, say) is reported, never an abort.
+    try {
+      return action();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "crucible: internal error: %s\n", e.what());
+      return 1;
+    }
   }
   return 2;
 }

@@ -158,7 +158,8 @@ Result<Json> journaled_spec(const RunLog& log) {
   if (started == nullptr) {
     return make_error(ErrorCode::kDataLoss, "run '" + log.summary.run_id.str() + "' has no run_started record");
   }
-  Json spec = started->payload.value("spec", Json());
+  const Json* first = json_member(started->payload, "spec");
+  Json spec = first != nullptr ? *first : Json();
   for (const Record& r : log.records) {
     if (r.type == RecordType::kDecision && r.key.str() == "#spec") spec = r.payload;
   }
@@ -241,8 +242,8 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
   const Record* started = find_run_started(log);
   if (started == nullptr)
     return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
-  auto durability = started->payload.value("durability", std::string("strict")) == "batched" ? Durability::kBatched
-                                                                                             : Durability::kStrict;
+  auto durability =
+      json_string(started->payload, "durability", "strict") == "batched" ? Durability::kBatched : Durability::kStrict;
   return execute(spec, log, durability, options);
 }
 
@@ -262,7 +263,12 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   CRUCIBLE_ASSIGN_OR_RETURN(const Plan plan, bind_plan(spec, registry_));
   CRUCIBLE_ASSIGN_OR_RETURN(auto lease, take_lease(run_id, std::move(taken)));
   const Record* started = find_run_started(log);
-  Json input = started != nullptr ? started->payload.value("input", Json::object()) : Json::object();
+  const Json* journaled_input = started != nullptr ? json_member(started->payload, "input") : nullptr;
+  if (journaled_input != nullptr && !journaled_input->is_object()) {
+    return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "': its journaled input is " +
+                                                json_type_name(*journaled_input) + ", not an object");
+  }
+  Json input = journaled_input != nullptr ? *journaled_input : Json::object();
   RunResult result;
   result.run_id = run_id;
   result.pipeline = spec.name;

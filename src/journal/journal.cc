@@ -63,18 +63,50 @@ Json record_body_to_json(const Record& r) {
   return body;
 }
 
+namespace {
+
+// kDataLoss naming the record and the field that does not decode.
+Unexpected corrupt(const Record& r, const std::string& what) {
+  return make_error(ErrorCode::kDataLoss, "run '" + r.run_id.str() + "' record " + std::to_string(r.seq) + ": " + what);
+}
+
+template <class T>
+Status read_integer(const Json& body, const char* field, const Record& r, T& out) {
+  auto it = body.find(field);
+  if (it == body.end()) return {};
+  if (!it->is_number_integer()) {
+    return corrupt(r, std::string("field '") + field + "' must be an integer, found " + json_type_name(*it));
+  }
+  out = it->get<T>();
+  return {};
+}
+
+Status read_error(const Json& e, const Record& r) {
+  if (!e.is_object()) return corrupt(r, "field 'error' must be an object, found " + json_type_name(e));
+  for (const char* key : {"code", "message", "field"}) {
+    if (e.contains(key) && !e[key].is_string()) {
+      return corrupt(r, std::string("field 'error.") + key + "' must be a string, found " + json_type_name(e[key]));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 Status record_body_from_json(const Json& body, Record& r) {
-  if (!body.is_object()) return make_error(ErrorCode::kDataLoss, "record body is not an object");
-  r.attempts = body.value("attempts", 0);
-  r.duration_us = body.value("duration_us", int64_t{0});
+  if (!body.is_object()) return corrupt(r, "the body is " + json_type_name(body) + ", not an object");
+  CRUCIBLE_RETURN_IF_ERROR(read_integer(body, "attempts", r, r.attempts));
+  CRUCIBLE_RETURN_IF_ERROR(read_integer(body, "duration_us", r, r.duration_us));
   if (auto it = body.find("delta"); it != body.end()) {
-    CRUCIBLE_ASSIGN_OR_RETURN(auto delta, delta_from_json(*it));
-    r.delta = std::move(delta);
+    auto delta = delta_from_json(*it);
+    if (!delta) return corrupt(r, "field 'delta': " + delta.error().message());
+    r.delta = std::move(*delta);
   }
   if (auto it = body.find("error"); it != body.end()) {
+    CRUCIBLE_RETURN_IF_ERROR(read_error(*it, r));
     auto code = parse_error_code(it->value("code", std::string("unknown")));
     r.error = Error(code.value_or(ErrorCode::kUnknown), it->value("message", std::string()));
-    if (auto f = it->find("field"); f != it->end() && f->is_string()) r.error->with_field(f->get<std::string>());
+    if (auto f = it->find("field"); f != it->end()) r.error->with_field(f->get<std::string>());
   }
   if (auto it = body.find("payload"); it != body.end()) r.payload = *it;
   return {};
@@ -86,8 +118,10 @@ std::optional<RunStatus> status_after(const Record& record) {
     case RecordType::kRunCompleted: return RunStatus::kCompleted;
     case RecordType::kRunFailed: return RunStatus::kFailed;
     case RecordType::kRunSuspended: {
-      auto s = parse_run_status(record.payload.value("status", std::string("waiting")));
-      return s.value_or(RunStatus::kWaiting);
+      const Json& p = record.payload;
+      bool named = p.is_object() && p.contains("status") && p["status"].is_string();
+      return named ? parse_run_status(p["status"].get<std::string>()).value_or(RunStatus::kWaiting)
+                   : RunStatus::kWaiting;
     }
     case RecordType::kStepStarted:
     case RecordType::kStepCompleted:

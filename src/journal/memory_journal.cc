@@ -33,9 +33,9 @@ class MemoryJournal : public Journal {
         }
         RunData data;
         data.log.summary.run_id = r.run_id;
-        data.log.summary.pipeline = r.payload.value("pipeline", std::string());
-        data.log.summary.spec_hash = r.payload.value("spec_hash", std::string());
-        data.log.summary.parent_run = r.payload.value("parent_run", std::string());
+        data.log.summary.pipeline = json_string(r.payload, "pipeline");
+        data.log.summary.spec_hash = json_string(r.payload, "spec_hash");
+        data.log.summary.parent_run = json_string(r.payload, "parent_run");
         data.log.summary.created_ms = r.at_ms;
         it = runs_.emplace(r.run_id, std::move(data)).first;
       } else if (it == runs_.end()) {
@@ -45,8 +45,8 @@ class MemoryJournal : public Journal {
       if (auto status = status_after(r)) summary.status = *status;
       if (r.type == RecordType::kRunFailed && r.error) summary.error = r.error->message();
       bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec";
-      if ((r.type == RecordType::kRunStarted || new_spec) && r.payload.contains("spec_hash")) {
-        summary.spec_hash = r.payload["spec_hash"].get<std::string>();
+      if ((r.type == RecordType::kRunStarted || new_spec) && json_member(r.payload, "spec_hash") != nullptr) {
+        summary.spec_hash = json_string(r.payload, "spec_hash");
       }
       summary.updated_ms = std::max(summary.updated_ms, r.at_ms);
       if (r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||

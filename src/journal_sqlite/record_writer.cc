@@ -83,11 +83,11 @@ Status RecordWriter::insert_run(const Record& r) {
   const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
   insert_run_.reset()
       .bind(r.run_id.str())
-      .bind(p.value("pipeline", std::string()))
-      .bind(p.value("spec_hash", std::string()))
+      .bind(json_string(p, "pipeline"))
+      .bind(json_string(p, "spec_hash"))
       .bind(r.at_ms)
       .bind(r.at_ms)
-      .bind(p.value("parent_run", std::string()));
+      .bind(json_string(p, "parent_run"));
   int rc = insert_run_.step();
   if ((rc & 0xff) == SQLITE_CONSTRAINT) {
     return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
@@ -108,7 +108,7 @@ Status RecordWriter::update_run(const Record& r, bool new_spec) {
   else
     update_run_.bind_null();
   if (new_spec)
-    update_run_.bind(r.payload["spec_hash"].get<std::string>());
+    update_run_.bind(json_string(r.payload, "spec_hash"));
   else
     update_run_.bind_null();
   int64_t releases =
@@ -144,7 +144,8 @@ Result<int64_t> RecordWriter::next_seq(const RunId& run) {
 }
 
 Status RecordWriter::apply(const Record& r, const std::string* body) {
-  bool new_spec = r.type == RecordType::kDecision && r.key.str() == "#spec" && r.payload.contains("spec_hash");
+  bool new_spec =
+      r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
   bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
                      r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
   if (r.type == RecordType::kRunStarted) {

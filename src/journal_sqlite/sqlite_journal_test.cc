@@ -104,6 +104,32 @@ TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {
   EXPECT_NE(j.error().message().find("schema version 99"), std::string::npos);
 }
 
+// A damaged record (edited by hand, or by a disk) is data loss naming where, never an abort.
+TEST(SqliteJournal, AFieldOfTheWrongTypeIsDataLossNamingTheRecord) {
+  std::string path = fresh_path("damaged");
+  {
+    auto j = open_at(path);
+    ASSERT_TRUE(j->append(started("r1"), Durability::kStrict));
+    ASSERT_TRUE(j->append(step("r1", RecordType::kStepCompleted, "/a"), Durability::kStrict));
+  }
+  const char* bodies[] = {R"({"attempts": "x"})",      R"({"duration_us": 1.5})",       R"({"error": "boom"})",
+                          R"({"error": {"code": 7}})", R"({"delta": {"op": "state"}})", R"([1, 2])"};
+  const char* fields[] = {"'attempts'", "'duration_us'", "'error'", "'error.code'", "'delta'", "not an object"};
+  for (size_t i = 0; i < std::size(bodies); ++i) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    std::string sql = std::string("UPDATE records SET body = '") + bodies[i] + "' WHERE seq = 2";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    auto j = open_at(path);
+    auto log = j->read_run(*RunId::parse("r1"));
+    ASSERT_FALSE(log) << bodies[i];
+    EXPECT_EQ(log.error().code(), ErrorCode::kDataLoss) << bodies[i];
+    EXPECT_NE(log.error().message().find("run 'r1' record 2"), std::string::npos) << log.error().message();
+    EXPECT_NE(log.error().message().find(fields[i]), std::string::npos) << log.error().message();
+  }
+}
+
 TEST(SqliteJournal, UnopenablePathIsUnavailable) {
   SqliteJournalOptions o;
   o.path = "/proc/crucible-cannot-write-here/journal.db";

@@ -31,7 +31,7 @@ Error malformed(std::string_view provider, const std::string& what) {
 Result<Json> post_json(http::Client& http, std::string_view provider, const http::Request& post, std::stop_token stop) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto reply, http.send(post, stop));
   if (reply.status != 200) return make_error(http_error(provider, reply.status, reply.body, reply.retry_after));
-  return Json::parse(reply.body, nullptr, false);
+  return parse_json_or_discarded(reply.body);
 }
 
 // Posts a streaming request and hands each server-sent event to `handle`; a handler that stops
@@ -86,7 +86,7 @@ class AnthropicProvider : public Provider {
     std::optional<Error> stream_error;
     bool stopped = false;
     SseParser::Handler handle = [&](const SseEvent& e) -> bool {
-      Json d = Json::parse(e.data, nullptr, false);
+      Json d = parse_json_or_discarded(e.data);
       if (!d.is_object()) {
         stream_error = malformed("anthropic", "an event whose data is not JSON");
         return false;
@@ -194,7 +194,7 @@ class OpenAIProvider : public Provider {
         done = true;
         return true;
       }
-      Json d = Json::parse(e.data, nullptr, false);
+      Json d = parse_json_or_discarded(e.data);
       if (!d.is_object()) {
         stream_error = malformed("openai", "a chunk that is not JSON");
         return false;
@@ -286,7 +286,7 @@ int64_t estimate_tokens(size_t chars) { return static_cast<int64_t>(chars / 4 + 
 Error http_error(std::string_view provider, long status, const std::string& body,
                  std::optional<std::chrono::milliseconds> retry_after) {
   std::string type, message;
-  Json j = Json::parse(body, nullptr, false);
+  Json j = parse_json_or_discarded(body);
   if (j.is_object() && j.contains("error") && j["error"].is_object()) {
     const Json& e = j["error"];
     type = e.value("type", Json()).is_string() ? e["type"].get<std::string>() : "";

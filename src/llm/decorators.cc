@@ -143,7 +143,7 @@ Result<std::optional<Completion>> BlobCompletionStore::get(const std::string& ke
     if (bytes.error().code() == ErrorCode::kNotFound) return std::optional<Completion>();
     return make_error(bytes.error());
   }
-  Json j = Json::parse(*bytes, nullptr, false);
+  Json j = parse_json_or_discarded(*bytes);
   CRUCIBLE_ASSIGN_OR_RETURN(auto c, Completion::from_json(j));
   return std::optional<Completion>(std::move(c));
 }

@@ -32,7 +32,7 @@ struct Tail {
   }
   void push() {
     if (json_lines != nullptr && !partial.empty() && partial.front() == '{') {
-      Json j = Json::parse(partial, nullptr, false);
+      Json j = parse_json_or_discarded(partial);
       if (j.is_object()) json_lines->push_back(std::move(j));
     }
     lines.push_back(std::move(partial));

@@ -51,8 +51,8 @@ class HttpRequestStage : public Stage {
     CRUCIBLE_ASSIGN_OR_RETURN(auto reply, client_->send(request, stop));
     if (http::error_code_for_status(reply.status)) return make_error(http::status_error(request, reply));
     int64_t ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
-    Json parsed = reply.content_type.find("json") != std::string::npos ? Json::parse(reply.body, nullptr, false)
-                                                                       : Json(reply.body);
+    Json parsed =
+        reply.content_type.find("json") != std::string::npos ? parse_json_or_discarded(reply.body) : Json(reply.body);
     if (parsed.is_discarded()) parsed = Json(reply.body);
     const std::string& name = ctx.current_stage().empty() ? std::string("http.request") : ctx.current_stage();
     ctx.put_artifact(name, Json{{"status", reply.status}, {"body", std::move(parsed)}, {"duration_ms", ms}});

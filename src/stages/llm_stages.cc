@@ -260,7 +260,7 @@ std::optional<Json> first_json_object(std::string_view text) {
       else if (c == '{')
         ++depth;
       else if (c == '}' && --depth == 0) {
-        Json j = Json::parse(text.substr(start, i - start + 1), nullptr, false);
+        Json j = parse_json_or_discarded(text.substr(start, i - start + 1));
         if (j.is_object()) return j;
         break;
       }

@@ -13,8 +13,29 @@ namespace crucible {
 // Objects keep their keys sorted, so dump() of a Json is canonical and hashable.
 using Json = nlohmann::json;
 
-// Parses text as JSON; kInvalidArgument with the byte offset on malformed input.
+// The deepest nesting of arrays and objects that parse_json() accepts. Every JSON that enters
+// Crucible (files, command-line values, signals, HTTP and LLM replies, journal records) goes
+// through it, so nothing downstream (copies, dumps, comparisons) recurses without bound.
+inline constexpr size_t kMaxJsonDepth = 256;
+
+// Parses text as JSON; kInvalidArgument with the byte offset on malformed input, numbers out of
+// range and nesting deeper than kMaxJsonDepth are kOutOfRange. Never throws.
 [[nodiscard]] Result<Json> parse_json(std::string_view text);
+// parse_json(), with a discarded value (is_discarded()) for anything it rejects.
+Json parse_json_or_discarded(std::string_view text);
+
+// The member `key` of `object`, or null when `object` is not an object or lacks it. For reading
+// JSON that may be damaged (journal payloads) without nlohmann's throwing accessors.
+inline const Json* json_member(const Json& object, std::string_view key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+// The string member `key`, or `fallback` when there is none or it is not a string.
+inline std::string json_string(const Json& object, std::string_view key, std::string fallback = {}) {
+  const Json* v = json_member(object, key);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : fallback;
+}
 
 // Human-readable one-word type name: "null", "boolean", "integer", "number", "string", "array",
 // "object".
