@@ -240,6 +240,36 @@ TEST_F(RunnerTest, ALiveOwnersRunIsNotTakenOver) {
   EXPECT_NE(r.error().message().find("someone-else"), std::string::npos);
 }
 
+TEST_F(RunnerTest, ARefusedNewVersionWritesNothing) {
+  StartOptions o;
+  o.run_id = *RunId::parse("held");
+  run(load("name: p\nstages: [{name: a, uses: probe}]\n"), o);
+  ASSERT_TRUE(journal_->acquire_lease(*o.run_id, "someone-else:1", 1h));
+  const size_t before = journal_->read_run(*o.run_id)->records.size();
+  o.new_version = true;
+  auto refused = runner_->start(load("name: p\nstages: [{name: a, uses: probe}, {name: b, uses: probe}]\n"), o);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("someone-else"), std::string::npos) << refused.error().message();
+  EXPECT_EQ(journal_->read_run(*o.run_id)->records.size(), before);  // no #spec record
+}
+
+TEST_F(RunnerTest, TheSameRunIdWithOtherInputsIsRefusedNamingTheChange) {
+  WorkflowSpec spec = load("name: p\nconfig: {lr: 0.1, epochs: 3}\nstages: [{name: a, uses: probe}]\n");
+  StartOptions o;
+  o.run_id = *RunId::parse("inputs");
+  run(spec, o);
+  o.overrides = Json{{"lr", 0.2}};
+  auto refused = runner_->start(spec, o);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("config.lr was 0.1, now 0.2"), std::string::npos)
+      << refused.error().message();
+  EXPECT_NE(refused.error().message().find("another --run-id"), std::string::npos);
+  o.overrides = Json{{"lr", 0.1}};  // the same inputs continue the run
+  EXPECT_EQ(run(spec, o).status, RunStatus::kCompleted);
+  EXPECT_EQ(probe_->count("a"), 1);
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_, registry_);

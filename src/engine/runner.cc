@@ -1,5 +1,7 @@
 #include "crucible/engine/runner.h"
 
+#include <set>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -113,6 +115,28 @@ Json merged_input(const Json& defaults, const Json& overrides) {
   return input;
 }
 
+// Where `now` differs from `was`, as dotted paths with both values, at most `limit` of them.
+void describe_differences(const Json& was, const Json& now, const std::string& path, std::vector<std::string>& out,
+                          size_t limit) {
+  if (out.size() >= limit || was == now) return;
+  if (was.is_object() && now.is_object()) {
+    std::set<std::string> keys;
+    for (const auto& [k, _] : was.items()) keys.insert(k);
+    for (const auto& [k, _] : now.items()) keys.insert(k);
+    for (const std::string& k : keys) {
+      const Json* a = json_member(was, k);
+      const Json* b = json_member(now, k);
+      describe_differences(a ? *a : Json(), b ? *b : Json(), path.empty() ? k : path + "." + k, out, limit);
+    }
+    return;
+  }
+  auto show = [](const Json& v) {
+    std::string d = v.is_null() ? "absent" : v.dump();
+    return d.size() > 40 ? d.substr(0, 37) + "..." : d;
+  };
+  out.push_back(path + " was " + show(was) + ", now " + show(now));
+}
+
 }  // namespace
 
 Json StepReport::to_json() const {
@@ -202,13 +226,49 @@ Status Runner::check_version(const WorkflowSpec& spec, const RunLog& existing, c
   return journal_.append(std::move(version), Durability::kStrict);
 }
 
+// Inputs are part of a run's identity: the same run id with other inputs is refused, naming what
+// changed, instead of replaying the old result.
+Status Runner::check_inputs(const RunLog& existing, const Json& input, bool only_given) {
+  const Record* started = find_run_started(existing);
+  const Json* journaled = started != nullptr ? json_member(started->payload, "input") : nullptr;
+  if (journaled == nullptr) return {};
+  Json was = *journaled;
+  if (only_given) {  // compare the given keys only
+    was = Json::object();
+    for (const auto& [k, _] : input.items()) {
+      if (const Json* v = json_member(*journaled, k)) was[k] = *v;
+    }
+  }
+  if (was == input) return {};
+  std::vector<std::string> changes;
+  describe_differences(was, input, "config", changes, 5);
+  std::string list;
+  for (const std::string& c : changes) list += (list.empty() ? "" : "; ") + c;
+  return make_error(ErrorCode::kFailedPrecondition,
+                    "run '" + existing.summary.run_id.str() + "' was started with other inputs (" + list +
+                        "); a run keeps the inputs it started with: use another --run-id to run these");
+}
+
 Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& options) {
   RunId run_id = options.run_id ? *options.run_id : RunId::generate(clock_, random_);
   std::string hash = spec_hash(spec);
   auto existing = journal_.read_run(run_id);
   if (existing) {
-    CRUCIBLE_RETURN_IF_ERROR(check_version(spec, *existing, hash, options.new_version));
-    return resume(spec, run_id, {});
+    if (existing->summary.spec_hash == hash) {
+      CRUCIBLE_RETURN_IF_ERROR(check_inputs(*existing, merged_input(spec.config, options.overrides)));
+      return resume(spec, run_id, {});
+    }
+    if (!options.new_version) return make_error(check_version(spec, *existing, hash, false).error());
+    // A new version keeps the run's inputs; values given on the command line must agree with them.
+    CRUCIBLE_RETURN_IF_ERROR(check_inputs(*existing, options.overrides, true));
+    // A new version is journaled only once this process holds the run: a refused command
+    // writes nothing.
+    CRUCIBLE_ASSIGN_OR_RETURN(auto lease, take_lease(run_id, std::nullopt));
+    if (Status s = check_version(spec, *existing, hash, true); !s) {
+      (void)journal_.release_lease(lease);
+      return make_error(s.error());
+    }
+    return resume_locked(spec, run_id, {}, lease);
   }
   if (existing.error().code() != ErrorCode::kNotFound) return make_error(existing.error());
 
@@ -232,6 +292,11 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
 }
 
 Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
+  return resume_locked(spec, run_id, options, std::nullopt);
+}
+
+Result<RunResult> Runner::resume_locked(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options,
+                                        std::optional<Lease> lease) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal_.read_run(run_id));
   std::string hash = spec_hash(spec);
   if (log.summary.spec_hash != hash) {
@@ -244,7 +309,7 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
     return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
   auto durability =
       json_string(started->payload, "durability", "strict") == "batched" ? Durability::kBatched : Durability::kStrict;
-  return execute(spec, log, durability, options);
+  return execute(spec, log, durability, options, std::move(lease));
 }
 
 Result<Lease> Runner::take_lease(const RunId& run_id, std::optional<Lease> taken) {

@@ -121,6 +121,11 @@ class Runner {
   [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                           const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
   Status check_version(const WorkflowSpec& spec, const RunLog& existing, const std::string& hash, bool new_version);
+  // `input` against the run's journaled input; `only_given`: just the keys `input` has.
+  Status check_inputs(const RunLog& existing, const Json& input, bool only_given = false);
+  // resume() with the run's lease already held (`lease`), or taken here.
+  [[nodiscard]] Result<RunResult> resume_locked(const WorkflowSpec& spec, const RunId& run_id,
+                                                const ResumeOptions& options, std::optional<Lease> lease);
   // The run's lease: `taken`, else a fresh one, else one taken over from a dead local owner.
   Result<Lease> take_lease(const RunId& run_id, std::optional<Lease> taken);
   // Journals how the run ended (or only flushes, for a parked or replayed run) and tells the
