@@ -2,6 +2,40 @@
 
 namespace crucible::sqlite_internal {
 
+Status externalize_record(Record& r, BlobStore& blobs, size_t threshold) {
+  for (Mutation& m : r.delta) {
+    if (m.value.is_null()) continue;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(m.value, blobs, threshold));
+    m.value = std::move(v);
+  }
+  if (r.payload.is_object()) {
+    for (auto& [key, value] : r.payload.items()) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(value, blobs, threshold));
+      value = std::move(v);
+    }
+  } else if (!r.payload.is_null()) {
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(r.payload, blobs, threshold));
+    r.payload = std::move(v);
+  }
+  return {};
+}
+
+Status internalize_record(Record& r, BlobStore& blobs) {
+  for (Mutation& m : r.delta) {
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, internalize(m.value, blobs));
+    m.value = std::move(v);
+  }
+  CRUCIBLE_ASSIGN_OR_RETURN(auto p, internalize(r.payload, blobs));
+  r.payload = std::move(p);
+  if (r.payload.is_object()) {
+    for (auto& [key, value] : r.payload.items()) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, internalize(value, blobs));
+      value = std::move(v);
+    }
+  }
+  return {};
+}
+
 Status migrate(sqlite3* db, const std::string& path) {
   CRUCIBLE_RETURN_IF_ERROR(exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
   Stmt q;

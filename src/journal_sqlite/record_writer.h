@@ -8,10 +8,18 @@
 #include <string>
 #include <unordered_map>
 
+#include "crucible/journal/blob_store.h"
 #include "crucible/journal/journal.h"
 #include "sqlite_util.h"
 
 namespace crucible::sqlite_internal {
+
+// Moves a record's large values to the blob store before it reaches the commit queue: mutation
+// values, and an object payload member by member, so its small fields (a run's pipeline name and
+// spec hash) stay readable in the record and the run's row whatever the size of the rest.
+[[nodiscard]] Status externalize_record(Record& r, BlobStore& blobs, size_t threshold);
+// The reverse, for a record read back (whole-payload references of older journals included).
+[[nodiscard]] Status internalize_record(Record& r, BlobStore& blobs);
 
 // Brings the schema of `db` (the file `path`) to the latest version; a newer one is refused.
 [[nodiscard]] Status migrate(sqlite3* db, const std::string& path);

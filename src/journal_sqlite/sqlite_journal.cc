@@ -18,6 +18,8 @@ namespace crucible {
 namespace {
 
 using sqlite_internal::exec;
+using sqlite_internal::externalize_record;
+using sqlite_internal::internalize_record;
 using sqlite_internal::migrate;
 using sqlite_internal::RecordWriter;
 using sqlite_internal::sqlite_error;
@@ -85,7 +87,7 @@ class SqliteJournal : public Journal {
     std::vector<std::string> bodies;
     bodies.reserve(records.size());
     for (Record& r : records) {
-      CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+      CRUCIBLE_RETURN_IF_ERROR(externalize_record(r, blobs_, options_.blob_threshold));
       bodies.push_back(record_body_to_json(r).dump());
     }
     std::unique_lock lock(mu_);
@@ -229,7 +231,7 @@ class SqliteJournal : public Journal {
   }
 
   Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl) override {
-    CRUCIBLE_RETURN_IF_ERROR(externalize_values(run_started));
+    CRUCIBLE_RETURN_IF_ERROR(externalize_record(run_started, blobs_, options_.blob_threshold));
     Lease lease;
     Status s = with_writer([&]() -> Status {
       CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.apply(run_started));
@@ -308,7 +310,7 @@ class SqliteJournal : public Journal {
       r.run_id = run;
       r.at_ms = now;
       r.payload = {{"name", name}, {"value", value}};
-      CRUCIBLE_RETURN_IF_ERROR(externalize_values(r));
+      CRUCIBLE_RETURN_IF_ERROR(externalize_record(r, blobs_, options_.blob_threshold));
       return writer_stmts_.apply(r);
     });
     if (!s) return make_error(s.error());
@@ -372,20 +374,6 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
                                                    "SELECT run_id, pipeline, spec_hash, status, created_ms, "
                                                    "updated_ms, parent_run, error FROM runs WHERE run_id = ?"));
-    return {};
-  }
-
-  // Large values go to the blob store before the record reaches the commit queue.
-  Status externalize_values(Record& r) {
-    for (Mutation& m : r.delta) {
-      if (m.value.is_null()) continue;
-      CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(m.value, blobs_, options_.blob_threshold));
-      m.value = std::move(v);
-    }
-    if (!r.payload.is_null()) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto v, externalize(r.payload, blobs_, options_.blob_threshold));
-      r.payload = std::move(v);
-    }
     return {};
   }
 
@@ -547,12 +535,7 @@ class SqliteJournal : public Journal {
     if (!body)
       return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
     CRUCIBLE_RETURN_IF_ERROR(record_body_from_json(*body, r));
-    for (Mutation& m : r.delta) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto v, internalize(m.value, blobs_));
-      m.value = std::move(v);
-    }
-    CRUCIBLE_ASSIGN_OR_RETURN(auto p, internalize(r.payload, blobs_));
-    r.payload = std::move(p);
+    CRUCIBLE_RETURN_IF_ERROR(internalize_record(r, blobs_));
     return r;
   }
 

@@ -89,6 +89,28 @@ TEST(SqliteJournal, LargeValuesGoToTheBlobStore) {
   EXPECT_TRUE(fs::exists(fs::path(path).parent_path() / "blobs"));
 }
 
+// A run whose spec and config are larger than the blob threshold is found, resumed and forked
+// like any other: the payload's small fields stay in the record and the run's row.
+TEST(SqliteJournal, ALargeRunStartedPayloadKeepsItsSummaryFields) {
+  std::string path = fresh_path("big-start");
+  auto j = open_at(path, 1024);
+  Record s = started("big", 1000, "bigcfg");
+  s.payload["input"] = Json{{"items", Json(std::vector<int>(4000, 7))}};
+  ASSERT_TRUE(j->append(s, Durability::kStrict));
+  auto log = j->read_run(*RunId::parse("big"));
+  ASSERT_TRUE(log) << log.error().to_string();
+  EXPECT_EQ(log->summary.pipeline, "bigcfg");
+  EXPECT_EQ(log->summary.spec_hash, "abc");
+  EXPECT_EQ(log->records[0].payload["input"]["items"].size(), 4000u);
+  EXPECT_EQ(log->records[0].payload["pipeline"], "bigcfg");
+  RunFilter f;
+  f.pipeline = "bigcfg";
+  auto runs = j->list_runs(f);
+  ASSERT_TRUE(runs);
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].spec_hash, "abc");
+}
+
 TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {
   std::string path = fresh_path("newer");
   { open_at(path); }
