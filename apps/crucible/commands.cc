@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -121,6 +122,16 @@ Status apply_set(Json& overrides, const std::string& assignment) {
     target = &(*target)[part];
     start = dot + 1;
   }
+}
+
+// A wall-clock time in ms as UTC, e.g. 2026-12-01 12:40:55Z.
+std::string format_time(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
 }
 
 // Numbers as a person reads them: 0.4, not 0.3999999999999999.
@@ -376,8 +387,14 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
   if (!log) return code;
   RunReport report = RunReport::from_log(*log);
   const RunSummary& s = report.summary;
+  std::optional<std::string> interrupted;
+  if (auto journal = open_journal(g)) interrupted = interrupted_because(**journal, s, real_clock().now_ms());
   if (g.json) {
     Json out = s.to_json();
+    if (interrupted) {
+      out["status"] = "interrupted";
+      out["interrupted"] = {{"reason", *interrupted}, {"since_ms", s.updated_ms}};
+    }
     Json stages = Json::array();
     for (const StepRow& r : report.steps) stages.push_back(r.to_json());
     out["stages"] = stages;
@@ -392,7 +409,11 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
     return kOk;
   }
   std::printf("run %s  pipeline %s  status %s  records %zu\n", s.run_id.str().c_str(), s.pipeline.c_str(),
-              std::string(run_status_name(s.status)).c_str(), report.records);
+              interrupted ? "interrupted" : std::string(run_status_name(s.status)).c_str(), report.records);
+  if (interrupted) {
+    std::printf("interrupted: %s (last record %s); `crucible resume %s` continues it\n", interrupted->c_str(),
+                format_time(s.updated_ms).c_str(), s.run_id.str().c_str());
+  }
   if (!s.parent_run.empty()) std::printf("forked from %s\n", s.parent_run.c_str());
   std::printf("%-40s %-16s %8s %12s  %s\n", "STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR");
   for (const StepRow& r : report.steps) {

@@ -1,5 +1,7 @@
 // Resume, promises, forks, leases and journal failures: what the runner does with a journal that
 // already holds part of a run.
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <future>
@@ -268,6 +270,30 @@ TEST_F(RunnerTest, TheSameRunIdWithOtherInputsIsRefusedNamingTheChange) {
   o.overrides = Json{{"lr", 0.1}};  // the same inputs continue the run
   EXPECT_EQ(run(spec, o).status, RunStatus::kCompleted);
   EXPECT_EQ(probe_->count("a"), 1);
+}
+
+TEST_F(RunnerTest, ARunningRunWhoseOwnerIsGoneIsInterrupted) {
+  const RunId id = *RunId::parse("orphan");
+  Record started;
+  started.type = RecordType::kRunStarted;
+  started.run_id = id;
+  started.at_ms = clock_.now_ms();
+  started.payload = {{"pipeline", "p"}, {"spec_hash", "h"}, {"input", Json::object()}};
+  ASSERT_TRUE(journal_->append(started, Durability::kStrict));
+  auto summary = [&] { return journal_->read_run(id)->summary; };
+  EXPECT_EQ(interrupted_because(*journal_, summary(), clock_.now_ms()), "no process holds the run");
+  char host[256] = {0};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  auto lease = journal_->acquire_lease(id, std::string(host) + ":" + std::to_string(getpid()), 1min);
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(interrupted_because(*journal_, summary(), lease->expires_ms - 1), std::nullopt);  // alive and current
+  EXPECT_NE(interrupted_because(*journal_, summary(), lease->expires_ms + 1).value_or("").find("expired"),
+            std::string::npos);
+  ASSERT_TRUE(journal_->release_lease(*lease));
+  auto dead = journal_->acquire_lease(id, std::string(host) + ":999999999", 1min);
+  ASSERT_TRUE(dead);
+  EXPECT_NE(interrupted_because(*journal_, summary(), dead->expires_ms - 1).value_or("").find("is gone"),
+            std::string::npos);
 }
 
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {

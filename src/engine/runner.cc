@@ -38,6 +38,20 @@ bool owner_is_dead_local_process(const std::string& owner) {
   }
 }
 
+}  // namespace
+
+std::optional<std::string> interrupted_because(Journal& journal, const RunSummary& run, int64_t now_ms) {
+  if (run.status != RunStatus::kRunning) return std::nullopt;
+  auto lease = journal.current_lease(run.run_id);
+  if (!lease) return std::nullopt;
+  if (!*lease || (*lease)->owner.empty()) return "no process holds the run";
+  if ((*lease)->expires_ms < now_ms) return "the lease of " + (*lease)->owner + " expired";
+  if (owner_is_dead_local_process((*lease)->owner)) return "its process " + (*lease)->owner + " is gone";
+  return std::nullopt;
+}
+
+namespace {
+
 // Renews a run's lease from the executor's timer thread while the run executes. Losing the lease
 // (another worker took the run over, epoch fenced) stops the run.
 class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
@@ -341,8 +355,10 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   result.context.set_experiment(std::make_shared<const Json>(Json{{"name", spec.name}}));
   MonoTime t0 = clock_.monotonic();
   if (events_ != nullptr && events_->active()) {
+    // A fresh run's log holds only its run_started record; anything more is a resume.
+    const bool resumed = log.records.size() > 1;
     events_->emit(Event{EventType::kRunStarted, run_id.str(), "", "", clock_.now_ms(), 0, 0, "", "",
-                        Json{{"pipeline", spec.name}}});
+                        Json{{"pipeline", spec.name}, {"resumed", resumed}}});
   }
 
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);

@@ -64,7 +64,10 @@ class ConsoleSink : public EventSink {
 
   void on_event(const Event& e) override {
     switch (e.type) {
-      case EventType::kRunStarted: std::fprintf(out_, "run %s started\n", e.run_id.c_str()); break;
+      case EventType::kRunStarted:
+        std::fprintf(out_, "run %s %s\n", e.run_id.c_str(),
+                     e.data.is_object() && e.data.value("resumed", false) ? "resumed" : "started");
+        break;
       case EventType::kStageStarted:
         if (tty_) std::fprintf(out_, "\r\033[K  .. %s running", e.step_key.c_str());
         break;

@@ -146,6 +146,11 @@ class Runner {
   std::string blob_dir_ = ".crucible/blobs";
 };
 
+// Why a run the journal calls running is in fact interrupted (no process holds it, its lease
+// expired, or its owner on this host has died), or nullopt when it is running or not running at
+// all. `crucible resume` continues an interrupted run.
+std::optional<std::string> interrupted_because(Journal& journal, const RunSummary& run, int64_t now_ms);
+
 // The spec a run was started with (the latest one after --new-version): {"format":"yaml","text"}
 // or {"format":"builder"}, with "file" and "spec_hash".
 [[nodiscard]] Result<Json> journaled_spec(const RunLog& log);
