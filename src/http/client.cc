@@ -84,6 +84,9 @@ curl_slist* configure(CURL* curl, const Request& request, Transfer& t) {
   curl_slist* headers = nullptr;
   for (const std::string& h : request.headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+  // Only the web: no file://, ftp:// or gopher://, not even through a redirect.
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   if (request.method == "POST") {
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
   } else if (request.method != "GET") {
@@ -217,6 +220,11 @@ Result<Reply> Client::send(const Request& request, const BodyFn& on_data, std::s
   if (cancelled) return make_error(ErrorCode::kCancelled, what + " was cancelled and its transfer aborted");
   if (t.aborted_by_reader)
     return make_error(ErrorCode::kAborted, what + ": the response stream was abandoned by its reader");
+  if (rc == CURLE_UNSUPPORTED_PROTOCOL) {
+    return make_error(ErrorCode::kInvalidArgument, what +
+                                                       ": only http:// and https:// URLs are fetched (redirects "
+                                                       "included)");
+  }
   if (rc == CURLE_OPERATION_TIMEDOUT) {
     return make_error(ErrorCode::kDeadlineExceeded,
                       what + ": no complete answer within " + std::to_string(request.timeout.count()) + " ms");

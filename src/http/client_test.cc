@@ -100,6 +100,17 @@ TEST_F(HttpClient, TimeoutIsDeadlineExceededAndRefusedIsUnavailable) {
   EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
 }
 
+TEST_F(HttpClient, OnlyHttpAndHttpsAreFetched) {
+  for (const char* url : {"file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1/x", "dict://127.0.0.1/x"}) {
+    Request r;
+    r.url = url;
+    auto reply = client_.send(r, {});
+    ASSERT_FALSE(reply) << url;
+    EXPECT_EQ(reply.error().code(), ErrorCode::kInvalidArgument) << url;
+    EXPECT_NE(reply.error().message().find("only http:// and https://"), std::string::npos) << reply.error().message();
+  }
+}
+
 TEST(HttpStatusCode, ClassifiesByStatus) {
   EXPECT_FALSE(error_code_for_status(200).has_value());
   EXPECT_FALSE(error_code_for_status(302).has_value());
