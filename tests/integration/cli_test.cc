@@ -155,6 +155,18 @@ TEST_F(Cli, ARunningProcessContinuesWhenSignalled) {
   EXPECT_EQ((*r)["status"], "completed");
 }
 
+TEST_F(Cli, ASignalNobodyWaitsForIsAnError) {
+  ASSERT_EQ(run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "typo", "--no-wait", "--quiet"}).code,
+            0);
+  Output typo = run({"signal", "typo", "aproval", "--value", "true"});
+  EXPECT_EQ(typo.code, 2);
+  EXPECT_NE(typo.err.find("it waits for promise 'approval'"), std::string::npos) << typo.err;
+  ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "done", "--quiet"}).code, 0);
+  Output late = run({"signal", "done", "approval", "--value", "true"});
+  EXPECT_EQ(late.code, 2);
+  EXPECT_NE(late.err.find("has completed; it waits for no signal"), std::string::npos) << late.err;
+}
+
 TEST_F(Cli, ForkReexecutesFromTheStep) {
   ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "base", "--quiet"}).code, 0);
   Output f = run({"fork", "base", "--from", "/gate", "--run-id", "branch", "--json"});
