@@ -151,6 +151,29 @@ stages:
   EXPECT_FALSE(r.context.has_metric("flaky.partial"));
 }
 
+TEST_F(RunnerTest, ACommandThatExitsNonZeroIsRetriedWhenTheStageHasRetry) {
+  RunResult r = run(load(R"(
+name: retry-command
+stages:
+  - name: fails
+    uses: command
+    with: {argv: [sh, -c, "exit 1"]}
+    retry: {attempts: 3, backoff: 10ms, jitter: false}
+    optional: true
+  - name: narrowed
+    uses: command
+    with: {argv: [sh, -c, "exit 1"]}
+    retry: {attempts: 3, backoff: 10ms, on: [unavailable]}
+    optional: true
+)"));
+  ASSERT_EQ(r.steps.size(), 2u);
+  EXPECT_EQ(r.steps[0].attempts, 3);
+  ASSERT_TRUE(r.steps[0].error);
+  EXPECT_NE(r.steps[0].error->message().find("gave up after 3 attempts"), std::string::npos)
+      << r.steps[0].error->message();
+  EXPECT_EQ(r.steps[1].attempts, 1);  // retry.on does not list failed_precondition
+}
+
 TEST_F(RunnerTest, DoesNotRetryNonRetryableErrors) {
   WorkflowSpec spec = load("name: r\nstages: [{name: bad, uses: probe, retry: 5}]\n");
   probe_->failures["bad"] = {ErrorCode::kInvalidArgument};

@@ -320,18 +320,21 @@ bool Execution::journal_failed() const { return journal_failed_.load(std::memory
 Result<Flow> Execution::finish_failure(const PlanNode& node, const StepKey& key, Context&, const Error& error,
                                        int attempts, int64_t duration_us) {
   const bool optional = node.stage_node().optional;
-  Error located = error.with_context(where(node, key));
+  // Say why the retries stopped: the policy's attempts ran out.
+  const Error last =
+      attempts > 1 ? error.with_context("gave up after " + std::to_string(attempts) + " attempts") : error;
+  Error located = last.with_context(where(node, key));
   Record failed = make_record(RecordType::kStepFailed, key);
   failed.attempts = attempts;
   failed.duration_us = duration_us;
-  failed.error = error;
+  failed.error = last;
   failed.payload = {{"optional", optional}};
   CRUCIBLE_RETURN_IF_ERROR(append(std::move(failed), step_durability(node)));
   executed_.fetch_add(1, std::memory_order_relaxed);
   StepStatus status = optional                                ? StepStatus::kOptionalFailed
                       : error.code() == ErrorCode::kCancelled ? StepStatus::kCancelled
                                                               : StepStatus::kFailed;
-  StepReport r{key.str(), node.name(), status, attempts, duration_us, error};
+  StepReport r{key.str(), node.name(), status, attempts, duration_us, last};
   emit(EventType::kStageFailed, node, key, &r);
   report(std::move(r));
   if (!optional) return make_error(located);

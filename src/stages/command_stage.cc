@@ -219,7 +219,9 @@ class CommandStage : public Stage {
         if (c.is_number_integer() && c.get<int>() == exit_code) return make_error(ErrorCode::kUnavailable, message);
       }
     }
-    return make_error(ErrorCode::kFailedPrecondition, message);
+    // Not a retryable code, but a program may well pass on another run: a stage with `retry:`
+    // (and no `retry.on` narrowing it) runs it again.
+    return make_error(Error(ErrorCode::kFailedPrecondition, message).with_transient());
   }
 };
 

@@ -52,6 +52,13 @@ class Error {
     retry_after_ = delay;
     return *this;
   }
+  // A failure that may pass on another try although its code is not a retryable one (a program
+  // that exited non-zero): a retry policy without `on` retries it.
+  bool transient() const { return transient_; }
+  Error& with_transient(bool transient = true) {
+    transient_ = transient;
+    return *this;
+  }
   // The input field the error is about ("percentile", "stages[2].retry"), for callers that
   // locate it; the message does not repeat it (to_string() shows both).
   const std::optional<std::string>& field() const { return field_; }
@@ -69,10 +76,11 @@ class Error {
   ErrorCode code_;
   std::string message_;
   std::optional<std::chrono::milliseconds> retry_after_;
+  bool transient_ = false;
   std::optional<std::string> field_;
 };
 
-inline bool is_retryable(const Error& error) { return is_retryable_code(error.code()); }
+inline bool is_retryable(const Error& error) { return error.transient() || is_retryable_code(error.code()); }
 
 template <typename T>
 using Result = tl::expected<T, Error>;
