@@ -176,6 +176,10 @@ int finish(const GlobalOptions& g, const RunResult& r) {
     std::cout << r.to_json().dump(2) << std::endl;
   } else if (!g.quiet) {
     print_summary(r);
+  } else {
+    // Quiet: the one line a script needs, and why a run failed.
+    std::printf("%s\n", r.run_id.str().c_str());
+    if (r.error) std::fprintf(stderr, "error: %s\n", r.error->to_string().c_str());
   }
   switch (r.status) {
     case RunStatus::kCompleted:
@@ -241,8 +245,8 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   for (const std::string& s : a.sets) {
     if (auto ok = apply_set(options.overrides, s); !ok) return fail(kUsage, ok.error().message());
   }
-  if (!a.run_id.empty()) {
-    auto id = RunId::parse(a.run_id);
+  if (a.run_id) {
+    auto id = RunId::parse(*a.run_id);
     if (!id) return fail(kUsage, "--run-id: " + id.error().message());
     options.run_id = *id;
   }
@@ -514,13 +518,17 @@ int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::str
   return kOk;
 }
 
-int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from, const std::string& new_id,
-             bool no_wait) {
+int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from,
+             const std::optional<std::string>& new_id, bool no_wait) {
   auto id = RunId::parse(run_id);
   if (!id) return fail(kUsage, id.error().message());
+  if (from.empty() || from[0] != '/') {
+    return fail(kUsage, "--from must be a step key such as /train[2]/eval (`crucible status " + run_id +
+                            "` lists them), got '" + from + "'");
+  }
   std::optional<RunId> target;
-  if (!new_id.empty()) {
-    auto t = RunId::parse(new_id);
+  if (new_id) {
+    auto t = RunId::parse(*new_id);
     if (!t) return fail(kUsage, "--run-id: " + t.error().message());
     target = *t;
   }

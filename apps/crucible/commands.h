@@ -18,7 +18,7 @@ struct GlobalOptions {
 struct RunArgs {
   std::string file;
   std::vector<std::string> sets;
-  std::string run_id;
+  std::optional<std::string> run_id;  // given, even empty: then it must be a valid id
   bool new_version = false;
   std::string durability;
   bool no_wait = false;
@@ -49,8 +49,8 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id);
 int cmd_list(const GlobalOptions& g, const ListArgs& a);
 int cmd_resume(const GlobalOptions& g, const ResumeArgs& a);
 int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value);
-int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from, const std::string& new_id,
-             bool no_wait);
+int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from,
+             const std::optional<std::string>& new_id, bool no_wait);
 int cmd_prune(const GlobalOptions& g, const std::string& older_than);
 int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios);
 

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -17,7 +18,8 @@ struct Cli {
   RunArgs run;
   ResumeArgs resume;
   ListArgs list;
-  std::string file, stage, run_id, name, value, from, new_id, older_than, which, scenarios;
+  std::string file, stage, run_id, name, value, from, older_than, which, scenarios;
+  std::optional<std::string> new_id;
   bool fork_no_wait = false, quick = false;
   std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
 

@@ -77,6 +77,18 @@ class CommandStage : public Stage {
     }
     std::vector<std::string> argv;
     for (const Json& a : *argv_json) argv.push_back(a.is_string() ? a.get<std::string>() : a.dump());
+    if (const Json* env = o.get("env"); env != nullptr) {
+      if (!env->is_object()) return make_error(ErrorCode::kInvalidArgument, "option 'env' must be a mapping");
+      for (const auto& [k, v] : env->items()) {
+        if (k.empty() || k.find('=') != std::string::npos) {
+          return make_error(ErrorCode::kInvalidArgument, "option 'env': '" + k + "' is not a variable name");
+        }
+        if (!v.is_string()) {
+          return make_error(ErrorCode::kInvalidArgument, "option 'env." + k + "' must be a string, found " +
+                                                             json_type_name(v) + " " + v.dump() + " (quote it)");
+        }
+      }
+    }
     std::optional<std::chrono::milliseconds> timeout;
     if (o.has("timeout")) {
       CRUCIBLE_ASSIGN_OR_RETURN(auto d, o.duration("timeout"));
@@ -106,7 +118,7 @@ class CommandStage : public Stage {
     for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
     if (const Json* env = o.get("env"); env != nullptr && env->is_object()) {
       for (const auto& [k, v] : env->items()) {
-        std::string entry = k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+        std::string entry = k + "=" + v.get<std::string>();  // checked by run()
         std::erase_if(env_storage, [&](const std::string& s) { return s.rfind(k + "=", 0) == 0; });
         env_storage.push_back(entry);
       }

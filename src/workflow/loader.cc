@@ -456,10 +456,12 @@ class Loader : public DistributedReader {
     if (r.IsScalar()) {
       YAML::Node wrapper;
       wrapper["attempts"] = r;
-      if (auto a = get_int(wrapper, "attempts", f))
-        policy.max_attempts = static_cast<int>(*a);
-      else
+      if (auto a = get_int(wrapper, "attempts", f)) {
+        if (*a < 1 || *a > 1000) error(r, f, "attempts must be between 1 and 1000, got " + std::to_string(*a));
+        policy.max_attempts = static_cast<int>(std::clamp<int64_t>(*a, 1, 1000));
+      } else {
         error(r, f, "expected a number of attempts or a mapping, found " + describe(r));
+      }
       return policy;
     }
     if (!check_map(r, f, kRetryKeys)) return policy;
@@ -519,6 +521,9 @@ class Loader : public DistributedReader {
     }
     node.order = get_int(n, "order", f);
     node.timeout = get_duration(n, "timeout", f);
+    if (node.timeout && node.timeout->count() <= 0) {
+      error(n["timeout"], f + ".timeout", "must be longer than 0 (leave it out for no timeout)");
+    }
     if (YAML::Node r = n["retry"]) node.retry = parse_retry(r, f + ".retry");
     if (auto o = get_bool(n, "optional", f)) node.optional = *o;
     if (auto i = get_bool(n, "idempotent", f)) node.idempotent = *i;

@@ -281,7 +281,15 @@ class Validator {
     }
     for (const auto& [key, value] : s.with.items()) {
       const std::string field = f + ".with." + key;
+      if (key.empty()) {
+        add(n.loc, f + ".with", "an option name is empty");
+        continue;
+      }
       const OptionSpec* o = d.option(key);
+      if (o != nullptr && o->required && o->type == "string" && value.is_string() && value.get<std::string>().empty()) {
+        add(n.loc, field, "option '" + key + "' must not be empty");
+        continue;
+      }
       if (o == nullptr && wildcard != nullptr) {
         if (wildcard->type == "expression") check_expressions(n, field, value);
       } else if (o == nullptr) {

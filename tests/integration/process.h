@@ -21,7 +21,7 @@ struct Child {
 };
 
 inline Child spawn_crucible(const std::vector<std::string>& args, const std::string& out_path,
-                            const std::string& err_path) {
+                            const std::string& err_path, const std::string& cwd = "") {
   std::vector<std::string> argv = {CRUCIBLE_BIN};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> cargs;
@@ -32,6 +32,7 @@ inline Child spawn_crucible(const std::vector<std::string>& args, const std::str
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
   Child c;
   c.out_path = out_path;
   c.err_path = err_path;
