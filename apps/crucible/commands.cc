@@ -1,4 +1,5 @@
 #include "commands.h"
+#include "crucible/core/suggest.h"
 
 #include "experiments_view.h"
 
@@ -43,7 +44,8 @@ int fail(int code, const std::string& message) {
 
 Result<std::unique_ptr<Journal>> open_journal(const GlobalOptions& g) {
   SqliteJournalOptions options;
-  options.path = default_journal_path(g.journal);
+  if (g.journal && g.journal->empty()) return make_error(ErrorCode::kInvalidArgument, "--journal needs a path");
+  options.path = default_journal_path(g.journal.value_or(""));
   return open_sqlite_journal(options);
 }
 
@@ -86,7 +88,7 @@ struct Engine {
       events.add_sink(sink);
     }
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), registry, &events);
-    std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal)).parent_path();
+    std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal.value_or(""))).parent_path();
     runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
     runner->set_blob_dir(((dir.empty() ? std::filesystem::path(".") : dir) / "blobs").string());
     return {};
@@ -310,7 +312,11 @@ int cmd_describe(const GlobalOptions& g, const std::string& stage) {
   StageLibrary library;
   StageRegistry& registry = library.registry;
   auto d = registry.describe(stage);
-  if (!d) return fail(kUsage, d.error().message());
+  if (!d) {
+    std::string hint = closest_match(stage, registry.names());
+    return fail(kUsage, "unknown stage type '" + stage + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                            " (`crucible stages` lists them)");
+  }
   if (g.json) {
     std::cout << d->to_json().dump(2) << std::endl;
     return kOk;

@@ -9,8 +9,8 @@
 namespace crucible::cli {
 
 struct GlobalOptions {
-  std::string journal;      // --journal, else $CRUCIBLE_JOURNAL, else .crucible/journal.db
-  std::string events_file;  // --events: JSONL telemetry
+  std::optional<std::string> journal;  // --journal, else $CRUCIBLE_JOURNAL, else .crucible/journal.db
+  std::string events_file;             // --events: JSONL telemetry
   bool json = false;
   bool quiet = false;
 };

@@ -1,5 +1,6 @@
 // crucible: load, validate and run pipelines as durable workflows.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <optional>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "crucible/core/suggest.h"
 
 namespace crucible::cli {
 namespace {
@@ -112,6 +114,27 @@ void add_admin_commands(Cli& c) {
 }
 
 }  // namespace
+
+// `crucible foo`: names the unknown command and the nearest one (2 for a usage error), or 0.
+int unknown_command(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    names.push_back(sub->get_name());
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.empty() || arg[0] == '-') {
+      if ((arg == "--journal" || arg == "--events") && i + 1 < argc) ++i;  // its value
+      continue;
+    }
+    if (std::find(names.begin(), names.end(), arg) != names.end()) return 0;
+    std::string hint = closest_match(arg, names);
+    std::fprintf(stderr, "crucible: unknown command '%s'%s; `crucible --help` lists them\n", arg.c_str(),
+                 hint.empty() ? "" : ("; did you mean '" + hint + "'?").c_str());
+    return 2;
+  }
+  return 0;
+}
+
 }  // namespace crucible::cli
 
 int main(int argc, char** argv) {
@@ -121,9 +144,11 @@ int main(int argc, char** argv) {
   c.app.add_option("--journal", c.g.journal, "journal file (default $CRUCIBLE_JOURNAL or .crucible/journal.db)");
   c.app.add_option("--events", c.g.events_file, "append telemetry events as JSON lines to this file");
   c.app.add_flag("--quiet,-q", c.g.quiet, "no progress output");
+  c.app.set_version_flag("--version", std::string("crucible ") + CRUCIBLE_VERSION);
   add_run_commands(c);
   add_inspect_commands(c);
   add_admin_commands(c);
+  if (int code = crucible::cli::unknown_command(c.app, argc, argv); code != 0) return code;
   try {
     c.app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

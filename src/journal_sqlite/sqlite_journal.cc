@@ -568,6 +568,18 @@ std::string default_journal_path(const std::string& flag) {
 }
 
 Result<std::unique_ptr<Journal>> open_sqlite_journal(const SqliteJournalOptions& options) {
+  if (options.path.empty()) return make_error(ErrorCode::kInvalidArgument, "the journal path is empty");
+  std::error_code ec;
+  if (auto st = std::filesystem::status(options.path, ec); !ec && std::filesystem::exists(st)) {
+    if (std::filesystem::is_directory(st)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "journal '" + options.path + "' is a directory; give the path of a journal file");
+    }
+    if (!std::filesystem::is_regular_file(st)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "journal '" + options.path + "' is not a regular file (a device or a pipe?)");
+    }
+  }
   SqliteJournalOptions resolved = options;
   if (resolved.blob_dir.empty()) {
     std::filesystem::path p(resolved.path);

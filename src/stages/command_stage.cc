@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 
 extern char** environ;
 
@@ -96,6 +97,12 @@ class CommandStage : public Stage {
     }
     size_t tail_lines = static_cast<size_t>(std::max<int64_t>(1, o.integer_or("tail_lines", 20)));
 
+    if (std::string cwd = o.string_or("cwd", ""); !cwd.empty()) {
+      std::error_code ec;
+      if (!std::filesystem::is_directory(cwd, ec)) {
+        return make_error(ErrorCode::kInvalidArgument, "option 'cwd': '" + cwd + "' is not a directory");
+      }
+    }
     int out_pipe[2], err_pipe[2];
     if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
       return make_error(ErrorCode::kResourceExhausted, std::string("pipe: ") + std::strerror(errno));
