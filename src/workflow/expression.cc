@@ -659,6 +659,43 @@ Expression Expression::from_value(Json value) {
   return e;
 }
 
+namespace {
+
+// The member chain below a `config` root, outermost last; false when `n` is not such a chain.
+bool config_chain(const Node& n, std::vector<std::string>& out) {
+  if (n.op == Op::kPath) return n.name == "config";
+  if (n.op == Op::kMember) {
+    if (!config_chain(*n.args[0], out)) return false;
+    out.push_back(n.name);
+    return true;
+  }
+  if (n.op == Op::kIndex && n.args[1]->op == Op::kLiteral) {
+    const Json& idx = n.args[1]->literal;
+    if (!idx.is_string() && !idx.is_number_integer()) return false;
+    if (!config_chain(*n.args[0], out)) return false;
+    out.push_back(idx.is_string() ? idx.get<std::string>() : idx.dump());
+    return true;
+  }
+  return false;
+}
+
+void collect_config_paths(const Node& n, std::vector<std::vector<std::string>>& out) {
+  std::vector<std::string> chain;
+  if ((n.op == Op::kMember || n.op == Op::kIndex) && config_chain(n, chain)) {
+    out.push_back(std::move(chain));
+    return;
+  }
+  for (const auto& a : n.args) collect_config_paths(*a, out);
+}
+
+}  // namespace
+
+std::vector<std::vector<std::string>> Expression::config_paths() const {
+  std::vector<std::vector<std::string>> out;
+  if (root_) collect_config_paths(*root_, out);
+  return out;
+}
+
 Result<Json> Expression::evaluate(const Context& ctx) const {
   if (!root_) return make_error(ErrorCode::kFailedPrecondition, "empty expression");
   return Evaluator(ctx, text_).eval(*root_);

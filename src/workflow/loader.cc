@@ -147,6 +147,7 @@ class Loader : public DistributedReader {
       else
         spec.config = to_json(c, "config");
     }
+    known_config_ = &spec.config;
     if (YAML::Node r = root["reliability"]) parse_reliability(r, spec);
     if (YAML::Node m = root["models"]) parse_models(m, spec);
     YAML::Node stages = root["stages"];

@@ -1,4 +1,6 @@
 // Templates: "${expression}" inside strings, rendered against a context.
+#include <algorithm>
+#include <cctype>
 #include <string>
 #include <string_view>
 
@@ -49,6 +51,53 @@ std::optional<TemplateError> check_template(std::string_view text) {
   return std::nullopt;
 }
 
+namespace {
+
+// Whether `config` has the value at `path` (keys of mappings, indices of lists).
+bool has_path(const Json& config, const std::vector<std::string>& path) {
+  const Json* at = &config;
+  for (const std::string& key : path) {
+    if (at->is_object()) {
+      auto it = at->find(key);
+      if (it == at->end()) return false;
+      at = &*it;
+    } else if (at->is_array() && !key.empty() && std::all_of(key.begin(), key.end(), ::isdigit) && key.size() < 10 &&
+               std::stoul(key) < at->size()) {
+      at = &(*at)[std::stoul(key)];
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string dotted(const std::vector<std::string>& path) {
+  std::string out;
+  for (const std::string& p : path) out += (out.empty() ? "" : ".") + p;
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> missing_config_key(std::string_view text, const Json& config) {
+  size_t pos = 0;
+  while ((pos = text.find("${", pos)) != std::string_view::npos) {
+    if (pos > 0 && text[pos - 1] == '$') {
+      pos += 2;
+      continue;
+    }
+    size_t close = find_close(text, pos);
+    if (close == std::string_view::npos) return std::nullopt;
+    if (auto e = Expression::parse(text.substr(pos + 2, close - pos - 2))) {
+      for (const auto& path : e->config_paths()) {
+        if (!has_path(config, path)) return dotted(path);
+      }
+    }
+    pos = close + 1;
+  }
+  return std::nullopt;
+}
+
 Result<Json> render_template(std::string_view text, const Context& ctx) {
   if (text.find("${") == std::string_view::npos) return Json(std::string(text));
   std::string out;
@@ -73,6 +122,12 @@ Result<Json> render_template(std::string_view text, const Context& ctx) {
     auto e = Expression::parse(text.substr(open + 2, close - open - 2));
     if (!e)
       return make_error(ErrorCode::kInvalidArgument, "template '" + std::string(text) + "': " + e.error().to_string());
+    for (const auto& path : e->config_paths()) {
+      if (!has_path(ctx.config(), path)) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "template '" + std::string(text) + "': the config has no key '" + dotted(path) + "'");
+      }
+    }
     auto v = e->evaluate(ctx);
     if (!v) return v;
     if (open == 0 && close == text.size() - 1) return *v;  // the whole string: keep the type

@@ -292,11 +292,18 @@ class YamlReader {
     return Json();
   }
 
+  // The pipeline's config, once read: templates are checked against its keys.
+  const Json* known_config_ = nullptr;
+
   void check_templates(const YAML::Node& n, const std::string& f) {
     if (n.IsScalar()) {
       if (auto e = check_template(n.Scalar())) {
         size_t quote = n.Tag() == "!" ? 1 : 0;
         error(n, f, "bad template '" + n.Scalar() + "': " + e->message, quote + e->offset);
+      } else if (auto missing = known_config_ ? missing_config_key(n.Scalar(), *known_config_) : std::nullopt) {
+        error(n, f,
+              "template '" + n.Scalar() + "' reads config." + *missing +
+                  ", which the config does not have; add it under config:");
       }
     } else if (n.IsSequence()) {
       size_t i = 0;

@@ -45,6 +45,11 @@ class Expression {
 
   const std::string& text() const { return text_; }
 
+  // The config keys the expression reads by name: `config.model.name` gives {"model", "name"}
+  // (literal indices too: `config.items[0]` gives {"items", "0"}). For checking them against a
+  // known config.
+  std::vector<std::vector<std::string>> config_paths() const;
+
  private:
   std::string text_;
   std::shared_ptr<const expr_internal::Node> root_;
@@ -58,6 +63,9 @@ struct TemplateError {
 
 // Checks every ${...} in `text`; the first error with its offset.
 std::optional<TemplateError> check_template(std::string_view text);
+// The first config path a ${...} in `text` names that `config` lacks, as "model.nmae", or
+// nullopt. A template that reads a missing key would pass null on; this names it instead.
+std::optional<std::string> missing_config_key(std::string_view text, const Json& config);
 // Expands ${...} in a string. A string that is exactly one ${expr} keeps the value's JSON type;
 // otherwise values are formatted into the text. "$${" escapes a literal "${".
 [[nodiscard]] Result<Json> render_template(std::string_view text, const Context& ctx);
