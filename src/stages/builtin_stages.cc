@@ -78,7 +78,18 @@ Status stage_metric(Context& ctx, const StageOptions& o, std::stop_token) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto name, o.string("name"));
   const Json* value = o.get("value");
   if (value == nullptr) return make_error(ErrorCode::kInvalidArgument, "missing required option 'value'");
-  ctx.put_metric(name, *value);
+  if (!value->is_string()) {
+    ctx.put_metric(name, *value);
+    return {};
+  }
+  // The same rule as `set`: a string is an expression, other values are literals.
+  auto e = Expression::parse(value->get<std::string>());
+  if (!e) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "option 'value': bad expression '" + value->get<std::string>() + "': " + e.error().to_string());
+  }
+  CRUCIBLE_ASSIGN_OR_RETURN(auto v, e->evaluate(ctx));
+  ctx.put_metric(name, std::move(v));
   return {};
 }
 
@@ -153,13 +164,14 @@ Status register_control_stages(StageRegistry& r) {
 
 // metric, write_file, wait_for: what a run records, writes and waits for.
 Status register_output_stages(StageRegistry& r) {
-  CRUCIBLE_RETURN_IF_ERROR(
-      register_function_stage(r,
-                              describe_stage("metric", "records a metric",
-                                             {option_spec("name", "string", true, "metric name"),
-                                              option_spec("value", "any", true, "the value; ${...} allowed")},
-                                             {}, {"metric <name>"}),
-                              stage_metric));
+  CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
+      r,
+      describe_stage("metric", "records a metric",
+                     {option_spec("name", "string", true, "metric name"),
+                      option_spec("value", "expression", true,
+                                  "the value: a string is an expression (as in `set`), others literals")},
+                     {}, {"metric <name>"}),
+      stage_metric));
   CRUCIBLE_RETURN_IF_ERROR(register_function_stage(
       r,
       describe_stage("write_file", "writes or appends a line of text to a file",
