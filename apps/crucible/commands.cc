@@ -5,12 +5,15 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <map>
 #include <set>
@@ -36,6 +39,41 @@ namespace {
 constexpr int kOk = 0;
 constexpr int kRunFailed = 1;
 constexpr int kUsage = 2;
+constexpr int kInterrupted = 130;  // the shell's convention for SIGINT; the run stays resumable
+
+// Turns SIGINT and SIGTERM into a stop request for the runner. main() blocks both signals before
+// any thread starts, so only this task, on the executor, receives them; a second signal ends the
+// process at once.
+class SignalStop {
+ public:
+  explicit SignalStop(Executor& executor) {
+    done_ = executor.run_in_background([this] {
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGINT);
+      sigaddset(&set, SIGTERM);
+      const timespec tick{0, 100'000'000};
+      while (!quit_.load()) {
+        int sig = sigtimedwait(&set, nullptr, &tick);
+        if (sig != SIGINT && sig != SIGTERM) continue;
+        if (source_.stop_requested()) std::_Exit(kInterrupted);
+        std::fprintf(stderr, "\ncrucible: stopping (the run stays resumable; a second signal exits now)\n");
+        source_.request_stop();
+      }
+    });
+  }
+  ~SignalStop() {
+    quit_.store(true);
+    done_.wait();
+  }
+  std::stop_token token() const { return source_.get_token(); }
+  bool stopped() const { return source_.stop_requested(); }
+
+ private:
+  std::stop_source source_;
+  std::atomic<bool> quit_{false};
+  std::future<void> done_;
+};
 
 int fail(int code, const std::string& message) {
   std::fprintf(stderr, "crucible: %s\n", message.c_str());
@@ -75,6 +113,7 @@ struct Engine {
   StageRegistry& registry = library.registry;
   std::unique_ptr<Journal> journal;
   std::unique_ptr<Executor> executor;
+  std::unique_ptr<SignalStop> signals;  // stopped before the executor it runs on
   EventBus events;
   std::unique_ptr<Runner> runner;
 
@@ -88,6 +127,8 @@ struct Engine {
       events.add_sink(sink);
     }
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), registry, &events);
+    signals = std::make_unique<SignalStop>(*executor);
+    runner->set_interrupt(signals->token());
     std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal.value_or(""))).parent_path();
     runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
     runner->set_blob_dir(((dir.empty() ? std::filesystem::path(".") : dir) / "blobs").string());
@@ -299,6 +340,7 @@ Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
 }
 
 int drive(const GlobalOptions& g, Engine& e, const WorkflowSpec& spec, Result<RunResult> result, bool no_wait) {
+  if (!result && e.signals && e.signals->stopped()) return fail(kInterrupted, result.error().message());
   if (!result)
     return fail(result.error().code() == ErrorCode::kFailedPrecondition ? kUsage : kRunFailed,
                 result.error().to_string());
@@ -307,7 +349,8 @@ int drive(const GlobalOptions& g, Engine& e, const WorkflowSpec& spec, Result<Ru
       std::fprintf(g.json ? stderr : stdout, "waiting for promise '%s' (crucible signal %s %s --value '<json>')\n",
                    result->waiting_on.c_str(), result->run_id.str().c_str(), result->waiting_on.c_str());
     }
-    result = e.runner->wait_and_resume(spec, std::move(*result), std::stop_token());
+    result = e.runner->wait_and_resume(spec, std::move(*result), e.signals->token());
+    if (!result && e.signals->stopped()) return fail(kInterrupted, result.error().message());
     if (!result) return fail(kRunFailed, result.error().to_string());
   }
   return finish(g, *result);

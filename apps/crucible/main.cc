@@ -1,6 +1,7 @@
 // crucible: load, validate and run pipelines as durable workflows.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <optional>
@@ -138,6 +139,13 @@ int unknown_command(const CLI::App& app, int argc, char** argv) {
 }  // namespace crucible::cli
 
 int main(int argc, char** argv) {
+  // SIGINT and SIGTERM are taken by one task that stops runs gracefully (commands.cc
+  // SignalStop); blocked here, before any thread exists, so no other thread receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   crucible::cli::Cli c;
   c.app.require_subcommand(1);
   c.app.fallthrough();  // global options may follow the subcommand too

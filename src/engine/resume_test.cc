@@ -296,6 +296,38 @@ TEST_F(RunnerTest, ARunningRunWhoseOwnerIsGoneIsInterrupted) {
             std::string::npos);
 }
 
+TEST_F(RunnerTest, AnInterruptedRunStaysResumableWithNothingJournaledAsFailed) {
+  std::stop_source interrupt;
+  runner_->set_interrupt(interrupt.get_token());
+  std::atomic<bool> started{false};
+  ASSERT_TRUE(registry_.register_stage("blocks", [&started] {
+    StageDescription d;
+    d.name = "blocks";
+    d.summary = "runs until stopped";
+    return make_function_stage(d, [&started](Context&, const StageOptions&, std::stop_token stop) -> Status {
+      started = true;
+      while (!stop.stop_requested()) std::this_thread::sleep_for(1ms);
+      return make_error(ErrorCode::kCancelled, "stopped");
+    });
+  }));
+  WorkflowSpec spec =
+      load("name: i\nstages: [{name: a, uses: probe}, {name: b, uses: blocks}, {name: c, uses: probe}]\n");
+  StartOptions o;
+  o.run_id = *RunId::parse("interrupted");
+  auto running = std::async(std::launch::async, [&] { return runner_->start(spec, o); });
+  while (!started) std::this_thread::sleep_for(1ms);
+  interrupt.request_stop();
+  auto r = running.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kCancelled);
+  EXPECT_NE(r.error().message().find("crucible resume interrupted"), std::string::npos) << r.error().message();
+  auto log = journal_->read_run(*o.run_id);
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->summary.status, RunStatus::kRunning);  // neither failed nor finished
+  for (const Record& rec : log->records) EXPECT_NE(rec.type, RecordType::kStepFailed);
+  EXPECT_EQ(interrupted_because(*journal_, log->summary, clock_.now_ms()), "no process holds the run");
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_, registry_);

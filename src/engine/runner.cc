@@ -68,6 +68,8 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
     schedule_locked();
   }
   std::stop_token stop_token() const { return stop_.get_token(); }
+  // Stops the run without counting the lease as lost (the process is being interrupted).
+  void interrupt() { stop_.request_stop(); }
   // Stops renewing; returns why the lease was lost, if it was.
   std::optional<Error> finish() {
     std::lock_guard lock(mu_);
@@ -363,12 +365,19 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
 
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);
   keeper->arm();
-  Execution exec({journal_, executor_, clock_, random_, events_}, spec, plan, run_id, durability, log, options,
-                 {artifact_root_ + "/" + run_id.str(), blob_dir_});
+  std::stop_callback on_interrupt(interrupt_, [&keeper] { keeper->interrupt(); });
+  Execution exec({journal_, executor_, clock_, random_, events_, interrupt_}, spec, plan, run_id, durability, log,
+                 options, {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
   if (auto lost = keeper->finish()) {
     (void)journal_.release_lease(lease);
     return make_error(*lost);
+  }
+  if (interrupt_.stop_requested() && !flow && !exec.journal_error()) {
+    (void)journal_.flush();
+    (void)journal_.release_lease(lease);
+    return make_error(ErrorCode::kCancelled, "run '" + run_id.str() + "' was interrupted; `crucible resume " +
+                                                 run_id.str() + "` continues it");
   }
   result.steps = exec.take_reports();
   result.optional_failures = exec.optional_failures();

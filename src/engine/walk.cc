@@ -251,7 +251,9 @@ Result<Flow> Execution::exec_stage(const PlanNode& node, const StepKey& key, Con
       node.stage_node().retry, deps_.clock, deps_.random, stop,
       [&](int attempt) { return attempt_step(node, key, ctx, stop, attempt, start); }, &attempts,
       [this] { return journal_failed(); });
-  if (flow || journal_failed()) return flow;
+  // A journal failure stops the run to stay durable; an interrupted process leaves the step
+  // unfinished, for resume.
+  if (flow || journal_failed() || deps_.interrupt.stop_requested()) return flow;
   return finish_failure(node, key, ctx, flow.error(), attempts, micros_since(deps_.clock, start));
 }
 

@@ -28,6 +28,7 @@ struct Deps {
   Clock& clock;
   Random& random;
   EventBus* events;
+  std::stop_token interrupt;  // the process is stopping: journal no failure for what it cancels
 };
 
 // The run's directories, handed to stages through StageServices.

@@ -1,5 +1,6 @@
 // The `crucible` command end to end: exit codes, JSON output, status, list, signal, fork, prune,
 // resume, validation errors and the benchmarks' JSON.
+#include <csignal>
 #include <filesystem>
 #include <thread>
 
@@ -165,6 +166,26 @@ TEST_F(Cli, ASignalNobodyWaitsForIsAnError) {
   Output late = run({"signal", "done", "approval", "--value", "true"});
   EXPECT_EQ(late.code, 2);
   EXPECT_NE(late.err.find("has completed; it waits for no signal"), std::string::npos) << late.err;
+}
+
+TEST_F(Cli, SigtermStopsGracefullyAndTheRunResumes) {
+  Child child = spawn_crucible(
+      {"--journal", journal_, "run", "tests/integration/pipelines/long_nap.yaml", "--run-id", "nap", "--quiet"},
+      dir_ + "/nap.out", dir_ + "/nap.err");
+  ASSERT_GT(child.pid, 0);
+  for (int i = 0; i < 500; ++i) {  // until the run exists; its nap lasts 2 s
+    if (run({"status", "nap"}).code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(child.pid, SIGTERM);
+  EXPECT_EQ(wait_child(child), 130) << slurp(dir_ + "/nap.err");
+  EXPECT_NE(slurp(dir_ + "/nap.err").find("crucible resume nap"), std::string::npos);
+  Json status = json_of(run({"status", "nap", "--json"}));
+  EXPECT_EQ(status["status"], "interrupted");
+  Output done = run({"resume", "nap", "--json"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  EXPECT_EQ(json_of(done)["status"], "completed");
 }
 
 TEST_F(Cli, ForkReexecutesFromTheStep) {

@@ -106,6 +106,11 @@ class Runner {
   // resolves, its deadline passes or `stop` is requested, then resumes it.
   [[nodiscard]] Result<RunResult> wait_and_resume(const WorkflowSpec& spec, RunResult waiting, std::stop_token stop);
 
+  // A token that interrupts every run of this runner (SIGINT, SIGTERM): in-flight stages are
+  // cancelled through their stop_token, nothing is journaled as failed, the lease is released
+  // and the run stays resumable; start() and resume() then return kCancelled.
+  void set_interrupt(std::stop_token interrupt) { interrupt_ = std::move(interrupt); }
+
   // Identifies this worker in leases; defaults to "<hostname>:<pid>".
   void set_owner(std::string owner);
   // Lease length; renewed as steps finish.
@@ -141,6 +146,7 @@ class Runner {
   const StageRegistry& registry_;
   EventBus* events_;
   std::string owner_;
+  std::stop_token interrupt_;
   std::chrono::milliseconds lease_ttl_{60'000};
   std::string artifact_root_ = ".crucible/runs";
   std::string blob_dir_ = ".crucible/blobs";
