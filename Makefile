@@ -2,6 +2,7 @@
 # make run    install dependencies, build, run the quickstart, experiment and critique-loop examples
 #             on the SQLite journal (the LLM example answers offline without ANTHROPIC_API_KEY)
 # make test   install dependencies, build, run every unit and integration test with ctest
+# make asan   build and run every test under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)
 # make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
 # make bench  print the dispatch, journal, experiments and llm benchmarks as JSON
 
@@ -12,7 +13,7 @@ ifeq ($(CI),true)
   CMAKE_FLAGS += -DCRUCIBLE_WERROR=ON
 endif
 
-.PHONY: all deps build run test tsan bench clean
+.PHONY: all deps build run test asan tsan bench clean
 
 all: build
 
@@ -30,6 +31,11 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+asan: deps
+	@cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_ASAN=ON > /dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" ctest --output-on-failure -j $(JOBS)
 
 tsan: deps
 	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(CMAKE_FLAGS) > /dev/null

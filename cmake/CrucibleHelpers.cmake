@@ -16,6 +16,11 @@ if(CRUCIBLE_TSAN)
   target_compile_options(crucible_warnings INTERFACE -fsanitize=thread)
   target_link_options(crucible_warnings INTERFACE -fsanitize=thread)
 endif()
+if(CRUCIBLE_ASAN)
+  target_compile_options(crucible_warnings INTERFACE -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                                                     -fno-omit-frame-pointer)
+  target_link_options(crucible_warnings INTERFACE -fsanitize=address,undefined)
+endif()
 
 # crucible_add_library(NAME SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
 # Defines crucible_<NAME> with the alias crucible::<NAME>.
