@@ -35,7 +35,12 @@ size_t find_close(std::string_view text, size_t open) {
 
 }  // namespace
 
-std::optional<TemplateError> check_template(std::string_view text) {
+namespace {
+
+// Calls fn(open, close) for every ${...} of `text` ("$${" excepted), `open` at "${" and `close`
+// at its "}" (npos when unterminated), until fn returns false.
+template <class F>
+void each_template(std::string_view text, F&& fn) {
   size_t pos = 0;
   while ((pos = text.find("${", pos)) != std::string_view::npos) {
     if (pos > 0 && text[pos - 1] == '$') {
@@ -43,12 +48,25 @@ std::optional<TemplateError> check_template(std::string_view text) {
       continue;
     }
     size_t close = find_close(text, pos);
-    if (close == std::string_view::npos) return TemplateError{pos, "unterminated '${'; expected '}'"};
-    auto e = Expression::parse(text.substr(pos + 2, close - pos - 2));
-    if (!e) return TemplateError{pos + 2 + e.error().column - 1, e.error().message};
+    if (!fn(pos, close) || close == std::string_view::npos) return;
     pos = close + 1;
   }
-  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<TemplateError> check_template(std::string_view text) {
+  std::optional<TemplateError> out;
+  each_template(text, [&](size_t open, size_t close) {
+    if (close == std::string_view::npos) {
+      out = TemplateError{open, "unterminated '${'; expected '}'"};
+      return false;
+    }
+    auto e = Expression::parse(text.substr(open + 2, close - open - 2));
+    if (!e) out = TemplateError{open + 2 + e.error().column - 1, e.error().message};
+    return !out;
+  });
+  return out;
 }
 
 namespace {
@@ -80,22 +98,18 @@ std::string dotted(const std::vector<std::string>& path) {
 }  // namespace
 
 std::optional<std::string> missing_config_key(std::string_view text, const Json& config) {
-  size_t pos = 0;
-  while ((pos = text.find("${", pos)) != std::string_view::npos) {
-    if (pos > 0 && text[pos - 1] == '$') {
-      pos += 2;
-      continue;
-    }
-    size_t close = find_close(text, pos);
-    if (close == std::string_view::npos) return std::nullopt;
-    if (auto e = Expression::parse(text.substr(pos + 2, close - pos - 2))) {
+  std::optional<std::string> out;
+  each_template(text, [&](size_t open, size_t close) {
+    if (close == std::string_view::npos) return false;
+    if (auto e = Expression::parse(text.substr(open + 2, close - open - 2))) {
       for (const auto& path : e->config_paths()) {
-        if (!has_path(config, path)) return dotted(path);
+        if (!has_path(config, path)) out = dotted(path);
+        if (out) break;
       }
     }
-    pos = close + 1;
-  }
-  return std::nullopt;
+    return !out;
+  });
+  return out;
 }
 
 Result<Json> render_template(std::string_view text, const Context& ctx) {
