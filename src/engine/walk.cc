@@ -4,6 +4,7 @@
 #include <map>
 
 #include "crucible/core/duration.h"
+#include "crucible/core/process_group.h"
 #include "crucible/experiment/branch.h"
 #include "crucible/experiment/run_logger.h"
 #include "crucible/reliability/hedger.h"
@@ -22,7 +23,7 @@ class StageServicesImpl : public StageServices {
   static const Json& or_empty(const Json& section) { return section.is_object() ? section : empty_object(); }
 
  public:
-  StageServicesImpl(Execution& exec, const StepKey& key) : exec_(exec), key_(key) {}
+  StageServicesImpl(Execution& exec, const StepKey& key, int attempt) : exec_(exec), key_(key), attempt_(attempt) {}
   Result<Json> memo(std::string_view name, const std::function<Json()>& compute) override {
     return exec_.decide(key_, "#memo:" + std::string(name), [&]() -> Result<Json> { return compute(); });
   }
@@ -35,10 +36,12 @@ class StageServicesImpl : public StageServices {
   const Json& models() override { return or_empty(exec_.spec().models); }
   const std::string& artifact_dir() override { return exec_.dirs().artifact_dir; }
   const std::string& blob_dir() override { return exec_.dirs().blob_dir; }
+  Status hold_process_group(const Json& group) override { return exec_.hold_process_group(key_, attempt_, group); }
 
  private:
   Execution& exec_;
   const StepKey& key_;
+  int attempt_;
 };
 
 }  // namespace
@@ -55,6 +58,7 @@ Execution::Execution(Deps deps, const WorkflowSpec& spec, const Plan& plan, RunI
       dirs_(std::move(dirs)) {}
 
 Result<Flow> Execution::run(Context& ctx, const std::stop_token& stop) {
+  CRUCIBLE_RETURN_IF_ERROR(stop_leftover_processes());
   auto flow = exec_list(plan_.stages, StepKey::root(), ctx, stop);
   join_background();
   return flow;
@@ -126,6 +130,27 @@ Result<Json> Execution::decide(const StepKey& key, const std::string& suffix,
   r.payload = *value;
   CRUCIBLE_RETURN_IF_ERROR(append(std::move(r), lazy_durability()));
   return value;
+}
+
+Status Execution::hold_process_group(const StepKey& key, int attempt, const Json& group) {
+  Record r = make_record(RecordType::kStepStarted, key);
+  r.attempts = attempt;
+  r.payload = {{"process_group", group}};
+  return append(std::move(r), Durability::kStrict);
+}
+
+Status Execution::stop_leftover_processes() {
+  for (const auto& [key, groups] : replay_.process_groups) {
+    for (const Json& g : groups) {
+      auto group = ProcessGroupRef::from_json(g);
+      if (!group) return make_error(group.error().with_context("step " + key));
+      auto stopped = stop_process_group(*group);
+      if (!stopped) {
+        return make_error(stopped.error().with_context("step " + key + " of an earlier execution left processes"));
+      }
+    }
+  }
+  return {};
 }
 
 void Execution::report(StepReport r) {
@@ -290,7 +315,7 @@ Result<Flow> Execution::attempt_step(const PlanNode& node, const StepKey& key, C
     intent.reset();
   }
   emit(EventType::kStageStarted, node, key, nullptr);
-  Status status = run_attempt(node, key, ctx, stop);
+  Status status = run_attempt(node, key, ctx, stop, attempt);
   if (!status) {
     ctx.discard_delta();
     (void)ctx.take_suspend();
@@ -362,8 +387,9 @@ Result<StageOptions> stage_options(const StageNode& s, const Context& ctx) {
 
 }  // namespace
 
-Status Execution::run_attempt(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop) {
-  StageServicesImpl services(*this, key);
+Status Execution::run_attempt(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop,
+                              int attempt) {
+  StageServicesImpl services(*this, key, attempt);
   ctx.set_services(&services);
   ctx.set_current(&node.name(), &key.str());
   struct Reset {

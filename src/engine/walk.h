@@ -63,6 +63,8 @@ class Execution {
   Record make_record(RecordType type, const StepKey& key, std::optional<int64_t> at_ms = std::nullopt);
   // The recorded decision `key+suffix`, or computes, journals and returns it.
   Result<Json> decide(const StepKey& key, const std::string& suffix, const std::function<Result<Json>()>& compute);
+  // Journals, strictly, that attempt `attempt` of step `key` started process group `group`.
+  Status hold_process_group(const StepKey& key, int attempt, const Json& group);
   Journal& journal() { return deps_.journal; }
   Clock& clock() { return deps_.clock; }
   Executor& executor() { return deps_.executor; }
@@ -103,7 +105,10 @@ class Execution {
                             int attempt, MonoTime start);
   // Whether an append has failed (journal_error_ then holds why); cheap, without the lock.
   bool journal_failed() const;
-  Status run_attempt(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop);
+  Status run_attempt(const PlanNode& node, const StepKey& key, Context& ctx, const std::stop_token& stop, int attempt);
+  // Stops what is left of the process groups that in-flight steps of an earlier execution
+  // started, before any step runs again.
+  Status stop_leftover_processes();
   Status run_body(const PlanNode& node, Stage& stage, Context& ctx, const StageOptions& options,
                   const std::stop_token& stop);
   Status run_hedged(const PlanNode& node, Stage& stage, Context& ctx, const StageOptions& options,

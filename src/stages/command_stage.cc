@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +11,8 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+
+#include "crucible/core/process_group.h"
 
 extern char** environ;
 
@@ -115,6 +116,14 @@ class CommandStage : public Stage {
       ::close(err_pipe[0]);
       return make_error(pid.error());
     }
+    if (Status held = hold(ctx, *pid); !held) {
+      ::kill(-*pid, SIGKILL);
+      ::close(out_pipe[0]);
+      ::close(err_pipe[0]);
+      while (::waitpid(*pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      return held;
+    }
     return wait_child(ctx, o, *pid, out_pipe[0], err_pipe[0], argv, timeout, tail_lines, stop);
   }
 
@@ -133,46 +142,26 @@ class CommandStage : public Stage {
     return env_storage;
   }
 
-  // Starts argv[0] from PATH in its own process group, stdin from /dev/null, stdout and stderr
-  // to the given pipe ends.
+  // Starts argv[0] (from the child's PATH) under a supervisor that leads its own process group
+  // and kills the group if crucible dies; stdin from /dev/null, stdout and stderr to the pipe ends.
   static Result<pid_t> spawn(std::vector<std::string> argv, const std::string& cwd, std::vector<std::string> env,
                              int out_fd, int err_fd) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    // Its own process group, and the default signal mask and dispositions whatever this
-    // process blocks (crucible takes SIGINT and SIGTERM on one thread).
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    std::vector<char*> envp, args;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    pid_t pid = 0;
-    int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc == 0) return pid;
-    if (rc == ENOENT) {
-      return make_error(ErrorCode::kNotFound, "program '" + argv[0] + "' not found" +
-                                                  (argv[0].find('/') == std::string::npos ? " on PATH" : ""));
+    std::string path_var;
+    for (const std::string& e : env) {
+      if (e.rfind("PATH=", 0) == 0) path_var = e.substr(5);
     }
-    if (rc == EACCES) return make_error(ErrorCode::kPermissionDenied, "program '" + argv[0] + "' is not executable");
-    return make_error(ErrorCode::kInternal, "cannot start '" + argv[0] + "': " + std::strerror(rc));
+    CRUCIBLE_ASSIGN_OR_RETURN(std::string program, resolve_program(argv[0], path_var, cwd));
+    return spawn_supervised(ChildSpec{std::move(program), std::move(argv), std::move(env), cwd, out_fd, err_fd});
+  }
+
+  // Journals the child's process group in the step's intent, so that a resume after crucible
+  // died stops whatever of it is left before running the step again.
+  static Status hold(Context& ctx, pid_t pid) {
+    StageServices* services = ctx.services();
+    if (services == nullptr) return {};
+    auto group = describe_process_group(pid);
+    if (!group) return {};  // already gone: nothing can be left over
+    return services->hold_process_group(group->to_json());
   }
 
   static Status wait_child(Context& ctx, const StageOptions& o, pid_t pid, int out_fd, int err_fd,
@@ -213,7 +202,6 @@ class CommandStage : public Stage {
         ::kill(-pid, SIGKILL);
       }
     }
-    for (int fd : {out_fd, err_fd}) (void)fd;
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }

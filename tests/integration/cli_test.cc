@@ -2,6 +2,7 @@
 // resume, validation errors and the benchmarks' JSON.
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -186,6 +187,77 @@ TEST_F(Cli, SigtermStopsGracefullyAndTheRunResumes) {
   Output done = run({"resume", "nap", "--json"});
   ASSERT_EQ(done.code, 0) << done.err;
   EXPECT_EQ(json_of(done)["status"], "completed");
+}
+
+// A command's processes never outlive the crucible that started them: SIGKILL of crucible takes
+// the program and its background children with it; what survives a harder crash (its supervisor
+// killed too) is stopped by the resume before the step runs again.
+class CliChildren : public Cli {
+ protected:
+  void write_pipeline() {
+    std::ofstream(dir_ + "/child.yaml") << "name: child\n"
+                                           "stages:\n"
+                                           "  - name: train\n"
+                                           "    uses: command\n"
+                                           "    idempotent: true\n"
+                                           "    with:\n"
+                                           "      cwd: "
+                                        << dir_
+                                        << "\n"
+                                           "      argv: [sh, -c, 'test -e again && exit 0; touch again; sleep 60 & "
+                                           "echo $! > bg; echo $$ > fg; wait']\n";
+  }
+  pid_t read_pid(const std::string& name) {
+    for (int i = 0; i < 1000; ++i) {
+      std::ifstream in(dir_ + "/" + name);
+      pid_t pid = 0;
+      if (in >> pid) return pid;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
+  static bool gone_soon(pid_t pid) {
+    for (int i = 0; i < 500 && process_alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return !process_alive(pid);
+  }
+  static pid_t group_of(pid_t pid) { return ::getpgid(pid); }
+};
+
+TEST_F(CliChildren, DieWithCrucible) {
+  write_pipeline();
+  Child child = spawn_crucible({"--journal", journal_, "run", dir_ + "/child.yaml", "--run-id", "c", "--quiet"},
+                               dir_ + "/c.out", dir_ + "/c.err");
+  pid_t bg = read_pid("bg"), fg = read_pid("fg");
+  ASSERT_GT(bg, 0);
+  ASSERT_GT(fg, 0);
+  ::kill(child.pid, SIGKILL);
+  EXPECT_EQ(wait_child(child), 128 + SIGKILL);
+  EXPECT_TRUE(gone_soon(fg));
+  EXPECT_TRUE(gone_soon(bg));
+  Output done = run({"resume", "c", "--json"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  EXPECT_EQ(json_of(done)["status"], "completed");
+}
+
+TEST_F(CliChildren, WhatSurvivesIsStoppedBeforeTheStepRunsAgain) {
+  write_pipeline();
+  Child child = spawn_crucible({"--journal", journal_, "run", dir_ + "/child.yaml", "--run-id", "c", "--quiet"},
+                               dir_ + "/c.out", dir_ + "/c.err");
+  pid_t bg = read_pid("bg"), fg = read_pid("fg");
+  ASSERT_GT(bg, 0);
+  pid_t supervisor = group_of(fg);
+  ASSERT_GT(supervisor, 1);
+  ASSERT_NE(supervisor, ::getpgid(0));
+  ::kill(supervisor, SIGKILL);  // no one left to stop the group
+  ::kill(child.pid, SIGKILL);
+  EXPECT_EQ(wait_child(child), 128 + SIGKILL);
+  EXPECT_TRUE(gone_soon(fg));  // it dies with its supervisor
+  EXPECT_TRUE(process_alive(bg));
+  EXPECT_EQ(group_of(bg), supervisor);
+  Output done = run({"resume", "c", "--json"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  EXPECT_EQ(json_of(done)["status"], "completed");
+  EXPECT_FALSE(process_alive(bg));
 }
 
 TEST_F(Cli, ForkReexecutesFromTheStep) {

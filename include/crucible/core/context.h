@@ -59,6 +59,13 @@ class StageServices {
   virtual const std::string& artifact_dir() { return empty_string(); }
   // The journal's blob directory, where the LLM completion cache lives; empty when none.
   virtual const std::string& blob_dir() { return empty_string(); }
+  // Journals, durably, that this step's attempt started the process group `group` (a
+  // ProcessGroupRef's JSON), so that a resume after this process died stops what is left of it
+  // before it runs the step again.
+  [[nodiscard]] virtual Status hold_process_group(const Json& group) {
+    (void)group;
+    return {};
+  }
 
  protected:
   static const Json& empty_object();

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "crucible/journal/journal.h"
 
@@ -15,6 +16,8 @@ struct ReplayIndex {
   std::unordered_map<std::string, const Record*> failed;
   std::unordered_map<std::string, int> in_flight;  // started, no outcome: the attempt number
   std::unordered_map<std::string, Json> decisions;
+  // In-flight steps' process groups (ProcessGroupRef JSON), which may still be running.
+  std::unordered_map<std::string, std::vector<Json>> process_groups;
   bool empty() const { return completed.empty() && failed.empty() && in_flight.empty() && decisions.empty(); }
 };
 
