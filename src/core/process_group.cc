@@ -191,9 +191,8 @@ Result<int> stop_process_group(const ProcessGroupRef& group, std::chrono::millis
       }
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      return make_error(ErrorCode::kDeadlineExceeded, "process group " + std::to_string(group.pgid) +
-                                                          " still has " + std::to_string(live.size()) +
-                                                          " processes after SIGKILL");
+      return make_error(ErrorCode::kDeadlineExceeded, "process group " + std::to_string(group.pgid) + " still has " +
+                                                          std::to_string(live.size()) + " processes after SIGKILL");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
