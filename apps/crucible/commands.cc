@@ -674,14 +674,77 @@ int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::strin
   return drive(g, e, *spec, e.runner->resume(*spec, *forked, {}), no_wait);
 }
 
-int cmd_prune(const GlobalOptions& g, const std::string& older_than) {
-  auto d = parse_duration(older_than);
-  if (!d) return fail(kUsage, "--older-than expects a duration such as 30d or 12h, got '" + older_than + "'");
+namespace {
+
+std::string format_bytes(int64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (std::abs(v) >= 1000 && u + 1 < std::size(units)) {
+    v /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Removes the pruned runs' report folders (<journal dir>/runs/<id>); returns how many and their
+// bytes.
+std::pair<size_t, int64_t> remove_report_folders(const GlobalOptions& g, const std::vector<RunId>& runs) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(default_journal_path(g.journal.value_or(""))).parent_path();
+  fs::path root = (dir.empty() ? fs::path(".") : dir) / "runs";
+  size_t folders = 0;
+  int64_t bytes = 0;
+  for (const RunId& id : runs) {
+    std::error_code ec;
+    fs::path folder = root / id.str();
+    if (!fs::is_directory(folder, ec)) continue;
+    for (const auto& f : fs::recursive_directory_iterator(folder, ec)) {
+      std::error_code fe;
+      if (f.is_regular_file(fe)) bytes += static_cast<int64_t>(f.file_size(fe));
+    }
+    if (fs::remove_all(folder, ec) > 0 && !ec) ++folders;
+  }
+  return {folders, bytes};
+}
+
+}  // namespace
+
+int cmd_prune(const GlobalOptions& g, const PruneArgs& a) {
+  auto d = parse_duration(a.older_than);
+  if (!d) return fail(kUsage, "--older-than expects a duration such as 30d or 12h, got '" + a.older_than + "'");
+  auto grace = parse_duration(a.blob_grace);
+  if (!grace) return fail(kUsage, "--blob-grace expects a duration such as 15m or 0s, got '" + a.blob_grace + "'");
   auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
-  auto removed = (*journal)->prune(real_clock().now_ms() - d->count());
-  if (!removed) return fail(kRunFailed, removed.error().to_string());
-  if (!g.quiet) std::printf("pruned %zu finished run(s) older than %s\n", *removed, older_than.c_str());
+  auto pruned = (*journal)->prune(PruneOptions{real_clock().now_ms() - d->count(), *grace});
+  if (!pruned) return fail(kRunFailed, pruned.error().to_string());
+  auto [folders, folder_bytes] = remove_report_folders(g, pruned->runs);
+  const int64_t journal_freed = std::max<int64_t>(0, pruned->journal_bytes_before - pruned->journal_bytes_after);
+  const int64_t freed = journal_freed + pruned->blob_bytes_freed + folder_bytes;
+  if (g.json) {
+    Json runs = Json::array();
+    for (const RunId& id : pruned->runs) runs.push_back(id.str());
+    Json out = {{"runs", runs},
+                {"journal_bytes_before", pruned->journal_bytes_before},
+                {"journal_bytes_after", pruned->journal_bytes_after},
+                {"blobs_removed", pruned->blobs_removed},
+                {"blob_bytes_freed", pruned->blob_bytes_freed},
+                {"report_folders_removed", folders},
+                {"report_bytes_freed", folder_bytes},
+                {"bytes_freed", freed}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else if (!g.quiet) {
+    std::printf(
+        "pruned %zu finished run(s) older than %s: journal %s -> %s, %zu blob(s) %s, %zu report folder(s) "
+        "%s; freed %s\n",
+        pruned->runs.size(), a.older_than.c_str(), format_bytes(pruned->journal_bytes_before).c_str(),
+        format_bytes(pruned->journal_bytes_after).c_str(), pruned->blobs_removed,
+        format_bytes(pruned->blob_bytes_freed).c_str(), folders, format_bytes(folder_bytes).c_str(),
+        format_bytes(freed).c_str());
+  }
   return kOk;
 }
 

@@ -51,7 +51,11 @@ int cmd_resume(const GlobalOptions& g, const ResumeArgs& a);
 int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value);
 int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from,
              const std::optional<std::string>& new_id, bool no_wait);
-int cmd_prune(const GlobalOptions& g, const std::string& older_than);
+struct PruneArgs {
+  std::string older_than;
+  std::string blob_grace = "15m";
+};
+int cmd_prune(const GlobalOptions& g, const PruneArgs& a);
 int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios);
 
 }  // namespace crucible::cli

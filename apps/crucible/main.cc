@@ -21,7 +21,8 @@ struct Cli {
   RunArgs run;
   ResumeArgs resume;
   ListArgs list;
-  std::string file, stage, run_id, name, value, from, older_than, which, scenarios;
+  std::string file, stage, run_id, name, value, from, which, scenarios;
+  PruneArgs prune;
   std::optional<std::string> new_id;
   bool fork_no_wait = false, quick = false;
   std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
@@ -102,9 +103,14 @@ void add_inspect_commands(Cli& c) {
 }
 
 void add_admin_commands(Cli& c) {
-  auto* prune = c.command("prune", "delete finished runs older than a duration (never unfinished ones)",
-                          [&c] { return cmd_prune(c.g, c.older_than); });
-  prune->add_option("--older-than", c.older_than, "e.g. 30d, 12h")->required();
+  auto* prune = c.command("prune",
+                          "delete finished runs older than a duration (never unfinished ones) and free their space: "
+                          "journal pages, unreferenced blobs, report folders",
+                          [&c] { return cmd_prune(c.g, c.prune); });
+  prune->add_option("--older-than", c.prune.older_than, "e.g. 30d, 12h")->required();
+  prune->add_option("--blob-grace", c.prune.blob_grace,
+                    "keep unreferenced blobs stored this recently, which a running run may be about to use (15m)");
+  c.json_flag(prune);
 
   auto* bench = c.command("bench", "run a benchmark (crucible-bench) and print JSON",
                           [&c] { return cmd_bench(c.g, c.which, c.quick, c.scenarios); });

@@ -18,6 +18,10 @@ namespace {
 
 constexpr std::string_view kPrefix = "sha256:";
 
+bool is_hex_digest(std::string_view s) {
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 }  // namespace
 
 std::string BlobStore::path_of(std::string_view hex) const {
@@ -28,7 +32,10 @@ Result<std::string> BlobStore::put(std::string_view bytes) {
   std::string hex = sha256_hex(bytes);
   std::string ref = std::string(kPrefix) + hex;
   std::string path = path_of(hex);
-  if (std::filesystem::exists(path)) return ref;
+  if (std::filesystem::exists(path)) {
+    ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);  // stored again: a sweep keeps it a while
+    return ref;
+  }
   std::error_code ec;
   std::string sub = dir_ + "/" + hex.substr(0, 2);
   std::filesystem::create_directories(sub, ec);
@@ -67,6 +74,44 @@ Result<Json> internalize(const Json& value, BlobStore& blobs) {
   }
   CRUCIBLE_ASSIGN_OR_RETURN(auto bytes, blobs.get(value["$blob"].get<std::string>()));
   return parse_json(bytes);
+}
+
+Result<BlobStore::Sweep> BlobStore::sweep(const std::unordered_set<std::string>& live,
+                                          std::chrono::milliseconds grace) {
+  namespace fs = std::filesystem;
+  Sweep result;
+  std::error_code ec;
+  if (!fs::exists(dir_, ec)) return result;
+  const auto cutoff = fs::file_time_type::clock::now() - grace;
+  for (const fs::directory_entry& sub : fs::directory_iterator(dir_, ec)) {
+    const std::string prefix = sub.path().filename().string();
+    if (!sub.is_directory(ec) || prefix.size() != 2) continue;  // e.g. llm-cache/, the cache's index
+    for (const fs::directory_entry& f : fs::directory_iterator(sub.path(), ec)) {
+      const std::string name = f.path().filename().string();
+      const bool blob = is_hex_digest(name) && name.starts_with(prefix);
+      const bool temporary = !blob && is_hex_digest(name.substr(0, 64)) && name.find(".tmp.") == 64;
+      if ((!blob && !temporary) || (blob && live.contains(name))) continue;
+      std::error_code fe;
+      auto mtime = f.last_write_time(fe);
+      if (fe || mtime > cutoff) continue;
+      auto size = f.file_size(fe);
+      if (fe) continue;
+      if (!fs::remove(f.path(), fe) || fe) {
+        return make_error(ErrorCode::kUnavailable, "cannot remove blob " + f.path().string() + ": " + fe.message());
+      }
+      ++result.removed;
+      result.bytes_freed += static_cast<int64_t>(size);
+    }
+  }
+  if (ec) return make_error(ErrorCode::kUnavailable, "cannot list blobs in " + dir_ + ": " + ec.message());
+  return result;
+}
+
+void collect_blob_refs(std::string_view text, std::unordered_set<std::string>& out) {
+  for (size_t at = text.find(kPrefix); at != std::string_view::npos; at = text.find(kPrefix, at + 1)) {
+    std::string_view hex = text.substr(at + kPrefix.size(), 64);
+    if (is_hex_digest(hex)) out.emplace(hex);
+  }
 }
 
 }  // namespace crucible

@@ -187,20 +187,20 @@ class MemoryJournal : public Journal {
     return std::optional<Json>(p->second);
   }
 
-  Result<size_t> prune(int64_t updated_before_ms) override {
+  Result<PruneReport> prune(const PruneOptions& options) override {
     std::lock_guard lock(mu_);
-    size_t removed = 0;
+    PruneReport report;
     for (auto it = runs_.begin(); it != runs_.end();) {
       const RunSummary& s = it->second.log.summary;
-      if (is_finished(s.status) && s.updated_ms < updated_before_ms) {
+      if (is_finished(s.status) && s.updated_ms < options.updated_before_ms) {
+        report.runs.push_back(it->first);
         leases_.erase(it->first);
         it = runs_.erase(it);
-        ++removed;
       } else {
         ++it;
       }
     }
-    return removed;
+    return report;
   }
 
  private:

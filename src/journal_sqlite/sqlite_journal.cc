@@ -6,9 +6,11 @@
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "crucible/core/clock.h"
 #include "record_writer.h"
@@ -72,6 +74,8 @@ class SqliteJournal : public Journal {
       }
       sqlite3_busy_timeout(*db, 10000);
     }
+    // Before any table exists, so that prune can give deleted pages back (incremental_vacuum).
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA auto_vacuum=INCREMENTAL"));
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
     CRUCIBLE_RETURN_IF_ERROR(
         exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
@@ -334,35 +338,106 @@ class SqliteJournal : public Journal {
     return std::optional<Json>();
   }
 
-  Result<size_t> prune(int64_t updated_before_ms) override {
-    size_t removed = 0;
-    Status s = with_writer([&]() -> Status {
-      const char* doomed = "SELECT run_id FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?1";
-      for (const char* table : {"records", "promises"}) {
-        std::string sql = std::string("DELETE FROM ") + table + " WHERE run_id IN (" + doomed + ")";
-        Stmt q;
-        CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, sql.c_str()));
-        q.bind(updated_before_ms);
-        if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
-      }
-      Stmt kv;
-      CRUCIBLE_RETURN_IF_ERROR(
-          kv.prepare(write_db_, (std::string("DELETE FROM kv WHERE scope IN (") + doomed + ")").c_str()));
-      kv.bind(updated_before_ms);
-      if (int rc = kv.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
-      Stmt runs;
-      CRUCIBLE_RETURN_IF_ERROR(
-          runs.prepare(write_db_, "DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?"));
-      runs.bind(updated_before_ms);
-      if (int rc = runs.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
-      removed = static_cast<size_t>(sqlite3_changes(write_db_));
-      return {};
-    });
-    if (!s) return make_error(s.error());
-    return removed;
+  Result<PruneReport> prune(const PruneOptions& options) override {
+    PruneReport report;
+    report.journal_bytes_before = bytes_on_disk();
+    CRUCIBLE_ASSIGN_OR_RETURN(report.runs, delete_finished_runs(options.updated_before_ms));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto live, live_blob_refs());
+    CRUCIBLE_ASSIGN_OR_RETURN(auto swept, blobs_.sweep(live, options.blob_grace));
+    report.blobs_removed = swept.removed;
+    report.blob_bytes_freed = swept.bytes_freed;
+    CRUCIBLE_RETURN_IF_ERROR(reclaim_pages());
+    report.journal_bytes_after = bytes_on_disk();
+    return report;
   }
 
  private:
+  // The finished runs last updated before the cutoff, deleted with everything they own in one
+  // transaction.
+  Result<std::vector<RunId>> delete_finished_runs(int64_t updated_before_ms) {
+    std::vector<RunId> doomed_ids;
+    Status s = with_writer([&]() -> Status {
+      doomed_ids.clear();
+      const char* doomed = "SELECT run_id FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?1";
+      Stmt list;
+      CRUCIBLE_RETURN_IF_ERROR(list.prepare(write_db_, doomed));
+      list.bind(updated_before_ms);
+      int rc;
+      while ((rc = list.step()) == SQLITE_ROW) {
+        if (auto id = RunId::parse(list.text(0))) doomed_ids.push_back(*id);
+      }
+      if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
+      for (const char* table : {"records", "promises", "kv", "runs"}) {
+        const char* column = std::string_view(table) == "kv" ? "scope" : "run_id";
+        std::string sql = std::string("DELETE FROM ") + table + " WHERE " + column + " IN (" + doomed + ")";
+        Stmt q;
+        CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_, sql.c_str()));
+        q.bind(updated_before_ms);
+        if (rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "pruning"));
+      }
+      return {};
+    });
+    if (!s) return make_error(s.error());
+    return doomed_ids;
+  }
+
+  // The digests of the blobs still referenced: by the journal's records and by the LLM
+  // completion cache's index beside the blobs.
+  Result<std::unordered_set<std::string>> live_blob_refs() {
+    std::unordered_set<std::string> live;
+    {
+      std::lock_guard lock(read_mu_);
+      Stmt q;
+      CRUCIBLE_RETURN_IF_ERROR(q.prepare(read_db_, "SELECT body FROM records WHERE instr(body, 'sha256:') > 0"));
+      int rc;
+      while ((rc = q.step()) == SQLITE_ROW) collect_blob_refs(q.text(0), live);
+      if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "listing blob references"));
+    }
+    std::error_code ec;
+    const std::filesystem::path cache = std::filesystem::path(blobs_.dir()) / "llm-cache";
+    for (const auto& entry : std::filesystem::directory_iterator(cache, ec)) {
+      std::ifstream in(entry.path());
+      std::string ref;
+      if (std::getline(in, ref)) collect_blob_refs(ref, live);
+    }
+    return live;
+  }
+
+  // Gives the pages of deleted rows back to the file system: an incremental vacuum (a full one,
+  // once, for a journal created before auto_vacuum was on), then a checkpoint that truncates the
+  // write-ahead log. Uses its own connection: neither runs inside a transaction.
+  Status reclaim_pages() {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(options_.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    struct Close {
+      sqlite3* db;
+      ~Close() { sqlite3_close_v2(db); }
+    } close{db};
+    if (rc != SQLITE_OK) return make_error(sqlite_error(db, rc, "opening the journal to reclaim space"));
+    sqlite3_busy_timeout(db, 10000);
+    Stmt mode;
+    CRUCIBLE_RETURN_IF_ERROR(mode.prepare(db, "PRAGMA auto_vacuum"));
+    const bool incremental = mode.step() == SQLITE_ROW && mode.integer(0) == 2;
+    mode.reset();
+    if (incremental) {
+      CRUCIBLE_RETURN_IF_ERROR(exec(db, "PRAGMA incremental_vacuum"));
+    } else {
+      CRUCIBLE_RETURN_IF_ERROR(exec(db, "PRAGMA auto_vacuum=INCREMENTAL"));
+      CRUCIBLE_RETURN_IF_ERROR(exec(db, "VACUUM"));
+    }
+    return exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+
+  int64_t bytes_on_disk() const {
+    int64_t total = 0;
+    for (const std::string& p : {options_.path, options_.path + "-wal"}) {
+      std::error_code ec;
+      auto size = std::filesystem::file_size(p, ec);
+      if (!ec) total += static_cast<int64_t>(size);
+    }
+    return total;
+  }
+
   Status prepare_statements() {
     CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.prepare(write_db_));
     CRUCIBLE_RETURN_IF_ERROR(take_lease_.prepare(

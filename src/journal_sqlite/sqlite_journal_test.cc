@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "crucible/testing/journal_conformance.h"
@@ -109,6 +110,117 @@ TEST(SqliteJournal, ALargeRunStartedPayloadKeepsItsSummaryFields) {
   ASSERT_TRUE(runs);
   ASSERT_EQ(runs->size(), 1u);
   EXPECT_EQ((*runs)[0].spec_hash, "abc");
+}
+
+int64_t journal_bytes(const std::string& path) {
+  int64_t total = 0;
+  for (const std::string& p : {path, path + "-wal"}) {
+    std::error_code ec;
+    auto size = fs::file_size(p, ec);
+    if (!ec) total += static_cast<int64_t>(size);
+  }
+  return total;
+}
+
+// Finished runs whose records hold `value_bytes` of state each, all updated at t=1000.
+void add_finished_runs(Journal& j, int runs, size_t value_bytes, const std::string& prefix = "old") {
+  for (int i = 0; i < runs; ++i) {
+    std::string id = prefix + std::to_string(i);
+    ASSERT_TRUE(j.append(started(id.c_str(), 1000), Durability::kBatched));
+    Record done = step(id.c_str(), RecordType::kStepCompleted, "/a", 1000);
+    done.delta = {
+        Mutation{Mutation::Kind::kState, "k", Json(std::string(value_bytes, static_cast<char>('a' + i % 26)))}};
+    ASSERT_TRUE(j.append(done, Durability::kBatched));
+    ASSERT_TRUE(j.append(step(id.c_str(), RecordType::kRunCompleted, "", 1000), Durability::kBatched));
+  }
+  ASSERT_TRUE(j.flush());
+}
+
+TEST(SqliteJournal, PruneGivesTheSpaceBack) {
+  std::string path = fresh_path("reclaim");
+  auto j = open_at(path);
+  add_finished_runs(*j, 200, 20'000);
+  ASSERT_TRUE(j->append(started("keep", 9000), Durability::kStrict));
+  const int64_t before = journal_bytes(path);
+  ASSERT_GT(before, 4'000'000);
+  auto report = j->prune(PruneOptions{2000});
+  ASSERT_TRUE(report) << report.error().to_string();
+  EXPECT_EQ(report->runs.size(), 200u);
+  EXPECT_GE(report->journal_bytes_before, before);
+  EXPECT_LT(report->journal_bytes_after, before / 10);
+  EXPECT_EQ(report->journal_bytes_after, journal_bytes(path));
+  EXPECT_TRUE(j->read_run(*RunId::parse("keep")));
+  // The journal goes on as before.
+  ASSERT_TRUE(j->append(step("keep", RecordType::kStepCompleted, "/a", 9000), Durability::kStrict));
+  EXPECT_EQ(j->read_run(*RunId::parse("keep"))->records.size(), 2u);
+}
+
+// A journal written before auto_vacuum was on is vacuumed in full once, and incrementally after.
+TEST(SqliteJournal, PruneReclaimsAnOlderJournalToo) {
+  std::string path = fresh_path("reclaim-old");
+  {
+    auto j = open_at(path);
+    add_finished_runs(*j, 100, 20'000);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA auto_vacuum=NONE; VACUUM", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto j = open_at(path);
+  const int64_t before = journal_bytes(path);
+  auto report = j->prune(PruneOptions{2000});
+  ASSERT_TRUE(report) << report.error().to_string();
+  EXPECT_EQ(report->runs.size(), 100u);
+  EXPECT_LT(report->journal_bytes_after, before / 10);
+  add_finished_runs(*j, 100, 20'000, "again");
+  auto second = j->prune(PruneOptions{2000});
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->runs.size(), 100u);
+  EXPECT_LT(second->journal_bytes_after, second->journal_bytes_before / 10);
+}
+
+// Blobs go when nothing references them any more: not while another run, or the LLM cache,
+// still does, and not within the grace period that covers a record about to be appended.
+TEST(SqliteJournal, PruneRemovesBlobsNothingReferences) {
+  std::string path = fresh_path("blob-gc");
+  const fs::path blobs = fs::path(path).parent_path() / "blobs";
+  auto j = open_at(path, 1024);
+  auto finished_with = [&](const char* id, int64_t at, const std::string& value) {
+    ASSERT_TRUE(j->append(started(id, at), Durability::kStrict));
+    Record done = step(id, RecordType::kStepCompleted, "/a", at);
+    done.delta = {Mutation{Mutation::Kind::kArtifact, "big", Json(value)}};
+    ASSERT_TRUE(j->append(done, Durability::kStrict));
+    ASSERT_TRUE(j->append(step(id, RecordType::kRunCompleted, "", at), Durability::kStrict));
+  };
+  finished_with("a", 1000, std::string(5000, 'x'));  // shared with b
+  finished_with("b", 9000, std::string(5000, 'x'));
+  finished_with("c", 1000, std::string(5000, 'y'));  // c's alone
+  BlobStore store(blobs.string());
+  auto cached = store.put("a completion the LLM cache holds");
+  ASSERT_TRUE(cached);
+  fs::create_directories(blobs / "llm-cache");
+  std::ofstream(blobs / "llm-cache" / "key") << *cached << "\n";
+  auto orphan = store.put("written by a run that crashed before its record");
+  ASSERT_TRUE(orphan);
+  auto count = [&] {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(blobs)) n += e.is_regular_file() ? 1 : 0;
+    return n;
+  };
+  ASSERT_EQ(count(), 5u);                     // x, y, the cached completion, its index entry, the orphan
+  auto fresh = j->prune(PruneOptions{2000});  // within the grace period: rows go, blobs stay
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->runs.size(), 2u);
+  EXPECT_EQ(fresh->blobs_removed, 0u);
+  auto swept = j->prune(PruneOptions{2000, std::chrono::milliseconds(0)});
+  ASSERT_TRUE(swept) << swept.error().to_string();
+  EXPECT_EQ(swept->blobs_removed, 2u);  // y and the orphan
+  EXPECT_GT(swept->blob_bytes_freed, 5000);
+  EXPECT_EQ(count(), 3u);
+  auto b = j->read_run(*RunId::parse("b"));
+  ASSERT_TRUE(b) << b.error().to_string();
+  EXPECT_EQ(b->records[1].delta[0].value, Json(std::string(5000, 'x')));
+  EXPECT_TRUE(store.get(*cached));
 }
 
 TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {

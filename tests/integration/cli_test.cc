@@ -276,12 +276,22 @@ TEST_F(Cli, PruneRemovesOldFinishedRunsOnly) {
   ASSERT_EQ(
       run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "parked", "--no-wait", "--quiet"}).code, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  fs::create_directories(dir_ + "/runs/old");
+  std::ofstream(dir_ + "/runs/old/report.json") << std::string(5000, ' ');
+  fs::create_directories(dir_ + "/runs/parked");
   Output p = run({"prune", "--older-than", "1ms"});
   ASSERT_EQ(p.code, 0);
-  EXPECT_NE(p.out.find("pruned 1"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("pruned 1 finished run(s) older than 1ms: journal "), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("1 report folder(s) 5.0 KB; freed "), std::string::npos) << p.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/runs/old"));
+  EXPECT_TRUE(fs::exists(dir_ + "/runs/parked"));
   EXPECT_EQ(run({"status", "old"}).code, 2);
   EXPECT_EQ(run({"status", "parked"}).code, 0);
   EXPECT_EQ(run({"prune", "--older-than", "someday"}).code, 2);
+  EXPECT_EQ(run({"prune", "--older-than", "1d", "--blob-grace", "soon"}).code, 2);
+  Json again = json_of(run({"prune", "--older-than", "0s", "--blob-grace", "0s", "--json"}));
+  EXPECT_EQ(again["runs"], Json::array());
+  EXPECT_TRUE(again["journal_bytes_after"].is_number_integer());
 }
 
 TEST_F(Cli, StagesAndDescribe) {

@@ -99,6 +99,23 @@ struct Lease {
   int64_t expires_ms = 0;
 };
 
+struct PruneOptions {
+  int64_t updated_before_ms = 0;  // finished runs last updated before this are deleted
+  // Unreferenced blobs stored (or stored again) this recently are kept: a run may be about to
+  // append the record that references one.
+  std::chrono::milliseconds blob_grace = std::chrono::minutes(15);
+};
+
+struct PruneReport {
+  std::vector<RunId> runs;  // the runs deleted
+  // The journal's files on disk (database and write-ahead log) before and after; 0 for a
+  // journal without files.
+  int64_t journal_bytes_before = 0;
+  int64_t journal_bytes_after = 0;
+  size_t blobs_removed = 0;
+  int64_t blob_bytes_freed = 0;
+};
+
 // Implementations are thread-safe.
 class Journal {
  public:
@@ -145,8 +162,9 @@ class Journal {
   [[nodiscard]] virtual Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) = 0;
   [[nodiscard]] virtual Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) = 0;
 
-  // Deletes finished (completed or failed) runs last updated before the cutoff; returns how many.
-  [[nodiscard]] virtual Result<size_t> prune(int64_t updated_before_ms) = 0;
+  // Deletes finished (completed or failed) runs last updated before the cutoff and gives back
+  // the space they held: the journal's pages and the blobs nothing references any more.
+  [[nodiscard]] virtual Result<PruneReport> prune(const PruneOptions& options) = 0;
 };
 
 // Status transition implied by appending `record` to a run, if any.

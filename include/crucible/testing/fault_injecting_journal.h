@@ -55,7 +55,7 @@ class FaultInjectingJournal : public Journal {
   [[nodiscard]] Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) override {
     return inner_.get_promise(run, name);
   }
-  [[nodiscard]] Result<size_t> prune(int64_t before) override { return inner_.prune(before); }
+  [[nodiscard]] Result<PruneReport> prune(const PruneOptions& options) override { return inner_.prune(options); }
 
  private:
   [[nodiscard]] Status sync_locked();

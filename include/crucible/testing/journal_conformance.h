@@ -228,9 +228,10 @@ TEST_P(JournalConformance, PruneRemovesOnlyOldFinishedRuns) {
   ASSERT_TRUE(journal_->append(started("old-running", 1000), Durability::kStrict));
   ASSERT_TRUE(journal_->append(started("new-done", 5000), Durability::kStrict));
   ASSERT_TRUE(journal_->append(step("new-done", RecordType::kRunCompleted, "", 5000), Durability::kStrict));
-  auto removed = journal_->prune(2000);
+  auto removed = journal_->prune(PruneOptions{2000});
   ASSERT_TRUE(removed);
-  EXPECT_EQ(*removed, 1u);
+  ASSERT_EQ(removed->runs.size(), 1u);
+  EXPECT_EQ(removed->runs[0].str(), "old-done");
   EXPECT_FALSE(journal_->read_run(*RunId::parse("old-done")));
   EXPECT_TRUE(journal_->read_run(*RunId::parse("old-running")));
   EXPECT_TRUE(journal_->read_run(*RunId::parse("new-done")));
