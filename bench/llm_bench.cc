@@ -118,7 +118,7 @@ struct PipelineCheck {
 std::string pipeline_yaml(const testing::LlmTestServer& server, const Json& hedging, int steps) {
   return "name: bench-llm\nmodels:\n  writer:\n    provider: anthropic\n    model: claude-bench\n"
          "    base_url: " +
-         server.base_url() + "\n    api_key_env: " + kKeyEnv + "\n    hedging: " + hedging.dump() +
+         server.base_url() + "\n    api_key_env: " + kKeyEnv + "\n    hedging: " + json_dump(hedging) +
          "\nstages:\n  - name: calls\n    loop:\n      count: " + std::to_string(steps) +
          "\n      stages:\n        - {name: ask, uses: llm.complete, with: {model: writer, "
          "prompt: \"step ${index}\", max_tokens: 64}}\n";

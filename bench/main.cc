@@ -38,6 +38,6 @@ int main(int argc, char** argv) {
     std::cerr << "crucible-bench: " << out.error().message() << "\n";
     return out.error().code() == ErrorCode::kInvalidArgument ? 2 : 1;
   }
-  std::cout << out->dump(2) << std::endl;
+  std::cout << json_dump(*out, 2) << std::endl;
   return 0;
 }

@@ -22,6 +22,12 @@ if(CRUCIBLE_ASAN)
   target_link_options(crucible_warnings INTERFACE -fsanitize=address,undefined)
 endif()
 
+if(CRUCIBLE_FUZZ)
+  target_compile_options(crucible_warnings INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+                                                     -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_link_options(crucible_warnings INTERFACE -fsanitize=address,undefined)
+endif()
+
 # crucible_add_library(NAME SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
 # Defines crucible_<NAME> with the alias crucible::<NAME>.
 function(crucible_add_library name)

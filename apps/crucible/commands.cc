@@ -31,6 +31,7 @@
 #include "crucible/stages/http_stage.h"
 #include "crucible/stages/llm_stages.h"
 #include "crucible/telemetry/events.h"
+#include "crucible/workflow/config_override.h"
 #include "crucible/workflow/loader.h"
 
 namespace crucible::cli {
@@ -136,114 +137,6 @@ struct Engine {
   }
 };
 
-// One step of a --set path: a key, or a list index.
-struct PathPart {
-  std::string key;
-  std::optional<size_t> index;
-};
-
-// "a.b[2].c" -> a, b, [2], c. kInvalidArgument for an empty part or a malformed index.
-Result<std::vector<PathPart>> parse_set_path(const std::string& path) {
-  std::vector<PathPart> parts;
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t end = path.find_first_of(".[", i);
-    std::string key = path.substr(i, end == std::string::npos ? std::string::npos : end - i);
-    if (key.empty() && !(end != std::string::npos && path[end] == '[' && !parts.empty() && i == end)) {
-      return make_error(ErrorCode::kInvalidArgument, "--set has an empty key part in '" + path + "'");
-    }
-    if (!key.empty()) parts.push_back({key, std::nullopt});
-    i = end == std::string::npos ? path.size() + 1 : end;
-    while (i < path.size() && path[i] == '[') {
-      size_t close = path.find(']', i);
-      std::string digits = close == std::string::npos ? "" : path.substr(i + 1, close - i - 1);
-      if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
-        return make_error(ErrorCode::kInvalidArgument, "--set '" + path + "': expected a list index like [0]");
-      }
-      parts.push_back({"", static_cast<size_t>(std::stoul(digits))});
-      i = close + 1;
-    }
-    if (i < path.size() && path[i] == '.')
-      ++i;
-    else if (i < path.size())
-      return make_error(ErrorCode::kInvalidArgument, "--set '" + path + "': malformed path");
-    else
-      break;
-  }
-  return parts;
-}
-
-// Whether `value` may replace `existing`: the same JSON type, numbers for numbers, anything for
-// a null.
-bool fits(const Json& existing, const Json& value) {
-  if (existing.is_null()) return true;
-  if (existing.is_number() && value.is_number()) return !existing.is_number_integer() || value.is_number_integer();
-  return json_type_name(existing) == json_type_name(value);
-}
-
-// The Hydra convention: `key=value` replaces an existing value of the config (dotted keys and
-// list indices address nested ones, and the type must fit); `+key=value` adds a new key. The
-// value is JSON when it parses, else a string; for a string key it is always the text.
-Status apply_set(Json& config, const std::string& assignment) {
-  auto eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) {
-    return make_error(ErrorCode::kInvalidArgument, "--set expects key=value, got '" + assignment + "'");
-  }
-  const bool add = assignment[0] == '+';
-  const std::string path = assignment.substr(add ? 1 : 0, eq - (add ? 1 : 0));
-  const std::string text = assignment.substr(eq + 1);
-  CRUCIBLE_ASSIGN_OR_RETURN(auto parts, parse_set_path(path));
-  auto parsed = parse_json(text);
-  if (!parsed && parsed.error().code() == ErrorCode::kOutOfRange) {
-    return make_error(ErrorCode::kInvalidArgument, "--set " + path + ": " + parsed.error().message());
-  }
-  Json value = parsed ? *parsed : Json(text);
-  Json* target = &config;
-  std::string at = "config";
-  for (size_t p = 0; p < parts.size(); ++p) {
-    const PathPart& part = parts[p];
-    const bool last = p + 1 == parts.size();
-    if (part.index) {
-      if (!target->is_array() || *part.index >= target->size()) {
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--set " + path + ": " + at + " has no item [" + std::to_string(*part.index) + "]");
-      }
-      target = &(*target)[*part.index];
-      at += "[" + std::to_string(*part.index) + "]";
-      continue;
-    }
-    if (!target->is_object()) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "--set " + path + ": " + at + " is " + json_type_name(*target) + ", not a mapping");
-    }
-    if (!target->contains(part.key)) {
-      if (!(add && last)) {
-        std::vector<std::string> keys;
-        for (const auto& [k, _] : target->items()) keys.push_back(k);
-        std::string hint = closest_match(part.key, keys);
-        return make_error(ErrorCode::kInvalidArgument, "--set " + path + ": " + at + " has no key '" + part.key + "'" +
-                                                           (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
-                                                           (last ? "; write +" + path + "=... to add it" : ""));
-      }
-      (*target)[part.key] = std::move(value);
-      return {};
-    }
-    if (add && last) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "--set +" + path + ": " + at + "." + part.key + " exists; drop the + to replace it");
-    }
-    target = &(*target)[part.key];
-    at += "." + part.key;
-  }
-  if (target->is_string() && !value.is_string()) value = Json(text);
-  if (!fits(*target, value)) {
-    return make_error(ErrorCode::kInvalidArgument, "--set " + path + ": " + at + " is " + json_type_name(*target) +
-                                                       ", got " + json_type_name(value) + " " + value.dump());
-  }
-  *target = std::move(value);
-  return {};
-}
-
 // A wall-clock time in ms as UTC, e.g. 2026-12-01 12:40:55Z.
 std::string format_time(int64_t ms) {
   std::time_t t = static_cast<std::time_t>(ms / 1000);
@@ -261,7 +154,7 @@ std::string readable(const Json& v) {
     std::snprintf(buf, sizeof(buf), "%.6g", v.get<double>());
     return buf;
   }
-  return v.dump();
+  return json_dump(v);
 }
 
 void print_summary(const RunResult& r) {
@@ -293,7 +186,7 @@ void print_summary(const RunResult& r) {
 
 int finish(const GlobalOptions& g, const RunResult& r) {
   if (g.json) {
-    std::cout << r.to_json().dump(2) << std::endl;
+    std::cout << json_dump(r.to_json(), 2) << std::endl;
   } else if (!g.quiet) {
     print_summary(r);
   } else {
@@ -367,7 +260,7 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   if (!a.sets.empty()) {
     Json config = spec->config.is_object() ? spec->config : Json::object();
     for (const std::string& s : a.sets) {
-      if (auto ok = apply_set(config, s); !ok) return fail(kUsage, ok.error().message());
+      if (auto ok = apply_config_override(config, s); !ok) return fail(kUsage, ok.error().message());
     }
     options.overrides = std::move(config);  // the whole config, each --set applied
   }
@@ -402,7 +295,7 @@ int cmd_validate(const GlobalOptions& g, const std::string& file) {
                        {"field", d.field},
                        {"message", d.message}});
     }
-    std::cout << Json{{"file", file}, {"valid", loaded.ok()}, {"diagnostics", diags}}.dump(2) << std::endl;
+    std::cout << json_dump(Json{{"file", file}, {"valid", loaded.ok()}, {"diagnostics", diags}}, 2) << std::endl;
   } else {
     std::fprintf(stderr, "%s", loaded.report().c_str());
     if (loaded.ok()) {
@@ -428,7 +321,7 @@ int cmd_stages(const GlobalOptions& g) {
     else
       std::printf("  %-12s %s\n", name.c_str(), d->summary.c_str());
   }
-  if (g.json) std::cout << out.dump(2) << std::endl;
+  if (g.json) std::cout << json_dump(out, 2) << std::endl;
   return kOk;
 }
 
@@ -442,7 +335,7 @@ int cmd_describe(const GlobalOptions& g, const std::string& stage) {
                             " (`crucible stages` lists them)");
   }
   if (g.json) {
-    std::cout << d->to_json().dump(2) << std::endl;
+    std::cout << json_dump(d->to_json(), 2) << std::endl;
     return kOk;
   }
   std::printf("%s: %s\n", d->name.c_str(), d->summary.c_str());
@@ -451,7 +344,7 @@ int cmd_describe(const GlobalOptions& g, const std::string& stage) {
   for (const OptionSpec& o : d->options) {
     std::printf("  %-20s %-10s %s%s%s\n", o.name.c_str(), o.type.c_str(), o.required ? "(required) " : "",
                 o.description.c_str(),
-                o.default_value.is_null() ? "" : (" [default " + o.default_value.dump() + "]").c_str());
+                o.default_value.is_null() ? "" : (" [default " + json_dump(o.default_value) + "]").c_str());
   }
   for (const std::string& i : d->inputs) std::printf("reads:  %s\n", i.c_str());
   for (const std::string& o : d->outputs) std::printf("writes: %s\n", o.c_str());
@@ -502,7 +395,7 @@ int cmd_experiments_show(const GlobalOptions& g, const std::string& run_id) {
       entry["step"] = key;
       out["comparisons"].push_back(std::move(entry));
     }
-    std::cout << out.dump(2) << std::endl;
+    std::cout << json_dump(out, 2) << std::endl;
     return kOk;
   }
   std::printf("run %s  pipeline %s  status %s\n", log->summary.run_id.str().c_str(), log->summary.pipeline.c_str(),
@@ -539,7 +432,7 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
       out["experiments"] = Json::object();
       for (const auto& [prefix, list] : report.experiments) out["experiments"][prefix] = list;
     }
-    std::cout << out.dump(2) << std::endl;
+    std::cout << json_dump(out, 2) << std::endl;
     return kOk;
   }
   std::printf("run %s  pipeline %s  status %s  records %zu\n", s.run_id.str().c_str(), s.pipeline.c_str(),
@@ -555,7 +448,7 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
                 r.attempts, static_cast<double>(r.duration_us) / 1000.0, r.error.c_str());
   }
   if (!s.error.empty()) std::printf("error: %s\n", s.error.c_str());
-  if (!report.suspended.is_null()) std::printf("suspended: %s\n", report.suspended.dump().c_str());
+  if (!report.suspended.is_null()) std::printf("suspended: %s\n", json_dump(report.suspended).c_str());
   if (const auto& u = report.llm) {
     std::printf("llm: %lld calls, %lld tokens (input %lld, output %lld)\n", static_cast<long long>(u->calls),
                 static_cast<long long>(u->tokens_used), static_cast<long long>(u->input_tokens),
@@ -586,7 +479,7 @@ int cmd_list(const GlobalOptions& g, const ListArgs& a) {
   if (g.json) {
     Json out = Json::array();
     for (const RunSummary& s : *runs) out.push_back(s.to_json());
-    std::cout << out.dump(2) << std::endl;
+    std::cout << json_dump(out, 2) << std::endl;
     return kOk;
   }
   std::printf("%-28s %-20s %-16s %s\n", "RUN", "PIPELINE", "STATUS", "ERROR");
@@ -735,7 +628,7 @@ int cmd_prune(const GlobalOptions& g, const PruneArgs& a) {
                 {"report_folders_removed", folders},
                 {"report_bytes_freed", folder_bytes},
                 {"bytes_freed", freed}};
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", json_dump(out, 2).c_str());
   } else if (!g.quiet) {
     std::printf(
         "pruned %zu finished run(s) older than %s: journal %s -> %s, %zu blob(s) %s, %zu report folder(s) "

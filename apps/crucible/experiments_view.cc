@@ -18,7 +18,7 @@ std::string short_value(const Json& v) {
     std::snprintf(buf, sizeof(buf), "%.4g", v.get<double>());
     return buf;
   }
-  return v.dump();
+  return json_dump(v);
 }
 
 // The config keys (dotted) whose values differ between branches: what a reader compares.
@@ -30,7 +30,7 @@ std::vector<std::string> varying_keys(const std::vector<Json>& branches) {
       if (v.is_object())
         walk(v, path);
       else
-        values[path].insert(v.dump());
+        values[path].insert(json_dump(v));
     }
   };
   for (const Json& b : branches) walk(b.value("config", Json::object()), "");
@@ -60,7 +60,7 @@ void print_experiments(const RunReport& report) {
   for (auto [prefix, branches] : report.experiments) {
     // Config order reads better than completion order.
     std::stable_sort(branches.begin(), branches.end(), [](const Json& a, const Json& b) {
-      return a.value("config", Json()).dump() < b.value("config", Json()).dump();
+      return json_dump(a.value("config", Json())) < json_dump(b.value("config", Json()));
     });
     int ok = 0;
     for (const Json& b : branches) ok += b.value("status", "") == "success" ? 1 : 0;

@@ -63,11 +63,11 @@ Result<Delta> delta_from_json(const Json& json) {
   for (const Json& entry : json) {
     if (!entry.is_object() || !entry.contains("op") || !entry.contains("key") || !entry["op"].is_string() ||
         !entry["key"].is_string()) {
-      return make_error(ErrorCode::kDataLoss, "malformed context delta entry: " + entry.dump());
+      return make_error(ErrorCode::kDataLoss, "malformed context delta entry: " + json_dump(entry));
     }
     auto kind = kind_from_name(entry["op"].get<std::string>());
     if (!kind) {
-      return make_error(ErrorCode::kDataLoss, "unknown delta op: " + entry["op"].dump());
+      return make_error(ErrorCode::kDataLoss, "unknown delta op: " + json_dump(entry["op"]));
     }
     Json value = entry.contains("value") ? entry["value"] : Json();
     delta.push_back(Mutation{*kind, entry["key"].get<std::string>(), std::move(value)});

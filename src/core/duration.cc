@@ -65,7 +65,7 @@ std::optional<std::chrono::milliseconds> duration_from_json(const Json& value) {
 
 Result<std::chrono::milliseconds> duration_field(const Json& value, std::string_view field) {
   if (auto d = duration_from_json(value)) return *d;
-  return field_error(std::string(field), "expected a duration such as 500ms, 30s or 5m, got " + value.dump());
+  return field_error(std::string(field), "expected a duration such as 500ms, 30s or 5m, got " + json_dump(value));
 }
 
 std::string format_duration(std::chrono::milliseconds d) {

@@ -48,7 +48,7 @@ Error wrong_type(std::string_view key, std::string_view expected, const Json* fo
                  "missing required option '" + std::string(key) + "' (" + std::string(expected) + ")");
   }
   return Error(ErrorCode::kInvalidArgument, "option '" + std::string(key) + "' must be " + std::string(expected) +
-                                                ", got " + json_type_name(*found) + " " + found->dump());
+                                                ", got " + json_type_name(*found) + " " + json_dump(*found));
 }
 
 }  // namespace

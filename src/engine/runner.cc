@@ -1,13 +1,13 @@
 #include "crucible/engine/runner.h"
 
-#include <set>
-
 #include <signal.h>
 #include <unistd.h>
 
 #include <mutex>
+#include <set>
 #include <thread>
 
+#include "crucible/engine/replay.h"
 #include "walk.h"
 
 namespace crucible {
@@ -147,7 +147,7 @@ void describe_differences(const Json& was, const Json& now, const std::string& p
     return;
   }
   auto show = [](const Json& v) {
-    std::string d = v.is_null() ? "absent" : v.dump();
+    std::string d = v.is_null() ? "absent" : json_dump(v);
     return d.size() > 40 ? d.substr(0, 37) + "..." : d;
   };
   out.push_back(path + " was " + show(was) + ", now " + show(now));
@@ -307,6 +307,28 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
   return execute(spec, log, durability, {}, lease);
 }
 
+namespace {
+
+// An operator's --rerun-step and --skip-step must each name a step the run left unfinished.
+Status check_operator_steps(const RunLog& log, const ResumeOptions& options) {
+  if (options.rerun_steps.empty() && options.skip_steps.empty()) return {};
+  const ReplayIndex index = build_replay_index(log);
+  for (const auto* steps : {&options.rerun_steps, &options.skip_steps}) {
+    for (const std::string& step : *steps) {
+      if (index.in_flight.contains(step)) continue;
+      const char* state = index.completed.contains(step) ? "has completed"
+                          : index.failed.contains(step)  ? "has failed"
+                                                         : "was never started";
+      return make_error(ErrorCode::kInvalidArgument,
+                        "step '" + step + "' of run '" + log.summary.run_id.str() + "' " + state +
+                            "; only a step left in flight (needs_attention) can be run again or skipped");
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
   return resume_locked(spec, run_id, options, std::nullopt);
 }
@@ -323,6 +345,7 @@ Result<RunResult> Runner::resume_locked(const WorkflowSpec& spec, const RunId& r
   const Record* started = find_run_started(log);
   if (started == nullptr)
     return make_error(ErrorCode::kDataLoss, "run '" + run_id.str() + "' has no run_started record");
+  CRUCIBLE_RETURN_IF_ERROR(check_operator_steps(log, options));
   auto durability =
       json_string(started->payload, "durability", "strict") == "batched" ? Durability::kBatched : Durability::kStrict;
   return execute(spec, log, durability, options, std::move(lease));

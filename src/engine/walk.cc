@@ -513,7 +513,7 @@ Result<Json> Execution::loop_items(const PlanNode& node, const StepKey& key, Con
     if (loop.mode == LoopMode::kCount) {
       if (!v->is_number_integer() || v->get<int64_t>() < 0) {
         return make_error(ErrorCode::kInvalidArgument, where(node, key) + ": count '" + loop.over->text() +
-                                                           "' must be a non-negative integer, got " + v->dump());
+                                                           "' must be a non-negative integer, got " + json_dump(*v));
       }
       return Json(v->get<int64_t>());
     }

@@ -7,11 +7,11 @@ namespace crucible {
 std::string config_id_of(const Json& config) {
   if (config.is_object()) {
     auto it = config.find("config_id");
-    if (it != config.end() && !it->is_null()) return it->is_string() ? it->get<std::string>() : it->dump();
+    if (it != config.end() && !it->is_null()) return it->is_string() ? it->get<std::string>() : json_dump(*it);
   }
   Json without = config;
   if (without.is_object()) without.erase("config_id");
-  return sha256_hex(without.dump()).substr(0, 16);
+  return sha256_hex(json_dump(without)).substr(0, 16);
 }
 
 std::string_view branch_status_name(BranchStatus status) {
@@ -90,7 +90,7 @@ Result<Branch> Branch::from_json(const Json& json) {
   auto status = parse_branch_status(json.value("status", "pending"));
   if (!status)
     return make_error(ErrorCode::kInvalidArgument,
-                      "branch record: unknown status " + json.value("status", Json()).dump());
+                      "branch record: unknown status " + json_dump(json.value("status", Json())));
   b.status_ = *status;
   if (json.contains("duration_ms") && json["duration_ms"].is_number()) {
     b.restored_duration_us_ = static_cast<int64_t>(json["duration_ms"].get<double>() * 1000.0);

@@ -97,7 +97,7 @@ JsonlRunLogger::~JsonlRunLogger() {
 }
 
 Status JsonlRunLogger::write(Json line) {
-  std::string text = line.dump() + "\n";
+  std::string text = json_dump(line) + "\n";
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
     return make_error(ErrorCode::kDataLoss, "run log '" + path_ + "': write failed: " + std::strerror(errno));
   }

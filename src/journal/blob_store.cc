@@ -62,7 +62,7 @@ Result<std::string> BlobStore::get(std::string_view ref) {
 
 Result<Json> externalize(const Json& value, BlobStore& blobs, size_t threshold) {
   if (!value.is_string() && !value.is_array() && !value.is_object()) return value;
-  std::string text = value.dump();
+  std::string text = json_dump(value);
   if (text.size() <= threshold) return value;
   CRUCIBLE_ASSIGN_OR_RETURN(auto ref, blobs.put(text));
   return Json{{"$blob", ref}};

@@ -196,7 +196,7 @@ Status RecordWriter::apply(const Record& r, const std::string* body) {
       .bind(std::string(record_type_name(r.type)))
       .bind(r.key.str())
       .bind(r.at_ms)
-      .bind(body != nullptr ? *body : record_body_to_json(r).dump());
+      .bind(body != nullptr ? *body : json_dump(record_body_to_json(r)));
   int rc = insert_record_.step();
   if (rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "inserting record"));
   return {};

@@ -74,6 +74,11 @@ class SqliteJournal : public Journal {
       }
       sqlite3_busy_timeout(*db, 10000);
     }
+    if (int rc = sqlite3_exec(write_db_, "PRAGMA schema_version", nullptr, nullptr, nullptr); rc == SQLITE_NOTADB) {
+      return make_error(ErrorCode::kInvalidArgument, "journal '" + options_.path +
+                                                         "' is not a SQLite database; give the path of a crucible "
+                                                         "journal, or of a file to create");
+    }
     // Before any table exists, so that prune can give deleted pages back (incremental_vacuum).
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA auto_vacuum=INCREMENTAL"));
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
@@ -92,7 +97,7 @@ class SqliteJournal : public Journal {
     bodies.reserve(records.size());
     for (Record& r : records) {
       CRUCIBLE_RETURN_IF_ERROR(externalize_record(r, blobs_, options_.blob_threshold));
-      bodies.push_back(record_body_to_json(r).dump());
+      bodies.push_back(json_dump(record_body_to_json(r)));
     }
     std::unique_lock lock(mu_);
     if (broken_) return make_error(*broken_);
@@ -273,7 +278,7 @@ class SqliteJournal : public Journal {
       CRUCIBLE_RETURN_IF_ERROR(q.prepare(write_db_,
                                          "INSERT INTO kv(scope, key, value) VALUES(?, ?, ?) ON CONFLICT(scope, key) DO "
                                          "UPDATE SET value = excluded.value"));
-      q.bind(scope).bind(key).bind(value.dump());
+      q.bind(scope).bind(key).bind(json_dump(value));
       if (int rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "writing state"));
       return {};
     });
@@ -298,7 +303,7 @@ class SqliteJournal : public Journal {
           ins.prepare(write_db_,
                       "INSERT INTO promises(run_id, name, value, resolved_ms) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 "
                       "FROM runs WHERE run_id = ?) ON CONFLICT DO NOTHING"));
-      ins.bind(run.str()).bind(name).bind(value.dump()).bind(now).bind(run.str());
+      ins.bind(run.str()).bind(name).bind(json_dump(value)).bind(now).bind(run.str());
       if (int rc = ins.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "resolving promise"));
       if (sqlite3_changes(write_db_) == 0) {
         Stmt exists;

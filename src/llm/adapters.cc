@@ -146,7 +146,7 @@ class AnthropicProvider : public Provider {
     p.url = o_.base_url + "/v1/messages";
     p.headers = {"x-api-key: " + o_.api_key, "anthropic-version: " + o_.version, "content-type: application/json",
                  streaming ? "accept: text/event-stream" : "accept: application/json"};
-    p.body = body.dump();
+    p.body = json_dump(body);
     p.timeout = o_.timeout;
     return p;
   }
@@ -252,7 +252,7 @@ class OpenAIProvider : public Provider {
     p.headers = {"content-type: application/json",
                  streaming ? "accept: text/event-stream" : "accept: application/json"};
     if (!o_.api_key.empty()) p.headers.push_back("authorization: Bearer " + o_.api_key);
-    p.body = body.dump();
+    p.body = json_dump(body);
     p.timeout = o_.timeout;
     return p;
   }

@@ -150,7 +150,7 @@ Result<std::optional<Completion>> BlobCompletionStore::get(const std::string& ke
 
 Status BlobCompletionStore::put(const std::string& key, const Completion& completion) {
   Json j = completion.to_json();
-  CRUCIBLE_ASSIGN_OR_RETURN(auto ref, blobs_.put(j.dump()));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto ref, blobs_.put(json_dump(j)));
   std::error_code ec;
   std::filesystem::create_directories(index_dir_, ec);
   if (ec) return make_error(ErrorCode::kInternal, "llm cache: cannot create " + index_dir_ + ": " + ec.message());
@@ -165,7 +165,7 @@ CachingProvider::CachingProvider(std::shared_ptr<Provider> inner, std::shared_pt
     : inner_(std::move(inner)), store_(std::move(store)), scope_(std::move(scope)) {}
 
 std::string CachingProvider::key_of(const CompletionRequest& request) const {
-  return sha256_hex(scope_ + "\n" + request.to_json().dump());
+  return sha256_hex(scope_ + "\n" + json_dump(request.to_json()));
 }
 
 Result<Completion> CachingProvider::complete(const CompletionRequest& request, std::stop_token stop) {

@@ -24,8 +24,8 @@ const std::vector<std::string> kModelKeys = {"provider",          "model",   "ba
 
 Result<int64_t> int_of(const Json& v, const std::string& field, int64_t min, int64_t max) {
   if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > max) {
-    return field_error(
-        field, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got " + v.dump());
+    return field_error(field, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                                  ", got " + json_dump(v));
   }
   return v.get<int64_t>();
 }
@@ -78,7 +78,7 @@ std::vector<ModelProblem> check_model_config(const Json& c) {
   if (!c.contains("provider")) {
     add("provider", "missing required key 'provider' (anthropic, openai or scripted)");
   } else if (kind != "anthropic" && kind != "openai" && kind != "scripted") {
-    add("provider", "unknown provider " + c["provider"].dump() + " (expected anthropic, openai or scripted)");
+    add("provider", "unknown provider " + json_dump(c["provider"]) + " (expected anthropic, openai or scripted)");
   }
   for (const char* key : {"model", "base_url", "api_key_env", "anthropic_version"}) {
     if (c.contains(key) && !c[key].is_string()) add(key, "expected text, found " + json_type_name(c[key]));
@@ -148,7 +148,7 @@ Result<ModelHandle> ModelRegistry::resolve(const std::string& name, const Json& 
   const std::string env = config.value("api_key_env", "");
   const char* key_value = env.empty() ? nullptr : std::getenv(env.c_str());
   const std::string key = key_value != nullptr ? key_value : "";
-  const std::string cache_key = name + "\n" + config.dump() + "\n" + blob_dir + "\n" + sha256_hex(key);
+  const std::string cache_key = name + "\n" + json_dump(config) + "\n" + blob_dir + "\n" + sha256_hex(key);
   std::lock_guard lock(mu_);
   if (auto it = built_.find(cache_key); it != built_.end()) return it->second;
   auto h = build(name, config, key, blob_dir);

@@ -35,7 +35,7 @@ Json CompletionRequest::to_json() const {
   return j;
 }
 
-std::string CompletionRequest::hash() const { return sha256_hex(to_json().dump()); }
+std::string CompletionRequest::hash() const { return sha256_hex(json_dump(to_json())); }
 
 Status validate(const CompletionRequest& r) {
   auto bad = [](const std::string& field, const std::string& what) {

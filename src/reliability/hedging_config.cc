@@ -38,10 +38,11 @@ std::string bound(double v) {
 }
 
 Result<double> number_in(std::string_view field, const Json& v, double lo, double hi) {
-  if (!v.is_number()) return make_error(field_problem(field, "must be a number, got " + v.dump()));
+  if (!v.is_number()) return make_error(field_problem(field, "must be a number, got " + json_dump(v)));
   double d = v.get<double>();
   if (d < lo || d > hi) {
-    return make_error(field_problem(field, "must be between " + bound(lo) + " and " + bound(hi) + ", got " + v.dump()));
+    return make_error(
+        field_problem(field, "must be between " + bound(lo) + " and " + bound(hi) + ", got " + json_dump(v)));
   }
   return d;
 }
@@ -117,7 +118,7 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
   if (key == "strategy") {
     auto kind = value.is_string() ? parse_hedge_strategy(value.get<std::string>()) : std::nullopt;
     if (!kind) {
-      std::string found = value.is_string() ? value.get<std::string>() : value.dump();
+      std::string found = value.is_string() ? value.get<std::string>() : json_dump(value);
       return make_error(field_problem(
           "strategy", "unknown hedging strategy '" + found + "'; expected " + join(hedge_strategy_names())));
     }
@@ -132,7 +133,7 @@ Status HedgingConfig::set(std::string_view key, const Json& value) {
     double n = 0;
     s = assign(n, key, value, 1, 5);
     if (s && n != static_cast<int>(n))
-      s = make_error(field_problem(key, "must be a whole number, got " + value.dump()));
+      s = make_error(field_problem(key, "must be a whole number, got " + json_dump(value)));
     if (s) max_hedges = static_cast<int>(n);
   } else if (key == "budget_percent") {
     s = assign(budget_percent, key, value, 0, 100);
@@ -170,7 +171,7 @@ Status HedgingConfig::set_option(std::string_view key, const Json& value) {
     std::vector<double> delays;
     for (const Json& d : value) {
       if (!d.is_number() || d.get<double>() < 0)
-        return make_error(field_problem(field, "holds " + d.dump() + "; expected delays in ms"));
+        return make_error(field_problem(field, "holds " + json_dump(d) + "; expected delays in ms"));
       delays.push_back(d.get<double>());
     }
     delay_candidates = std::move(delays);

@@ -68,7 +68,7 @@ Result<RetryPolicy> RetryPolicy::from_json(const Json& j) {
     if (!j["retry_on"].is_array()) return bad("retry_on must be a list of error codes");
     for (const Json& c : j["retry_on"]) {
       auto code = c.is_string() ? parse_error_code(c.get<std::string>()) : std::nullopt;
-      if (!code) return bad("unknown error code " + c.dump());
+      if (!code) return bad("unknown error code " + json_dump(c));
       p.retry_on.push_back(*code);
     }
   }

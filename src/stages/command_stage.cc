@@ -37,7 +37,7 @@ struct Tail {
       Json j = parse_json_or_discarded(partial);
       if (j.is_object()) json_lines->push_back(std::move(j));
     }
-    lines.push_back(std::move(partial));
+    lines.push_back(valid_utf8(partial));  // program output may be binary
     partial.clear();
     while (lines.size() > max) lines.pop_front();
   }
@@ -78,7 +78,7 @@ class CommandStage : public Stage {
       return make_error(ErrorCode::kInvalidArgument, "option 'argv' must be a non-empty list of strings");
     }
     std::vector<std::string> argv;
-    for (const Json& a : *argv_json) argv.push_back(a.is_string() ? a.get<std::string>() : a.dump());
+    for (const Json& a : *argv_json) argv.push_back(a.is_string() ? a.get<std::string>() : json_dump(a));
     if (const Json* env = o.get("env"); env != nullptr) {
       if (!env->is_object()) return make_error(ErrorCode::kInvalidArgument, "option 'env' must be a mapping");
       for (const auto& [k, v] : env->items()) {
@@ -87,7 +87,7 @@ class CommandStage : public Stage {
         }
         if (!v.is_string()) {
           return make_error(ErrorCode::kInvalidArgument, "option 'env." + k + "' must be a string, found " +
-                                                             json_type_name(v) + " " + v.dump() + " (quote it)");
+                                                             json_type_name(v) + " " + json_dump(v) + " (quote it)");
         }
       }
     }
@@ -134,8 +134,9 @@ class CommandStage : public Stage {
     for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
     if (const Json* env = o.get("env"); env != nullptr && env->is_object()) {
       for (const auto& [k, v] : env->items()) {
-        std::string entry = k + "=" + v.get<std::string>();  // checked by run()
-        std::erase_if(env_storage, [&](const std::string& s) { return s.rfind(k + "=", 0) == 0; });
+        const std::string prefix = k + "=";
+        std::string entry = prefix + v.get<std::string>();  // checked by run()
+        std::erase_if(env_storage, [&](const std::string& s) { return s.rfind(prefix, 0) == 0; });
         env_storage.push_back(entry);
       }
     }

@@ -26,7 +26,7 @@ Result<std::string> config_key(const Json& branch, const std::string& path) {
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
-  return node->is_string() ? node->get<std::string>() : node->dump();
+  return node->is_string() ? node->get<std::string>() : json_dump(*node);
 }
 
 class CompareStage : public Stage {
@@ -154,9 +154,9 @@ class CompareStage : public Stage {
                            const std::string& pair) {
     for (const Json& v : value.is_array() ? value : Json::array({value})) {
       if (!v.is_number()) {
-        return make_error(ErrorCode::kInvalidArgument, "branch " + branch.value("config_id", std::string()) +
-                                                           ": metric '" + metric +
-                                                           "' must be a number or a list of numbers, got " + v.dump());
+        return make_error(ErrorCode::kInvalidArgument,
+                          "branch " + branch.value("config_id", std::string()) + ": metric '" + metric +
+                              "' must be a number or a list of numbers, got " + json_dump(v));
       }
       g.values.push_back(v.get<double>());
       g.pair_keys.push_back(pair);
@@ -180,7 +180,7 @@ class CompareStage : public Stage {
     c["files"] = Json{{"json", base + ".json"}, {"markdown", base + ".md"}, {"svg", base + ".svg"}};
     CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base + ".md", md));
     CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base + ".svg", comparison_svg(c)));
-    CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base + ".json", c.dump(2) + "\n"));
+    CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(base + ".json", json_dump(c, 2) + "\n"));
     return md;
   }
 };

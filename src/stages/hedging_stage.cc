@@ -91,7 +91,7 @@ class HedgingStage : public Stage {
     }
     if (!spec->is_object() || !spec->contains("uses") || !(*spec)["uses"].is_string()) {
       return make_error(ErrorCode::kInvalidArgument,
-                        "invalid request " + spec->dump() + ": expected {uses: TYPE, with: {...}}");
+                        "invalid request " + json_dump(*spec) + ": expected {uses: TYPE, with: {...}}");
     }
     auto stage = resolve_((*spec)["uses"].get<std::string>());
     if (!stage) return make_error(ErrorCode::kInvalidArgument, "invalid request: " + stage.error().message());

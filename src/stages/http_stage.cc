@@ -18,12 +18,12 @@ Result<http::Request> build_request(const StageOptions& o) {
     r.timeout = timeout;
   }
   if (const Json* b = o.get("body"); b != nullptr && !b->is_null()) {
-    r.body = b->is_string() ? b->get<std::string>() : b->dump();
+    r.body = b->is_string() ? b->get<std::string>() : json_dump(*b);
     if (!b->is_string()) r.headers.push_back("Content-Type: application/json");
   }
   if (const Json* h = o.get("headers"); h != nullptr && h->is_object()) {
     for (const auto& [k, v] : h->items())
-      r.headers.push_back(k + ": " + (v.is_string() ? v.get<std::string>() : v.dump()));
+      r.headers.push_back(k + ": " + (v.is_string() ? v.get<std::string>() : json_dump(v)));
   }
   return r;
 }
@@ -51,9 +51,9 @@ class HttpRequestStage : public Stage {
     CRUCIBLE_ASSIGN_OR_RETURN(auto reply, client_->send(request, stop));
     if (http::error_code_for_status(reply.status)) return make_error(http::status_error(request, reply));
     int64_t ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
-    Json parsed =
-        reply.content_type.find("json") != std::string::npos ? parse_json_or_discarded(reply.body) : Json(reply.body);
-    if (parsed.is_discarded()) parsed = Json(reply.body);
+    Json parsed = reply.content_type.find("json") != std::string::npos ? parse_json_or_discarded(reply.body)
+                                                                       : Json(valid_utf8(reply.body));
+    if (parsed.is_discarded()) parsed = Json(valid_utf8(reply.body));  // a binary body keeps its text form
     const std::string& name = ctx.current_stage().empty() ? std::string("http.request") : ctx.current_stage();
     ctx.put_artifact(name, Json{{"status", reply.status}, {"body", std::move(parsed)}, {"duration_ms", ms}});
     ctx.put_metric(name + ".status", reply.status);

@@ -90,7 +90,7 @@ std::string stage_name(const Context& ctx, const char* fallback) {
 
 std::string text_of(const Json* v) {
   if (v == nullptr || v->is_null()) return "";
-  return v->is_string() ? v->get<std::string>() : v->dump();
+  return v->is_string() ? v->get<std::string>() : json_dump(*v);
 }
 
 // llm.complete ----------------------------------------------------------------------------------

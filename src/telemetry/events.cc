@@ -118,7 +118,7 @@ class JsonlSink : public EventSink {
   explicit JsonlSink(std::FILE* file) : file_(file) {}
   ~JsonlSink() override { std::fclose(file_); }
   void on_event(const Event& e) override {
-    std::string line = e.to_json().dump();
+    std::string line = json_dump(e.to_json());
     line.push_back('\n');
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);

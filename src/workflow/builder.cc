@@ -108,7 +108,7 @@ SequenceBuilder& SequenceBuilder::experiment(std::string name, ExperimentStrateg
   ExperimentNode& e = n.body.emplace<ExperimentNode>();
   e.strategy = strategy;
   for (Json& c : configs) {
-    if (!c.is_object()) record_error("experiment '" + n.name + "': a config must be a mapping, got " + c.dump());
+    if (!c.is_object()) record_error("experiment '" + n.name + "': a config must be a mapping, got " + json_dump(c));
     e.configs.push_back(std::move(c));
   }
   if (e.configs.empty()) record_error("experiment '" + n.name + "' has no configs");

@@ -302,7 +302,7 @@ class Evaluator {
         if (!v) return v;
         if (v->is_number_integer()) {
           if (v->get<int64_t>() == std::numeric_limits<int64_t>::min()) {
-            return type_error(n, "integer overflow: -(" + v->dump() + ") does not fit in 64 bits");
+            return type_error(n, "integer overflow: -(" + json_dump(*v) + ") does not fit in 64 bits");
           }
           return Json(-v->get<int64_t>());
         }
@@ -355,7 +355,7 @@ class Evaluator {
     if (!v) return make_error(v.error());
     if (!v->is_boolean()) {
       return make_error(
-          error(n, std::string("'") + op + "' needs a boolean, got " + json_type_name(*v) + " " + v->dump()));
+          error(n, std::string("'") + op + "' needs a boolean, got " + json_type_name(*v) + " " + json_dump(*v)));
     }
     return v->get<bool>();
   }
@@ -450,7 +450,7 @@ class Evaluator {
     CRUCIBLE_RETURN_IF_ERROR(n.name == "range" ? arity(1, 2) : one ? arity(1, 1) : Status());
     if (n.name == "len") return len(n, args[0]);
     if (n.name == "range") return range(n, args);
-    if (n.name == "str") return Json(args[0].is_string() ? args[0].get<std::string>() : args[0].dump());
+    if (n.name == "str") return Json(args[0].is_string() ? args[0].get<std::string>() : json_dump(args[0]));
     if (n.name == "int" || n.name == "float") return convert(n, args[0]);
     if (n.name == "abs") return abs(n, args[0]);
     return min_max(n, std::move(args));
@@ -488,15 +488,15 @@ class Evaluator {
       try {
         d = std::stod(v.get<std::string>());
       } catch (const std::exception&) {
-        return type_error(n, n.name + "() cannot convert " + v.dump());
+        return type_error(n, n.name + "() cannot convert " + json_dump(v));
       }
     } else {
       return type_error(n, n.name + "() needs a number or string, got " + json_type_name(v));
     }
-    if (!std::isfinite(d)) return type_error(n, n.name + "() of " + v.dump() + " is not a finite number");
+    if (!std::isfinite(d)) return type_error(n, n.name + "() of " + json_dump(v) + " is not a finite number");
     if (n.name == "float") return Json(d);
     if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) {
-      return type_error(n, "int() of " + v.dump() + " does not fit in 64 bits");
+      return type_error(n, "int() of " + json_dump(v) + " does not fit in 64 bits");
     }
     return Json(static_cast<int64_t>(d));
   }
@@ -504,7 +504,7 @@ class Evaluator {
   Result<Json> abs(const Node& n, const Json& v) {
     if (v.is_number_integer()) {
       if (v.get<int64_t>() == std::numeric_limits<int64_t>::min()) {
-        return type_error(n, "integer overflow: abs(" + v.dump() + ") does not fit in 64 bits");
+        return type_error(n, "integer overflow: abs(" + json_dump(v) + ") does not fit in 64 bits");
       }
       return Json(std::llabs(v.get<int64_t>()));
     }
@@ -560,8 +560,8 @@ class Evaluator {
     } else if (a.is_string() && b.is_string()) {
       c = a.get<std::string>().compare(b.get<std::string>());
     } else {
-      return type_error_at(column, "cannot compare " + json_type_name(a) + " " + a.dump() + " with " +
-                                       json_type_name(b) + " " + b.dump());
+      return type_error_at(column, "cannot compare " + json_type_name(a) + " " + json_dump(a) + " with " +
+                                       json_type_name(b) + " " + json_dump(b));
     }
     switch (op) {
       case Op::kLt: return Json(c < 0);
@@ -642,6 +642,9 @@ class Evaluator {
 }  // namespace
 
 tl::expected<Expression, ExprError> Expression::parse(std::string_view text) {
+  if (size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
+    return tl::unexpected(ExprError{bad + 1, "not UTF-8 text"});
+  }
   auto tokens = Lexer(text).run();
   if (!tokens) return tl::unexpected(tokens.error());
   auto root = Parser(std::move(*tokens)).parse();
@@ -654,7 +657,7 @@ tl::expected<Expression, ExprError> Expression::parse(std::string_view text) {
 
 Expression Expression::from_value(Json value) {
   Expression e;
-  e.text_ = value.dump();
+  e.text_ = json_dump(value);
   e.root_ = std::make_shared<const Node>(Node{Op::kLiteral, 1, std::move(value), {}, {}, {}});
   return e;
 }
@@ -673,7 +676,7 @@ bool config_chain(const Node& n, std::vector<std::string>& out) {
     const Json& idx = n.args[1]->literal;
     if (!idx.is_string() && !idx.is_number_integer()) return false;
     if (!config_chain(*n.args[0], out)) return false;
-    out.push_back(idx.is_string() ? idx.get<std::string>() : idx.dump());
+    out.push_back(idx.is_string() ? idx.get<std::string>() : json_dump(idx));
     return true;
   }
   return false;
@@ -705,8 +708,8 @@ Result<bool> Expression::evaluate_bool(const Context& ctx) const {
   auto v = evaluate(ctx);
   if (!v) return make_error(v.error());
   if (!v->is_boolean()) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "expression '" + text_ + "' must be true or false, got " + json_type_name(*v) + " " + v->dump());
+    return make_error(ErrorCode::kInvalidArgument, "expression '" + text_ + "' must be true or false, got " +
+                                                       json_type_name(*v) + " " + json_dump(*v));
   }
   return v->get<bool>();
 }

@@ -73,6 +73,20 @@ const std::vector<std::string> kSeqNodeKeys = {"name", "sequence", "when", "desc
 const std::vector<std::string> kRetryKeys = {"attempts", "backoff", "max_backoff", "multiplier",
                                              "jitter",   "on",      "max_elapsed"};
 
+// The error for a file whose byte `at` is not UTF-8 (a Latin-1 file, say), at its line and column.
+Diagnostic not_utf8(std::string_view text, size_t at, const std::string& file) {
+  size_t line_start = text.rfind('\n', at == 0 ? 0 : at - 1);
+  line_start = line_start == std::string_view::npos || at == 0 ? 0 : line_start + 1;
+  const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<ptrdiff_t>(at), '\n'));
+  char byte[8];
+  std::snprintf(byte, sizeof(byte), "0x%02X", static_cast<unsigned char>(text[at]));
+  return {Diagnostic::Severity::kError,
+          {file, line, static_cast<int>(at - line_start) + 1},
+          "",
+          std::string("byte ") + byte +
+              " is not UTF-8; pipelines are UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8)"};
+}
+
 class Loader : public DistributedReader {
  public:
   Loader(const StageRegistry& registry, std::string file) : DistributedReader(std::move(file)), registry_(registry) {}
@@ -86,6 +100,10 @@ class Loader : public DistributedReader {
                                     "the pipeline is " + std::to_string(text.size()) +
                                         " bytes; pipelines are limited to " + std::to_string(kMaxFileBytes >> 20) +
                                         " MiB"});
+      return result;
+    }
+    if (size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
+      result.diagnostics.push_back(not_utf8(text, bad, file_));
       return result;
     }
     YAML::Node root;
@@ -279,6 +297,10 @@ class Loader : public DistributedReader {
     } else if (YAML::Node count = l["count"]) {
       loop.mode = LoopMode::kCount;
       loop.over = get_expression(l, "count", lf);
+      int64_t literal = 0;
+      if (count.IsScalar() && YAML::convert<int64_t>::decode(count, literal) && literal < 0) {
+        error(count, lf + ".count", "must be a non-negative number of iterations, got " + std::to_string(literal));
+      }
     } else if (l["until"]) {
       loop.mode = LoopMode::kUntil;
       loop.until = get_expression(l, "until", lf);

@@ -140,7 +140,7 @@ Json spec_to_json(const WorkflowSpec& spec) {
 
 std::string spec_hash(const WorkflowSpec& spec) {
   if (!spec.hash.empty()) return spec.hash;
-  return sha256_hex(spec_to_json(spec).dump());
+  return sha256_hex(json_dump(spec_to_json(spec)));
 }
 
 }  // namespace crucible

@@ -11,7 +11,7 @@ namespace {
 
 std::string format_value(const Json& v) {
   if (v.is_string()) return v.get<std::string>();
-  return v.dump();
+  return json_dump(v);
 }
 
 // Finds the "}" closing a "${" at `open`, skipping quoted strings; npos if none.

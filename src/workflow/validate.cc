@@ -269,7 +269,10 @@ class Validator {
         continue;
       }
       const OptionSpec* o = d.option(key);
-      if (o != nullptr && o->required && o->type == "string" && value.is_string() && value.get<std::string>().empty()) {
+      const bool empty =
+          (o != nullptr && o->type == "string" && value.is_string() && value.get<std::string>().empty()) ||
+          (o != nullptr && o->type == "array" && value.is_array() && value.empty());
+      if (o != nullptr && o->required && empty) {
         add(n.loc, field, "option '" + key + "' must not be empty");
         continue;
       }
@@ -297,7 +300,8 @@ class Validator {
     bool fits = found == o.type || (o.type == "number" && found == "integer") ||
                 (o.type == "duration" && (found == "string" || found == "integer" || found == "number"));
     if (o.type == "duration" && value.is_string() && !parse_duration(value.get<std::string>())) fits = false;
-    if (!fits) add(n.loc, field, "option '" + key + "' must be " + o.type + ", found " + found + " " + value.dump());
+    if (!fits)
+      add(n.loc, field, "option '" + key + "' must be " + o.type + ", found " + found + " " + json_dump(value));
   }
 
   const StageRegistry& registry_;

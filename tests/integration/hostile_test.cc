@@ -1,7 +1,7 @@
 // tests/hostile/cases.json: hostile inputs, each run through the `crucible` binary with the exit
 // code and the message fragment it must produce. None may crash, hang or grow without bound.
-// In arguments and files, {{repeat N TEXT}} stands for TEXT N times and {{example}} for the
-// examples folder.
+// In arguments and files, {{repeat N TEXT}} stands for TEXT N times, {{byte XX}} for the raw byte
+// 0xXX (text that is not UTF-8) and {{example}} for the examples folder.
 #include <filesystem>
 #include <fstream>
 
@@ -35,6 +35,8 @@ std::string expand(const std::string& text) {
     std::string inner = text.substr(open + 2, close - open - 2);
     if (inner == "example") {
       out += (fs::current_path() / "examples").string();
+    } else if (inner.rfind("byte ", 0) == 0) {
+      out += static_cast<char>(std::stoi(inner.substr(5), nullptr, 16));
     } else if (inner.rfind("repeat ", 0) == 0) {
       size_t space = inner.find(' ', 7);
       size_t n = std::stoul(inner.substr(7, space - 7));

@@ -37,6 +37,16 @@ inline std::string json_string(const Json& object, std::string_view key, std::st
   return v != nullptr && v->is_string() ? v->get<std::string>() : fallback;
 }
 
+// The JSON text of `value`, compact (indent -1) or indented. Never throws: a string that is not
+// valid UTF-8 (binary program output, a Latin-1 file) is written with U+FFFD in place of each
+// bad sequence. Every dump in Crucible goes through it.
+std::string json_dump(const Json& value, int indent = -1);
+
+// The offset of the first byte of `text` that does not begin a valid UTF-8 sequence, or npos.
+size_t invalid_utf8_at(std::string_view text);
+// `text` with each invalid UTF-8 sequence replaced by U+FFFD.
+std::string valid_utf8(std::string_view text);
+
 // Human-readable one-word type name: "null", "boolean", "integer", "number", "string", "array",
 // "object".
 std::string json_type_name(const Json& value);

@@ -41,7 +41,7 @@ struct CompletionRequest {
 
   // Canonical JSON: the basis of the cache key.
   Json to_json() const;
-  // SHA-256 hex of to_json().dump().
+  // SHA-256 hex of json_dump(to_json()).
   std::string hash() const;
 };
 
