@@ -22,6 +22,12 @@ if(CRUCIBLE_ASAN)
   target_link_options(crucible_warnings INTERFACE -fsanitize=address,undefined)
 endif()
 
+if(CRUCIBLE_COVERAGE)
+  # Atomic counters: the multithreaded tests otherwise corrupt them, and gcovr stops on
+  # negative branch counts.
+  target_compile_options(crucible_warnings INTERFACE --coverage -fprofile-update=atomic -O0)
+  target_link_options(crucible_warnings INTERFACE --coverage)
+endif()
 if(CRUCIBLE_FUZZ)
   target_compile_options(crucible_warnings INTERFACE -fsanitize=fuzzer-no-link,address,undefined
                                                      -fno-sanitize-recover=undefined -fno-omit-frame-pointer)

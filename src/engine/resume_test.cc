@@ -328,6 +328,108 @@ TEST_F(RunnerTest, AnInterruptedRunStaysResumableWithNothingJournaledAsFailed) {
   EXPECT_EQ(interrupted_because(*journal_, log->summary, clock_.now_ms()), "no process holds the run");
 }
 
+// An interrupt reaches a stage however it is wrapped: under a timeout (through the timer's own
+// stop source) and in every branch of a parallel group; nothing is journaled as failed.
+TEST_F(RunnerTest, AnInterruptReachesTimedStagesAndParallelBranches) {
+  std::stop_source interrupt;
+  runner_->set_interrupt(interrupt.get_token());
+  std::atomic<int> running{0}, stopped{0};
+  ASSERT_TRUE(registry_.register_stage("counts_stops", [&] {
+    StageDescription d;
+    d.name = "counts_stops";
+    d.summary = "runs until stopped, counting";
+    return make_function_stage(d, [&](Context&, const StageOptions&, std::stop_token stop) -> Status {
+      ++running;
+      while (!stop.stop_requested()) std::this_thread::sleep_for(1ms);
+      ++stopped;
+      return make_error(ErrorCode::kCancelled, "stopped");
+    });
+  }));
+  WorkflowSpec spec = load(R"(
+name: wrapped
+stages:
+  - name: fan
+    parallel:
+      branches:
+        - {name: timed, stages: [{name: t, uses: counts_stops, timeout: 1h}]}
+        - {name: plain, stages: [{name: p, uses: counts_stops}]}
+        - name: nested
+          stages:
+            - name: group
+              sequence: [{name: s, uses: counts_stops, timeout: 1h, retry: 3}]
+)");
+  StartOptions o;
+  o.run_id = *RunId::parse("wrapped");
+  auto run = std::async(std::launch::async, [&] { return runner_->start(spec, o); });
+  while (running < 3) std::this_thread::sleep_for(1ms);
+  interrupt.request_stop();
+  auto r = run.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kCancelled);
+  EXPECT_EQ(stopped.load(), 3);
+  EXPECT_EQ(running.load(), 3);  // the retry policy did not start another attempt
+  auto log = journal_->read_run(*o.run_id);
+  ASSERT_TRUE(log);
+  for (const Record& rec : log->records) EXPECT_NE(rec.type, RecordType::kStepFailed) << rec.key.str();
+  EXPECT_EQ(log->summary.status, RunStatus::kRunning);
+}
+
+// Sequences group stages at every layer: top level, in a loop, in a parallel branch; a resume
+// re-runs only what failed inside one.
+TEST_F(RunnerTest, SequencesRunInOrderAndResumeInside) {
+  WorkflowSpec spec = load(R"(
+name: seq
+stages:
+  - name: setup
+    sequence:
+      - {name: a, uses: probe, with: {metric: 1}}
+      - {name: b, uses: probe}
+  - name: epochs
+    loop:
+      count: 2
+      stages:
+        - name: step
+          sequence: [{name: train, uses: probe}, {name: eval, uses: probe}]
+  - name: fan
+    parallel:
+      branches:
+        - name: left
+          stages: [{name: inner, sequence: [{name: x, uses: probe}, {name: y, uses: probe}]}]
+)");
+  probe_->failures["eval"] = {ErrorCode::kInternal};
+  RunResult first = run(spec);
+  ASSERT_EQ(first.status, RunStatus::kFailed);
+  EXPECT_NE(first.error->message().find("/epochs[0]/step/eval"), std::string::npos) << first.error->message();
+  auto second = runner_->resume(spec, first.run_id);
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_EQ(second->status, RunStatus::kCompleted);
+  EXPECT_EQ(probe_->count("a"), 1);
+  EXPECT_EQ(probe_->count("train"), 2);
+  EXPECT_EQ(probe_->count("eval"), 3);  // failed once, then once per epoch
+  EXPECT_EQ(probe_->count("y"), 1);
+  EXPECT_EQ(second->context.trace(), (std::vector<std::string>{"a", "b", "train", "eval", "train", "eval", "x", "y"}));
+}
+
+// `type: custom` runs its command and args (templates rendered, no shell) through `command`.
+TEST_F(RunnerTest, ACustomStageRunsItsCommandAndArgs) {
+  RunResult r = run(load(R"yaml(
+name: custom
+config: {greeting: hello}
+stages:
+  - {name: say, type: custom, command: echo, args: ["${config.greeting}", "$(not a shell)"]}
+  - {name: fails, type: custom, command: sh, args: [-c, "exit 3"], optional: true}
+)yaml"));
+  ASSERT_EQ(r.status, RunStatus::kCompleted) << (r.error ? r.error->to_string() : "");
+  const Json* say = r.context.get_artifact("say");
+  ASSERT_NE(say, nullptr);
+  EXPECT_EQ((*say)["stdout_tail"], "hello $(not a shell)\n");
+  ASSERT_NE(r.context.get_metric("say.exit_code"), nullptr);
+  EXPECT_EQ(*r.context.get_metric("say.exit_code"), 0);
+  auto failed = records_of(r.run_id, RecordType::kStepFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_NE(failed[0].error->message().find("'sh' exited with code 3"), std::string::npos);
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_, registry_);

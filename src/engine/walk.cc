@@ -377,7 +377,9 @@ Result<StageOptions> stage_options(const StageNode& s, const Context& ctx) {
   if (s.type == StageKind::kCustom) {
     Json argv = Json::array({s.command});
     for (const std::string& a : s.args) argv.push_back(a);
-    return StageOptions(Json{{"argv", argv}});
+    if (!has_templates(argv)) return StageOptions(Json{{"argv", argv}});
+    CRUCIBLE_ASSIGN_OR_RETURN(auto rendered, render_templates(argv, ctx));
+    return StageOptions(Json{{"argv", std::move(rendered)}});
   }
   if (s.with.empty()) return StageOptions();
   if (!has_templates(s.with)) return StageOptions(s.with);

@@ -222,6 +222,52 @@ TEST(HedgedProvider, ASlowCallGetsABackupAndTheLoserIsCancelled) {
   EXPECT_EQ(s["hedge_won"], 1);
 }
 
+// Streaming through the stack a models: section builds: retry over the breaker over hedging.
+// Each layer hands the text on exactly once, from the attempt that succeeded.
+TEST(DecoratedProviders, StreamTheSurvivingAttemptOnce) {
+  auto inner = std::make_shared<ScriptedProvider>(std::vector<ScriptedResponse>{says("streamed answer")});
+  FakeClock clock;
+  SeededRandom random(1);
+  Executor executor(2);
+  auto policy =
+      std::shared_ptr<HedgePolicy>(std::move(*make_hedge_policy(Json{{"strategy", "fixed"}, {"delay_ms", 5000}})));
+  auto hedged = std::make_shared<HedgedProvider>(inner, policy, executor, real_clock());
+  CircuitBreakerOptions breaker;
+  breaker.failure_threshold = 3;
+  auto guarded = std::make_shared<CircuitBreakingProvider>(hedged, clock, breaker);
+  RetryPolicy retry;
+  retry.max_attempts = 3;
+  retry.initial_backoff = 1ms;
+  RetryingProvider top(guarded, retry, clock, random);
+  EXPECT_EQ(top.name(), "retrying(circuit(hedged(" + inner->name() + ")))");
+  inner->fail_next(ErrorCode::kUnavailable, 2);
+  std::vector<std::string> pieces;
+  auto r = top.stream(simple(), [&](std::string_view t) { pieces.emplace_back(t); }, {});
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->content, "streamed answer");
+  EXPECT_EQ(pieces, (std::vector<std::string>{"streamed answer"}));
+  // The hedger sends its backup at once when the first attempt fails, so the two failures cost
+  // one retry of the whole stack.
+  EXPECT_EQ(top.retries(), 1);
+  EXPECT_EQ(inner->call_count(), 3u);
+  EXPECT_EQ(guarded->breaker().state(), CircuitBreaker::State::kClosed);
+  // Without hedging, the adapter's own pieces come through in order.
+  RetryingProvider plain(std::make_shared<CircuitBreakingProvider>(inner, clock, breaker), retry, clock, random);
+  std::string joined;
+  auto s = plain.stream(simple(), [&](std::string_view t) { joined += t; }, {});
+  ASSERT_TRUE(s);
+  EXPECT_EQ(joined, s->content);
+  // A breaker that opened refuses streams too, without calling the model.
+  inner->fail_next(ErrorCode::kUnavailable, 10);
+  CircuitBreakingProvider tripped(inner, clock, breaker);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(tripped.stream(simple(), nullptr, {}));
+  const size_t calls = inner->call_count();
+  auto refused = tripped.stream(simple(), nullptr, {});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("circuit"), std::string::npos);
+  EXPECT_EQ(inner->call_count(), calls);
+}
+
 TEST(CachingProvider, ReusesCompletionsAcrossInstancesThroughTheBlobStore) {
   auto dir = std::filesystem::path(::testing::TempDir()) / ("llm_cache_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);

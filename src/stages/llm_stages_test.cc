@@ -314,5 +314,52 @@ stages:
   ::unsetenv("CRUCIBLE_TEST_OTHER_KEY");
 }
 
+// An OpenAI model from a pipeline's models: section, streamed (`stream: true`) through the retry,
+// circuit-breaker and hedging decorators the section configures: a 503 is retried and the
+// answer arrives whole.
+TEST_F(LlmPipelineTest, AnOpenAiModelStreamsThroughItsDecorators) {
+  ::setenv("CRUCIBLE_TEST_OPENAI_KEY", "sk-openai-test", 1);
+  testing::LlmTestServer server("sk-openai-test");
+  server.push(testing::LlmTestServer::status(503, "server_error"));
+  WorkflowSpec spec = load(R"(
+name: openai
+config: {base_url: "http://127.0.0.1"}
+models:
+  writer:
+    provider: openai
+    model: gpt-test
+    base_url: "${config.base_url}"
+    api_key_env: CRUCIBLE_TEST_OPENAI_KEY
+    retry: {attempts: 3, backoff: 1ms}
+    circuit_breaker: {failures: 5, window: 60s, cooldown: 30s}
+  hedged:
+    provider: openai
+    model: gpt-test
+    base_url: "${config.base_url}"
+    api_key_env: CRUCIBLE_TEST_OPENAI_KEY
+    retry: {attempts: 3, backoff: 1ms}
+    hedging: {strategy: fixed, delay_ms: 5000}
+stages:
+  - {name: generate, uses: llm.complete, with: {model: writer, prompt: "stream me", output: draft, stream: true}}
+  - {name: again, uses: llm.complete, with: {model: hedged, prompt: "hedge me", output: second, stream: true}}
+)");
+  StartOptions so;
+  so.overrides = Json{{"base_url", server.base_url()}};
+  RunResult r = run(spec, so);
+  ASSERT_EQ(r.status, RunStatus::kCompleted) << (r.error ? r.error->to_string() : "");
+  ASSERT_NE(r.context.get_artifact("draft"), nullptr);
+  EXPECT_EQ(r.context.get_artifact("draft")->get<std::string>(), "echo: stream me");
+  EXPECT_EQ(server.calls.load(), 3);  // the 503, the answer, the hedged model's answer
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[1]["model"], "gpt-test");
+  EXPECT_EQ(requests[1].value("stream", false), true);
+  // A hedged model races whole answers (hedging happens before the first byte) and hands the
+  // winner's text on in one piece.
+  EXPECT_EQ(requests[2].value("stream", false), false);
+  EXPECT_EQ(r.context.get_artifact("second")->get<std::string>(), "echo: hedge me");
+  ::unsetenv("CRUCIBLE_TEST_OPENAI_KEY");
+}
+
 }  // namespace
 }  // namespace crucible

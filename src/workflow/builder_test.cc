@@ -115,5 +115,72 @@ TEST(WorkflowBuilder, AnExperimentNeedsMappingsAsConfigs) {
   EXPECT_NE(built.error().message().find("a config must be a mapping"), std::string::npos);
 }
 
+// The builder and YAML are two spellings of one spec: every node kind and modifier built in C++
+// hashes the same as its YAML.
+TEST(WorkflowBuilder, EveryNodeKindMatchesItsYaml) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("parity");
+  b.description("every node kind")
+      .config(Json{{"items", {1, 2}}})
+      .stage("s1", "set", Json{{"x", "1"}})
+      .sequence("group",
+                [](SequenceBuilder& s) { s.stage("b", "noop").order(2).stage("a", "noop").order(1).idempotent(false); })
+      .loop_items("over", Json{10, 20},
+                  [](SequenceBuilder& s) {
+                    s.stage("p", "set", Json{{"last", "item"}});
+                  })
+      .loop_over("each", "config.items", [](SequenceBuilder& s) { s.stage("q", "noop"); })
+      .loop_until("grow", "state.n >= 2", 5,
+                  [](SequenceBuilder& s) {
+                    s.stage("inc", "set", Json{{"n", "index + 1"}});
+                  })
+      .conditional(
+          "gate", "state.n == 2", [](SequenceBuilder& s) { s.stage("yes", "noop"); },
+          [](SequenceBuilder& s) { s.stage("no", "noop"); });
+  auto built = b.build(registry);
+  ASSERT_TRUE(built) << built.error().to_string();
+  LoadResult yaml = load_pipeline_text(R"(name: parity
+description: every node kind
+config: {items: [1, 2]}
+stages:
+  - {name: s1, uses: set, with: {x: "1"}}
+  - name: group
+    sequence:
+      - {name: b, uses: noop, order: 2}
+      - {name: a, uses: noop, order: 1, idempotent: false}
+  - name: over
+    loop: {over: [10, 20], stages: [{name: p, uses: set, with: {last: item}}]}
+  - name: each
+    loop: {over: config.items, stages: [{name: q, uses: noop}]}
+  - name: grow
+    loop: {until: "state.n >= 2", max: 5, stages: [{name: inc, uses: set, with: {n: "index + 1"}}]}
+  - name: gate
+    conditional:
+      when: "state.n == 2"
+      then: [{name: yes, uses: noop}]
+      else: [{name: no, uses: noop}]
+)",
+                                       "parity.yaml", registry);
+  ASSERT_TRUE(yaml.ok()) << yaml.report();
+  EXPECT_EQ(json_dump(spec_to_json(*built), 2), json_dump(spec_to_json(*yaml.spec), 2));
+  EXPECT_EQ(built->hash, yaml.spec->hash);
+  EXPECT_EQ(built->description, "every node kind");
+  ASSERT_EQ(built->stages[1].kind(), NodeKind::kSequence);
+  const std::vector<Node>& group = built->stages[1].as<SequenceNode>().nodes;
+  ASSERT_EQ(group.size(), 2u);
+  EXPECT_EQ(group[0].as<StageNode>().order, 2);
+  EXPECT_FALSE(*group[1].as<StageNode>().idempotent);
+  EXPECT_EQ(run_order(group)[0]->name, "a");
+}
+
+TEST(WorkflowBuilder, ModifiersNeedAStage) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("mods");
+  b.sequence("group", [](SequenceBuilder& s) { s.stage("x", "noop"); }).idempotent(true).order(3);
+  auto built = b.build(registry);
+  ASSERT_FALSE(built);
+  EXPECT_NE(built.error().message().find("idempotent"), std::string::npos) << built.error().message();
+}
+
 }  // namespace
 }  // namespace crucible

@@ -124,10 +124,20 @@ class Loader : public DistributedReader {
     WorkflowSpec spec;
     spec.file = file_;
     spec.source_text = std::string(text);
-    parse_top(root, spec);
-    if (!root.IsNull() && root.IsMap()) {
-      auto more = validate_spec(spec, registry_);
-      diags_.insert(diags_.end(), more.begin(), more.end());
+    // A node of a shape no check foresaw must still give an error, never an exception.
+    try {
+      parse_top(root, spec);
+      if (!root.IsNull() && root.IsMap()) {
+        auto more = validate_spec(spec, registry_);
+        diags_.insert(diags_.end(), more.begin(), more.end());
+      }
+    } catch (const YAML::Exception& e) {
+      diags_.push_back({Diagnostic::Severity::kError,
+                        {file_, e.mark.line + 1, e.mark.column + 1},
+                        "",
+                        "unexpected YAML here: " + e.msg});
+    } catch (const std::exception& e) {
+      diags_.push_back({Diagnostic::Severity::kError, {file_, 1, 1}, "", std::string("cannot load: ") + e.what()});
     }
     result.diagnostics = std::move(diags_);
     std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),
@@ -172,7 +182,7 @@ class Loader : public DistributedReader {
     YAML::Node distributed = root["distributed"];
     if (distributed) {
       parse_distributed(distributed, spec);
-      if (stages && distributed["stages"]) {
+      if (stages && distributed.IsMap() && distributed["stages"]) {
         error(stages, "stages", "stages are given both at the top level and under distributed; keep one list");
       }
     }
