@@ -72,18 +72,19 @@ class SqliteJournal : public Journal {
         return make_error(ErrorCode::kUnavailable, "cannot open journal '" + options_.path +
                                                        "': " + (*db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc)));
       }
-      sqlite3_busy_timeout(*db, 10000);
+      sqlite3_busy_timeout(*db, static_cast<int>(options_.busy_timeout.count()));
     }
     if (int rc = sqlite3_exec(write_db_, "PRAGMA schema_version", nullptr, nullptr, nullptr); rc == SQLITE_NOTADB) {
       return make_error(ErrorCode::kInvalidArgument, "journal '" + options_.path +
                                                          "' is not a SQLite database; give the path of a crucible "
                                                          "journal, or of a file to create");
     }
-    // Before any table exists, so that prune can give deleted pages back (incremental_vacuum).
-    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA auto_vacuum=INCREMENTAL"));
-    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
-    CRUCIBLE_RETURN_IF_ERROR(
-        exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    if (sqlite3_db_readonly(write_db_, "main") == 1) {
+      return make_error(ErrorCode::kUnavailable, "journal '" + options_.path +
+                                                     "' is read-only (its permissions, or a read-only file system); "
+                                                     "crucible writes every step to it");
+    }
+    if (Status s = configure(); !s) return make_error(s.error().with_context("journal '" + options_.path + "'"));
     CRUCIBLE_RETURN_IF_ERROR(migrate(write_db_, options_.path));
     CRUCIBLE_RETURN_IF_ERROR(prepare_statements());
     writer_ = std::jthread([this](std::stop_token stop) { writer_loop(stop); });
@@ -92,6 +93,18 @@ class SqliteJournal : public Journal {
 
   using Journal::append;
 
+ private:
+  // The connection settings: auto_vacuum before any table exists (prune gives deleted pages
+  // back with incremental_vacuum), WAL, and the sync level.
+  Status configure() {
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA auto_vacuum=INCREMENTAL"));
+    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    return {};
+  }
+
+ public:
   Status append(std::vector<Record> records, Durability durability) override {
     std::vector<std::string> bodies;
     bodies.reserve(records.size());
@@ -480,9 +493,13 @@ class SqliteJournal : public Journal {
     Status result = commit_batch(batch);
     lock.lock();
     committing_ = false;
-    if (!result && !broken_) broken_ = result.error();
+    // A lock held too long by another process (kUnavailable) rolled back cleanly: the batch
+    // fails and the journal stays usable. Any other failure (a full disk, an I/O error) leaves
+    // it broken: after a failed write nothing is known about the file, so nothing more goes in.
+    const bool transient = !result && result.error().code() == ErrorCode::kUnavailable;
+    if (!result && !transient && !broken_) broken_ = result.error();
     for (auto& g : batch) {
-      if (!result) g->status = make_error(*broken_);
+      if (!result) g->status = transient || !broken_ ? result : make_error(*broken_);
       g->done = true;
       g->cv.notify_one();
     }

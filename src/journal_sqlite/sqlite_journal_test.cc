@@ -1,9 +1,16 @@
 #include "crucible/journal_sqlite/sqlite_journal.h"
 
+#include <sched.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "crucible/testing/journal_conformance.h"
@@ -319,6 +326,151 @@ TEST(SqliteJournal, ABadGroupDoesNotSpoilItsNeighbours) {
   EXPECT_EQ(ok.load(), 80);
   EXPECT_EQ(not_found.load(), 80);
   EXPECT_EQ(j->read_run(*RunId::parse("good"))->records.size(), 81u);
+}
+
+// Another process holding the file's lock past the busy timeout fails the commit cleanly
+// (kUnavailable, nothing written); once it lets go the journal works again.
+TEST(SqliteJournal, ABusyFileIsUnavailableAndTheJournalRecovers) {
+  std::string path = fresh_path("busy");
+  SqliteJournalOptions o;
+  o.path = path;
+  o.busy_timeout = std::chrono::milliseconds(50);
+  auto j = open_sqlite_journal(o);
+  ASSERT_TRUE(j);
+  ASSERT_TRUE((*j)->append(started("r1"), Durability::kStrict));
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto blocked = (*j)->append(step("r1", RecordType::kStepCompleted, "/a"), Durability::kStrict);
+  ASSERT_FALSE(blocked);
+  EXPECT_EQ(blocked.error().code(), ErrorCode::kUnavailable);
+  EXPECT_NE(blocked.error().message().find("locked"), std::string::npos) << blocked.error().message();
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  ASSERT_TRUE((*j)->append(step("r1", RecordType::kStepCompleted, "/b"), Durability::kStrict));
+  auto log = (*j)->read_run(*RunId::parse("r1"));
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->records.size(), 2u);
+  EXPECT_EQ(log->records[1].key.str(), "/b");
+}
+
+// Runs `body` in a child process whose files may not grow past `bytes` (RLIMIT_FSIZE): writes
+// beyond it fail as on a full disk. Returns the child's exit code.
+int with_file_size_limit(rlim_t bytes, const std::function<int()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{bytes, bytes};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// A write the file system refuses (here a file size limit, which SQLite reports as an I/O error)
+// fails the commit that does not fit, breaks the journal for this process (nothing more is
+// written after a failed write), and loses none of what was acknowledged.
+TEST(SqliteJournal, AFailedWriteLosesNothingAcknowledged) {
+  std::string path = fresh_path("full");
+  { open_at(path); }
+  const std::string ack_file = path + ".acked";
+  int code = with_file_size_limit(2'000'000, [&] {
+    auto j = open_at(path);
+    if (!j || !j->append(started("r1"), Durability::kStrict)) return 10;
+    for (int i = 0; i < 1000; ++i) {
+      Record r = step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str());
+      r.delta = {Mutation{Mutation::Kind::kState, "k", Json(std::string(20'000, 'x'))}};
+      Status s = j->append(r, Durability::kStrict);
+      if (!s) {
+        std::fprintf(stderr, "append %d: %s\n", i, s.error().to_string().c_str());
+        std::ofstream(ack_file) << i;
+        bool refused_after = !j->append(step("r1", RecordType::kStepCompleted, "/after"), Durability::kStrict);
+        return s.error().code() == ErrorCode::kDataLoss && refused_after ? 0 : 20;
+      }
+    }
+    return 30;  // never filled up
+  });
+  ASSERT_EQ(code, 0);
+  int acked = -1;
+  std::ifstream(ack_file) >> acked;
+  ASSERT_GT(acked, 10);
+  auto j = open_at(path);
+  auto log = j->read_run(*RunId::parse("r1"));
+  ASSERT_TRUE(log) << log.error().to_string();
+  EXPECT_EQ(log->records.size(), static_cast<size_t>(acked + 1));  // run_started and every acknowledged step
+  EXPECT_EQ(log->records.back().key.str(), "/s" + std::to_string(acked - 1));
+}
+
+// A real full disk: a 1 MiB tmpfs in a private mount namespace (where the machine allows one;
+// the test is skipped elsewhere). The commit that does not fit is resource_exhausted and says
+// the disk is full; so is a blob that does not fit, which leaves no temporary file behind.
+TEST(SqliteJournal, AFullDiskIsResourceExhausted) {
+  std::string dir = fs::path(fresh_path("tmpfs")).parent_path().string();
+  fs::create_directories(dir);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m") != 0) {
+      ::_exit(77);
+    }
+    auto j = open_at(dir + "/journal.db");
+    if (!j || !j->append(started("r1"), Durability::kStrict)) ::_exit(10);
+    int result = 30;
+    for (int i = 0; i < 1000; ++i) {
+      Record r = step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str());
+      r.delta = {Mutation{Mutation::Kind::kState, "k", Json(std::string(20'000, 'x'))}};
+      if (Status st = j->append(r, Durability::kStrict); !st) {
+        std::fprintf(stderr, "append %d: %s\n", i, st.error().to_string().c_str());
+        bool full = st.error().code() == ErrorCode::kResourceExhausted &&
+                    st.error().message().find("the disk is full") != std::string::npos;
+        result = full ? 0 : 20;
+        break;
+      }
+    }
+    BlobStore blobs(dir + "/blobs");
+    auto blob = blobs.put(std::string(2'000'000, 'b'));
+    if (blob || blob.error().code() != ErrorCode::kResourceExhausted) result = 40;
+    for (const auto& e : fs::recursive_directory_iterator(dir + "/blobs")) {
+      if (e.path().string().find(".tmp.") != std::string::npos) result = 50;
+    }
+    ::_exit(result);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "no private mount namespace for a small tmpfs on this machine";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// A journal the process may not write (a read-only file, or another user's) is refused at open
+// with the path, never half-opened.
+TEST(SqliteJournal, AJournalThatCannotBeWrittenIsRefusedAtOpen) {
+  std::string path = fresh_path("readonly");
+  { open_at(path); }
+  fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(fs::path(path).parent_path(), fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                                    fs::perms::group_exec | fs::perms::others_read |
+                                                    fs::perms::others_exec);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(10);  // root may write anything
+    SqliteJournalOptions o;
+    o.path = path;
+    auto j = open_sqlite_journal(o);
+    if (j) ::_exit(20);
+    std::fprintf(stderr, "open: %s\n", j.error().to_string().c_str());
+    bool named = j.error().message().find(path) != std::string::npos;
+    bool says_why = j.error().message().find("read-only") != std::string::npos;
+    ::_exit(j.error().code() == ErrorCode::kUnavailable && named && says_why ? 0 : 30);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  fs::permissions(fs::path(path).parent_path(), fs::perms::owner_all);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(DefaultJournalPath, FlagThenEnvironmentThenDefault) {

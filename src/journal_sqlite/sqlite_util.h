@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
 #include <string>
 
 #include "crucible/core/error.h"
@@ -60,7 +61,14 @@ inline Error sqlite_error(sqlite3* db, int rc, const std::string& what) {
     code = ErrorCode::kAlreadyExists;
   std::string msg =
       what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " (sqlite " + std::to_string(rc) + ")";
-  if (primary == SQLITE_FULL) msg += "; the disk is full";
+  // A write that failed for want of room (ENOSPC, a quota, a file size limit) is a full disk,
+  // whichever code SQLite gave it.
+  const int sys = db != nullptr ? sqlite3_system_errno(db) : 0;
+  const bool no_room = primary == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT || sys == EFBIG;
+  if (no_room) {
+    code = ErrorCode::kResourceExhausted;
+    msg += "; the disk is full";
+  }
   return Error(code, msg);
 }
 

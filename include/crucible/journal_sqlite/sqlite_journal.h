@@ -2,6 +2,7 @@
 // and a content-addressed blob store for large values.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,9 @@ struct SqliteJournalOptions {
   // FULL syncs the WAL on every commit (durable across power loss); NORMAL only across crashes
   // of the process. Benchmarks compare both; the engine uses FULL.
   bool synchronous_full = true;
+  // How long a commit waits for another process's lock on the file. Past it the commit fails
+  // with kUnavailable, writes nothing, and the journal stays usable.
+  std::chrono::milliseconds busy_timeout = std::chrono::seconds(10);
 };
 
 // The schema version this build writes. A journal with a newer version is refused.
