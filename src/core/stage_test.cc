@@ -50,6 +50,15 @@ TEST(StageOptions, TypedAccessorsNameTheOption) {
   auto missing = o.string("who");
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message().find("missing required option 'who'"), std::string::npos);
+  StageOptions typed(Json{{"i", 3}, {"x", 0.5}, {"b", true}, {"s", "text"}});
+  EXPECT_EQ(*typed.integer("i"), 3);
+  EXPECT_EQ(*typed.number("x"), 0.5);
+  EXPECT_EQ(*typed.number("i"), 3.0);  // an integer is a number
+  EXPECT_TRUE(*typed.boolean("b"));
+  EXPECT_FALSE(typed.number("s"));
+  EXPECT_FALSE(typed.boolean("i"));
+  EXPECT_NE(typed.boolean("i").error().message().find("a boolean"), std::string::npos);
+  EXPECT_FALSE(typed.integer("x"));
 }
 
 TEST(StageDescription, SerialisesOptions) {

@@ -430,6 +430,71 @@ stages:
   EXPECT_NE(failed[0].error->message().find("'sh' exited with code 3"), std::string::npos);
 }
 
+// A join:any decided before a failure replays the same winner on resume, and only the winner.
+TEST_F(RunnerTest, AParallelWinnerIsReplayedOnResume) {
+  WorkflowSpec spec = load(R"(
+name: race
+stages:
+  - name: fan
+    parallel:
+      join: any
+      branches:
+        - {name: fast, stages: [{name: win, uses: probe, with: {metric: 1}}]}
+        - {name: stuck, stages: [{name: hang, uses: waits_for_stop}]}
+  - {name: after, uses: probe}
+)");
+  probe_->failures["after"] = {ErrorCode::kInternal};
+  RunResult first = run(spec);
+  ASSERT_EQ(first.status, RunStatus::kFailed);
+  auto second = runner_->resume(spec, first.run_id);
+  ASSERT_TRUE(second) << second.error().to_string();
+  ASSERT_EQ(second->status, RunStatus::kCompleted);
+  EXPECT_EQ(probe_->count("win"), 1);  // replayed from the journal
+  EXPECT_EQ(*second->context.get_metric("fast.win"), 1);
+}
+
+TEST_F(RunnerTest, AJoinAnyWhoseBranchesAllFailFails) {
+  probe_->failures["a"] = {ErrorCode::kInvalidArgument};
+  probe_->failures["b"] = {ErrorCode::kInvalidArgument};
+  RunResult r = run(load(R"(
+name: none
+stages:
+  - name: fan
+    parallel:
+      join: any
+      branches:
+        - {name: left, stages: [{name: a, uses: probe}]}
+        - {name: right, stages: [{name: b, uses: probe}]}
+)"));
+  ASSERT_EQ(r.status, RunStatus::kFailed);
+  EXPECT_EQ(r.error->code(), ErrorCode::kInvalidArgument);
+}
+
+// An experiment branch that failed is an outcome: a resume reports it again and does not run it.
+TEST_F(RunnerTest, AFailedExperimentBranchIsNotRunAgain) {
+  WorkflowSpec spec = load(R"(
+name: exp
+stages:
+  - name: sweep
+    experiment:
+      strategy: multi_branch
+      configs: [{lr: 1}, {lr: 2}]
+      stages: [{name: train, uses: probe, with: {metric: "${branch.config.lr}"}}]
+  - {name: after, uses: probe}
+)");
+  probe_->failures["train"] = {ErrorCode::kInvalidArgument};  // the first branch to run fails
+  probe_->failures["after"] = {ErrorCode::kInternal};
+  RunResult first = run(spec);
+  ASSERT_EQ(first.status, RunStatus::kFailed);
+  const int trained = probe_->count("train");
+  auto second = runner_->resume(spec, first.run_id);
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_EQ(second->status, RunStatus::kCompleted) << (second->error ? second->error->to_string() : "");
+  // Neither branch runs its body again: the failure is an outcome, the success replays.
+  EXPECT_EQ(probe_->count("train"), trained);
+  EXPECT_EQ(trained, 2);
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_, registry_);

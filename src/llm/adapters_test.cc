@@ -65,6 +65,38 @@ TEST_P(Adapters, StreamsDeltasAndUsage) {
   EXPECT_EQ(server_.requests().back()["stream"], true);
 }
 
+// An answer of the wrong shape, or a stream that breaks off or reports an error, is an error
+// that says so (retryable: the next answer may be whole), never a crash or an empty success.
+TEST_P(Adapters, MalformedAnswersAndBrokenStreamsAreErrors) {
+  auto p = provider();
+  const bool anthropic = GetParam();
+  auto expect_error = [&](LlmTestServer::Behavior b, bool stream, const std::string& fragment) {
+    server_.push(std::move(b));
+    auto r = stream ? p->stream(request(), nullptr, {}) : p->complete(request(), {});
+    ASSERT_FALSE(r) << fragment;
+    EXPECT_NE(r.error().message().find(fragment), std::string::npos) << r.error().message();
+    EXPECT_TRUE(is_retryable(r.error())) << r.error().to_string();
+  };
+  expect_error(LlmTestServer::raw("{\"id\": 1}"), false,
+               anthropic ? "expected a message with a content list" : "expected a chat completion with choices");
+  expect_error(LlmTestServer::raw("not json at all", "text/plain"), false, "malformed response");
+  expect_error(LlmTestServer::raw("data: {not json\n\n", "text/event-stream"), true,
+               anthropic ? "an event whose data is not JSON" : "a chunk that is not JSON");
+  const std::string error_event =
+      anthropic ? "event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", "
+                  "\"message\": \"busy\"}}\n\n"
+                : "data: {\"error\": {\"message\": \"busy\", \"type\": \"server_error\"}}\n\n";
+  expect_error(LlmTestServer::raw(error_event, "text/event-stream"), true, "busy");
+  const std::string cut_short =
+      anthropic ? "event: message_start\ndata: {\"type\": \"message_start\", \"message\": {\"usage\": "
+                  "{\"input_tokens\": 3}}}\n\n"
+                : "data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"par\"}}]}\n\n";
+  server_.push(LlmTestServer::raw(cut_short, "text/event-stream"));
+  auto cut = p->stream(request(), nullptr, {});
+  ASSERT_FALSE(cut);
+  EXPECT_TRUE(is_retryable(cut.error())) << cut.error().to_string();
+}
+
 TEST_P(Adapters, MapsErrorsToCodesAndRetryability) {
   auto p = provider();
   server_.push(LlmTestServer::status(429, "rate_limit_error", 3));

@@ -123,6 +123,53 @@ TEST(HedgePolicy, GateStopsHedgingWhenHedgesKeepLosing) {
   EXPECT_TRUE(policy.plan(req("k")).has_value());  // reopens after the cooldown
 }
 
+// The load-harm detector: when the median latency rises while hedging, hedging pauses for a
+// probe; if latencies drop back without hedges, the hedges were the harm and hedging stays paused
+// (twice as long each time); if not, the rise was the server's and hedging resumes.
+TEST(HedgePolicy, PausesHedgingWhenHedgesSlowTheServerDown) {
+  HedgePolicy policy(make_fixed_strategy(1), BudgetOptions{.percent = 1.0, .cap = 100},
+                     GateOptions{.min_hedges = 1'000'000});
+  auto serve = [&](int n, double latency_ms) {
+    for (int i = 0; i < n; ++i) {
+      (void)policy.plan(req("k"));
+      policy.record(finished(latency_ms));
+    }
+  };
+  auto phase = [&] { return policy.stats()["keys"]["k"]["load_phase"].get<std::string>(); };
+  serve(256, 10);  // sets the reference median
+  EXPECT_EQ(phase(), "hedging");
+  serve(256, 15);  // 1.5x: suspicious
+  EXPECT_EQ(phase(), "probing");
+  EXPECT_FALSE(policy.plan(req("k")).has_value());  // no hedges while probing
+  serve(249, 10);                                   // without hedges the server is fast again: the hedges were the harm
+  EXPECT_EQ(phase(), "paused");
+  serve(2000, 10);  // the first pause: 2,000 requests
+  EXPECT_EQ(phase(), "hedging");
+  EXPECT_TRUE(policy.plan(req("k")).has_value());
+  serve(511, 20);  // slower again, but it stays slow without hedges: the server's own change
+  EXPECT_EQ(phase(), "probing");
+  serve(250, 20);
+  EXPECT_EQ(phase(), "hedging");
+  EXPECT_EQ(policy.stats()["keys"]["k"]["recent_latencies"], 0);
+}
+
+TEST(HedgeStrategies, AdaptiveAndBackoffReportTheirState) {
+  auto adaptive = make_adaptive_strategy({});
+  for (int i = 0; i < 50; ++i) {
+    (void)adaptive->delay_ms(req("k"));
+    adaptive->record(finished(10 + i % 5));
+  }
+  Json a = adaptive->stats();
+  ASSERT_TRUE(a["keys"].contains("k"));
+  EXPECT_EQ(a["keys"]["k"]["samples"], 50);
+  EXPECT_FALSE(a["keys"]["k"]["arms"].empty());
+  EXPECT_TRUE(a["keys"]["k"]["arms"][0].contains("mean_reward"));
+  auto backoff = make_exponential_backoff_strategy({});
+  (void)backoff->delay_ms(req("k"));
+  backoff->record(finished(10, true, false));
+  EXPECT_TRUE(backoff->stats()["delay_ms"]["k"].is_number());
+}
+
 // Latencies for the adaptive test: lognormal body around 10 ms, with optional 1% x30 stragglers.
 double draw(SeededRandom& rng, bool stragglers) {
   double u1 = std::max(rng.uniform01(), 1e-12), u2 = rng.uniform01();

@@ -146,5 +146,43 @@ TEST_F(BuiltinStages, WaitForNeedsADurableRunner) {
   EXPECT_EQ(s.error().code(), ErrorCode::kFailedPrecondition);
 }
 
+// compare refuses what it cannot compare, naming the option or the branch.
+TEST_F(BuiltinStages, CompareSaysWhatItCannotCompare) {
+  auto branch = [](const char* id, Json config, Json metric, const char* status = "success") {
+    return Json{{"config_id", id}, {"config", config}, {"status", status}, {"metrics", {{"acc", metric}}}};
+  };
+  auto message = [&](Json options) {
+    Status s = run("compare", std::move(options));
+    return s ? std::string("ok") : s.error().message();
+  };
+  EXPECT_NE(message({{"experiment", "sweep"}, {"metric", "acc"}}).find("no experiment 'sweep' has run before"),
+            std::string::npos);
+  Json branches = Json::array({branch("a", {{"lr", 1}}, {0.5, 0.6}), branch("b", {{"lr", 2}}, {0.7, 0.8}),
+                               branch("c", {{"lr", 3}}, 0.9), branch("d", {{"lr", 4}}, 0.1, "failed")});
+  ctx_.assign("sweep", Json{{"branches", branches}});
+  const std::string dir = ::testing::TempDir() + "/compare-errors";
+  EXPECT_NE(message({{"experiment", "sweep"}, {"metric", "acc"}, {"alpha", 1.5}, {"out_dir", dir}})
+                .find("option 'alpha' must be in (0, 1)"),
+            std::string::npos);
+  EXPECT_NE(message({{"experiment", "sweep"}, {"metric", "acc"}, {"resamples", 10}, {"out_dir", dir}})
+                .find("option 'resamples' must be at least 100"),
+            std::string::npos);
+  EXPECT_NE(message({{"experiment", "sweep"}, {"metric", "acc"}, {"group_by", "config.model"}, {"out_dir", dir}})
+                .find("its config has no key 'config.model'"),
+            std::string::npos);
+  const std::string paired =
+      message({{"experiment", "sweep"}, {"metric", "acc"}, {"paired_by", "lr"}, {"out_dir", dir}});
+  EXPECT_NE(paired.find("paired tests compare exactly 2 groups, found 3"), std::string::npos) << paired;
+  ctx_.assign("words",
+              Json{{"branches", Json::array({branch("a", {{"lr", 1}}, "high"), branch("b", {{"lr", 2}}, 0.2)})}});
+  EXPECT_NE(message({{"experiment", "words"}, {"metric", "acc"}, {"out_dir", dir}})
+                .find("branch a: metric 'acc' must be a number or a list of numbers, got \"high\""),
+            std::string::npos);
+  std::ofstream(dir + "-file") << "a file, not a folder";
+  EXPECT_NE(message({{"experiment", "sweep"}, {"metric", "acc"}, {"out_dir", dir + "-file/x"}})
+                .find("option 'out_dir': cannot create"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace crucible

@@ -208,6 +208,36 @@ TEST_F(LlmPipelineTest, ModelsAreValidatedWithLocations) {
        "{model: writer, prompt: p}}\n",
        "llm.yaml:5:5: error: stages[0] 's'.with.model: no model 'writer' in the pipeline's models: section (it has: "
        "w)"},
+      {"name: x\nmodels:\n  w: 3\nstages: [{name: s, uses: noop}]\n",
+       "models.w: expected a mapping with provider, model and api_key_env, found integer"},
+      {"name: x\nmodels:\n  w: {model: m}\nstages: [{name: s, uses: noop}]\n",
+       "models.w.provider: missing required key 'provider'"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, circuit_breaker: {probes: 0}}\nstages: "
+       "[{name: s, uses: noop}]\n",
+       "models.w.circuit_breaker.probes: expected an integer from 1 to 1000, got 0"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, circuit_breaker: {trips: 1}}\nstages: "
+       "[{name: s, uses: noop}]\n",
+       "models.w.circuit_breaker.trips: unknown key (expected failures, window, cooldown, probes)"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, hedging: 5}\nstages: [{name: s, uses: "
+       "noop}]\n",
+       "models.w.hedging: expected a mapping such as {strategy: percentile, percentile: 95}"},
+      {"name: x\nmodels:\n  w: {provider: scripted}\nstages: [{name: s, uses: noop}]\n",
+       "models.w.responses: a scripted model needs 'responses'"},
+      {"name: x\nmodels:\n  w: {provider: scripted, responses: [a], offline: {responses: [b]}}\nstages: [{name: s, "
+       "uses: noop}]\n",
+       "models.w.offline: a scripted model is already offline"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, responses: [a]}\nstages: [{name: s, uses: "
+       "noop}]\n",
+       "models.w.responses: only a scripted model takes 'responses'"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, offline: [a]}\nstages: [{name: s, uses: "
+       "noop}]\n",
+       "models.w.offline: expected {responses: [...]}"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, offline: {responses: [a], when: never}}\n"
+       "stages: [{name: s, uses: noop}]\n",
+       "models.w.offline.when: unknown key (expected responses)"},
+      {"name: x\nmodels:\n  w: {provider: openai, model: m, api_key_env: K, timeout: soon}\nstages: [{name: s, uses: "
+       "noop}]\n",
+       "models.w.timeout"},
   };
   for (const Case& c : cases) {
     LoadResult r = load_raw(c.yaml);

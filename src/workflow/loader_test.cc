@@ -33,6 +33,7 @@ const Invalid kInvalid[] = {
      "use `type: validation` for a validation stage, or `completion: duration_or_tasks`"},
     {"distributed_missing_required.yaml", "2:3", "missing required key 'tree_creation_mode'"},
     {"duplicate_name.yaml", "5:5", "duplicate stage name 'a'"},
+    {"wrong_types.yaml", "1:7", "name: expected a string, found a list"},
     {"duplicate_order.yaml", "6:5", "duplicate order 1: stages 'a' and 'b'"},
     {"empty.yaml", "1:1", "the pipeline file is empty"},
     {"hedging_fixed_without_delay.yaml", "8:7",
@@ -268,6 +269,104 @@ TEST(Loader, TheExamplePipelinesLoad) {
     LoadResult r = load_pipeline_file(path, registry);
     EXPECT_TRUE(r.ok()) << path << "\n" << r.report();
   }
+}
+
+// Every key of a distributed: section is read and kept; each wrong one is a located error.
+TEST(Loader, DistributedSectionsAreReadWhole) {
+  StageRegistry registry = builtin_registry();
+  LoadResult ok = load_pipeline_text(R"(name: d
+distributed:
+  shared_filesystem: true
+  tree_creation_mode: isolated
+  path_selection: partitioned
+  partition_overlap: 0.25
+  start_delay: 2s
+  agent_ready_timeout: 30s
+  agents:
+    - {address: "127.0.0.1:7761", listen_port: 7761, concurrency_override: 4}
+  barrier_sync:
+    enabled: true
+    default_heartbeat_interval: 5
+    prepare: {type: majority, heartbeat_interval: 5, query_retries: 2}
+  ssh: {user: bench}
+  deployment: {image: sai3}
+  path_template: "/data/{agent}"
+  kv_cache_dir: /tmp/kv
+)",
+                                     "d.yaml", registry);
+  ASSERT_TRUE(ok.ok()) << ok.report();
+  const Json& d = ok.spec->distributed;
+  EXPECT_EQ(d["partition_overlap"], 0.25);
+  EXPECT_EQ(d["start_delay"], 2000);
+  EXPECT_EQ(d["agents"][0]["listen_port"], 7761);
+  EXPECT_EQ(d["barrier_sync"]["prepare"]["type"], "majority");
+  EXPECT_EQ(d["ssh"]["user"], "bench");
+  EXPECT_EQ(d["path_template"], "/data/{agent}");
+  EXPECT_EQ(d["agent_count"], 1);
+  ASSERT_EQ(ok.spec->stages.size(), 4u);  // the defaults: preflight, prepare, execute, cleanup
+
+  LoadResult bad = load_pipeline_text(R"(name: d
+distributed:
+  shared_filesystem: true
+  tree_creation_mode: isolated
+  path_selection: partitioned
+  partition_overlap: 2
+  agents: many
+  barrier_sync:
+    execute: {type: everyone, missed_threshold: -1}
+  ssh: root
+  stages: []
+)",
+                                      "d.yaml", registry);
+  ASSERT_FALSE(bad.ok());
+  const std::string report = bad.report();
+  for (const char* expected :
+       {"d.yaml:6:22: error: distributed.partition_overlap: must be between 0 and 1",
+        "d.yaml:7:11: error: distributed.agents: expected a list of agents, found 'many'",
+        "distributed.barrier_sync.execute.type",
+        "d.yaml:9:49: error: distributed.barrier_sync.execute.missed_threshold: must not be negative",
+        "d.yaml:10:8: error: distributed.ssh: expected a mapping, found 'root'",
+        "distributed.stages: the stage list is empty; remove it to get the defaults"}) {
+    EXPECT_NE(report.find(expected), std::string::npos) << expected << "\n" << report;
+  }
+}
+
+// A value of the wrong type anywhere is reported where it is, with what was expected; every one
+// of them, in one pass.
+TEST(Loader, EveryWrongTypeIsReportedWhereItIs) {
+  StageRegistry registry = builtin_registry();
+  LoadResult r = load_pipeline_file("tests/pipelines/invalid/wrong_types.yaml", registry);
+  ASSERT_FALSE(r.ok());
+  const std::string report = r.report();
+  for (const char* expected : {
+           "wrong_types.yaml: error: name: a pipeline needs a name",
+           "wrong_types.yaml:1:7: error: name: expected a string, found a list",
+           "wrong_types.yaml:2:13: error: durability: unknown value 'sometimes' (expected one of: strict, batched)",
+           "wrong_types.yaml:3:9: error: config: expected a mapping, found a list",
+           "wrong_types.yaml:4:9: error: models: expected a mapping of model names to providers, found '5'",
+           "wrong_types.yaml:5:24: error: reliability.hedging: expected a mapping (strategy, delay_ms, percentile, "
+           "max_hedges, budget_percent, options), found '3'",
+           "wrong_types.yaml:7:37: error: stages[0] 's'.optional: expected true or false, found 'maybe'",
+           "wrong_types.yaml:8:34: error: stages[1] 't'.order: integer out of range: 99999999999999999999",
+           "wrong_types.yaml:9:60: error: stages[2] 'u'.retry.multiplier: expected a number, found 'fast'",
+           "wrong_types.yaml:11:27: error: stages[3] 'l'.loop.max: must be at least 1",
+           "wrong_types.yaml:13:39: error: stages[4] 'c'.conditional.then: expected a list of stages, found a mapping",
+           "wrong_types.yaml:14:5: error: stages[5] 'p'.parallel.max_concurrency: must be at least 1",
+           "wrong_types.yaml:14:5: error: stages[5] 'p'.parallel.branches[0].stages: the branch has no stages",
+           "wrong_types.yaml:15:48: error: stages[5] 'p'.parallel.branches[0]: missing required key 'stages'",
+           "wrong_types.yaml:16:33: error: stages[6] 'w'.with: expected a mapping of options, found a list",
+           "wrong_types.yaml:17:33: error: stages[7] 'e'.when: expected an expression, found a list",
+           "wrong_types.yaml:18:25: error: stages[8] 'q'.sequence: expected a list of stages, found a mapping",
+           "wrong_types.yaml:19:36: error: stages[9] 'r'.timeout: expected a duration such as 500ms, 30s, 5m or 2h, "
+           "found a list",
+           "wrong_types.yaml:20:53: error: stages[10] 'v'.retry.on: unknown error code 'bogus' (expected e.g. "
+           "unavailable, deadline_exceeded, resource_exhausted, internal)",
+           "wrong_types.yaml:21:5: error: stages[11]: expected a stage (a mapping with name and uses), found '42'",
+       }) {
+    const std::string line = std::string("tests/pipelines/invalid/") + expected;
+    EXPECT_NE(report.find(line), std::string::npos) << line << "\n" << report;
+  }
+  EXPECT_EQ(r.error_count(), 20u);
 }
 
 }  // namespace

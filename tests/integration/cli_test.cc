@@ -260,6 +260,60 @@ TEST_F(CliChildren, WhatSurvivesIsStoppedBeforeTheStepRunsAgain) {
   EXPECT_FALSE(process_alive(bg));
 }
 
+// The forms a person reads, beside the --json ones the other tests check.
+TEST_F(Cli, HumanReadableOutputs) {
+  ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "base", "--durability", "batched", "-q"}).code, 0);
+  EXPECT_EQ(run({"run", "examples/quickstart.yaml", "--durability", "sometimes"}).code, 2);
+  ASSERT_EQ(run({"fork", "base", "--from", "/gate", "--run-id", "child", "-q"}).code, 0);
+  Output status = run({"status", "child"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  EXPECT_NE(status.out.find("run child  pipeline"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("forked from base"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("STEP"), std::string::npos);
+  ASSERT_EQ(run({"run", "tests/integration/pipelines/approval.yaml", "--run-id", "parked", "--no-wait", "-q"}).code, 0);
+  Output parked = run({"status", "parked"});
+  EXPECT_NE(parked.out.find("suspended: "), std::string::npos) << parked.out;
+  Output list = run({"list", "--since", "1h"});
+  ASSERT_EQ(list.code, 0);
+  EXPECT_NE(list.out.find("RUN"), std::string::npos);
+  EXPECT_NE(list.out.find("parked"), std::string::npos);
+  EXPECT_EQ(run({"list", "--since", "lately"}).code, 2);
+  Output described = run({"describe", "command"});
+  ASSERT_EQ(described.code, 0);
+  EXPECT_NE(described.out.find("idempotent: yes"), std::string::npos) << described.out;
+  EXPECT_NE(described.out.find("[default 20]"), std::string::npos) << described.out;
+  Output stages = run({"stages", "--json"});
+  ASSERT_EQ(stages.code, 0);
+  EXPECT_TRUE(json_of(stages).is_array());
+  Output experiments = run({"experiments", "show", "base"});
+  ASSERT_EQ(experiments.code, 0);
+  EXPECT_NE(experiments.out.find("this run has no experiment branches"), std::string::npos) << experiments.out;
+  std::ofstream(dir_ + "/bad.yaml") << "name: b\nstages:\n  - {name: s, uses: nop}\n";
+  Output invalid = run({"validate", dir_ + "/bad.yaml", "--json"});
+  EXPECT_EQ(invalid.code, 2);
+  Json v = json_of(invalid);
+  EXPECT_EQ(v["valid"], false);
+  EXPECT_NE(v["diagnostics"][0]["message"].get<std::string>().find("did you mean 'noop'"), std::string::npos);
+  Output failed = run({"run", dir_ + "/bad.yaml"});
+  EXPECT_EQ(failed.code, 2);
+  EXPECT_NE(failed.err.find("nothing was run"), std::string::npos);
+  std::ofstream(dir_ + "/opt.yaml")
+      << "name: o\nstages:\n"
+         "  - {name: bad, uses: command, optional: true, with: {argv: [sh, -c, 'exit 4']}}\n"
+         "  - {name: m, uses: metric, with: {name: score, value: 0.25}}\n";
+  Output optional = run({"run", dir_ + "/opt.yaml"});
+  EXPECT_EQ(optional.code, 0) << optional.err;
+  EXPECT_NE(optional.out.find("optional stages that failed:\n  /bad"), std::string::npos) << optional.out;
+  EXPECT_NE(optional.out.find("0.25"), std::string::npos) << optional.out;
+  std::ofstream(dir_ + "/fail.yaml")
+      << "name: f\nstages:\n  - {name: bad, uses: command, with: {argv: [sh, -c, 'exit 4']}}\n";
+  Output failing = run({"run", dir_ + "/fail.yaml", "--run-id", "failing"});
+  EXPECT_EQ(failing.code, 1);
+  EXPECT_NE(failing.out.find("error: "), std::string::npos) << failing.out;
+  Output failed_status = run({"status", "failing"});
+  EXPECT_NE(failed_status.out.find("exited with code 4"), std::string::npos) << failed_status.out;
+}
+
 TEST_F(Cli, ForkReexecutesFromTheStep) {
   ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "base", "--quiet"}).code, 0);
   Output f = run({"fork", "base", "--from", "/gate", "--run-id", "branch", "--json"});

@@ -27,12 +27,13 @@ class LlmTestServer {
 
   // What the next call does; calls beyond the queue answer normally.
   struct Behavior {
-    enum Kind { kAnswer, kStatus, kDrop } kind = kAnswer;
+    enum Kind { kAnswer, kStatus, kDrop, kRaw } kind = kAnswer;
     int status = 200;
-    std::string error_type;  // Anthropic error type, e.g. overloaded_error
-    int retry_after_s = -1;  // Retry-After header when >= 0
-    int delay_ms = 0;        // answer after this long (kAnswer), noticing a closed client
-    std::string text;        // the answer; empty: the responder's
+    std::string error_type;                         // Anthropic error type, e.g. overloaded_error
+    int retry_after_s = -1;                         // Retry-After header when >= 0
+    int delay_ms = 0;                               // answer after this long (kAnswer), noticing a closed client
+    std::string text;                               // the answer; empty: the responder's (kRaw: the whole body, as is)
+    std::string content_type = "application/json";  // kRaw
   };
   static Behavior answer(std::string text = "", int delay_ms = 0) {
     return {Behavior::kAnswer, 200, "", -1, delay_ms, std::move(text)};
@@ -41,6 +42,10 @@ class LlmTestServer {
     return {Behavior::kStatus, code, std::move(type), retry_after_s, 0, ""};
   }
   static Behavior drop() { return {Behavior::kDrop, 200, "", -1, 0, ""}; }
+  // A 200 whose body is `body` verbatim: malformed answers, broken event streams.
+  static Behavior raw(std::string body, std::string content_type = "application/json") {
+    return {Behavior::kRaw, 200, "", -1, 0, std::move(body), std::move(content_type)};
+  }
 
   explicit LlmTestServer(std::string api_key = "test-key") : api_key_(std::move(api_key)) {
     httplib::Server& server = loopback_.server();
@@ -302,6 +307,7 @@ class LlmTestServer {
     std::function<std::string(const Json&, int)> responder;
     Behavior b = next_behavior(call, body, responder);
     if (b.kind == Behavior::kStatus) return scripted_status(res, b, anthropic);
+    if (b.kind == Behavior::kRaw) return res.set_content(b.text, b.content_type);
     if (b.kind == Behavior::kDrop) {
       res.set_chunked_content_provider("application/json", [](size_t, httplib::DataSink&) { return false; });
       return;
