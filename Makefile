@@ -59,7 +59,7 @@ coverage: deps
 	@cmake --build build-cov -j $(JOBS)
 	@find build-cov -name '*.gcda' -delete
 	cd build-cov && ctest --output-on-failure -j $(JOBS) -E '^(Durability/CrashTest|ExperimentCrash)\.|^Cli\.BenchHedging'
-	gcovr -r . build-cov --filter 'src/' --filter 'apps/' --exclude '.*_test\.cc' --exclude 'src/testing/' \
+	gcovr -r . build-cov --filter 'src/' --filter 'apps/' --exclude '.*_test\.cc' --exclude '.*_fixture\.h' --exclude 'src/testing/' \
 	  --exclude-throw-branches --exclude-unreachable-branches -j $(JOBS) \
 	  --json-summary build-cov/coverage.json --txt build-cov/coverage.txt > /dev/null
 	scripts/coverage-gate build-cov/coverage.json $(COVERAGE_GOAL)

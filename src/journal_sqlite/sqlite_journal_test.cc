@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -354,6 +355,25 @@ TEST(SqliteJournal, ABusyFileIsUnavailableAndTheJournalRecovers) {
   EXPECT_EQ(log->records[1].key.str(), "/b");
 }
 
+// A batched record that cannot be written (its run does not exist) fails its own group; the
+// next append or flush reports it, and the journal goes on.
+TEST(SqliteJournal, ABatchedFailureIsReportedByTheNextCall) {
+  std::string path = fresh_path("deferred");
+  auto j = open_at(path);
+  ASSERT_TRUE(j->append(started("real"), Durability::kStrict));
+  ASSERT_TRUE(j->append(step("ghost", RecordType::kStepCompleted, "/x"), Durability::kBatched));
+  Status flushed = j->flush();
+  ASSERT_FALSE(flushed);
+  EXPECT_EQ(flushed.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(j->append(step("real", RecordType::kStepCompleted, "/a"), Durability::kStrict));
+  ASSERT_TRUE(j->append(step("ghost", RecordType::kStepCompleted, "/y"), Durability::kBatched));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the writer commits it, and fails
+  auto next = j->append(step("real", RecordType::kStepCompleted, "/b"), Durability::kBatched);
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(j->read_run(*RunId::parse("real"))->records.size(), 2u);
+}
+
 // Runs `body` in a child process whose files may not grow past `bytes` (RLIMIT_FSIZE): writes
 // beyond it fail as on a full disk. Returns the child's exit code.
 int with_file_size_limit(rlim_t bytes, const std::function<int()>& body) {
@@ -362,7 +382,7 @@ int with_file_size_limit(rlim_t bytes, const std::function<int()>& body) {
     ::signal(SIGXFSZ, SIG_IGN);
     rlimit limit{bytes, bytes};
     ::setrlimit(RLIMIT_FSIZE, &limit);
-    ::_exit(body());
+    std::exit(body());  // exit, not _exit: gcov writes what the child ran
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -413,10 +433,10 @@ TEST(SqliteJournal, AFullDiskIsResourceExhausted) {
   if (pid == 0) {
     if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
         ::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m") != 0) {
-      ::_exit(77);
+      std::exit(77);
     }
     auto j = open_at(dir + "/journal.db");
-    if (!j || !j->append(started("r1"), Durability::kStrict)) ::_exit(10);
+    if (!j || !j->append(started("r1"), Durability::kStrict)) std::exit(10);
     int result = 30;
     for (int i = 0; i < 1000; ++i) {
       Record r = step("r1", RecordType::kStepCompleted, ("/s" + std::to_string(i)).c_str());
@@ -435,7 +455,8 @@ TEST(SqliteJournal, AFullDiskIsResourceExhausted) {
     for (const auto& e : fs::recursive_directory_iterator(dir + "/blobs")) {
       if (e.path().string().find(".tmp.") != std::string::npos) result = 50;
     }
-    ::_exit(result);
+    j.reset();
+    std::exit(result);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -455,15 +476,15 @@ TEST(SqliteJournal, AJournalThatCannotBeWrittenIsRefusedAtOpen) {
                                                     fs::perms::others_exec);
   pid_t pid = ::fork();
   if (pid == 0) {
-    if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(10);  // root may write anything
+    if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) std::exit(10);  // root may write anything
     SqliteJournalOptions o;
     o.path = path;
     auto j = open_sqlite_journal(o);
-    if (j) ::_exit(20);
+    if (j) std::exit(20);
     std::fprintf(stderr, "open: %s\n", j.error().to_string().c_str());
     bool named = j.error().message().find(path) != std::string::npos;
     bool says_why = j.error().message().find("read-only") != std::string::npos;
-    ::_exit(j.error().code() == ErrorCode::kUnavailable && named && says_why ? 0 : 30);
+    std::exit(j.error().code() == ErrorCode::kUnavailable && named && says_why ? 0 : 30);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);

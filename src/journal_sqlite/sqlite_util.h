@@ -122,14 +122,9 @@ class Stmt {
 };
 
 inline Status exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  if (rc != SQLITE_OK) {
-    std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
-    sqlite3_free(err);
-    Error e = sqlite_error(db, rc, std::string("executing ") + std::string(sql).substr(0, 40));
-    return make_error(e);
-  }
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK)
+    return make_error(sqlite_error(db, rc, std::string("executing ") + std::string(sql).substr(0, 40)));
   return {};
 }
 

@@ -53,5 +53,11 @@ TEST(CircuitBreaker, HalfOpenProbeClosesOrReopens) {
   EXPECT_EQ(cb.stats()["state"], "closed");
 }
 
+TEST(CircuitBreaker, NamesItsStates) {
+  EXPECT_EQ(CircuitBreaker::state_name(CircuitBreaker::State::kClosed), "closed");
+  EXPECT_EQ(CircuitBreaker::state_name(CircuitBreaker::State::kOpen), "open");
+  EXPECT_EQ(CircuitBreaker::state_name(CircuitBreaker::State::kHalfOpen), "half_open");
+}
+
 }  // namespace
 }  // namespace crucible

@@ -228,5 +228,35 @@ TEST(MakeHedgePolicy, ParsesTheConfigAndRejectsBadValues) {
   }
 }
 
+// Each field and option of a hedging: mapping is checked, naming the field and what it needs.
+TEST(HedgingConfig, NamesEachBadFieldAndOption) {
+  const std::pair<Json, const char*> bad[] = {
+      {Json{{"strategy", "fixed"}, {"delay_ms", 10}, {"max_hedges", 1.5}},
+       "max_hedges: must be a whole number, got 1.5"},
+      {Json{{"strategy", "fixed"}, {"delay_ms", 10}, {"budget_percent", 120}}, "budget_percent"},
+      {Json{{"strategy", "fixed"}, {"delay_ms", 10}, {"options", 3}}, "options: must be a mapping, got integer"},
+      {Json{{"strategy", "adaptive"}, {"options", {{"delay_candidates", {5, -1}}}}},
+       "options.delay_candidates: holds -1; expected delays in ms"},
+      {Json{{"strategy", "adaptive"}, {"options", {{"telepathy", 1}}}}, "unknown hedging option 'telepathy'; expected"},
+      {Json{{"strategy", "percentile"}, {"options", {{"min_per_second", -1}}}}, "options.min_per_second"},
+      {Json{{"strategy", "percentile"}, {"options", {{"initial_delay_ms", "soon"}}}}, "options.initial_delay_ms"},
+      {Json{{"strategy", "exponential_backoff"},
+            {"options", {{"exponential_min_delay", 500}, {"exponential_max_delay", 100}}}},
+       "exponential_min_delay must be below exponential_max_delay"},
+  };
+  for (const auto& [config, fragment] : bad) {
+    auto c = HedgingConfig::from_json(config);
+    ASSERT_FALSE(c) << config.dump();
+    EXPECT_NE(c.error().message().find(fragment), std::string::npos) << c.error().message();
+  }
+  EXPECT_NE(HedgingConfig::from_json(Json(3)).error().message().find("hedging config must be a mapping"),
+            std::string::npos);
+  EXPECT_EQ(hedge_strategy_name(HedgeStrategyKind::kExponentialBackoff), "exponential_backoff");
+  auto good = HedgingConfig::from_json(
+      Json{{"strategy", "percentile"}, {"options", {{"min_per_second", 2}, {"initial_delay_ms", 40}}}});
+  ASSERT_TRUE(good) << good.error().to_string();
+  EXPECT_EQ(good->min_per_second, 2);
+}
+
 }  // namespace
 }  // namespace crucible

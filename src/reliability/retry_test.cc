@@ -159,5 +159,20 @@ TEST(RetryPolicy, RoundTripsThroughJson) {
   EXPECT_FALSE(RetryPolicy::from_json(Json(3)));
 }
 
+TEST(RetryPolicy, FromJsonNamesWhatIsWrong) {
+  for (const auto& [json, fragment] : std::vector<std::pair<Json, std::string>>{
+           {Json{{"max_attempts", -1}}, "max_attempts must be a non-negative integer"},
+           {Json{{"max_attempts", 0}}, "max_attempts must be at least 1"},
+           {Json{{"initial_backoff_ms", "soon"}}, "initial_backoff_ms must be a non-negative integer"},
+           {Json{{"multiplier", 0.5}}, "multiplier must be a number of at least 1"}}) {
+    auto p = RetryPolicy::from_json(json);
+    ASSERT_FALSE(p) << json.dump();
+    EXPECT_NE(p.error().message().find(fragment), std::string::npos) << p.error().message();
+  }
+  auto elapsed = RetryPolicy::from_json(Json{{"max_elapsed_ms", 2000}});
+  ASSERT_TRUE(elapsed);
+  EXPECT_EQ(elapsed->max_elapsed, std::chrono::milliseconds(2000));
+}
+
 }  // namespace
 }  // namespace crucible

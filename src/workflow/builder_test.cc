@@ -182,5 +182,31 @@ TEST(WorkflowBuilder, ModifiersNeedAStage) {
   EXPECT_NE(built.error().message().find("idempotent"), std::string::npos) << built.error().message();
 }
 
+// Mistakes only C++ can make (an empty name) and the ones YAML shares, reported the same way.
+TEST(WorkflowBuilder, ReportsBuilderMistakesLikeYaml) {
+  StageRegistry registry = builtin_registry();
+  WorkflowBuilder b("mistakes");
+  b.stage("", "noop")
+      .stage("run", "command", Json{{"argvv", {"true"}}})
+      .stage("long", "noop")
+      .completion(Completion::kDuration)
+      .stage("count", "noop")
+      .completion(Completion::kTasksDone)
+      .parallel("fan", {{"", [](SequenceBuilder& s) { s.stage("x", "noop"); }},
+                        {"twin", [](SequenceBuilder& s) { s.stage("y", "noop"); }},
+                        {"twin", [](SequenceBuilder& s) { s.stage("z", "noop"); }}})
+      .sequence("group", [](SequenceBuilder& s) { s.stage("a", "noop").order(1).stage("b", "noop"); });
+  auto built = b.build(registry);
+  ASSERT_FALSE(built);
+  const std::string& m = built.error().message();
+  for (const char* expected :
+       {"stages[0]: a stage needs a name", "stage type 'command' has no option 'argvv'; did you mean 'argv'?",
+        "completion duration needs 'duration'", "completion tasks_done needs 'expected_tasks'",
+        "parallel.branches[0]: a branch needs a name", "duplicate branch name 'twin'",
+        "stage 'b' has no 'order' while its siblings do"}) {
+    EXPECT_NE(m.find(expected), std::string::npos) << expected << "\n" << m;
+  }
+}
+
 }  // namespace
 }  // namespace crucible

@@ -78,6 +78,55 @@ TEST(Expression, Functions) {
   EXPECT_EQ(eval("abs(-2.5)"), 2.5);
 }
 
+// Every operator on every kind of operand it takes, and the error for each it does not.
+TEST(Expression, EveryOperatorAndItsErrors) {
+  const std::pair<const char*, Json> values[] = {
+      {"-2.5", -2.5},
+      {"-(1 + 1)", -2},
+      {"1 <= 1 and 2 >= 3 == false", true},
+      {"'b' > 'a'", true},
+      {"'a' <= 'a'", true},
+      {"'a' != 'b'", true},
+      {"2 in config.list", true},
+      {"4 in config.list", false},
+      {"'at' in 'cats'", true},
+      {"'k' in config.nested", true},
+      {"[1] + [2, 3]", Json::array({1, 2, 3})},
+      {"'a' + 'b'", "ab"},
+      {"2.5 - 1", 1.5},
+      {"2.5 * 2", 5.0},
+      {"7.5 % 2", 1.5},
+      {"7 % 3", 1},
+      {"abs(-2.5)", 2.5},
+      {"float('2.5') * 2", 5.0},
+      {"int('7')", 7},
+      {"config.nested['k']", "v"},
+      {"config.nested['missing']", Json()},
+      {"config.missing[0]", Json()},
+      {"min(3, 1, 2)", 1},
+      {"max([4, 9])", 9},
+  };
+  for (const auto& [text, expected] : values) EXPECT_EQ(eval(text), expected) << text;
+  const std::pair<const char*, const char*> errors[] = {
+      {"-'x'", "'-' needs a number, got string"},
+      {"1 in 5", "'in' needs a list, string or object on the right, got integer"},
+      {"'a' * 2", "arithmetic needs numbers, got string and integer"},
+      {"7.5 % 0", "modulo by zero"},
+      {"7 % 0", "modulo by zero"},
+      {"abs('x')", "abs() needs a number"},
+      {"float('x')", "float() cannot convert \"x\""},
+      {"float([1])", "float() needs a number or string, got array"},
+      {"float('inf')", "is not a finite number"},
+      {"len(1, 2)", "len() takes 1 arguments, got 2"},
+      {"config.n[0]", "cannot index integer with integer"},
+      {"1e308 * 10", "not a finite number"},
+  };
+  for (const auto& [text, fragment] : errors) {
+    Error e = eval_error(text);
+    EXPECT_NE(e.message().find(fragment), std::string::npos) << text << ": " << e.message();
+  }
+}
+
 TEST(Expression, TypeErrorsAreInvalidArgumentNamingTheExpression) {
   Error e = eval_error("config.topic > 3");
   EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
@@ -131,6 +180,17 @@ TEST(Template, RendersNestedValues) {
   EXPECT_EQ(*render_templates(with, ctx()), (Json{{"argv", {"echo", "cats"}}, {"n", 3}, {"k", 1}}));
   EXPECT_TRUE(has_templates(with));
   EXPECT_FALSE(has_templates(Json{{"a", "b"}}));
+}
+
+TEST(Template, QuotesAndIndicesInsideTemplates) {
+  EXPECT_EQ(*render_template("${'}' + config.topic}", ctx()), "}cats");
+  EXPECT_EQ(*render_template("${\"a\\\"b\"}", ctx()), "a\"b");
+  EXPECT_FALSE(missing_config_key("${config.list[1]}", ctx().config()));
+  EXPECT_EQ(missing_config_key("${config.list[7]}", ctx().config()), "list.7");
+  EXPECT_EQ(missing_config_key("${config.topic.x}", ctx().config()), "topic.x");
+  auto unterminated = render_template("a ${config.n", ctx());
+  ASSERT_FALSE(unterminated);
+  EXPECT_NE(unterminated.error().message().find("unterminated '${'"), std::string::npos);
 }
 
 TEST(Template, CheckReportsTheOffsetOfTheError) {
