@@ -495,6 +495,46 @@ stages:
   EXPECT_EQ(trained, 2);
 }
 
+// A round-robin pick made before a failure is replayed on resume: the same branch, not the next.
+TEST_F(RunnerTest, ARoundRobinPickIsReplayedOnResume) {
+  WorkflowSpec spec = load(R"(
+name: rr
+stages:
+  - name: pick
+    experiment:
+      strategy: round_robin
+      configs: [{v: 1}, {v: 2}, {v: 3}]
+      stages: [{name: use, uses: probe, with: {metric: "${branch.config.v}"}}]
+  - {name: after, uses: probe}
+)");
+  probe_->failures["after"] = {ErrorCode::kInternal};
+  RunResult first = run(spec);
+  ASSERT_EQ(first.status, RunStatus::kFailed);
+  auto second = runner_->resume(spec, first.run_id);
+  ASSERT_TRUE(second) << second.error().to_string();
+  ASSERT_EQ(second->status, RunStatus::kCompleted) << (second->error ? second->error->to_string() : "");
+  EXPECT_EQ(probe_->count("use"), 1);
+}
+
+// A branch that waits on a promise parks the whole run; the signal resumes it.
+TEST_F(RunnerTest, AnExperimentBranchCanWaitForAPromise) {
+  WorkflowSpec spec = load(R"(
+name: ask
+stages:
+  - name: sweep
+    experiment:
+      strategy: multi_branch
+      configs: [{v: 1}]
+      stages: [{name: ask, uses: wait_for, with: {promise: go, into: answer}}]
+)");
+  RunResult first = run(spec);
+  ASSERT_EQ(first.status, RunStatus::kWaiting) << (first.error ? first.error->to_string() : "");
+  ASSERT_TRUE(journal_->resolve_promise(first.run_id, "go", Json(true)));
+  auto second = runner_->resume(spec, first.run_id);
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_EQ(second->status, RunStatus::kCompleted) << (second->error ? second->error->to_string() : "");
+}
+
 TEST_F(RunnerTest, JournalFailureStopsTheRunWithAClearError) {
   testing::FaultInjectingJournal faulty(*journal_);
   Runner runner(faulty, executor_, clock_, random_, registry_);

@@ -314,6 +314,31 @@ TEST_F(Cli, HumanReadableOutputs) {
   EXPECT_NE(failed_status.out.find("exited with code 4"), std::string::npos) << failed_status.out;
 }
 
+TEST_F(Cli, StatusTellsAnInterruptedRunAndLlmUsage) {
+  Child child = spawn_crucible(
+      {"--journal", journal_, "run", "tests/integration/pipelines/long_nap.yaml", "--run-id", "nap", "--quiet"},
+      dir_ + "/nap.out", dir_ + "/nap.err");
+  for (int i = 0; i < 500; ++i) {
+    if (run({"status", "nap"}).code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(child.pid, SIGKILL);
+  wait_child(child);
+  Output status = run({"status", "nap"});
+  EXPECT_NE(status.out.find("status interrupted"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("`crucible resume nap` continues it"), std::string::npos) << status.out;
+  ASSERT_EQ(run({"run", "examples/critique_loop.yaml", "--run-id", "llm", "-q"}).code, 0);
+  Output llm = run({"status", "llm"});
+  EXPECT_NE(llm.out.find("llm: "), std::string::npos) << llm.out;
+  EXPECT_EQ(run({"status", "a/b"}).code, 2);
+  Output no_journal = run_crucible({"--journal", dir_, "status", "nap"}, dir_);
+  EXPECT_EQ(no_journal.code, 1);
+  EXPECT_NE(no_journal.err.find("is a directory"), std::string::npos) << no_journal.err;
+  Output forked = run({"fork", "llm", "--from", "/generate", "--run-id", "llm2"});
+  EXPECT_EQ(forked.code, 0) << forked.err;
+  EXPECT_NE(forked.out.find("forked llm2 from llm at /generate"), std::string::npos) << forked.out;
+}
+
 TEST_F(Cli, ForkReexecutesFromTheStep) {
   ASSERT_EQ(run({"run", "examples/quickstart.yaml", "--run-id", "base", "--quiet"}).code, 0);
   Output f = run({"fork", "base", "--from", "/gate", "--run-id", "branch", "--json"});
