@@ -2,6 +2,7 @@
 // the same run so that noisy shared machines still give meaningful ratios.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include "crucible/core/error.h"
 
@@ -19,7 +20,7 @@ Result<Json> run_journal(bool quick);
 
 // Hedging policies in virtual time over the built-in scenarios (and those of `scenario_file`),
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
-Result<Json> run_hedging(bool quick, const std::string& scenario_file);
+Result<Json> run_hedging(bool quick, const std::string& scenario_file, uint64_t random = 0, uint64_t seed = 1);
 
 // 256 experiment branches that each wait 100 ms on I/O (max_concurrency 256, SQLite journal):
 // wall_ms, extra_rss_mib, overhead_us_per_branch, against raw threads doing the same waits.

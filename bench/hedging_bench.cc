@@ -16,6 +16,7 @@
 #include "crucible/core/random.h"
 #include "crucible/reliability/hedging.h"
 #include "crucible/reliability/hedging_config.h"
+#include "hedging_random.h"
 #include "hedging_scenarios.h"
 #include "hedging_sim.h"
 
@@ -280,7 +281,7 @@ Result<Json> simulate_all(const std::vector<Scenario>& scenarios, const std::vec
 
 }  // namespace
 
-Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
+Result<Json> run_hedging(bool quick, const std::string& scenario_file, uint64_t random, uint64_t seed) {
   std::vector<Scenario> scenarios = builtin_scenarios(quick);
   if (!scenario_file.empty()) {
     CRUCIBLE_ASSIGN_OR_RETURN(auto extra, load_scenarios(scenario_file));
@@ -301,7 +302,12 @@ Result<Json> run_hedging(bool quick, const std::string& scenario_file) {
   targets.live(live);
   Json scenario_list = Json::array();
   for (const Scenario& s : scenarios) scenario_list.push_back(s.to_json());
+  Json random_result;
+  if (random > 0) {
+    CRUCIBLE_ASSIGN_OR_RETURN(random_result, run_random_hedging(random, seed, quick ? 5'000 : 20'000));
+  }
   return Json{{"benchmark", "hedging"},
+              {"random", random_result},
               {"quick", quick},
               {"seeds", seeds},
               {"simulation_seconds", sim_seconds},

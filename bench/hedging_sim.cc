@@ -71,6 +71,7 @@ RunStats simulate(const Scenario& s, const World& w, HedgePolicy* policy) {
     Race race(s, w, policy, i, d, req.key, req.now_s);
     st.latency.push_back(race.t);
     st.attempts += race.started;
+    st.extra.push_back(static_cast<uint8_t>(race.started - 1));
     st.primary_work += race.x[0];
     st.extra_work += race.busy() - race.x[0];
     if (i >= 2000) {
@@ -238,6 +239,7 @@ class QueueSimulation {
     double x0 = w_.latency(i, 0), latency = now - r.arrival;
     st_.latency.push_back(latency);
     st_.attempts += r.started;
+    st_.extra.push_back(static_cast<uint8_t>(r.started - 1));  // in completion order
     st_.primary_work += x0;
     st_.extra_work += busy - x0;
     if (i >= 2000) {

@@ -11,10 +11,13 @@ int main(int argc, char** argv) {
   CLI::App app{"crucible-bench runs one benchmark and prints JSON with its raw baseline and goals."};
   std::string which, scenarios;
   bool quick = false, json = false;
+  uint64_t random = 0, seed = 1;
   app.add_option("which", which, "dispatch, journal, hedging, experiments or llm")->required();
   app.add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   app.add_flag("--json", json, "print JSON (the default)");
   app.add_flag("--quick", quick, "a shorter run, for CI smoke tests");
+  app.add_option("--random", random, "hedging: also run this many random scenarios (docs/hedging.md)");
+  app.add_option("--seed", seed, "hedging: the seed of the random scenarios (default 1)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -29,7 +32,7 @@ int main(int argc, char** argv) {
   else if (which == "journal")
     out = bench::run_journal(quick);
   else if (which == "hedging")
-    out = bench::run_hedging(quick, scenarios);
+    out = bench::run_hedging(quick, scenarios, random, seed);
   else if (which == "experiments")
     out = bench::run_experiments(quick);
   else if (which == "llm")

@@ -644,7 +644,8 @@ int cmd_prune(const GlobalOptions& g, const PruneArgs& a) {
 // The process becomes crucible-bench (execv), so gcov never writes what ran here; the CLI tests
 // run every benchmark through it.
 // GCOVR_EXCL_START
-int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const std::string& scenarios) {
+int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const std::string& scenarios,
+              const RandomScenarios& random) {
   std::error_code ec;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   std::filesystem::path bench = self.parent_path() / "crucible-bench";
@@ -655,6 +656,9 @@ int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const 
   std::vector<std::string> args = {bench.string(), which, "--json"};
   if (quick) args.push_back("--quick");
   if (!scenarios.empty()) args.insert(args.end(), {"--scenarios", scenarios});
+  if (random.count > 0) {
+    args.insert(args.end(), {"--random", std::to_string(random.count), "--seed", std::to_string(random.seed)});
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

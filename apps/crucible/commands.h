@@ -2,6 +2,7 @@
 // 2 usage or validation error.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +57,11 @@ struct PruneArgs {
   std::string blob_grace = "15m";
 };
 int cmd_prune(const GlobalOptions& g, const PruneArgs& a);
-int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios);
+struct RandomScenarios {
+  uint64_t count = 0;  // hedging: random scenarios to run beside the fixed table
+  uint64_t seed = 1;
+};
+int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios,
+              const RandomScenarios& random);
 
 }  // namespace crucible::cli

@@ -23,6 +23,7 @@ struct Cli {
   ListArgs list;
   std::string file, stage, run_id, name, value, from, which, scenarios;
   PruneArgs prune;
+  RandomScenarios random;
   std::optional<std::string> new_id;
   bool fork_no_wait = false, quick = false;
   std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
@@ -113,11 +114,13 @@ void add_admin_commands(Cli& c) {
   c.json_flag(prune);
 
   auto* bench = c.command("bench", "run a benchmark (crucible-bench) and print JSON",
-                          [&c] { return cmd_bench(c.g, c.which, c.quick, c.scenarios); });
+                          [&c] { return cmd_bench(c.g, c.which, c.quick, c.scenarios, c.random); });
   bench->add_option("which", c.which, "dispatch, journal, hedging, experiments or llm")->required();
   bench->add_option("--scenarios", c.scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   c.json_flag(bench, "print JSON (the default)");
   bench->add_flag("--quick", c.quick, "a shorter run, for CI smoke tests");
+  bench->add_option("--random", c.random.count, "hedging: also run this many random scenarios (docs/hedging.md)");
+  bench->add_option("--seed", c.random.seed, "hedging: the seed of the random scenarios (default 1)");
 }
 
 }  // namespace

@@ -489,6 +489,28 @@ TEST_F(Cli, BenchHedgingPrintsRowsTargetsAndTheLiveTest) {
   Output bad = run({"bench", "hedging", "--quick", "--scenarios", "tests/integration/scenarios/bad.json"});
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("scenarios[0] 'broken'.components: unknown type 'gaussian'"), std::string::npos) << bad.err;
+  EXPECT_TRUE(b["random"].is_null());
+}
+
+// --random N --seed S adds N generated scenarios beside the fixed table: the goals they met, the
+// worst ratios with the draw that replays each, and the budget's worst 1,000-request window.
+TEST_F(Cli, BenchHedgingRandomScenariosReportTheirWorstDraws) {
+  Output o = run({"bench", "hedging", "--json", "--quick", "--random", "6", "--seed", "3"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o)["random"];
+  EXPECT_EQ(r["scenarios"], 6);
+  EXPECT_EQ(r["seed"], 3);
+  EXPECT_LE(r["goals_met"].get<int>(), 6);
+  for (const char* k : {"worst_p99_vs_oracle", "worst_p99_9_vs_oracle", "worst_vs_percentile", "worst_vs_off"}) {
+    ASSERT_TRUE(r[k]["ratio"].is_number()) << k;
+    EXPECT_EQ(r[k]["draw"]["seed"], 3) << k;
+    EXPECT_TRUE(r[k]["draw"].contains("family")) << k;
+  }
+  EXPECT_LE(r["budget_worst_window_extra_requests"].get<double>(), r["budget_window_bound"].get<double>());
+  EXPECT_EQ(r["budget_holds"], true);
+  // The same seed draws the same scenarios.
+  Json again = json_of(run({"bench", "hedging", "--json", "--quick", "--random", "6", "--seed", "3"}))["random"];
+  EXPECT_EQ(again["worst_p99_vs_oracle"]["draw"], r["worst_p99_vs_oracle"]["draw"]);
 }
 
 }  // namespace
