@@ -179,7 +179,11 @@ class AdaptiveStrategy : public HedgeStrategy {
     s.primary.push(primary_sample(o));
     if (o.backup_latency_ms) s.backup.push(*o.backup_latency_ms);
     if (s.primary.stale(refresh_every(o_.window)) || s.primary.size() == 10) refresh(s);
-    s.extra_rate = 0.99 * s.extra_rate + 0.01 * (o.hedged ? 1.0 : 0.0);
+    // The rate the chosen delays ask for, not the one the budget let through: a budget that
+    // denies backups hides an arm that hedges too early, which then spends the budget on typical
+    // requests and has none left for the stragglers.
+    const bool asked = o.hedged || (std::isfinite(o.delay_ms) && o.primary_latency_ms > o.delay_ms);
+    s.extra_rate = 0.99 * s.extra_rate + 0.01 * (asked ? 1.0 : 0.0);
     s.lambda = std::max(1.0, s.lambda + 0.05 * (s.extra_rate - o_.budget) / std::max(o_.budget, 1e-3));
     if (s.median <= 0) return;
     // What the backup would take: this request's, else the typical one.
