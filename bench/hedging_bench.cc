@@ -39,43 +39,6 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 namespace crucible::bench {
 namespace {
 
-struct Oracle {
-  std::vector<double> extra, p99, p999;  // per swept delay
-  // The best metric among delays whose extra requests are no higher than `cost` (percent).
-  double best(const std::vector<double>& metric, double off_metric, double cost) const {
-    double b = off_metric;
-    for (size_t i = 0; i < extra.size(); ++i) {
-      if (extra[i] <= cost + 1e-9) b = std::min(b, metric[i]);
-    }
-    return b;
-  }
-};
-
-// Fixed delays in hindsight on the same draws, without a budget (one hedge).
-Oracle sweep(const Scenario& s, const World& w, const RunStats& off) {
-  Oracle o;
-  double lo = off.p(50) * 0.5, hi = off.p(99.9);
-  std::vector<double> lat(s.requests);
-  for (int j = 0; j < 48; ++j) {
-    double d = lo * std::pow(hi / lo, j / 47.0);
-    size_t hedged = 0;
-    for (uint64_t i = 0; i < s.requests; ++i) {
-      double x0 = w.latency(i, 0);
-      lat[i] = x0;
-      if (x0 > d) {
-        ++hedged;
-        lat[i] = std::min(x0, d + w.latency(i, 1));
-      }
-    }
-    o.extra.push_back(100.0 * static_cast<double>(hedged) / static_cast<double>(s.requests));
-    std::sort(lat.begin(), lat.end());
-    auto at = [&](double q) { return lat[static_cast<size_t>(q / 100.0 * static_cast<double>(lat.size() - 1) + 0.5)]; };
-    o.p99.push_back(at(99));
-    o.p999.push_back(at(99.9));
-  }
-  return o;
-}
-
 struct PolicySpec {
   std::string name;
   Json config;
@@ -152,17 +115,10 @@ Json row_of(const Scenario& s, const std::string& policy, uint64_t seed, const R
 
 // One scenario under one seed: every policy against the unhedged run and the hindsight oracle.
 Result<std::vector<Json>> run_job(const Scenario& s, uint64_t seed) {
-  double mean_service = 0;
-  if (s.kind == "queue") {
-    World w(s, seed + 1000);
-    for (uint64_t i = 0; i < 20000; ++i) mean_service += w.draw(i, 0);
-    mean_service /= 20000;
-  }
   World world(s, seed);
   world.precompute();
-  auto simulate_with = [&](HedgePolicy* policy) {
-    return s.kind == "queue" ? simulate_queue(s, seed, world, policy, mean_service) : simulate(s, world, policy);
-  };
+  const double service = mean_service(s, seed);
+  auto simulate_with = [&](HedgePolicy* policy) { return simulate_any(s, seed, world, policy, service); };
   const RunStats off = simulate_with(nullptr);
   const Oracle oracle = s.kind == "queue" ? Oracle{} : sweep(s, world, off);
   std::vector<Json> rows;

@@ -85,31 +85,6 @@ Scenario random_scenario(uint64_t seed, uint64_t index, size_t requests, Json* d
 
 namespace {
 
-// The oracle's best p99 and p99.9 over fixed delays whose extra requests are at most `cost`%.
-std::pair<double, double> oracle_at(const Scenario& s, const World& w, const RunStats& off, double cost) {
-  double best99 = off.p(99), best999 = off.p(99.9);
-  const double lo = off.p(50) * 0.5, hi = off.p(99.9);
-  std::vector<double> lat(s.requests);
-  for (int j = 0; j < 48; ++j) {
-    const double delay = lo * std::pow(hi / lo, j / 47.0);
-    size_t hedged = 0;
-    for (uint64_t i = 0; i < s.requests; ++i) {
-      const double x0 = w.latency(i, 0);
-      lat[i] = x0;
-      if (x0 > delay) {
-        ++hedged;
-        lat[i] = std::min(x0, delay + w.latency(i, 1));
-      }
-    }
-    if (100.0 * static_cast<double>(hedged) / static_cast<double>(s.requests) > cost + 1e-9) continue;
-    std::sort(lat.begin(), lat.end());
-    auto at = [&](double q) { return lat[static_cast<size_t>(q / 100.0 * static_cast<double>(lat.size() - 1) + 0.5)]; };
-    best99 = std::min(best99, at(99));
-    best999 = std::min(best999, at(99.9));
-  }
-  return {best99, best999};
-}
-
 // The most extra requests any 1,000 consecutive requests sent.
 double worst_window(const std::vector<uint8_t>& extra) {
   constexpr size_t kWindow = 1000;
@@ -122,44 +97,40 @@ double worst_window(const std::vector<uint8_t>& extra) {
   return worst;
 }
 
+// The ratios a scenario is judged by, in the order of kRatioNames.
+constexpr const char* kRatioNames[] = {"worst_p99_vs_oracle", "worst_p99_9_vs_oracle", "worst_vs_percentile",
+                                       "worst_vs_off"};
+constexpr double kRatioGoals[] = {1.10, 1.10, 1.05, 1.0 + 1e-9};
+
 struct Outcome {
   Json draw;
-  double vs_oracle_p99 = 1, vs_oracle_p99_9 = 1;  // adaptive / oracle at adaptive's cost
-  double vs_percentile = 1;                       // the worse of p99 and p99.9
-  double vs_off = 1;                              // the worse of p99 and p99.9
-  double budget_window = 0;                       // worst extra requests in 1,000 (adaptive)
+  // adaptive / oracle at adaptive's cost (p99, p99.9), and the worse of p99 and p99.9 against
+  // percentile and against off
+  double ratios[4] = {1, 1, 1, 1};
+  double budget_window = 0;  // worst extra requests in 1,000 (adaptive)
   bool met = true;
 };
 
 Result<Outcome> evaluate(uint64_t seed, uint64_t index, size_t requests) {
   Outcome out;
   Scenario s = random_scenario(seed, index, requests, &out.draw);
-  double mean_service = 0;
-  if (s.kind == "queue") {
-    World probe(s, seed + 1000);
-    for (uint64_t i = 0; i < 20000; ++i) mean_service += probe.draw(i, 0);
-    mean_service /= 20000;
-  }
   World world(s, seed ^ (index * 0x9E3779B97F4A7C15ULL));
   world.precompute();
-  auto simulate_with = [&](HedgePolicy* policy) {
-    return s.kind == "queue" ? simulate_queue(s, seed, world, policy, mean_service) : simulate(s, world, policy);
-  };
-  const RunStats off = simulate_with(nullptr);
+  const double service = mean_service(s, seed);
+  const RunStats off = simulate_any(s, seed, world, nullptr, service);
   CRUCIBLE_ASSIGN_OR_RETURN(auto percentile, make_hedge_policy(Json{{"strategy", "percentile"}}));
   CRUCIBLE_ASSIGN_OR_RETURN(auto adaptive, make_hedge_policy(Json{{"strategy", "adaptive"}}));
-  const RunStats p = simulate_with(percentile.get());
-  const RunStats a = simulate_with(adaptive.get());
-  out.vs_percentile = std::max(a.p(99) / p.p(99), a.p(99.9) / p.p(99.9));
-  out.vs_off = std::max(a.p(99) / off.p(99), a.p(99.9) / off.p(99.9));
-  if (s.kind != "queue") {
-    auto [o99, o999] = oracle_at(s, world, off, a.extra_pct());
-    out.vs_oracle_p99 = a.p(99) / o99;
-    out.vs_oracle_p99_9 = a.p(99.9) / o999;
+  const RunStats p = simulate_any(s, seed, world, percentile.get(), service);
+  const RunStats a = simulate_any(s, seed, world, adaptive.get(), service);
+  if (s.kind != "queue") {  // queues have no oracle
+    const Oracle oracle = sweep(s, world, off);
+    out.ratios[0] = a.p(99) / oracle.best(oracle.p99, off.p(99), a.extra_pct());
+    out.ratios[1] = a.p(99.9) / oracle.best(oracle.p999, off.p(99.9), a.extra_pct());
   }
+  out.ratios[2] = std::max(a.p(99) / p.p(99), a.p(99.9) / p.p(99.9));
+  out.ratios[3] = std::max(a.p(99) / off.p(99), a.p(99.9) / off.p(99.9));
   out.budget_window = worst_window(a.extra);
-  out.met =
-      out.vs_oracle_p99 <= 1.10 && out.vs_oracle_p99_9 <= 1.10 && out.vs_off <= 1.0 + 1e-9 && out.vs_percentile <= 1.05;
+  for (size_t k = 0; k < std::size(kRatioGoals); ++k) out.met = out.met && out.ratios[k] <= kRatioGoals[k];
   out.draw["goals_met"] = out.met;
   return out;
 }
@@ -171,7 +142,7 @@ Result<Json> run_random_hedging(uint64_t count, uint64_t seed, size_t requests) 
   Executor executor(2);
   executor.parallel_for(count, [&](size_t i) { results[i] = evaluate(seed, i, requests); });
   size_t met = 0;
-  const Outcome* worst[4] = {nullptr, nullptr, nullptr, nullptr};  // oracle p99, p99.9, percentile, off
+  const Outcome* worst[std::size(kRatioNames)] = {};
   double budget_worst = 0;
   Json failing = Json::array();
   for (auto& r : results) {
@@ -179,31 +150,18 @@ Result<Json> run_random_hedging(uint64_t count, uint64_t seed, size_t requests) 
     const Outcome& o = **r;
     met += o.met ? 1 : 0;
     if (!o.met && failing.size() < 20) failing.push_back(o.draw);
-    const double values[4] = {o.vs_oracle_p99, o.vs_oracle_p99_9, o.vs_percentile, o.vs_off};
-    for (int k = 0; k < 4; ++k) {
-      const double current = worst[k] == nullptr ? -1
-                             : k == 0            ? worst[k]->vs_oracle_p99
-                             : k == 1            ? worst[k]->vs_oracle_p99_9
-                             : k == 2            ? worst[k]->vs_percentile
-                                                 : worst[k]->vs_off;
-      if (values[k] > current) worst[k] = &o;
+    for (size_t k = 0; k < std::size(kRatioNames); ++k) {
+      if (worst[k] == nullptr || o.ratios[k] > worst[k]->ratios[k]) worst[k] = &o;
     }
     budget_worst = std::max(budget_worst, o.budget_window);
   }
   const BudgetOptions budget;
   const double bound = budget.percent * 1000 + budget.cap;
-  auto worst_json = [&](int k, double value) {
-    return Json{{"ratio", value}, {"draw", worst[k] != nullptr ? worst[k]->draw : Json()}};
-  };
-  return Json{{"scenarios", count},
+  Json out = {{"scenarios", count},
               {"seed", seed},
               {"requests_per_scenario", requests},
               {"goals_met", met},
               {"all_goals_met", met == count},
-              {"worst_p99_vs_oracle", worst_json(0, worst[0] ? worst[0]->vs_oracle_p99 : 1)},
-              {"worst_p99_9_vs_oracle", worst_json(1, worst[1] ? worst[1]->vs_oracle_p99_9 : 1)},
-              {"worst_vs_percentile", worst_json(2, worst[2] ? worst[2]->vs_percentile : 1)},
-              {"worst_vs_off", worst_json(3, worst[3] ? worst[3]->vs_off : 1)},
               {"budget_worst_window_extra_requests", budget_worst},
               {"budget_window_bound", bound},
               {"budget_holds", budget_worst <= bound},
@@ -211,6 +169,11 @@ Result<Json> run_random_hedging(uint64_t count, uint64_t seed, size_t requests) 
               {"goals",
                "adaptive p99 and p99.9 <= 1.10x the fixed-delay oracle at no more extra requests; <= off; <= 1.05x "
                "percentile; no 1,000 consecutive requests spend more than the budget ratio plus one burst"}};
+  for (size_t k = 0; k < std::size(kRatioNames); ++k) {
+    out[kRatioNames[k]] = worst[k] != nullptr ? Json{{"ratio", worst[k]->ratios[k]}, {"draw", worst[k]->draw}}
+                                              : Json{{"ratio", 1.0}, {"draw", Json()}};
+  }
+  return out;
 }
 
 }  // namespace crucible::bench

@@ -1,5 +1,7 @@
 #include "hedging_sim.h"
 
+#include <algorithm>
+#include <cmath>
 #include <deque>
 #include <optional>
 #include <queue>
@@ -280,6 +282,50 @@ class QueueSimulation {
 
 RunStats simulate_queue(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service) {
   return QueueSimulation(s, seed, w, policy, mean_service).run();
+}
+
+double Oracle::best(const std::vector<double>& metric, double off_metric, double cost) const {
+  double b = off_metric;
+  for (size_t i = 0; i < extra.size(); ++i) {
+    if (extra[i] <= cost + 1e-9) b = std::min(b, metric[i]);
+  }
+  return b;
+}
+
+Oracle sweep(const Scenario& s, const World& w, const RunStats& off) {
+  Oracle o;
+  double lo = off.p(50) * 0.5, hi = off.p(99.9);
+  std::vector<double> lat(s.requests);
+  for (int j = 0; j < 48; ++j) {
+    double d = lo * std::pow(hi / lo, j / 47.0);
+    size_t hedged = 0;
+    for (uint64_t i = 0; i < s.requests; ++i) {
+      double x0 = w.latency(i, 0);
+      lat[i] = x0;
+      if (x0 > d) {
+        ++hedged;
+        lat[i] = std::min(x0, d + w.latency(i, 1));
+      }
+    }
+    o.extra.push_back(100.0 * static_cast<double>(hedged) / static_cast<double>(s.requests));
+    std::sort(lat.begin(), lat.end());
+    auto at = [&](double q) { return lat[static_cast<size_t>(q / 100.0 * static_cast<double>(lat.size() - 1) + 0.5)]; };
+    o.p99.push_back(at(99));
+    o.p999.push_back(at(99.9));
+  }
+  return o;
+}
+
+double mean_service(const Scenario& s, uint64_t seed) {
+  if (s.kind != "queue") return 0;
+  World w(s, seed + 1000);
+  double total = 0;
+  for (uint64_t i = 0; i < 20000; ++i) total += w.draw(i, 0);
+  return total / 20000;
+}
+
+RunStats simulate_any(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service) {
+  return s.kind == "queue" ? simulate_queue(s, seed, w, policy, mean_service) : simulate(s, w, policy);
 }
 
 }  // namespace crucible::bench

@@ -96,9 +96,22 @@ struct RunStats {
   }
 };
 
+// The best fixed delays in hindsight on the same draws, without a budget (one hedge): 48
+// log-spaced delays from half the unhedged median to its p99.9.
+struct Oracle {
+  std::vector<double> extra, p99, p999;  // per swept delay
+  // The best metric among delays whose extra requests are no higher than `cost` (percent).
+  double best(const std::vector<double>& metric, double off_metric, double cost) const;
+};
+Oracle sweep(const Scenario& s, const World& w, const RunStats& off);
+
 // One policy over one scenario and seed, request by request in virtual time (null: no hedging).
 RunStats simulate(const Scenario& s, const World& w, HedgePolicy* policy);
 // The queueing model: `servers` FIFO servers at the scenario's load.
 RunStats simulate_queue(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service);
+// A queue scenario's mean service time (from draws of its own), or 0 for the others.
+double mean_service(const Scenario& s, uint64_t seed);
+// simulate_queue for queue scenarios, simulate for the others.
+RunStats simulate_any(const Scenario& s, uint64_t seed, const World& w, HedgePolicy* policy, double mean_service);
 
 }  // namespace crucible::bench
