@@ -126,12 +126,22 @@ Result<Outcome> evaluate(uint64_t seed, uint64_t index, size_t requests) {
     const Oracle oracle = sweep(s, world, off);
     out.ratios[0] = a.p(99) / oracle.best(oracle.p99, off.p(99), a.extra_pct());
     out.ratios[1] = a.p(99.9) / oracle.best(oracle.p999, off.p(99.9), a.extra_pct());
+    // The same ratios for percentile, to tell a hard scenario from a weakness of adaptive's.
+    out.draw["percentile_vs_oracle"] = {{"p99", p.p(99) / oracle.best(oracle.p99, off.p(99), p.extra_pct())},
+                                        {"p99_9", p.p(99.9) / oracle.best(oracle.p999, off.p(99.9), p.extra_pct())}};
   }
   out.ratios[2] = std::max(a.p(99) / p.p(99), a.p(99.9) / p.p(99.9));
   out.ratios[3] = std::max(a.p(99) / off.p(99), a.p(99.9) / off.p(99.9));
   out.budget_window = worst_window(a.extra);
   for (size_t k = 0; k < std::size(kRatioGoals); ++k) out.met = out.met && out.ratios[k] <= kRatioGoals[k];
   out.draw["goals_met"] = out.met;
+  out.draw["budget_worst_window"] = out.budget_window;
+  Json ratios = Json::object();
+  for (size_t k = 0; k < std::size(kRatioNames); ++k) {
+    ratios[std::string_view(kRatioNames[k]).substr(6)] = out.ratios[k];  // without "worst_"
+  }
+  out.draw["ratios"] = std::move(ratios);
+  out.draw["extra_pct"] = {{"adaptive", a.extra_pct()}, {"percentile", p.extra_pct()}};
   return out;
 }
 
@@ -149,7 +159,7 @@ Result<Json> run_random_hedging(uint64_t count, uint64_t seed, size_t requests) 
     if (!*r) return make_error(r->error());
     const Outcome& o = **r;
     met += o.met ? 1 : 0;
-    if (!o.met && failing.size() < 20) failing.push_back(o.draw);
+    if (!o.met && failing.size() < 50) failing.push_back(o.draw);
     for (size_t k = 0; k < std::size(kRatioNames); ++k) {
       if (worst[k] == nullptr || o.ratios[k] > worst[k]->ratios[k]) worst[k] = &o;
     }

@@ -54,6 +54,7 @@ struct Race {
     o.primary_latency_ms = winner == 0 ? x[0] : t;
     if (started > 1 && start[1] + x[1] <= t + 1e-9) o.backup_latency_ms = x[1];
     if (req.size) o.size = *req.size;
+    o.backups = started - 1;
     return o;
   }
 };
@@ -103,6 +104,7 @@ class QueueSimulation {
         servers_(static_cast<size_t>(s.servers)),
         reqs_(s.requests) {
     st_.latency.reserve(s.requests);
+    st_.extra.assign(s.requests, 0);
   }
 
   RunStats run() {
@@ -158,6 +160,7 @@ class QueueSimulation {
   size_t load(int sv) { return server(sv).queue.size() + (server(sv).busy ? 1 : 0); }
 
   void on_arrival(const Event& e) {
+    ++arrived_;
     Req& r = reqs_[e.i];
     r.arrival = e.t;
     r.attempts.resize(static_cast<size_t>(s_.max_hedges) + 1);
@@ -177,6 +180,8 @@ class QueueSimulation {
     Req& r = reqs_[e.i];
     if (r.done || e.k > s_.max_hedges) return;
     if (!policy_->permit_backup("backend", e.t / 1000.0)) return;
+    // The budget sees a backup after the deposits of every request that has arrived by now.
+    ++st_.extra[arrived_ - 1];
     dispatch(e.i, e.k, e.t);
     if (e.k < s_.max_hedges) events_.push({e.t + *r.delay, seq_++, kHedgeTimer, e.i, e.k + 1, -1, 0});
   }
@@ -241,7 +246,6 @@ class QueueSimulation {
     double x0 = w_.latency(i, 0), latency = now - r.arrival;
     st_.latency.push_back(latency);
     st_.attempts += r.started;
-    st_.extra.push_back(static_cast<uint8_t>(r.started - 1));  // in completion order
     st_.primary_work += x0;
     st_.extra_work += busy - x0;
     if (i >= 2000) {
@@ -262,6 +266,7 @@ class QueueSimulation {
     o.primary_finished = winner == 0;
     o.primary_latency_ms = latency;
     if (winner > 0) o.backup_latency_ms = now - r.attempts[static_cast<size_t>(winner)].start;
+    o.backups = r.started - 1;
     return o;
   }
 
@@ -274,6 +279,7 @@ class QueueSimulation {
   std::vector<Req> reqs_;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
   uint64_t seq_ = 0;
+  uint64_t arrived_ = 0;
   double t_arrival_ = 0;
   RunStats st_;
 };

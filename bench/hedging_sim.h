@@ -75,7 +75,7 @@ class World {
 
 struct RunStats {
   std::vector<double> latency;
-  std::vector<uint8_t> extra;  // backups sent, per request
+  std::vector<uint8_t> extra;  // backups sent, by the request the budget had last seen when each was sent
   double attempts = 0, extra_work = 0, primary_work = 0;
   double late_requests = 0, late_attempts = 0;  // after the first 2,000 requests
   std::vector<double> sorted;

@@ -194,10 +194,10 @@ class HedgeCall {
   }
 
   Result<HedgeMetadata> all_failed(MonoTime now) {
-    HedgeOutcome o{options_.key,         t0_s_,        delay_.value_or(INFINITY),
-                   meta_.hedged,         false,        true,
-                   ms_between(t0_, now), false,        0,
-                   std::nullopt,         options_.size};
+    HedgeOutcome o{options_.key,         t0_s_,         delay_.value_or(INFINITY),
+                   meta_.hedged,         false,         true,
+                   ms_between(t0_, now), false,         0,
+                   std::nullopt,         options_.size, static_cast<int>(started_) - 1};
     lock_.unlock();
     policy_.record(o);
     return make_error(last_error_ ? *last_error_ : Error(ErrorCode::kInternal, "no attempt finished"));
@@ -225,7 +225,8 @@ class HedgeCall {
                    meta_.primary_latency_ms.has_value(),
                    meta_.primary_latency_ms.value_or(meta_.total_latency_ms),
                    meta_.backup_latency_ms,
-                   options_.size};
+                   options_.size,
+                   static_cast<int>(started_) - 1};
     lock_.unlock();
     policy_.record(o);
     return meta_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -50,6 +51,9 @@ class Window {
   }
   size_t size() const { return size_; }
   bool stale(size_t every) const { return since_refresh_ >= every; }
+  // The samples held, in no particular order.
+  std::span<const double> values() const { return {data_.data(), size_}; }
+  void mark_fresh() { since_refresh_ = 0; }
 
   // Nearest-rank quantile, p in [0, 100]. O(n); call from the feedback path only.
   double quantile(double p) {
@@ -139,36 +143,30 @@ class PercentileStrategy : public HedgeStrategy {
   KeyedState<State> keys_;  // guarded by mu_
 };
 
-// Thompson sampling over delay arms (quantiles of the observed latency), with counterfactual
-// updates: one outcome tells what several other delays would have given, so every consistent arm
-// learns from every request. Reward: -(latency / median)^2 - lambda * extra_request, where lambda,
-// the price of an extra request, rises by dual ascent while the extra-request rate exceeds the
-// budget and never falls below one median of latency.
+// The earliest delay the budget pays for. For the tail, an earlier backup never hurts by itself
+// (the first answer is kept), so at a given budget the best fixed delay is the one that spends it.
+// The strategy hedges when the primary passes the (1 - p) quantile of recent primaries, and a
+// controller steers p until the backups the delays ask for match the budget: with several backups
+// per request, a fixed percentile would spend more than that. With request sizes the quantile is
+// of latency per unit of size: a request slow for its size is hedged, a large one that is on time
+// is not.
 class AdaptiveStrategy : public HedgeStrategy {
  public:
-  explicit AdaptiveStrategy(AdaptiveOptions o) : o_(std::move(o)) {}
+  explicit AdaptiveStrategy(AdaptiveOptions o) : o_(std::move(o)) { std::sort(o_.delays.begin(), o_.delays.end()); }
   std::string_view name() const override { return "adaptive"; }
 
   std::optional<double> delay_ms(const HedgeRequest& r) override {
     std::lock_guard lock(mu_);
     State& s = state(r.key);
-    if (s.primary.size() < o_.min_samples) {
-      // Warm-up: hedge at the p95 once a few samples exist, as the percentile strategy would.
-      return s.primary.size() >= 10 ? std::optional<double>(s.warm_delay) : std::nullopt;
+    if (s.sorted.empty()) return std::nullopt;  // warm-up: too few samples for any quantile
+    double d = quantile(s, 1 - s.p);
+    if (s.by_size) d *= r.size && *r.size > 0 ? *r.size : 1.0;
+    if (!o_.delays.empty()) {
+      // The earliest candidate no earlier than the quantile; none: do not hedge.
+      auto it = std::lower_bound(o_.delays.begin(), o_.delays.end(), d);
+      if (it == o_.delays.end()) return std::nullopt;
+      d = *it;
     }
-    size_t best = 0;
-    double best_score = -kInf;
-    for (size_t a = 0; a < s.arms.size(); ++a) {
-      const Arm& arm = s.arms[a];
-      double sd = arm.n > 1 ? std::sqrt(arm.m2 / (arm.n - 1)) : 1.0;
-      double score = arm.mean + sd / std::sqrt(arm.n + 1) * s.normal();
-      if (score > best_score) {
-        best_score = score;
-        best = a;
-      }
-    }
-    double d = s.arms[best].delay;
-    if (std::isinf(d)) return std::nullopt;
     return d;
   }
 
@@ -176,108 +174,58 @@ class AdaptiveStrategy : public HedgeStrategy {
     if (o.error) return;
     std::lock_guard lock(mu_);
     State& s = state(o.key);
-    s.primary.push(primary_sample(o));
-    if (o.backup_latency_ms) s.backup.push(*o.backup_latency_ms);
-    if (s.primary.stale(refresh_every(o_.window)) || s.primary.size() == 10) refresh(s);
-    // The rate the chosen delays ask for, not the one the budget let through: a budget that
-    // denies backups hides an arm that hedges too early, which then spends the budget on typical
-    // requests and has none left for the stragglers.
-    const bool asked = o.hedged || (std::isfinite(o.delay_ms) && o.primary_latency_ms > o.delay_ms);
-    s.extra_rate = 0.99 * s.extra_rate + 0.01 * (asked ? 1.0 : 0.0);
-    s.lambda = std::max(1.0, s.lambda + 0.05 * (s.extra_rate - o_.budget) / std::max(o_.budget, 1e-3));
-    if (s.median <= 0) return;
-    // What the backup would take: this request's, else the typical one.
-    double x2 = o.backup_latency_ms ? *o.backup_latency_ms : (s.backup.size() > 0 ? s.backup_median : s.median);
-    for (Arm& arm : s.arms) {
-      double latency, extra;
-      if (o.primary_finished) {
-        double x1 = o.primary_latency_ms;
-        if (arm.delay >= x1) {
-          latency = x1;
-          extra = 0;
-        } else {
-          latency = std::min(x1, arm.delay + x2);
-          extra = 1;
-        }
-      } else if (arm.delay <= o.delay_ms) {
-        // The backup won; the primary was slower still, so an earlier hedge would have won too.
-        latency = arm.delay + x2;
-        extra = 1;
-      } else {
-        // A later hedge, or none: the primary's time is censored. Take the pessimistic bound
-        // (a primary this slow is usually a straggler), so that arms which would have left it
-        // unrescued learn what that costs.
-        latency = std::isinf(arm.delay) ? 10 * s.median : arm.delay + x2;
-        extra = std::isinf(arm.delay) ? 0 : 1;
-      }
-      // Squared, so that rescuing one straggler outweighs shaving many typical requests; clipped
-      // at ten medians so that one straggler does not swamp the posterior.
-      double r = std::min(latency / s.median, 10.0);
-      update(arm, -r * r - s.lambda * extra);
+    const bool sized = o.size && *o.size > 0;
+    if (s.samples++ == 0) s.by_size = sized;
+    // A primary that a backup beat counts at the answer's time: a lower bound, but one above the
+    // delay in force, so the share of primaries above the delay is still right.
+    s.primary.push(primary_sample(o) / (s.by_size && sized ? *o.size : 1.0));
+    if (s.primary.size() >= o_.min_samples && (s.primary.stale(refresh_every(o_.window)) || s.sorted.empty())) {
+      s.sorted.assign(s.primary.values().begin(), s.primary.values().end());
+      std::sort(s.sorted.begin(), s.sorted.end());
+      s.primary.mark_fresh();
     }
+    if (!std::isfinite(o.delay_ms)) return;  // not hedged by this strategy (warm-up, gate, pause)
+    // The backups this delay asked for: those started, or the first one if the budget denied it.
+    const double asked = o.backups > 0 ? o.backups : (o.primary_latency_ms > o.delay_ms ? 1.0 : 0.0);
+    const double target = o_.budget * (1 - o_.margin);
+    s.asked_rate = 0.995 * s.asked_rate + 0.005 * asked;
+    s.p = std::clamp(s.p * std::exp(-o_.gain * (asked - target) / target), o_.min_p, o_.max_p);
   }
 
   Json stats() const override {
     std::lock_guard lock(mu_);
     Json out = Json::object();
     keys_.each([&](const std::string& k, const State& s) {
-      Json arms = Json::array();
-      for (const Arm& a : s.arms) {
-        arms.push_back({{"quantile", a.quantile},
-                        {"delay_ms", std::isinf(a.delay) ? Json() : Json(a.delay)},
-                        {"mean_reward", a.mean},
-                        {"n", a.n}});
-      }
-      out[k] = {{"samples", s.primary.size()}, {"lambda", s.lambda}, {"arms", arms}};
+      out[k] = {{"samples", s.samples},
+                {"hedge_quantile", 100 * (1 - s.p)},
+                {"delay_ms", s.sorted.empty() ? Json() : Json(quantile(s, 1 - s.p))},
+                {"per_unit_of_size", s.by_size},
+                {"asked_rate", s.asked_rate}};
     });
-    return Json{{"keys", out}};
+    return Json{{"budget", o_.budget}, {"target_rate", o_.budget * (1 - o_.margin)}, {"keys", out}};
   }
 
  private:
-  struct Arm {
-    double quantile;  // negative: a fixed delay
-    double delay = kInf;
-    double n = 0, mean = 0, m2 = 0;
-  };
   struct State {
-    Window primary, backup;
-    std::vector<Arm> arms;
-    double median = 0, backup_median = 0, warm_delay = 0;
-    double lambda = 1.0, extra_rate = 0;
-    uint64_t rng = 0;  // SplitMix64 state, deterministic per seed and key
-    double uniform01() { return static_cast<double>(splitmix64(rng++) >> 11) * 0x1.0p-53; }
-    double normal() {
-      double u1 = std::max(uniform01(), 1e-12), u2 = uniform01();
-      return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
+    Window primary;
+    std::vector<double> sorted;  // the window, sorted at its last refresh
+    double p = 0;                // hedge when the primary passes its (1 - p) quantile
+    double asked_rate = 0;
+    uint64_t samples = 0;
+    bool by_size = false;
   };
 
-  static void update(Arm& arm, double reward) {
-    // Welford with a cap on n: older evidence fades so the arm can track drift.
-    arm.n = std::min(arm.n + 1, 50000.0);
-    double delta = reward - arm.mean;
-    arm.mean += delta / arm.n;
-    arm.m2 = std::max(0.0, arm.m2 * (arm.n - 1) / arm.n + delta * (reward - arm.mean));
-  }
-
-  void refresh(State& s) {
-    s.median = s.primary.quantile(50);
-    s.warm_delay = s.primary.quantile(95);
-    if (s.backup.size() > 0) s.backup_median = s.backup.quantile(50);
-    for (Arm& a : s.arms) {
-      if (a.quantile < 0) continue;  // fixed candidate
-      a.delay = a.quantile == 0 ? kInf : s.primary.quantile(a.quantile);
-    }
+  // Nearest rank.
+  static double quantile(const State& s, double q) {
+    const size_t n = s.sorted.size();
+    size_t rank = static_cast<size_t>(std::ceil(static_cast<double>(n) * q));
+    return s.sorted[std::min(rank == 0 ? 0 : rank - 1, n - 1)];
   }
 
   State& state(std::string_view key) {
     return keys_.get(key, [&] {
-      State s{Window(o_.window), Window(o_.window), {}, 0, 0, 0, 1.0, 0, o_.seed ^ std::hash<std::string_view>()(key)};
-      if (o_.delays.empty()) {
-        for (double q : o_.quantiles) s.arms.push_back(Arm{q});
-      } else {
-        for (double d : o_.delays) s.arms.push_back(Arm{-1, d});
-      }
+      State s{Window(o_.window), {}, 0, 0, 0, false};
+      s.p = std::clamp(o_.budget * (1 - o_.margin), o_.min_p, o_.max_p);
       return s;
     });
   }
@@ -496,9 +444,18 @@ void HedgePolicy::Impl::track_load(KeyState& s, double latency_ms) {
       if (s.recent_count < kWindow || s.phase_requests % kWindow != 0) break;
       std::copy(s.recent.begin(), s.recent.end(), s.scratch.begin());
       double m = median_of(s.scratch, s.scratch.size());
+      // A rise counts when it is 20% and well beyond the median's own noise: with a wide body
+      // (sigma near 1) the median of 256 samples moves 20% by chance, and each false alarm costs
+      // a probe of 250 requests without hedging, stragglers included.
+      std::nth_element(s.scratch.begin(), s.scratch.begin() + 64, s.scratch.end());
+      const double q25 = s.scratch[64];
+      std::nth_element(s.scratch.begin(), s.scratch.begin() + 192, s.scratch.end());
+      const double q75 = s.scratch[192];
+      const double sigma = q25 > 0 ? std::log(q75 / q25) / 1.349 : 0;
+      const double rise = std::max(1.2, std::exp(4 * 1.2533 * sigma / 16));  // 4 standard errors
       if (s.reference == 0) {
         s.reference = m;
-      } else if (m > 1.2 * s.reference) {
+      } else if (m > rise * s.reference) {
         s.suspect = m;
         s.phase = P::kProbing;
         s.phase_requests = 0;

@@ -39,6 +39,7 @@ struct HedgeOutcome {
   double primary_latency_ms = 0;            // the primary's time if it finished, else the latency above
   std::optional<double> backup_latency_ms;  // the first backup's own time, if it finished
   std::optional<double> size;
+  int backups = 0;  // backups started
 };
 
 class HedgeStrategy {
@@ -62,14 +63,15 @@ struct PercentileOptions {
 };
 
 struct AdaptiveOptions {
-  // Arms: quantiles of the observed primary latency at which to hedge (0 means "do not hedge").
-  std::vector<double> quantiles = {0, 90, 93, 95, 97, 98, 99, 99.5};
-  // Fixed delay candidates in ms instead of quantiles (crucible_hedging's delay_candidates).
+  // Fixed delay candidates in ms: the earliest one no earlier than the quantile is used
+  // (crucible_hedging's delay_candidates).
   std::vector<double> delays;
-  double budget = 0.05;  // target extra-request fraction; the cost weight is tuned to meet it
+  double budget = 0.05;  // the extra-request fraction the budget allows
+  double margin = 0;     // aim this fraction below the budget
+  double gain = 0.002;   // the controller's relative step
+  double min_p = 0.001, max_p = 0.5;
   size_t window = 1000;
-  size_t min_samples = 50;  // learns from counterfactuals only until then
-  uint64_t seed = 1;
+  size_t min_samples = 10;  // no hedging before this many samples
 };
 
 struct WorkloadOptions {
