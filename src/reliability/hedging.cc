@@ -187,7 +187,7 @@ class AdaptiveStrategy : public HedgeStrategy {
     if (!std::isfinite(o.delay_ms)) return;  // not hedged by this strategy (warm-up, gate, pause)
     // The backups this delay asked for: those started, or the first one if the budget denied it.
     const double asked = o.backups > 0 ? o.backups : (o.primary_latency_ms > o.delay_ms ? 1.0 : 0.0);
-    const double target = o_.budget * (1 - o_.margin);
+    const double target = target_rate();
     s.asked_rate = 0.995 * s.asked_rate + 0.005 * asked;
     s.p = std::clamp(s.p * std::exp(-o_.gain * (asked - target) / target), o_.min_p, o_.max_p);
   }
@@ -202,7 +202,7 @@ class AdaptiveStrategy : public HedgeStrategy {
                 {"per_unit_of_size", s.by_size},
                 {"asked_rate", s.asked_rate}};
     });
-    return Json{{"budget", o_.budget}, {"target_rate", o_.budget * (1 - o_.margin)}, {"keys", out}};
+    return Json{{"budget", o_.budget}, {"target_rate", target_rate()}, {"keys", out}};
   }
 
  private:
@@ -215,6 +215,9 @@ class AdaptiveStrategy : public HedgeStrategy {
     bool by_size = false;
   };
 
+  // A budget of 0 still gets the smallest rate, so that the controller has a set point.
+  double target_rate() const { return std::max(o_.budget * (1 - o_.margin), o_.min_p); }
+
   // Nearest rank.
   static double quantile(const State& s, double q) {
     const size_t n = s.sorted.size();
@@ -225,7 +228,7 @@ class AdaptiveStrategy : public HedgeStrategy {
   State& state(std::string_view key) {
     return keys_.get(key, [&] {
       State s{Window(o_.window), {}, 0, 0, 0, false};
-      s.p = std::clamp(o_.budget * (1 - o_.margin), o_.min_p, o_.max_p);
+      s.p = std::clamp(target_rate(), o_.min_p, o_.max_p);
       return s;
     });
   }

@@ -273,6 +273,15 @@ TEST(HedgeStrategies, AdaptiveStopsHedgingWhenNothingIsGainedAndHedgesWhenItPays
   EXPECT_LT(r.late_p99, 60);
 }
 
+TEST(HedgeStrategies, AdaptiveWithNoBudgetHedgesOnlyTheSlowest) {
+  AdaptiveOptions o;
+  o.budget = 0;
+  auto p = unlimited(o);
+  AdaptiveRun r = run_adaptive(*p, true);
+  EXPECT_TRUE(r.stats["keys"]["k"]["delay_ms"].is_number()) << r.stats.dump();
+  EXPECT_LE(r.late_extra_rate, 0.01);  // the set point is 0.1%; the policy's own budget denies the rest
+}
+
 TEST(HedgeStrategies, AdaptiveScalesItsDelayWithTheRequestSize) {
   auto s = make_adaptive_strategy({});
   SeededRandom rng(3);
