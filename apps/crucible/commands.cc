@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "crucible/engine/run_report.h"
 #include "crucible/engine/runner.h"
 #include "crucible/experiment/comparison.h"
+#include "crucible/journal_postgres/postgres_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/stages/builtin_stages.h"
 #include "crucible/stages/command_stage.h"
@@ -81,11 +83,37 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
+// "scheme" when `where` starts with scheme://, else empty (a file path).
+std::string url_scheme(const std::string& where) {
+  const size_t end = where.find("://");
+  if (end == std::string::npos || end == 0) return "";
+  for (size_t i = 0; i < end; ++i) {
+    const char c = where[i];
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return "";
+  }
+  return where.substr(0, end);
+}
+
 Result<std::unique_ptr<Journal>> open_journal(const GlobalOptions& g) {
-  SqliteJournalOptions options;
   if (g.journal && g.journal->empty()) return make_error(ErrorCode::kInvalidArgument, "--journal needs a path");
-  options.path = default_journal_path(g.journal.value_or(""));
+  const std::string where = default_journal_path(g.journal.value_or(""));
+  if (is_postgres_url(where)) return open_postgres_journal(PostgresJournalOptions{where});
+  if (const std::string scheme = url_scheme(where); !scheme.empty()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "journal '" + redact_url(where) + "': unknown scheme '" + scheme +
+                          "://'; expected a file path (SQLite) or postgresql://user@host:port/database");
+  }
+  SqliteJournalOptions options;
+  options.path = where;
   return open_sqlite_journal(options);
+}
+
+// Where run reports and blobs go: beside a journal file, or .crucible/ for a database journal.
+std::filesystem::path local_dir(const GlobalOptions& g) {
+  const std::string where = default_journal_path(g.journal.value_or(""));
+  if (is_postgres_url(where)) return ".crucible";
+  std::filesystem::path dir = std::filesystem::path(where).parent_path();
+  return dir.empty() ? std::filesystem::path(".") : dir;
 }
 
 // The stage families this binary offers, registered one by one, and the model registry the
@@ -130,9 +158,9 @@ struct Engine {
     runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), registry, &events);
     signals = std::make_unique<SignalStop>(*executor);
     runner->set_interrupt(signals->token());
-    std::filesystem::path dir = std::filesystem::path(default_journal_path(g.journal.value_or(""))).parent_path();
-    runner->set_artifact_root(((dir.empty() ? std::filesystem::path(".") : dir) / "runs").string());
-    runner->set_blob_dir(((dir.empty() ? std::filesystem::path(".") : dir) / "blobs").string());
+    const std::filesystem::path dir = local_dir(g);
+    runner->set_artifact_root((dir / "runs").string());
+    runner->set_blob_dir((dir / "blobs").string());
     return {};
   }
 };
@@ -586,8 +614,7 @@ std::string format_bytes(int64_t bytes) {
 // bytes.
 std::pair<size_t, int64_t> remove_report_folders(const GlobalOptions& g, const std::vector<RunId>& runs) {
   namespace fs = std::filesystem;
-  fs::path dir = fs::path(default_journal_path(g.journal.value_or(""))).parent_path();
-  fs::path root = (dir.empty() ? fs::path(".") : dir) / "runs";
+  fs::path root = local_dir(g) / "runs";
   size_t folders = 0;
   int64_t bytes = 0;
   for (const RunId& id : runs) {

@@ -158,7 +158,9 @@ int main(int argc, char** argv) {
   crucible::cli::Cli c;
   c.app.require_subcommand(1);
   c.app.fallthrough();  // global options may follow the subcommand too
-  c.app.add_option("--journal", c.g.journal, "journal file (default $CRUCIBLE_JOURNAL or .crucible/journal.db)");
+  c.app.add_option("--journal", c.g.journal,
+                   "journal: a SQLite file or postgresql://user@host:port/db (default $CRUCIBLE_JOURNAL or "
+                   ".crucible/journal.db)");
   c.app.add_option("--events", c.g.events_file, "append telemetry events as JSON lines to this file");
   c.app.add_flag("--quiet,-q", c.g.quiet, "no progress output");
   c.app.set_version_flag("--version", std::string("crucible ") + CRUCIBLE_VERSION);

@@ -112,6 +112,15 @@ Status record_body_from_json(const Json& body, Record& r) {
   return {};
 }
 
+Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms) {
+  Record r;
+  r.type = RecordType::kPromiseResolved;
+  r.run_id = run;
+  r.at_ms = at_ms;
+  r.payload = {{"name", name}, {"value", value}};
+  return r;
+}
+
 std::optional<RunStatus> status_after(const Record& record) {
   switch (record.type) {
     case RecordType::kRunStarted: return RunStatus::kRunning;

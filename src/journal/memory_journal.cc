@@ -167,12 +167,8 @@ class MemoryJournal : public Journal {
       if (it->second.promises.contains(name)) return false;
       it->second.promises[name] = value;
     }
-    Record r;
-    r.type = RecordType::kPromiseResolved;
-    r.run_id = run;
-    r.at_ms = real_clock().now_ms();
-    r.payload = {{"name", name}, {"value", value}};
-    CRUCIBLE_RETURN_IF_ERROR(append(std::move(r), Durability::kStrict));
+    CRUCIBLE_RETURN_IF_ERROR(
+        append(promise_resolved_record(run, name, value, real_clock().now_ms()), Durability::kStrict));
     return true;
   }
 

@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "crucible/core/clock.h"
+#include "crucible/journal/group_commit.h"
 #include "record_writer.h"
 #include "sqlite_util.h"
 
@@ -27,37 +28,19 @@ using sqlite_internal::RecordWriter;
 using sqlite_internal::sqlite_error;
 using sqlite_internal::Stmt;
 
-// One append (or flush, or other write) waiting in the commit queue.
-struct Group {
-  std::vector<Record> records;
-  std::vector<std::string> bodies;  // records[i] serialised by the appending thread
-  // A write that is not a record (lease, promise, state): runs inside the same group commit.
-  std::function<Status()> op;
-  bool batched = false;  // nobody waits for it: its own error is reported by a later call
-  bool done = false;
-  Status status;
-  std::condition_variable cv;  // wakes the thread waiting for this group only
-};
-
-// The writer thread waits this long after the first batched record for more to arrive, and so
-// that a strict append following it can lead the commit instead (one fsync, not two).
-constexpr auto kCommitDelay = std::chrono::microseconds(1000);
-// Deferred records that no commit has taken are committed after this long.
-constexpr auto kDeferredDelay = std::chrono::milliseconds(50);
-constexpr size_t kBatchTarget = 1024;
-
 class SqliteJournal : public Journal {
  public:
-  SqliteJournal(const SqliteJournalOptions& options) : options_(options), blobs_(options.blob_dir) {}
+  SqliteJournal(const SqliteJournalOptions& options)
+      : options_(options),
+        blobs_(options.blob_dir),
+        // A lock held too long by another process (kUnavailable) rolled back cleanly: the batch
+        // fails and the journal stays usable. Any other failure (a full disk, an I/O error)
+        // leaves it broken: after a failed write nothing is known about the file.
+        queue_([this](GroupCommit::Batch& batch) { return commit_batch(batch); },
+               [](const Error& e) { return e.code() != ErrorCode::kUnavailable; }) {}
 
   ~SqliteJournal() override {
-    writer_.request_stop();
-    {
-      std::lock_guard lock(mu_);
-      writer_cv_.notify_all();
-    }
-    if (writer_.joinable()) writer_.join();
-    (void)flush();
+    queue_.stop();
     for (sqlite3* db : {write_db_, read_db_}) sqlite3_close_v2(db);
   }
 
@@ -87,7 +70,7 @@ class SqliteJournal : public Journal {
     if (Status s = configure(); !s) return make_error(s.error().with_context("journal '" + options_.path + "'"));
     CRUCIBLE_RETURN_IF_ERROR(migrate(write_db_, options_.path));
     CRUCIBLE_RETURN_IF_ERROR(prepare_statements());
-    writer_ = std::jthread([this](std::stop_token stop) { writer_loop(stop); });
+    queue_.start();
     return {};
   }
 
@@ -112,44 +95,10 @@ class SqliteJournal : public Journal {
       CRUCIBLE_RETURN_IF_ERROR(externalize_record(r, blobs_, options_.blob_threshold));
       bodies.push_back(json_dump(record_body_to_json(r)));
     }
-    std::unique_lock lock(mu_);
-    if (broken_) return make_error(*broken_);
-    if (deferred_) {
-      Error e = *deferred_;
-      deferred_.reset();
-      return make_error(e);
-    }
-    auto group = std::make_shared<Group>();
-    pending_records_ += records.size();
-    group->records = std::move(records);
-    group->bodies = std::move(bodies);
-    pending_.push_back(group);
-    if (durability != Durability::kStrict) {
-      group->batched = true;
-      if (durability == Durability::kBatched) {
-        ++urgent_;
-        writer_cv_.notify_one();
-      }
-      return {};
-    }
-    commit_until_done(lock, *group);
-    return group->status;
+    return queue_.append(std::move(records), std::move(bodies), durability);
   }
 
-  Status flush() override {
-    std::unique_lock lock(mu_);
-    if (broken_) return make_error(*broken_);
-    auto group = std::make_shared<Group>();
-    pending_.push_back(group);
-    commit_until_done(lock, *group);
-    if (!group->status) return group->status;
-    if (deferred_) {
-      Error e = *deferred_;
-      deferred_.reset();
-      return make_error(e);
-    }
-    return {};
-  }
+  Status flush() override { return queue_.flush(); }
 
   Result<RunLog> read_run(const RunId& run) override {
     std::lock_guard lock(read_mu_);
@@ -327,11 +276,7 @@ class SqliteJournal : public Journal {
         return {};
       }
       resolved = true;
-      Record r;
-      r.type = RecordType::kPromiseResolved;
-      r.run_id = run;
-      r.at_ms = now;
-      r.payload = {{"name", name}, {"value", value}};
+      Record r = promise_resolved_record(run, name, value, now);
       CRUCIBLE_RETURN_IF_ERROR(externalize_record(r, blobs_, options_.blob_threshold));
       return writer_stmts_.apply(r);
     });
@@ -470,57 +415,8 @@ class SqliteJournal : public Journal {
     return {};
   }
 
-  // Waits until `mine` is committed, leading a group commit whenever none is in progress: the
-  // leader takes everything queued and commits it in one transaction (LevelDB's writer queue).
-  // Called with `lock` held.
-  void commit_until_done(std::unique_lock<std::mutex>& lock, Group& mine) {
-    while (!mine.done) {
-      if (committing_) {
-        mine.cv.wait(lock);
-        continue;
-      }
-      commit_pending(lock);
-    }
-  }
-
-  void commit_pending(std::unique_lock<std::mutex>& lock) {
-    committing_ = true;
-    std::vector<std::shared_ptr<Group>> batch(pending_.begin(), pending_.end());
-    pending_.clear();
-    pending_records_ = 0;
-    urgent_ = 0;
-    lock.unlock();
-    Status result = commit_batch(batch);
-    lock.lock();
-    committing_ = false;
-    // A lock held too long by another process (kUnavailable) rolled back cleanly: the batch
-    // fails and the journal stays usable. Any other failure (a full disk, an I/O error) leaves
-    // it broken: after a failed write nothing is known about the file, so nothing more goes in.
-    const bool transient = !result && result.error().code() == ErrorCode::kUnavailable;
-    if (!result && !transient && !broken_) broken_ = result.error();
-    for (auto& g : batch) {
-      if (!result) g->status = transient || !broken_ ? result : make_error(*broken_);
-      g->done = true;
-      g->cv.notify_one();
-    }
-    hand_over_locked();
-  }
-
-  // After a commit, wakes whoever should lead the next one: the first strict waiter, else the
-  // writer thread for batched records.
-  void hand_over_locked() {
-    if (pending_.empty()) return;
-    for (auto& g : pending_) {
-      if (!g->batched) {
-        g->cv.notify_one();
-        return;
-      }
-    }
-    if (urgent_ > 0) writer_cv_.notify_one();
-  }
-
   // One group inside the transaction: its op and records, all or nothing.
-  Status commit_group(Group& g) {
+  Status commit_group(GroupCommit::Group& g) {
     // A single record fails before it writes anything; larger groups need a savepoint so a
     // failure leaves no half of them behind.
     bool savepoint = g.op || g.records.size() > 1;
@@ -535,50 +431,20 @@ class SqliteJournal : public Journal {
     return s;
   }
 
-  Status commit_batch(std::vector<std::shared_ptr<Group>>& batch) {
-    size_t work = 0;
-    for (auto& g : batch) work += g->records.size() + (g->op ? 1 : 0);
-    if (work == 0) return {};
+  Status commit_batch(GroupCommit::Batch& batch) {
     CRUCIBLE_RETURN_IF_ERROR(writer_stmts_.begin());
     for (auto& g : batch) {
       if (g->records.empty() && !g->op) continue;
       Status s = commit_group(*g);
       if (s) continue;
       g->status = s;
-      if (g->batched) {
-        std::lock_guard lock(mu_);
-        if (!deferred_) deferred_ = s.error();
-      }
+      if (g->batched) queue_.defer(s.error());
     }
     return writer_stmts_.commit();
   }
 
-  void writer_loop(std::stop_token stop) {
-    std::unique_lock lock(mu_);
-    while (!stop.stop_requested()) {
-      if (pending_.empty()) {
-        writer_cv_.wait(lock, stop, [&] { return !pending_.empty(); });
-        continue;
-      }
-      bool urgent = writer_cv_.wait_for(lock, stop, kDeferredDelay, [&] { return urgent_ > 0 && !committing_; });
-      if (stop.stop_requested()) break;
-      if (!urgent && (pending_.empty() || committing_)) continue;
-      writer_cv_.wait_for(lock, stop, kCommitDelay,
-                          [&] { return pending_.empty() || committing_ || pending_records_ >= kBatchTarget; });
-      if (!pending_.empty() && !committing_) commit_pending(lock);
-    }
-  }
-
   // Runs fn inside the next group commit, in a savepoint of its own, and waits for the commit.
-  Status with_writer(const std::function<Status()>& fn) {
-    std::unique_lock lock(mu_);
-    if (broken_) return make_error(*broken_);
-    auto group = std::make_shared<Group>();
-    group->op = fn;
-    pending_.push_back(group);
-    commit_until_done(lock, *group);
-    return group->status;
-  }
+  Status with_writer(const std::function<Status()>& fn) { return queue_.run(fn); }
 
   Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
     return with_writer([&]() -> Status {
@@ -638,22 +504,14 @@ class SqliteJournal : public Journal {
 
   SqliteJournalOptions options_;
   BlobStore blobs_;
-  sqlite3* write_db_ = nullptr;  // used by the thread that set committing_
+  sqlite3* write_db_ = nullptr;  // used by the thread leading the commit
   sqlite3* read_db_ = nullptr;   // guarded by read_mu_
-  RecordWriter writer_stmts_;    // used by the thread that set committing_
+  RecordWriter writer_stmts_;    // used by the thread leading the commit
   Stmt take_lease_;
   Stmt read_records_, read_summary_;
 
   std::mutex read_mu_;
-  std::mutex mu_;
-  std::condition_variable_any writer_cv_;
-  std::deque<std::shared_ptr<Group>> pending_;  // guarded by mu_
-  size_t pending_records_ = 0;                  // guarded by mu_
-  size_t urgent_ = 0;                           // guarded by mu_: batched groups pending
-  bool committing_ = false;                     // guarded by mu_
-  std::optional<Error> broken_;                 // guarded by mu_
-  std::optional<Error> deferred_;               // guarded by mu_: a batched group's own error
-  std::jthread writer_;
+  GroupCommit queue_;  // last: stopped before the connections close
 };
 
 }  // namespace

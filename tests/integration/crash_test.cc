@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include "crucible/core/json.h"
+#include "crucible/journal_postgres/postgres_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
+#include "crucible/testing/postgres_server.h"
 #include "process.h"
 
 namespace crucible::integration {
@@ -177,14 +179,38 @@ TEST_P(CrashTest, KilledRunsResumeWithoutRepeatingFinishedSteps) {
 
 INSTANTIATE_TEST_SUITE_P(Durability, CrashTest, ::testing::Values("strict", "batched"));
 
+std::unique_ptr<testing::PostgresServer>& postgres() {
+  static std::unique_ptr<testing::PostgresServer> server;
+  return server;
+}
+
+// The journal a crash test writes to: a SQLite file in `dir`, or a fresh PostgreSQL database.
+std::string journal_for(const std::string& kind, const std::string& dir) {
+  if (kind == "sqlite") return dir + "/j.db";
+  if (!postgres()) {
+    auto started = testing::PostgresServer::start();
+    CRUCIBLE_CHECK(started.has_value());
+    postgres() = std::move(*started);
+  }
+  auto url = postgres()->create_database();
+  CRUCIBLE_CHECK(url.has_value());
+  return *url;
+}
+
+std::unique_ptr<Journal> open_any(const std::string& journal) {
+  SqliteJournalOptions file;
+  file.path = journal;
+  auto j =
+      is_postgres_url(journal) ? open_postgres_journal(PostgresJournalOptions{journal}) : open_sqlite_journal(file);
+  return j ? std::move(*j) : nullptr;
+}
+
 // Finished branch outcomes in the journal: config index -> status.
 std::map<int, std::string> finished_branches(const std::string& journal, const std::string& run_id) {
   std::map<int, std::string> out;
-  SqliteJournalOptions o;
-  o.path = journal;
-  auto j = open_sqlite_journal(o);
+  auto j = open_any(journal);
   if (!j) return out;
-  auto log = (*j)->read_run(*RunId::parse(run_id));
+  auto log = j->read_run(*RunId::parse(run_id));
   if (!log) return out;
   for (const Record& r : log->records) {
     if (r.type == RecordType::kDecision && r.key.str().ends_with("]#branch")) {
@@ -194,15 +220,21 @@ std::map<int, std::string> finished_branches(const std::string& journal, const s
   return out;
 }
 
-TEST(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
-  std::string dir = (fs::temp_directory_path() / ("crucible-exp-crash-" + std::to_string(getpid()))).string();
+class ExperimentCrash : public ::testing::TestWithParam<std::string> {};
+
+// Killed while branches run on one machine, resumed on another (another working folder, so
+// nothing local is shared but the journal): finished branches do not run again.
+TEST_P(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
+  std::string dir =
+      (fs::temp_directory_path() / ("crucible-exp-crash-" + GetParam() + "-" + std::to_string(getpid()))).string();
   fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string journal = dir + "/j.db", oracle = dir + "/oracle";
+  fs::create_directories(dir + "/a");
+  fs::create_directories(dir + "/b");
+  const std::string journal = journal_for(GetParam(), dir), oracle = dir + "/oracle";
+  const std::string pipeline = fs::absolute("tests/integration/pipelines/experiment_crash.yaml").string();
   Child child =
-      spawn_crucible({"--journal", journal, "--quiet", "run", "tests/integration/pipelines/experiment_crash.yaml",
-                      "--set", "oracle=" + oracle, "--run-id", "exp"},
-                     dir + "/out", dir + "/err");
+      spawn_crucible({"--journal", journal, "--quiet", "run", pipeline, "--set", "oracle=" + oracle, "--run-id", "exp"},
+                     dir + "/out", dir + "/err", dir + "/a");
   ASSERT_GT(child.pid, 0);
   // Kill once the fifth branch has started: about two pairs of branches have finished.
   for (int i = 0; i < 1000 && lines_of(oracle).size() < 5; ++i)
@@ -215,8 +247,9 @@ TEST(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
   std::map<int, int> runs_before;
   for (const std::string& l : lines_of(oracle)) runs_before[std::stoi(l)]++;
 
-  Output resumed = run_crucible({"--journal", journal, "--quiet", "resume", "exp", "--json"}, dir);
-  ASSERT_EQ(resumed.code, 0) << resumed.err << resumed.out;
+  Child resume = spawn_crucible({"--journal", journal, "--quiet", "resume", "exp", "--json"}, dir + "/rout",
+                                dir + "/rerr", dir + "/b");
+  ASSERT_EQ(wait_child(resume), 0) << slurp(dir + "/rerr") << slurp(dir + "/rout");
   std::map<int, int> runs_after;
   for (const std::string& l : lines_of(oracle)) runs_after[std::stoi(l)]++;
   for (const auto& [i, status] : before) {
@@ -227,12 +260,15 @@ TEST(ExperimentCrash, KilledExperimentResumesOnlyUnfinishedBranches) {
   for (int i = 0; i < 8; ++i) EXPECT_GE(runs_after[i], 1) << "branch " << i << " never ran";
   std::map<int, std::string> after = finished_branches(journal, "exp");
   EXPECT_EQ(after.size(), 8u);
-  auto result = parse_json(resumed.out);
+  auto result = parse_json(slurp(dir + "/rout"));
   ASSERT_TRUE(result);
   EXPECT_EQ((*result)["status"], "completed");
   EXPECT_EQ((*result)["metrics"]["sweep.succeeded"], 8);
   fs::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Journals, ExperimentCrash, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 }  // namespace
 }  // namespace crucible::integration

@@ -167,6 +167,9 @@ class Journal {
   [[nodiscard]] virtual Result<PruneReport> prune(const PruneOptions& options) = 0;
 };
 
+// The kPromiseResolved record a journal appends when resolve_promise sets a value.
+Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms);
+
 // Status transition implied by appending `record` to a run, if any.
 std::optional<RunStatus> status_after(const Record& record);
 

@@ -1,0 +1,119 @@
+#include "pg_conn.h"
+
+#include <libpq-fe.h>
+
+#include <cstdlib>
+#include <string_view>
+
+namespace crucible::pg_internal {
+
+namespace {
+
+// libpq's multi-line messages ("...failed: refused\n\tIs the server running...") on one line.
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n' || c == '\t') {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+PgResult::PgResult(PGresult* r) : r_(r, PQclear) {}
+int PgResult::rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+int64_t PgResult::affected() const { return r_ ? std::atoll(PQcmdTuples(r_.get())) : 0; }
+std::string PgResult::text(int row, int col) const { return PQgetvalue(r_.get(), row, col); }
+int64_t PgResult::integer(int row, int col) const { return std::atoll(PQgetvalue(r_.get(), row, col)); }
+bool PgResult::is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) == 1; }
+
+PgConn::~PgConn() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+Status PgConn::connect(const std::string& url, int connect_timeout_s, std::string what) {
+  what_ = std::move(what);
+  // synchronous_commit on: a strict step is in the server's WAL on disk before COMMIT returns,
+  // whatever the server's default, and again after a reconnection.
+  const char* keys[] = {"dbname", "connect_timeout", "application_name", "options", nullptr};
+  const std::string timeout = std::to_string(connect_timeout_s);
+  const char* values[] = {url.c_str(), timeout.c_str(), "crucible", "-c synchronous_commit=on", nullptr};
+  conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string message = one_line(PQerrorMessage(conn_));
+    return make_error(ErrorCode::kUnavailable, "cannot connect to the journal at " + what_ + ": " + message);
+  }
+  return {};
+}
+
+bool PgConn::lost() const { return conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK; }
+bool PgConn::in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+
+Status PgConn::reconnect() {
+  PQreset(conn_);
+  if (PQstatus(conn_) == CONNECTION_OK) return {};
+  return make_error(ErrorCode::kUnavailable, "lost the connection to the journal at " + what_ +
+                                                 " and cannot re-establish it: " + one_line(PQerrorMessage(conn_)));
+}
+
+namespace {
+
+// SQLSTATE classes and codes (PostgreSQL's errcodes) to canonical codes; the first match wins.
+ErrorCode code_of(std::string_view state) {
+  static constexpr std::pair<std::string_view, ErrorCode> kCodes[] = {
+      {"40001", ErrorCode::kAborted},          {"40P01", ErrorCode::kAborted},
+      {"23505", ErrorCode::kAlreadyExists},    {"53", ErrorCode::kResourceExhausted},
+      {"42501", ErrorCode::kPermissionDenied}, {"08", ErrorCode::kUnavailable},
+      {"57P", ErrorCode::kUnavailable},
+  };
+  for (const auto& [prefix, code] : kCodes) {
+    if (state.starts_with(prefix)) return code;
+  }
+  return ErrorCode::kInternal;
+}
+
+}  // namespace
+
+Result<PgResult> PgConn::exec(const char* sql, std::initializer_list<Param> params, const char* purpose) {
+  return exec(sql, std::vector<Param>(params), purpose);
+}
+
+Status PgConn::run(const char* sql, std::initializer_list<Param> params, const char* purpose) {
+  auto r = exec(sql, std::vector<Param>(params), purpose);
+  if (!r) return make_error(r.error());
+  return {};
+}
+
+Result<PgResult> PgConn::exec_again_if_lost(const char* sql, const std::vector<Param>& params, const char* purpose) {
+  const bool idle = !lost() && !in_transaction();
+  auto r = exec(sql, params, purpose);
+  if (!r && idle && lost()) return exec(sql, params, purpose);
+  return r;
+}
+
+Result<PgResult> PgConn::exec(const char* sql, const std::vector<Param>& params, const char* purpose) {
+  if (lost()) CRUCIBLE_RETURN_IF_ERROR(reconnect());
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const Param& p : params) values.push_back(p ? p->c_str() : nullptr);
+  // Without parameters, the simple protocol, which also takes several statements (migrations).
+  PGresult* r = values.empty() ? PQexec(conn_, sql)
+                               : PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(),
+                                              nullptr, nullptr, 0);
+  const ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(r);
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  std::string message = one_line(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_));
+  if (message.empty()) message = one_line(PQerrorMessage(conn_));
+  PQclear(r);
+  const ErrorCode code = lost() ? ErrorCode::kUnavailable : code_of(state != nullptr ? state : "");
+  std::string prefix = lost() ? "lost the connection to the journal at " + what_ + " while " : std::string();
+  return make_error(code, prefix + purpose + ": " + message);
+}
+
+}  // namespace crucible::pg_internal

@@ -1,0 +1,544 @@
+#include "crucible/journal_postgres/postgres_journal.h"
+
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+
+#include "crucible/core/clock.h"
+#include "crucible/journal/group_commit.h"
+#include "pg_conn.h"
+
+namespace crucible {
+namespace {
+
+using pg_internal::Param;
+using pg_internal::PgConn;
+using pg_internal::PgResult;
+using pg_internal::str;
+
+// Each entry migrates the schema from version i to i + 1. Records and promises go with their run.
+const char* const kMigrations[] = {
+    R"sql(
+CREATE TABLE runs(
+  run_id TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  spec_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL,
+  parent_run TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '',
+  lease_owner TEXT NOT NULL DEFAULT '',
+  lease_epoch BIGINT NOT NULL DEFAULT 0,
+  lease_expires_ms BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX runs_by_status ON runs(status, created_ms);
+CREATE INDEX runs_by_created ON runs(created_ms);
+CREATE TABLE records(
+  run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+  seq BIGINT NOT NULL,
+  type TEXT NOT NULL,
+  step_key TEXT NOT NULL,
+  at_ms BIGINT NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY(run_id, seq));
+CREATE TABLE kv(scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(scope, key));
+CREATE TABLE promises(
+  run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+  name TEXT NOT NULL, value TEXT NOT NULL, resolved_ms BIGINT NOT NULL,
+  PRIMARY KEY(run_id, name));
+)sql",
+};
+static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
+
+// Any number; migrators on every machine take the same advisory lock.
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7238417706)";
+
+const char* const kSummaryColumns = "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error";
+
+RunSummary decode_summary(const PgResult& q, int row) {
+  RunSummary s;
+  s.run_id = *RunId::parse(q.text(row, 0));
+  s.pipeline = q.text(row, 1);
+  s.spec_hash = q.text(row, 2);
+  s.status = parse_run_status(q.text(row, 3)).value_or(RunStatus::kRunning);
+  s.created_ms = q.integer(row, 4);
+  s.updated_ms = q.integer(row, 5);
+  s.parent_run = q.text(row, 6);
+  s.error = q.text(row, 7);
+  return s;
+}
+
+// Columns seq, type, step_key, at_ms, body from `col`.
+Result<Record> decode_record(const PgResult& q, int row, const RunId& run, int col = 0) {
+  Record r;
+  r.run_id = run;
+  r.seq = static_cast<uint64_t>(q.integer(row, col));
+  auto type = parse_record_type(q.text(row, col + 1));
+  if (!type) {
+    return make_error(ErrorCode::kDataLoss, "unknown record type '" + q.text(row, col + 1) + "' in run " + run.str());
+  }
+  r.type = *type;
+  r.key = StepKey::from_string(q.text(row, col + 2));
+  r.at_ms = q.integer(row, col + 3);
+  auto body = parse_json(q.text(row, col + 4));
+  if (!body)
+    return make_error(ErrorCode::kDataLoss, "corrupt record " + std::to_string(r.seq) + " in run " + run.str());
+  CRUCIBLE_RETURN_IF_ERROR(record_body_from_json(*body, r));
+  return r;
+}
+
+class PostgresJournal : public Journal {
+ public:
+  explicit PostgresJournal(PostgresJournalOptions options)
+      : options_(std::move(options)),
+        // The server rolls a failed transaction back whole, so a failed batch leaves the journal
+        // usable; only a commit whose outcome is unknown breaks it.
+        queue_([this](GroupCommit::Batch& batch) { return commit_batch(batch); },
+               [this](const Error&) { return in_doubt_; }) {}
+
+  ~PostgresJournal() override { queue_.stop(); }
+
+  Status open() {
+    const std::string what = redact_url(options_.url);
+    const int timeout = static_cast<int>(options_.connect_timeout.count());
+    CRUCIBLE_RETURN_IF_ERROR(write_.connect(options_.url, timeout, what));
+    CRUCIBLE_RETURN_IF_ERROR(read_.connect(options_.url, timeout, what));
+    CRUCIBLE_RETURN_IF_ERROR(migrate(what));
+    queue_.start();
+    return {};
+  }
+
+  using Journal::append;
+
+  Status append(std::vector<Record> records, Durability durability) override {
+    return queue_.append(std::move(records), {}, durability);
+  }
+
+  Status flush() override { return queue_.flush(); }
+
+  Result<RunLog> read_run(const RunId& run) override {
+    std::lock_guard lock(read_mu_);
+    RunLog log;
+    CRUCIBLE_ASSIGN_OR_RETURN(log.summary, read_summary(run));
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q,
+        read_.exec_again_if_lost("SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = $1 ORDER BY seq",
+                                 {run.str()}, "reading a run's records"));
+    for (int i = 0; i < q.rows(); ++i) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(q, i, run));
+      log.records.push_back(std::move(r));
+    }
+    return log;
+  }
+
+  Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
+    std::string sql = std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE true";
+    std::vector<Param> params;
+    auto add = [&](const char* clause, std::string value) {
+      params.push_back(std::move(value));
+      sql += std::string(" AND ") + clause + " $" + std::to_string(params.size());
+    };
+    if (filter.status) add("status =", std::string(run_status_name(*filter.status)));
+    if (filter.pipeline) add("pipeline =", *filter.pipeline);
+    if (filter.created_after_ms) add("created_ms >=", str(*filter.created_after_ms));
+    if (filter.created_before_ms) add("created_ms <", str(*filter.created_before_ms));
+    params.push_back(str(static_cast<int64_t>(filter.limit)));
+    sql += " ORDER BY created_ms DESC, run_id DESC LIMIT $" + std::to_string(params.size());
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read_.exec_again_if_lost(sql.c_str(), params, "listing runs"));
+    std::vector<RunSummary> out;
+    for (int i = 0; i < q.rows(); ++i) out.push_back(decode_summary(q, i));
+    return out;
+  }
+
+  Result<std::vector<RunLog>> read_unfinished() override {
+    std::lock_guard lock(read_mu_);
+    // One snapshot for both queries, so no record is missing from a run listed.
+    CRUCIBLE_RETURN_IF_ERROR(
+        read_.exec_again_if_lost("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, "reading unfinished runs"));
+    auto result = read_unfinished_locked();
+    (void)read_.exec(result ? "COMMIT" : "ROLLBACK", {}, "reading unfinished runs");
+    return result;
+  }
+
+  Result<Lease> acquire_lease(const RunId& run, const std::string& owner, std::chrono::milliseconds ttl,
+                              std::optional<uint64_t> steal_epoch) override {
+    Lease lease;
+    Status s = with_writer([&](PgConn& db) -> Status {
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q, db.exec("SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = $1 FOR UPDATE",
+                          {run.str()}, "taking a lease"));
+      if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+      const std::string holder = q.text(0, 0);
+      const uint64_t epoch = static_cast<uint64_t>(q.integer(0, 1));
+      const int64_t expires = q.integer(0, 2);
+      const int64_t now = real_clock().now_ms();
+      bool free = holder.empty() || expires <= now || holder == owner || (steal_epoch && *steal_epoch == epoch);
+      if (!free) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "run '" + run.str() + "' is being executed by " + holder + " (lease epoch " +
+                              std::to_string(epoch) + ", expires in " + std::to_string((expires - now) / 1000) + " s)");
+      }
+      lease = Lease{run, owner, epoch + 1, now + ttl.count()};
+      return db.run("UPDATE runs SET lease_owner = $1, lease_epoch = $2, lease_expires_ms = $3 WHERE run_id = $4",
+                    {owner, str(static_cast<int64_t>(lease.epoch)), str(lease.expires_ms), run.str()},
+                    "taking a lease");
+    });
+    if (!s) return make_error(s.error());
+    return lease;
+  }
+
+  Result<Lease> start_run(Record run_started, const std::string& owner, std::chrono::milliseconds ttl) override {
+    Lease lease;
+    Status s = with_writer([&](PgConn& db) -> Status {
+      CRUCIBLE_RETURN_IF_ERROR(apply(db, run_started));
+      const int64_t expires = real_clock().now_ms() + ttl.count();
+      CRUCIBLE_ASSIGN_OR_RETURN(auto q, db.exec("UPDATE runs SET lease_owner = $1, lease_epoch = lease_epoch + 1, "
+                                                "lease_expires_ms = $2 WHERE run_id = $3 RETURNING lease_epoch",
+                                                {owner, str(expires), run_started.run_id.str()}, "taking a lease"));
+      lease = Lease{run_started.run_id, owner, static_cast<uint64_t>(q.integer(0, 0)), expires};
+      return {};
+    });
+    if (!s) return make_error(s.error());
+    return lease;
+  }
+
+  Result<std::optional<Lease>> current_lease(const RunId& run) override {
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q,
+        read_.exec_again_if_lost("SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = $1",
+                                 {run.str()}, "reading a lease"));
+    if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (q.text(0, 0).empty()) return std::optional<Lease>();
+    return std::optional<Lease>(Lease{run, q.text(0, 0), static_cast<uint64_t>(q.integer(0, 1)), q.integer(0, 2)});
+  }
+
+  Status renew_lease(const Lease& lease, std::chrono::milliseconds ttl) override {
+    return update_lease(lease, lease.owner, real_clock().now_ms() + ttl.count());
+  }
+
+  Status release_lease(const Lease& lease) override { return update_lease(lease, "", 0); }
+
+  Status put_value(const std::string& scope, const std::string& key, const Json& value) override {
+    return with_writer([&](PgConn& db) -> Status {
+      return db.run(
+          "INSERT INTO kv(scope, key, value) VALUES($1, $2, $3) ON CONFLICT(scope, key) DO UPDATE SET value = "
+          "excluded.value",
+          {scope, key, json_dump(value)}, "writing state");
+    });
+  }
+
+  Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) override {
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read_.exec_again_if_lost("SELECT value FROM kv WHERE scope = $1 AND key = $2",
+                                                               {scope, key}, "reading state"));
+    if (q.rows() == 0) return std::optional<Json>();
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(0, 0)));
+    return std::optional<Json>(std::move(v));
+  }
+
+  Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
+    bool resolved = false;
+    Status s = with_writer([&](PgConn& db) -> Status {
+      const int64_t now = real_clock().now_ms();
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto ins, db.exec("INSERT INTO promises(run_id, name, value, resolved_ms) SELECT $1, $2, $3, $4 WHERE EXISTS "
+                            "(SELECT 1 FROM runs WHERE run_id = $1) ON CONFLICT DO NOTHING",
+                            {run.str(), name, json_dump(value), str(now)}, "resolving a promise"));
+      if (ins.affected() == 0) {
+        CRUCIBLE_ASSIGN_OR_RETURN(auto exists,
+                                  db.exec("SELECT 1 FROM runs WHERE run_id = $1", {run.str()}, "resolving a promise"));
+        if (exists.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+        return {};
+      }
+      resolved = true;
+      return apply(db, promise_resolved_record(run, name, value, now));
+    });
+    if (!s) return make_error(s.error());
+    return resolved;
+  }
+
+  Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) override {
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q,
+        read_.exec_again_if_lost("SELECT p.value, r.run_id FROM runs r LEFT JOIN promises p ON p.run_id = r.run_id AND "
+                                 "p.name = $2 WHERE r.run_id = $1",
+                                 {run.str(), name}, "reading a promise"));
+    if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (q.is_null(0, 0)) return std::optional<Json>();
+    CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(0, 0)));
+    return std::optional<Json>(std::move(v));
+  }
+
+  Result<PruneReport> prune(const PruneOptions& options) override {
+    PruneReport report;
+    CRUCIBLE_ASSIGN_OR_RETURN(report.journal_bytes_before, table_bytes());
+    Status s = with_writer([&](PgConn& db) -> Status {
+      report.runs.clear();
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q,
+          db.exec("DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < $1 RETURNING run_id",
+                  {str(options.updated_before_ms)}, "pruning"));
+      std::vector<std::string> ids;
+      for (int i = 0; i < q.rows(); ++i) {
+        ids.push_back(q.text(i, 0));
+        if (auto id = RunId::parse(ids.back())) report.runs.push_back(*id);
+      }
+      if (ids.empty()) return {};
+      std::string array = "{";
+      for (size_t i = 0; i < ids.size(); ++i) array += (i ? ",\"" : "\"") + ids[i] + "\"";
+      array += "}";
+      return db.run("DELETE FROM kv WHERE scope = ANY($1::text[])", {array}, "pruning");
+    });
+    if (!s) return make_error(s.error());
+    // The deleted rows' space becomes reusable; VACUUM cannot run inside a transaction, so it
+    // runs on the reading connection, between reads.
+    {
+      std::lock_guard lock(read_mu_);
+      for (const char* table : {"VACUUM records", "VACUUM promises", "VACUUM kv", "VACUUM runs"}) {
+        CRUCIBLE_RETURN_IF_ERROR(read_.run(table, {}, "vacuuming after prune"));
+      }
+    }
+    CRUCIBLE_ASSIGN_OR_RETURN(report.journal_bytes_after, table_bytes());
+    return report;
+  }
+
+ private:
+  Status migrate(const std::string& what) {
+    CRUCIBLE_RETURN_IF_ERROR(write_.run("BEGIN", {}, "migrating the schema"));
+    Status s = migrate_locked(what);
+    (void)write_.exec(s ? "COMMIT" : "ROLLBACK", {}, "migrating the schema");
+    return s;
+  }
+
+  Status migrate_locked(const std::string& what) {
+    CRUCIBLE_RETURN_IF_ERROR(write_.run(kMigrationLock, {}, "migrating the schema"));
+    CRUCIBLE_RETURN_IF_ERROR(
+        write_.run("CREATE TABLE IF NOT EXISTS crucible_meta(key TEXT PRIMARY KEY, value TEXT NOT "
+                   "NULL)",
+                   {}, "migrating the schema"));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto q, write_.exec("SELECT value FROM crucible_meta WHERE key = 'schema_version'", {},
+                                                  "migrating the schema"));
+    const int version = q.rows() > 0 ? static_cast<int>(q.integer(0, 0)) : 0;
+    if (version > kPostgresSchemaVersion) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "journal at " + what + " has schema version " + std::to_string(version) +
+                            ", newer than this crucible supports (" + std::to_string(kPostgresSchemaVersion) +
+                            "); use a newer crucible or another --journal");
+    }
+    for (int v = version; v < kPostgresSchemaVersion; ++v) {
+      CRUCIBLE_RETURN_IF_ERROR(write_.run(kMigrations[v], {}, "migrating the schema"));
+    }
+    return write_.run(
+        "INSERT INTO crucible_meta(key, value) VALUES('schema_version', $1) ON CONFLICT(key) DO UPDATE SET "
+        "value = excluded.value",
+        {std::to_string(std::max(version, kPostgresSchemaVersion))}, "migrating the schema");
+  }
+
+  Result<RunSummary> read_summary(const RunId& run) {
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q,
+        read_.exec_again_if_lost((std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE run_id = $1").c_str(),
+                                 {run.str()}, "reading a run"));
+    if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    return decode_summary(q, 0);
+  }
+
+  Result<std::vector<RunLog>> read_unfinished_locked() {
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto runs,
+        read_.exec_again_if_lost(
+            (std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE status = 'running' ORDER BY run_id").c_str(),
+            {}, "listing unfinished runs"));
+    std::vector<RunLog> out;
+    std::unordered_map<std::string, size_t> index;
+    for (int i = 0; i < runs.rows(); ++i) {
+      RunLog log;
+      log.summary = decode_summary(runs, i);
+      index[log.summary.run_id.str()] = out.size();
+      out.push_back(std::move(log));
+    }
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto recs, read_.exec_again_if_lost(
+                       "SELECT r.run_id, r.seq, r.type, r.step_key, r.at_ms, r.body FROM records r JOIN runs u "
+                       "ON u.run_id = r.run_id WHERE u.status = 'running' ORDER BY r.run_id, r.seq",
+                       {}, "reading unfinished runs"));
+    for (int i = 0; i < recs.rows(); ++i) {
+      auto it = index.find(recs.text(i, 0));
+      if (it == index.end()) continue;
+      RunLog& log = out[it->second];
+      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(recs, i, log.summary.run_id, 1));
+      log.records.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  // The journal's tables with their indexes and TOAST, in bytes.
+  Result<int64_t> table_bytes() {
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q, read_.exec_again_if_lost(
+                    "SELECT sum(pg_total_relation_size(t))::bigint FROM unnest(ARRAY['runs', 'records', 'kv', "
+                    "'promises', 'crucible_meta']) AS t",
+                    {}, "measuring the journal"));
+    return q.integer(0, 0);
+  }
+
+  // Writes one record inside the current transaction: a run's row when the record changes its
+  // status or spec, and the record with the run's next sequence number.
+  Status apply(PgConn& db, const Record& r) {
+    const bool new_spec =
+        r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
+    const bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
+                             r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
+    const std::string run = r.run_id.str();
+    if (r.type == RecordType::kRunStarted) {
+      auto q = db.exec(
+          "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) "
+          "VALUES($1, $2, $3, 'running', $4, $4, $5)",
+          {run, json_string(r.payload, "pipeline"), json_string(r.payload, "spec_hash"), str(r.at_ms),
+           json_string(r.payload, "parent_run")},
+          "starting a run");
+      if (!q && q.error().code() == ErrorCode::kAlreadyExists) {
+        return make_error(ErrorCode::kAlreadyExists, "run '" + run + "' already exists");
+      }
+      CRUCIBLE_RETURN_IF_ERROR(q);
+      next_seq_[run] = 0;
+    } else if (changes_run || new_spec) {
+      auto status = status_after(r);
+      const bool releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
+                            r.type == RecordType::kRunSuspended;
+      Param status_name, error, spec;
+      if (status && r.type != RecordType::kPromiseResolved) status_name = std::string(run_status_name(*status));
+      if (r.type == RecordType::kRunFailed && r.error) error = r.error->message();
+      if (new_spec) spec = json_string(r.payload, "spec_hash");
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q,
+          db.exec("UPDATE runs SET updated_ms = greatest(updated_ms, $1), status = coalesce($2, status), "
+                  "error = coalesce($3, error), spec_hash = coalesce($4, spec_hash), lease_owner = CASE WHEN "
+                  "$5 THEN '' ELSE lease_owner END, lease_expires_ms = CASE WHEN $5 THEN 0 ELSE "
+                  "lease_expires_ms END WHERE run_id = $6",
+                  {str(r.at_ms), status_name, error, spec, releases ? "true" : "false", run}, "updating a run"));
+      if (q.affected() == 0) return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
+    }
+    auto [slot, fresh] = next_seq_.try_emplace(run, 0);
+    if (fresh) {
+      // The run must exist; its last sequence number, under a row lock so that writers in other
+      // processes number its records one at a time.
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q, db.exec("SELECT (SELECT coalesce(max(seq), 0) FROM records WHERE run_id = $1) FROM runs WHERE run_id "
+                          "= $1 FOR UPDATE",
+                          {run}, "numbering a record"));
+      if (q.rows() == 0) {
+        next_seq_.erase(slot);
+        return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
+      }
+      slot->second = q.integer(0, 0);
+    }
+    const int64_t seq = ++slot->second;
+    return db.run("INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES($1, $2, $3, $4, $5, $6)",
+                  {run, str(seq), std::string(record_type_name(r.type)), r.key.str(), str(r.at_ms),
+                   json_dump(record_body_to_json(r))},
+                  "writing a record");
+  }
+
+  Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
+    return with_writer([&](PgConn& db) -> Status {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto q, db.exec("UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE run_id "
+                                                "= $3 AND lease_epoch = $4 AND lease_owner = $5",
+                                                {owner, str(expires), lease.run_id.str(),
+                                                 str(static_cast<int64_t>(lease.epoch)), lease.owner},
+                                                "updating a lease"));
+      if (q.affected() == 0) {
+        return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
+                                                   std::to_string(lease.epoch) + " is stale)");
+      }
+      return {};
+    });
+  }
+
+  // One transaction for the batch; each group in a savepoint, so that a bad group (a run that
+  // does not exist) fails alone. A connection lost before COMMIT rolled everything back on the
+  // server: the batch fails with kUnavailable and the next call reconnects. Lost during COMMIT,
+  // the outcome is unknown, and the journal refuses further writes rather than guess.
+  Status commit_batch(GroupCommit::Batch& batch) {
+    next_seq_.clear();
+    in_doubt_ = false;
+    CRUCIBLE_RETURN_IF_ERROR(write_.exec_again_if_lost("BEGIN", {}, "beginning a journal commit"));
+    for (auto& g : batch) {
+      if (g->records.empty() && !g->op) continue;
+      Status s = commit_group(*g);
+      if (s) continue;
+      if (write_.lost()) return s;
+      g->status = s;
+      if (g->batched) queue_.defer(s.error());
+    }
+    auto committed = write_.exec("COMMIT", {}, "committing the journal");
+    if (!committed && write_.lost()) {
+      in_doubt_ = true;
+      return make_error(ErrorCode::kUnavailable, committed.error().message() +
+                                                     "; whether the last commit landed is unknown, so this journal "
+                                                     "takes no more writes (open it again to go on)");
+    }
+    if (!committed) return make_error(committed.error());
+    return {};
+  }
+
+  Status commit_group(GroupCommit::Group& g) {
+    CRUCIBLE_RETURN_IF_ERROR(write_.run("SAVEPOINT g", {}, "journal commit"));
+    const auto seqs = next_seq_;
+    Status s;
+    if (g.op) s = g.op();
+    for (size_t i = 0; i < g.records.size() && s; ++i) s = apply(write_, g.records[i]);
+    if (!s) {
+      if (write_.lost()) return s;
+      (void)write_.exec("ROLLBACK TO SAVEPOINT g", {}, "journal commit");
+      next_seq_ = seqs;
+    }
+    (void)write_.exec("RELEASE SAVEPOINT g", {}, "journal commit");
+    return s;
+  }
+
+  // Runs fn inside the next group commit, in a savepoint of its own, and waits for the commit.
+  Status with_writer(std::function<Status(PgConn&)> fn) {
+    return queue_.run([this, fn = std::move(fn)] { return fn(write_); });
+  }
+
+  PostgresJournalOptions options_;
+  PgConn write_;                                       // used by the thread leading the commit (and by open)
+  PgConn read_;                                        // guarded by read_mu_
+  std::unordered_map<std::string, int64_t> next_seq_;  // per run, in the commit in progress
+
+  std::mutex read_mu_;
+  bool in_doubt_ = false;  // used by the thread leading the commit
+  GroupCommit queue_;      // last: stopped before the connections close
+};
+
+}  // namespace
+
+bool is_postgres_url(std::string_view text) {
+  return text.starts_with("postgresql://") || text.starts_with("postgres://");
+}
+
+std::string redact_url(std::string_view url) {
+  const size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  const size_t at = url.find('@', scheme + 3);
+  const size_t colon = url.find(':', scheme + 3);
+  if (at == std::string_view::npos || colon == std::string_view::npos || colon > at) return std::string(url);
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+Result<std::unique_ptr<Journal>> open_postgres_journal(const PostgresJournalOptions& options) {
+  if (!is_postgres_url(options.url)) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "'" + redact_url(options.url) + "' is not a PostgreSQL URL; expected postgresql://user@host/db");
+  }
+  auto journal = std::make_unique<PostgresJournal>(options);
+  CRUCIBLE_RETURN_IF_ERROR(journal->open());
+  return std::unique_ptr<Journal>(std::move(journal));
+}
+
+}  // namespace crucible
