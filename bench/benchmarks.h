@@ -18,6 +18,10 @@ Result<Json> run_dispatch(bool quick);
 // concurrent batched pipelines; recovery of 10,000 interrupted runs.
 Result<Json> run_journal(bool quick);
 
+// PostgreSQL journal: raw single-row libpq commits; strict appends from one appender and from
+// sixteen, with the server's commit count (group commit). On a throwaway cluster unless `url`.
+Result<Json> run_journal_postgres(bool quick, const std::string& url);
+
 // Hedging policies in virtual time over the built-in scenarios (and those of `scenario_file`),
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
 Result<Json> run_hedging(bool quick, const std::string& scenario_file, uint64_t random = 0, uint64_t seed = 1);

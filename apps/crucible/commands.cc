@@ -671,7 +671,7 @@ int cmd_prune(const GlobalOptions& g, const PruneArgs& a) {
 // The process becomes crucible-bench (execv), so gcov never writes what ran here; the CLI tests
 // run every benchmark through it.
 // GCOVR_EXCL_START
-int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const std::string& scenarios,
+int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, const std::string& scenarios,
               const RandomScenarios& random) {
   std::error_code ec;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -685,6 +685,10 @@ int cmd_bench(const GlobalOptions&, const std::string& which, bool quick, const 
   if (!scenarios.empty()) args.insert(args.end(), {"--scenarios", scenarios});
   if (random.count > 0) {
     args.insert(args.end(), {"--random", std::to_string(random.count), "--seed", std::to_string(random.seed)});
+  }
+  // journal-postgres measures the server --journal names, if it names one.
+  if (which == "journal-postgres" && g.journal && is_postgres_url(*g.journal)) {
+    args.insert(args.end(), {"--postgres", *g.journal});
   }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

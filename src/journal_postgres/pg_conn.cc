@@ -44,6 +44,9 @@ Status PgConn::connect(const std::string& url, int connect_timeout_s, std::strin
   const std::string timeout = std::to_string(connect_timeout_s);
   const char* values[] = {url.c_str(), timeout.c_str(), "crucible", "-c synchronous_commit=on", nullptr};
   conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  // The server's notices ("relation already exists, skipping") are not for the user's terminal.
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
   if (PQstatus(conn_) != CONNECTION_OK) {
     std::string message = one_line(PQerrorMessage(conn_));
     return make_error(ErrorCode::kUnavailable, "cannot connect to the journal at " + what_ + ": " + message);

@@ -80,5 +80,18 @@ TEST_F(PostgresCli, AnUnknownSchemeIsAnErrorNeverAPath) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/a"));
 }
 
+// The benchmark brings its own throwaway server; sixteen strict appenders share commits.
+TEST_F(PostgresCli, BenchJournalPostgresComparesWithRawCommits) {
+  Output o = run_in(dir_ + "/a", {"bench", "journal-postgres", "--quick", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o);
+  EXPECT_EQ(r["benchmark"], "journal-postgres");
+  EXPECT_GT(r["raw_commit_p50_us"].get<double>(), 0);
+  EXPECT_EQ(r["one_appender"]["appends"], 300);
+  EXPECT_GT(r["sixteen_appenders"]["appends_per_commit"].get<double>(), 1.0);
+  EXPECT_TRUE(r["goals"].contains("group_commit_gain_ge_2x"));
+  EXPECT_EQ(o.err.find("NOTICE"), std::string::npos) << o.err;
+}
+
 }  // namespace
 }  // namespace crucible::integration

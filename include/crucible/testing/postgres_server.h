@@ -15,8 +15,9 @@ namespace crucible::testing {
 
 class PostgresServer {
  public:
-  // Creates and starts the cluster, waiting until it accepts connections.
-  [[nodiscard]] static Result<std::unique_ptr<PostgresServer>> start();
+  // Creates and starts the cluster, waiting until it accepts connections. Without a server
+  // installed, runs scripts/install-deps first when `install_if_missing`.
+  [[nodiscard]] static Result<std::unique_ptr<PostgresServer>> start(bool install_if_missing = true);
   ~PostgresServer();
 
   PostgresServer(const PostgresServer&) = delete;
@@ -35,7 +36,7 @@ class PostgresServer {
 
  private:
   PostgresServer() = default;
-  Status init();
+  Status init(bool install_if_missing);
 
   std::string dir_, bin_;
   int port_ = 0;
