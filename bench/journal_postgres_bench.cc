@@ -4,8 +4,8 @@
 #include <libpq-fe.h>
 
 #include <atomic>
-#include <memory>
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "bench_util.h"

@@ -230,6 +230,38 @@ TEST_F(RunnerTest, LosingTheLeaseStopsTheRun) {
   EXPECT_EQ(probe_->count("after"), 0);
 }
 
+// A worker that was paused past its lease (SIGSTOP, a long GC, a network partition) comes back
+// before its renewal notices: the journal fences its next record, and the run stops there.
+TEST_F(RunnerTest, AWriterWhoseLeaseWasTakenOverIsFencedAtItsNextRecord) {
+  runner_->set_lease_ttl(1h);  // no renewal comes in time: the fence alone stops it
+  runner_->set_owner("worker-a");
+  const RunId id = *RunId::parse("fenced");
+  Journal& journal = *journal_;
+  (void)registry_.register_stage("taken_over", [&journal, id] {
+    StageDescription d;
+    d.name = "taken_over";
+    d.summary = "another worker takes the run over while this stage runs";
+    return make_function_stage(d, [&journal, id](Context&, const StageOptions&, std::stop_token) -> Status {
+      auto current = journal.current_lease(id);
+      if (!current || !*current) return make_error(ErrorCode::kInternal, "no lease");
+      return journal.acquire_lease(id, "worker-b", 1h, (**current).epoch).has_value()
+                 ? Status()
+                 : make_error(ErrorCode::kInternal, "cannot take over");
+    });
+  });
+  WorkflowSpec spec = load("name: f\nstages: [{name: pause, uses: taken_over}, {name: after, uses: probe}]\n");
+  StartOptions o;
+  o.run_id = id;
+  auto r = runner_->start(spec, o);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAborted);
+  EXPECT_NE(r.error().message().find("taken over"), std::string::npos) << r.error().message();
+  EXPECT_EQ(probe_->count("after"), 0);
+  EXPECT_TRUE(records_of(id, RecordType::kStepCompleted).empty());  // not even the stage it was in
+  EXPECT_TRUE(records_of(id, RecordType::kRunFailed).empty());      // the run is worker-b's now
+  EXPECT_EQ((*journal_->current_lease(id))->owner, "worker-b");
+}
+
 TEST_F(RunnerTest, ALiveOwnersRunIsNotTakenOver) {
   WorkflowSpec spec = load("name: l\nstages: [{name: a, uses: probe}]\n");
   StartOptions o;

@@ -389,8 +389,8 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);
   keeper->arm();
   std::stop_callback on_interrupt(interrupt_, [&keeper] { keeper->interrupt(); });
-  Execution exec({journal_, executor_, clock_, random_, events_, interrupt_}, spec, plan, run_id, durability, log,
-                 options, {artifact_root_ + "/" + run_id.str(), blob_dir_});
+  Execution exec({journal_, executor_, clock_, random_, events_, interrupt_, lease.epoch}, spec, plan, run_id,
+                 durability, log, options, {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
   if (auto lost = keeper->finish()) {
     (void)journal_.release_lease(lease);
@@ -421,6 +421,7 @@ Status Runner::finish_run(Execution& exec, const Result<Flow>& flow, RunResult& 
   Record end;
   end.run_id = result.run_id;
   end.at_ms = clock_.now_ms();
+  end.fence_epoch = lease.epoch;
   EventType event = EventType::kRunCompleted;
   if (!flow) {
     result.status = RunStatus::kFailed;

@@ -107,6 +107,7 @@ Status Execution::append(std::vector<Record> records, Durability durability) {
     std::lock_guard lock(mu_);
     return make_error(*journal_error_);
   }
+  for (Record& r : records) r.fence_epoch = deps_.fence_epoch;
   Status s = records.size() == 1 ? deps_.journal.append(std::move(records[0]), durability)
                                  : deps_.journal.append(std::move(records), durability);
   if (!s) {

@@ -29,6 +29,7 @@ struct Deps {
   Random& random;
   EventBus* events;
   std::stop_token interrupt;  // the process is stopping: journal no failure for what it cancels
+  uint64_t fence_epoch = 0;   // the run's lease epoch: every record is fenced by it
 };
 
 // The run's directories, handed to stages through StageServices.

@@ -112,6 +112,12 @@ Status record_body_from_json(const Json& body, Record& r) {
   return {};
 }
 
+Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoch) {
+  return Error(ErrorCode::kAborted, "run '" + run.str() + "' was taken over: this writer's lease (epoch " +
+                                        std::to_string(fence_epoch) + ") is stale, the run's is epoch " +
+                                        std::to_string(current_epoch) + "; it writes nothing more");
+}
+
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms) {
   Record r;
   r.type = RecordType::kPromiseResolved;

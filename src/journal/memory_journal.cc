@@ -41,6 +41,10 @@ class MemoryJournal : public Journal {
       } else if (it == runs_.end()) {
         return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
       }
+      if (r.fence_epoch != 0) {
+        const uint64_t epoch = leases_.contains(r.run_id) ? leases_[r.run_id].epoch : 0;
+        if (epoch != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, epoch));
+      }
       RunSummary& summary = it->second.log.summary;
       if (auto status = status_after(r)) summary.status = *status;
       if (r.type == RecordType::kRunFailed && r.error) summary.error = r.error->message();
@@ -54,6 +58,7 @@ class MemoryJournal : public Journal {
         if (auto lease = leases_.find(r.run_id); lease != leases_.end()) lease->second.owner.clear();
       }
       r.seq = ++seq_;
+      r.fence_epoch = 0;  // not stored, as in the database journals
       it->second.records.push_back(std::move(r));
     }
     return {};

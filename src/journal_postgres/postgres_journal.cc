@@ -394,6 +394,14 @@ class PostgresJournal : public Journal {
     const bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
                              r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
     const std::string run = r.run_id.str();
+    if (r.fence_epoch != 0) {
+      // Before anything is written; the row lock holds the lease still until the commit.
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q, db.exec("SELECT lease_epoch FROM runs WHERE run_id = $1 FOR UPDATE", {run}, "checking the lease"));
+      if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
+      const auto epoch = static_cast<uint64_t>(q.integer(0, 0));
+      if (epoch != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, epoch));
+    }
     if (r.type == RecordType::kRunStarted) {
       auto q = db.exec(
           "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) "

@@ -80,6 +80,7 @@ Status RecordWriter::prepare(sqlite3* db) {
       "lease_expires_ms = CASE WHEN ? THEN 0 ELSE lease_expires_ms END WHERE run_id = ?"));
   CRUCIBLE_RETURN_IF_ERROR(next_seq_.prepare(db_, "SELECT coalesce(max(seq), 0) FROM records WHERE run_id = ?"));
   CRUCIBLE_RETURN_IF_ERROR(run_exists_.prepare(db_, "SELECT 1 FROM runs WHERE run_id = ?"));
+  CRUCIBLE_RETURN_IF_ERROR(lease_epoch_.prepare(db_, "SELECT lease_epoch FROM runs WHERE run_id = ?"));
   CRUCIBLE_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT g"));
   CRUCIBLE_RETURN_IF_ERROR(release_.prepare(db_, "RELEASE g"));
   CRUCIBLE_RETURN_IF_ERROR(rollback_to_.prepare(db_, "ROLLBACK TO g"));
@@ -164,6 +165,19 @@ Status RecordWriter::check_run(const Record& r) {
   return {};
 }
 
+// Before anything of the record is written: a fenced record needs the run's lease at its epoch.
+Status RecordWriter::check_fence(const Record& r) {
+  if (r.fence_epoch == 0) return {};
+  Stmt& q = lease_epoch_.reset().bind(r.run_id.str());
+  int rc = q.step();
+  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+  if (rc != SQLITE_ROW) return make_error(sqlite_error(db_, rc, "checking the lease"));
+  const auto epoch = static_cast<uint64_t>(q.integer(0));
+  q.reset();
+  if (epoch != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, epoch));
+  return {};
+}
+
 // Sequence numbers are counted per run within a commit; the first record of a run in the
 // commit reads the last one written.
 Result<int64_t> RecordWriter::next_seq(const RunId& run) {
@@ -182,6 +196,7 @@ Status RecordWriter::apply(const Record& r, const std::string* body) {
       r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
   bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
                      r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
+  CRUCIBLE_RETURN_IF_ERROR(check_fence(r));
   if (r.type == RecordType::kRunStarted) {
     CRUCIBLE_RETURN_IF_ERROR(insert_run(r));
   } else if (changes_run || new_spec) {

@@ -43,6 +43,10 @@ struct Record {
   Delta delta;
   std::optional<Error> error;
   Json payload;
+  // Fencing: the lease epoch its writer holds. A journal appends the record only while the run's
+  // lease still has this epoch, so a writer whose lease was taken over (a worker that was paused
+  // or cut off) never writes again: kAborted. 0: no check (signals, forks, tools). Not stored.
+  uint64_t fence_epoch = 0;
 };
 
 // The fields of a record other than its type, run, seq and key, as stored.
@@ -166,6 +170,9 @@ class Journal {
   // the space they held: the journal's pages and the blobs nothing references any more.
   [[nodiscard]] virtual Result<PruneReport> prune(const PruneOptions& options) = 0;
 };
+
+// The error for a record whose fence_epoch is no longer the run's lease epoch.
+Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoch);
 
 // The kPromiseResolved record a journal appends when resolve_promise sets a value.
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms);

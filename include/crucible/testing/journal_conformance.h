@@ -187,6 +187,32 @@ TEST_P(JournalConformance, FinishingOrParkingARunReleasesItsLease) {
   EXPECT_FALSE(journal_->current_lease(run)->has_value());
 }
 
+TEST_P(JournalConformance, AWriterWhoseLeaseWasTakenOverWritesNothingMore) {
+  RunId run = *RunId::parse("r1");
+  auto a = journal_->start_run(started("r1"), "worker-a", std::chrono::seconds(30));
+  ASSERT_TRUE(a);
+  auto fenced = [](Record r, uint64_t epoch) {
+    r.fence_epoch = epoch;
+    return r;
+  };
+  ASSERT_TRUE(journal_->append(fenced(step("r1", RecordType::kStepCompleted, "/a"), a->epoch), Durability::kStrict));
+  auto b = journal_->acquire_lease(run, "worker-b", std::chrono::seconds(30), a->epoch);
+  ASSERT_TRUE(b);
+  for (RecordType type : {RecordType::kStepCompleted, RecordType::kRunCompleted}) {
+    auto stale = journal_->append(fenced(step("r1", type, "/b"), a->epoch), Durability::kStrict);
+    ASSERT_FALSE(stale);
+    EXPECT_EQ(stale.error().code(), ErrorCode::kAborted);
+    EXPECT_NE(stale.error().message().find("taken over"), std::string::npos) << stale.error().message();
+  }
+  ASSERT_TRUE(journal_->append(fenced(step("r1", RecordType::kStepCompleted, "/b"), b->epoch), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(step("r1", RecordType::kDecision, "/c"), Durability::kStrict));  // unfenced
+  auto log = journal_->read_run(run);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->records.size(), 4u);
+  EXPECT_EQ(log->summary.status, RunStatus::kRunning);
+  EXPECT_EQ((*journal_->current_lease(run))->owner, "worker-b");
+}
+
 TEST_P(JournalConformance, ExpiredLeaseCanBeTaken) {
   RunId run = *RunId::parse("r1");
   ASSERT_TRUE(journal_->append(started("r1"), Durability::kStrict));
