@@ -395,12 +395,19 @@ class PostgresJournal : public Journal {
                              r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
     const std::string run = r.run_id.str();
     if (r.fence_epoch != 0) {
-      // Before anything is written; the row lock holds the lease still until the commit.
-      CRUCIBLE_ASSIGN_OR_RETURN(
-          auto q, db.exec("SELECT lease_epoch FROM runs WHERE run_id = $1 FOR UPDATE", {run}, "checking the lease"));
-      if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
-      const auto epoch = static_cast<uint64_t>(q.integer(0, 0));
-      if (epoch != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, epoch));
+      // Before anything is written; the row lock holds the lease still until the commit, so the
+      // epoch read once per run and commit stays true (an op group in between forgets it).
+      auto [slot, fresh] = epochs_.try_emplace(run, 0);
+      if (fresh) {
+        auto q = db.exec("SELECT lease_epoch FROM runs WHERE run_id = $1 FOR UPDATE", {run}, "checking the lease");
+        if (!q || q->rows() == 0) {
+          epochs_.erase(slot);
+          if (!q) return make_error(q.error());
+          return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
+        }
+        slot->second = static_cast<uint64_t>(q->integer(0, 0));
+      }
+      if (slot->second != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, slot->second));
     }
     if (r.type == RecordType::kRunStarted) {
       auto q = db.exec(
@@ -473,6 +480,7 @@ class PostgresJournal : public Journal {
   // the outcome is unknown, and the journal refuses further writes rather than guess.
   Status commit_batch(GroupCommit::Batch& batch) {
     next_seq_.clear();
+    epochs_.clear();
     in_doubt_ = false;
     CRUCIBLE_RETURN_IF_ERROR(write_.exec_again_if_lost("BEGIN", {}, "beginning a journal commit"));
     for (auto& g : batch) {
@@ -497,13 +505,18 @@ class PostgresJournal : public Journal {
   Status commit_group(GroupCommit::Group& g) {
     CRUCIBLE_RETURN_IF_ERROR(write_.run("SAVEPOINT g", {}, "journal commit"));
     const auto seqs = next_seq_;
+    const auto epochs = epochs_;
     Status s;
-    if (g.op) s = g.op();
+    if (g.op) {
+      s = g.op();
+      epochs_.clear();  // it may have moved a lease
+    }
     for (size_t i = 0; i < g.records.size() && s; ++i) s = apply(write_, g.records[i]);
     if (!s) {
       if (write_.lost()) return s;
       (void)write_.exec("ROLLBACK TO SAVEPOINT g", {}, "journal commit");
       next_seq_ = seqs;
+      epochs_ = epochs;
     }
     (void)write_.exec("RELEASE SAVEPOINT g", {}, "journal commit");
     return s;
@@ -518,6 +531,7 @@ class PostgresJournal : public Journal {
   PgConn write_;                                       // used by the thread leading the commit (and by open)
   PgConn read_;                                        // guarded by read_mu_
   std::unordered_map<std::string, int64_t> next_seq_;  // per run, in the commit in progress
+  std::unordered_map<std::string, uint64_t> epochs_;   // lease epoch per run, in the commit in progress
 
   std::mutex read_mu_;
   bool in_doubt_ = false;  // used by the thread leading the commit

@@ -90,6 +90,7 @@ Status RecordWriter::prepare(sqlite3* db) {
 
 Status RecordWriter::begin() {
   next_seq_cache_.clear();
+  epoch_cache_.clear();
   int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) return make_error(sqlite_error(db_, rc, "beginning a journal commit"));
   return {};
@@ -110,6 +111,7 @@ void RecordWriter::savepoint() { savepoint_.reset().step(); }
 void RecordWriter::rollback_to_savepoint() {
   rollback_to_.reset().step();
   next_seq_cache_.clear();
+  epoch_cache_.clear();
 }
 
 void RecordWriter::release_savepoint() { release_.reset().step(); }
@@ -168,13 +170,19 @@ Status RecordWriter::check_run(const Record& r) {
 // Before anything of the record is written: a fenced record needs the run's lease at its epoch.
 Status RecordWriter::check_fence(const Record& r) {
   if (r.fence_epoch == 0) return {};
-  Stmt& q = lease_epoch_.reset().bind(r.run_id.str());
-  int rc = q.step();
-  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
-  if (rc != SQLITE_ROW) return make_error(sqlite_error(db_, rc, "checking the lease"));
-  const auto epoch = static_cast<uint64_t>(q.integer(0));
-  q.reset();
-  if (epoch != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, epoch));
+  auto [slot, fresh] = epoch_cache_.try_emplace(r.run_id.str(), 0);
+  if (fresh) {
+    Stmt& q = lease_epoch_.reset().bind(r.run_id.str());
+    int rc = q.step();
+    if (rc != SQLITE_ROW) {
+      epoch_cache_.erase(slot);
+      if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+      return make_error(sqlite_error(db_, rc, "checking the lease"));
+    }
+    slot->second = static_cast<uint64_t>(q.integer(0));
+    q.reset();
+  }
+  if (slot->second != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, slot->second));
   return {};
 }
 

@@ -36,6 +36,8 @@ class RecordWriter {
   void savepoint();
   void rollback_to_savepoint();
   void release_savepoint();
+  // After a write that may have moved a lease (an op group): fenced records read it afresh.
+  void forget_leases() { epoch_cache_.clear(); }
 
   // Writes one record inside the current transaction (`body`: its serialised form, when the
   // appending thread made it). Only records that change a run's status (or spec) touch its row;
@@ -55,6 +57,8 @@ class RecordWriter {
   Stmt savepoint_, release_, rollback_to_;
   // The last sequence number per run in the commit in progress.
   std::unordered_map<std::string, int64_t> next_seq_cache_;
+  // The lease epoch per run in the commit in progress, for fenced records.
+  std::unordered_map<std::string, uint64_t> epoch_cache_;
 };
 
 }  // namespace crucible::sqlite_internal

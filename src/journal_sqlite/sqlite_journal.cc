@@ -422,7 +422,10 @@ class SqliteJournal : public Journal {
     bool savepoint = g.op || g.records.size() > 1;
     if (savepoint) writer_stmts_.savepoint();
     Status s;
-    if (g.op) s = g.op();
+    if (g.op) {
+      s = g.op();
+      writer_stmts_.forget_leases();
+    }
     for (size_t i = 0; i < g.records.size() && s; ++i) {
       s = writer_stmts_.apply(g.records[i], i < g.bodies.size() ? &g.bodies[i] : nullptr);
     }
