@@ -110,8 +110,12 @@ class PostgresJournal : public Journal {
 
   using Journal::append;
 
+  // Records are serialised by the appending threads; the leader only inserts.
   Status append(std::vector<Record> records, Durability durability) override {
-    return queue_.append(std::move(records), {}, durability);
+    std::vector<std::string> bodies;
+    bodies.reserve(records.size());
+    for (const Record& r : records) bodies.push_back(json_dump(record_body_to_json(r)));
+    return queue_.append(std::move(records), std::move(bodies), durability);
   }
 
   Status flush() override { return queue_.flush(); }
@@ -388,7 +392,7 @@ class PostgresJournal : public Journal {
 
   // Writes one record inside the current transaction: a run's row when the record changes its
   // status or spec, and the record with the run's next sequence number.
-  Status apply(PgConn& db, const Record& r) {
+  Status apply(PgConn& db, const Record& r, const std::string* body = nullptr) {
     const bool new_spec =
         r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
     const bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
@@ -455,7 +459,7 @@ class PostgresJournal : public Journal {
     const int64_t seq = ++slot->second;
     return db.run("INSERT INTO records(run_id, seq, type, step_key, at_ms, body) VALUES($1, $2, $3, $4, $5, $6)",
                   {run, str(seq), std::string(record_type_name(r.type)), r.key.str(), str(r.at_ms),
-                   json_dump(record_body_to_json(r))},
+                   body != nullptr ? *body : json_dump(record_body_to_json(r))},
                   "writing a record");
   }
 
@@ -511,7 +515,9 @@ class PostgresJournal : public Journal {
       s = g.op();
       epochs_.clear();  // it may have moved a lease
     }
-    for (size_t i = 0; i < g.records.size() && s; ++i) s = apply(write_, g.records[i]);
+    for (size_t i = 0; i < g.records.size() && s; ++i) {
+      s = apply(write_, g.records[i], i < g.bodies.size() ? &g.bodies[i] : nullptr);
+    }
     if (!s) {
       if (write_.lost()) return s;
       (void)write_.exec("ROLLBACK TO SAVEPOINT g", {}, "journal commit");
