@@ -110,11 +110,12 @@ Result<PgResult> PgConn::exec(const char* sql, const std::vector<Param>& params,
                                               nullptr, nullptr, 0);
   const ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(r);
-  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  const char* field = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  const std::string state = field != nullptr ? field : "";  // copied: it lives in r
   std::string message = one_line(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_));
   if (message.empty()) message = one_line(PQerrorMessage(conn_));
   PQclear(r);
-  const ErrorCode code = lost() ? ErrorCode::kUnavailable : code_of(state != nullptr ? state : "");
+  const ErrorCode code = lost() ? ErrorCode::kUnavailable : code_of(state);
   std::string prefix = lost() ? "lost the connection to the journal at " + what_ + " while " : std::string();
   return make_error(code, prefix + purpose + ": " + message);
 }
