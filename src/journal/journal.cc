@@ -23,6 +23,8 @@ const EnumNames<RunStatus> kStatusNames = {
     {RunStatus::kFailed, "failed"},
     {RunStatus::kWaiting, "waiting"},
     {RunStatus::kNeedsAttention, "needs_attention"},
+    {RunStatus::kQueued, "queued"},
+    {RunStatus::kCancelled, "cancelled"},
 };
 
 }  // namespace
@@ -47,7 +49,96 @@ Json RunSummary::to_json() const {
               {"created_ms", created_ms}, {"updated_ms", updated_ms}};
   if (!parent_run.empty()) out["parent_run"] = parent_run;
   if (!error.empty()) out["error"] = error;
+  if (!queue.empty()) {
+    out["queue"] = queue;
+    out["priority"] = priority;
+    out["claims"] = claims;
+  }
   return out;
+}
+
+Json Placement::to_json() const {
+  Json out = {{"queue", queue}, {"priority", priority}};
+  if (!partition.empty()) out["partition"] = partition;
+  return out;
+}
+
+Result<Placement> Placement::from_json(const Json& j) {
+  if (!j.is_object()) return make_error(ErrorCode::kInvalidArgument, "placement must be an object");
+  Placement p;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "queue" && v.is_string() && !v.get<std::string>().empty()) {
+      p.queue = v.get<std::string>();
+    } else if (k == "priority" && v.is_number_integer()) {
+      p.priority = v.get<int>();
+    } else if (k == "partition" && v.is_string()) {
+      p.partition = v.get<std::string>();
+    } else {
+      return field_error("placement." + k, "placement." + k +
+                                               ": expected queue (a non-empty string), priority (an integer) or "
+                                               "partition (a string), got " +
+                                               json_type_name(v));
+    }
+  }
+  return p;
+}
+
+Json QueueLimits::to_json() const {
+  Json out = Json::object();
+  if (concurrency) out["concurrency"] = *concurrency;
+  if (rate_limit) {
+    out["rate_limit"] = *rate_limit;
+    out["rate_period_ms"] = rate_period.count();
+  }
+  return out;
+}
+
+Result<QueueLimits> QueueLimits::from_json(const Json& j) {
+  if (!j.is_object()) return make_error(ErrorCode::kInvalidArgument, "queue limits must be an object");
+  QueueLimits q;
+  auto positive = [&](const char* key) -> Result<std::optional<int64_t>> {
+    const Json* v = json_member(j, key);
+    if (v == nullptr) return std::optional<int64_t>();
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0) {
+      return field_error(key,
+                         std::string("queue limit ") + key + ": expected a positive integer, got " + json_dump(*v));
+    }
+    return std::optional<int64_t>(v->get<int64_t>());
+  };
+  CRUCIBLE_ASSIGN_OR_RETURN(auto concurrency, positive("concurrency"));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto rate, positive("rate_limit"));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto period, positive("rate_period_ms"));
+  if (concurrency) q.concurrency = static_cast<int>(*concurrency);
+  if (rate.has_value() != period.has_value()) {
+    return field_error(rate ? "rate_period_ms" : "rate_limit",
+                       "queue limits: rate_limit and rate_period_ms go together");
+  }
+  if (rate) {
+    q.rate_limit = static_cast<int>(*rate);
+    q.rate_period = std::chrono::milliseconds(*period);
+  }
+  return q;
+}
+
+std::string queue_limits_key(const std::string& queue) { return "queue/" + queue; }
+
+std::vector<size_t> pick_claims(const std::vector<ClaimCandidate>& candidates,
+                                const std::map<std::string, QueueLimits>& limits, std::map<std::string, QueueLoad> load,
+                                size_t max_runs) {
+  std::vector<size_t> picked;
+  for (size_t i = 0; i < candidates.size() && picked.size() < max_runs; ++i) {
+    const ClaimCandidate& c = candidates[i];
+    QueueLoad& l = load[c.queue];
+    if (auto it = limits.find(c.queue); it != limits.end()) {
+      const QueueLimits& q = it->second;
+      if (q.concurrency && l.running[c.partition] >= *q.concurrency) continue;
+      if (q.rate_limit && c.first_start && l.recent_starts >= *q.rate_limit) continue;
+    }
+    ++l.running[c.partition];
+    if (c.first_start) ++l.recent_starts;
+    picked.push_back(i);
+  }
+  return picked;
 }
 
 Json record_body_to_json(const Record& r) {
@@ -118,6 +209,21 @@ Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoc
                                         std::to_string(current_epoch) + "; it writes nothing more");
 }
 
+Record cancelled_record(const RunId& run, const std::string& reason, int64_t at_ms) {
+  Record r;
+  r.type = RecordType::kRunFailed;
+  r.run_id = run;
+  r.at_ms = at_ms;
+  r.error = Error(ErrorCode::kCancelled, reason.empty() ? "the run was cancelled" : reason);
+  return r;
+}
+
+std::optional<int64_t> wake_time(const Record& suspended) {
+  const Json* deadline = json_member(suspended.payload, "deadline_ms");
+  if (deadline == nullptr || !deadline->is_number_integer()) return std::nullopt;
+  return deadline->get<int64_t>();
+}
+
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms) {
   Record r;
   r.type = RecordType::kPromiseResolved;
@@ -129,9 +235,11 @@ Record promise_resolved_record(const RunId& run, const std::string& name, const 
 
 std::optional<RunStatus> status_after(const Record& record) {
   switch (record.type) {
-    case RecordType::kRunStarted: return RunStatus::kRunning;
+    case RecordType::kRunStarted:
+      return json_member(record.payload, "placement") != nullptr ? RunStatus::kQueued : RunStatus::kRunning;
     case RecordType::kRunCompleted: return RunStatus::kCompleted;
-    case RecordType::kRunFailed: return RunStatus::kFailed;
+    case RecordType::kRunFailed:
+      return record.error && record.error->code() == ErrorCode::kCancelled ? RunStatus::kCancelled : RunStatus::kFailed;
     case RecordType::kRunSuspended: {
       const Json& p = record.payload;
       bool named = p.is_object() && p.contains("status") && p["status"].is_string();

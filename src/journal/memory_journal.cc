@@ -37,6 +37,12 @@ class MemoryJournal : public Journal {
         data.log.summary.spec_hash = json_string(r.payload, "spec_hash");
         data.log.summary.parent_run = json_string(r.payload, "parent_run");
         data.log.summary.created_ms = r.at_ms;
+        if (const Json* placement = json_member(r.payload, "placement")) {
+          CRUCIBLE_ASSIGN_OR_RETURN(data.placement, Placement::from_json(*placement));
+          data.log.summary.queue = data.placement.queue;
+          data.log.summary.priority = data.placement.priority;
+        }
+        data.order = ++runs_started_;
         it = runs_.emplace(r.run_id, std::move(data)).first;
       } else if (it == runs_.end()) {
         return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
@@ -56,6 +62,10 @@ class MemoryJournal : public Journal {
       if (r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
           r.type == RecordType::kRunSuspended) {
         if (auto lease = leases_.find(r.run_id); lease != leases_.end()) lease->second.owner.clear();
+      }
+      if (r.type == RecordType::kRunSuspended) {
+        it->second.wake_ms = wake_time(r);
+        it->second.waiting_on = json_string(r.payload, "promise");
       }
       r.seq = ++seq_;
       r.fence_epoch = 0;  // not stored, as in the database journals
@@ -135,7 +145,85 @@ class MemoryJournal : public Journal {
                                                  std::to_string(lease.epoch) + " is stale)");
     }
     it->second.expires_ms = real_clock().now_ms() + ttl.count();
+    if (auto run = runs_.find(lease.run_id); run != runs_.end() && run->second.cancel_requested) {
+      return make_error(ErrorCode::kCancelled, "run '" + lease.run_id.str() + "' was cancelled");
+    }
     return {};
+  }
+
+  Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) override {
+    std::lock_guard lock(mu_);
+    const int64_t now = request.now_ms;
+    std::map<std::string, QueueLimits> limits;
+    std::map<std::string, QueueLoad> load;
+    for (const std::string& q : request.queues) {
+      if (auto v = values_.find(std::string() + '\0' + queue_limits_key(q)); v != values_.end()) {
+        CRUCIBLE_ASSIGN_OR_RETURN(limits[q], QueueLimits::from_json(v->second));
+      }
+    }
+    auto live = [&](const RunId& id) {
+      auto l = leases_.find(id);
+      return l != leases_.end() && !l->second.owner.empty() && l->second.expires_ms > now;
+    };
+    std::vector<std::pair<RunData*, ClaimCandidate>> found;
+    for (auto& [id, data] : runs_) {
+      const std::string& queue = data.placement.queue;
+      if (data.log.summary.queue.empty() ||
+          std::find(request.queues.begin(), request.queues.end(), queue) == request.queues.end()) {
+        continue;
+      }
+      QueueLoad& l = load[queue];
+      const RunStatus status = data.log.summary.status;
+      if (status == RunStatus::kRunning && live(id)) ++l.running[data.placement.partition];
+      auto q = limits.find(queue);
+      if (q != limits.end() && q->second.rate_limit && data.started_ms &&
+          *data.started_ms > now - q->second.rate_period.count()) {
+        ++l.recent_starts;
+      }
+      const bool due = status == RunStatus::kQueued || (status == RunStatus::kRunning && !live(id)) ||
+                       (status == RunStatus::kWaiting &&
+                        ((data.wake_ms && *data.wake_ms <= now) || data.promises.contains(data.waiting_on)));
+      if (due) found.push_back({&data, ClaimCandidate{id, queue, data.placement.partition, !data.started_ms}});
+    }
+    std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+      const RunData& x = *a.first;
+      const RunData& y = *b.first;
+      return x.placement.priority != y.placement.priority ? x.placement.priority < y.placement.priority
+                                                          : x.order < y.order;
+    });
+    std::vector<ClaimCandidate> candidates;
+    for (const auto& f : found) candidates.push_back(f.second);
+    std::vector<Lease> out;
+    for (size_t i : pick_claims(candidates, limits, std::move(load), request.max_runs)) {
+      RunData& data = *found[i].first;
+      Lease& lease = leases_[candidates[i].run_id];
+      lease.run_id = candidates[i].run_id;
+      lease.owner = request.owner;
+      lease.epoch += 1;
+      lease.expires_ms = now + request.ttl.count();
+      data.log.summary.status = RunStatus::kRunning;
+      data.log.summary.claims += 1;
+      if (!data.started_ms) data.started_ms = now;
+      Lease claimed = lease;
+      claimed.cancel_requested = data.cancel_requested;
+      out.push_back(claimed);
+    }
+    return out;
+  }
+
+  Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason, int64_t now_ms) override {
+    std::lock_guard lock(mu_);
+    auto it = runs_.find(run);
+    if (it == runs_.end()) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    if (is_finished(it->second.log.summary.status)) return CancelOutcome::kAlreadyFinished;
+    it->second.cancel_requested = true;
+    auto l = leases_.find(run);
+    if (l != leases_.end() && !l->second.owner.empty() && l->second.expires_ms > now_ms) {
+      return CancelOutcome::kRequested;
+    }
+    Record end = cancelled_record(run, reason, now_ms);
+    CRUCIBLE_RETURN_IF_ERROR(append_locked(end));
+    return CancelOutcome::kCancelled;
   }
 
   Status release_lease(const Lease& lease) override {
@@ -211,6 +299,12 @@ class MemoryJournal : public Journal {
     RunLog log;  // the summary; records stay empty here
     std::deque<Record> records;
     std::map<std::string, Json> promises;
+    Placement placement;
+    uint64_t order = 0;  // submission order
+    std::optional<int64_t> started_ms;
+    std::optional<int64_t> wake_ms;
+    std::string waiting_on;
+    bool cancel_requested = false;
 
     RunLog snapshot() const {
       RunLog out;
@@ -225,6 +319,7 @@ class MemoryJournal : public Journal {
   std::unordered_map<RunId, Lease> leases_;       // guarded by mu_
   std::unordered_map<std::string, Json> values_;  // guarded by mu_
   uint64_t seq_ = 0;                              // guarded by mu_
+  uint64_t runs_started_ = 0;                     // guarded by mu_
 };
 
 }  // namespace

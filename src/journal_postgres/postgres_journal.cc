@@ -1,6 +1,8 @@
 #include "crucible/journal_postgres/postgres_journal.h"
 
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -47,13 +49,42 @@ CREATE TABLE promises(
   name TEXT NOT NULL, value TEXT NOT NULL, resolved_ms BIGINT NOT NULL,
   PRIMARY KEY(run_id, name));
 )sql",
+    // Queues: where a submitted run waits, when a parked one wakes, and cancellation.
+    R"sql(
+ALTER TABLE runs
+  ADD COLUMN queue TEXT NOT NULL DEFAULT '',
+  ADD COLUMN priority INTEGER NOT NULL DEFAULT 0,
+  ADD COLUMN partition_key TEXT NOT NULL DEFAULT '',
+  ADD COLUMN claims INTEGER NOT NULL DEFAULT 0,
+  ADD COLUMN started_ms BIGINT,
+  ADD COLUMN wake_ms BIGINT,
+  ADD COLUMN waiting_on TEXT NOT NULL DEFAULT '',
+  ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false,
+  ADD COLUMN submit_order BIGSERIAL;
+CREATE INDEX runs_by_queue ON runs(queue, status, priority, submit_order);
+)sql",
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
 // Any number; migrators on every machine take the same advisory lock.
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7238417706)";
 
-const char* const kSummaryColumns = "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error";
+const char* const kSummaryColumns =
+    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims";
+
+// A PostgreSQL text[] literal: {"a","b"}, quotes and backslashes escaped.
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    out += i == 0 ? "\"" : ",\"";
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
 
 RunSummary decode_summary(const PgResult& q, int row) {
   RunSummary s;
@@ -65,6 +96,9 @@ RunSummary decode_summary(const PgResult& q, int row) {
   s.updated_ms = q.integer(row, 5);
   s.parent_run = q.text(row, 6);
   s.error = q.text(row, 7);
+  s.queue = q.text(row, 8);
+  s.priority = static_cast<int>(q.integer(row, 9));
+  s.claims = static_cast<int>(q.integer(row, 10));
   return s;
 }
 
@@ -224,6 +258,42 @@ class PostgresJournal : public Journal {
 
   Status release_lease(const Lease& lease) override { return update_lease(lease, "", 0); }
 
+  Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) override {
+    if (request.queues.empty() || request.max_runs == 0) return std::vector<Lease>();
+    std::vector<Lease> out;
+    Status s = with_writer([&](PgConn& db) -> Status {
+      CRUCIBLE_ASSIGN_OR_RETURN(out, claim_locked(db, request));
+      return {};
+    });
+    if (!s) return make_error(s.error());
+    return out;
+  }
+
+  Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason, int64_t now_ms) override {
+    CancelOutcome outcome = CancelOutcome::kCancelled;
+    Status s = with_writer([&](PgConn& db) -> Status {
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto q, db.exec("SELECT status, lease_owner, lease_expires_ms FROM runs WHERE run_id = $1 FOR UPDATE",
+                          {run.str()}, "cancelling a run"));
+      if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+      const auto status = parse_run_status(q.text(0, 0));
+      if (status && is_finished(*status)) {
+        outcome = CancelOutcome::kAlreadyFinished;
+        return {};
+      }
+      CRUCIBLE_RETURN_IF_ERROR(
+          db.run("UPDATE runs SET cancel_requested = true WHERE run_id = $1", {run.str()}, "cancelling a run"));
+      if (!q.text(0, 1).empty() && q.integer(0, 2) > now_ms) {
+        outcome = CancelOutcome::kRequested;
+        return {};
+      }
+      outcome = CancelOutcome::kCancelled;
+      return apply(db, cancelled_record(run, reason, now_ms));
+    });
+    if (!s) return make_error(s.error());
+    return outcome;
+  }
+
   Status put_value(const std::string& scope, const std::string& key, const Json& value) override {
     return with_writer([&](PgConn& db) -> Status {
       return db.run(
@@ -283,7 +353,8 @@ class PostgresJournal : public Journal {
       report.runs.clear();
       CRUCIBLE_ASSIGN_OR_RETURN(
           auto q,
-          db.exec("DELETE FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < $1 RETURNING run_id",
+          db.exec("DELETE FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND updated_ms < $1 RETURNING "
+                  "run_id",
                   {str(options.updated_before_ms)}, "pruning"));
       std::vector<std::string> ids;
       for (int i = 0; i < q.rows(); ++i) {
@@ -291,10 +362,7 @@ class PostgresJournal : public Journal {
         if (auto id = RunId::parse(ids.back())) report.runs.push_back(*id);
       }
       if (ids.empty()) return {};
-      std::string array = "{";
-      for (size_t i = 0; i < ids.size(); ++i) array += (i ? ",\"" : "\"") + ids[i] + "\"";
-      array += "}";
-      return db.run("DELETE FROM kv WHERE scope = ANY($1::text[])", {array}, "pruning");
+      return db.run("DELETE FROM kv WHERE scope = ANY($1::text[])", {text_array(ids)}, "pruning");
     });
     if (!s) return make_error(s.error());
     // The deleted rows' space becomes reusable; VACUUM cannot run inside a transaction, so it
@@ -414,11 +482,18 @@ class PostgresJournal : public Journal {
       if (slot->second != r.fence_epoch) return make_error(fenced_error(r.run_id, r.fence_epoch, slot->second));
     }
     if (r.type == RecordType::kRunStarted) {
+      Placement placement;
+      std::string queue;  // empty: not submitted
+      if (const Json* given = json_member(r.payload, "placement")) {
+        CRUCIBLE_ASSIGN_OR_RETURN(placement, Placement::from_json(*given));
+        queue = placement.queue;
+      }
       auto q = db.exec(
-          "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run) "
-          "VALUES($1, $2, $3, 'running', $4, $4, $5)",
-          {run, json_string(r.payload, "pipeline"), json_string(r.payload, "spec_hash"), str(r.at_ms),
-           json_string(r.payload, "parent_run")},
+          "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, queue, priority, "
+          "partition_key) VALUES($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+          {run, json_string(r.payload, "pipeline"), json_string(r.payload, "spec_hash"),
+           std::string(queue.empty() ? "running" : "queued"), str(r.at_ms), json_string(r.payload, "parent_run"), queue,
+           str(placement.priority), placement.partition},
           "starting a run");
       if (!q && q.error().code() == ErrorCode::kAlreadyExists) {
         return make_error(ErrorCode::kAlreadyExists, "run '" + run + "' already exists");
@@ -429,17 +504,22 @@ class PostgresJournal : public Journal {
       auto status = status_after(r);
       const bool releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
                             r.type == RecordType::kRunSuspended;
-      Param status_name, error, spec;
+      Param status_name, error, spec, wake;
       if (status && r.type != RecordType::kPromiseResolved) status_name = std::string(run_status_name(*status));
       if (r.type == RecordType::kRunFailed && r.error) error = r.error->message();
       if (new_spec) spec = json_string(r.payload, "spec_hash");
+      const bool parks = r.type == RecordType::kRunSuspended;
+      if (auto at = wake_time(r); parks && at) wake = str(*at);
+      // A parked run records when a worker may claim it again: its deadline, or its promise's signal.
       CRUCIBLE_ASSIGN_OR_RETURN(
-          auto q,
-          db.exec("UPDATE runs SET updated_ms = greatest(updated_ms, $1), status = coalesce($2, status), "
-                  "error = coalesce($3, error), spec_hash = coalesce($4, spec_hash), lease_owner = CASE WHEN "
-                  "$5 THEN '' ELSE lease_owner END, lease_expires_ms = CASE WHEN $5 THEN 0 ELSE "
-                  "lease_expires_ms END WHERE run_id = $6",
-                  {str(r.at_ms), status_name, error, spec, releases ? "true" : "false", run}, "updating a run"));
+          auto q, db.exec("UPDATE runs SET updated_ms = greatest(updated_ms, $1), status = coalesce($2, status), "
+                          "error = coalesce($3, error), spec_hash = coalesce($4, spec_hash), lease_owner = CASE WHEN "
+                          "$5 THEN '' ELSE lease_owner END, lease_expires_ms = CASE WHEN $5 THEN 0 ELSE "
+                          "lease_expires_ms END, wake_ms = CASE WHEN $7 THEN $8::bigint ELSE wake_ms END, waiting_on = "
+                          "CASE WHEN $7 THEN $9 ELSE waiting_on END WHERE run_id = $6",
+                          {str(r.at_ms), status_name, error, spec, releases ? "true" : "false", run,
+                           parks ? "true" : "false", wake, json_string(r.payload, "promise")},
+                          "updating a run"));
       if (q.affected() == 0) return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
     }
     auto [slot, fresh] = next_seq_.try_emplace(run, 0);
@@ -463,19 +543,87 @@ class PostgresJournal : public Journal {
                   "writing a record");
   }
 
+  // A renewal (owner kept) of a run whose cancellation was requested returns kCancelled.
   Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
     return with_writer([&](PgConn& db) -> Status {
       CRUCIBLE_ASSIGN_OR_RETURN(auto q, db.exec("UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE run_id "
-                                                "= $3 AND lease_epoch = $4 AND lease_owner = $5",
+                                                "= $3 AND lease_epoch = $4 AND lease_owner = $5 RETURNING "
+                                                "cancel_requested",
                                                 {owner, str(expires), lease.run_id.str(),
                                                  str(static_cast<int64_t>(lease.epoch)), lease.owner},
                                                 "updating a lease"));
-      if (q.affected() == 0) {
+      if (q.rows() == 0) {
         return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
                                                    std::to_string(lease.epoch) + " is stale)");
       }
+      if (q.text(0, 0) == "t" && !owner.empty()) {
+        return make_error(ErrorCode::kCancelled, "run '" + lease.run_id.str() + "' was cancelled");
+      }
       return {};
     });
+  }
+
+  // Inside the commit. Claimers of one queue take its advisory lock, so the queue's limits hold
+  // across workers; SKIP LOCKED passes over runs whose rows a writer holds.
+  Result<std::vector<Lease>> claim_locked(PgConn& db, const ClaimRequest& request) {
+    std::vector<std::string> queues = request.queues;
+    std::sort(queues.begin(), queues.end());  // one lock order for every claimer
+    queues.erase(std::unique(queues.begin(), queues.end()), queues.end());
+    std::map<std::string, QueueLimits> limits;
+    std::map<std::string, QueueLoad> load;
+    for (const std::string& q : queues) {
+      CRUCIBLE_RETURN_IF_ERROR(
+          db.run("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", {"crucible.queue/" + q}, "claiming runs"));
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, db.exec("SELECT value FROM kv WHERE scope = '' AND key = $1",
+                                                {queue_limits_key(q)}, "claiming runs"));
+      if (v.rows() == 0) continue;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto j, parse_json(v.text(0, 0)));
+      auto parsed = QueueLimits::from_json(j);
+      if (!parsed) return make_error(parsed.error().with_context("queue '" + q + "'"));
+      limits[q] = *parsed;
+      if (parsed->rate_limit) {
+        CRUCIBLE_ASSIGN_OR_RETURN(auto starts,
+                                  db.exec("SELECT count(*) FROM runs WHERE queue = $1 AND started_ms > $2",
+                                          {q, str(request.now_ms - parsed->rate_period.count())}, "claiming runs"));
+        load[q].recent_starts = static_cast<int>(starts.integer(0, 0));
+      }
+    }
+    const std::string names = text_array(queues);
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto running,
+        db.exec("SELECT queue, partition_key, count(*) FROM runs WHERE queue = ANY($1::text[]) AND status = 'running' "
+                "AND lease_owner <> '' AND lease_expires_ms > $2 GROUP BY queue, partition_key",
+                {names, str(request.now_ms)}, "claiming runs"));
+    for (int i = 0; i < running.rows(); ++i) {
+      load[running.text(i, 0)].running[running.text(i, 1)] = static_cast<int>(running.integer(i, 2));
+    }
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto due,
+        db.exec("SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue = ANY($1::text[]) AND "
+                "(status = 'queued' OR "
+                "(status = 'running' AND (lease_owner = '' OR lease_expires_ms <= $2)) OR (status = 'waiting' AND "
+                "(wake_ms <= $2 OR EXISTS (SELECT 1 FROM promises p WHERE p.run_id = runs.run_id AND p.name = "
+                "runs.waiting_on)))) ORDER BY priority, submit_order LIMIT $3 FOR UPDATE SKIP LOCKED",
+                {names, str(request.now_ms), str(static_cast<int64_t>(request.max_runs * 8 + 64))}, "claiming runs"));
+    std::vector<ClaimCandidate> candidates;
+    for (int i = 0; i < due.rows(); ++i) {
+      candidates.push_back(
+          ClaimCandidate{*RunId::parse(due.text(i, 0)), due.text(i, 1), due.text(i, 2), due.text(i, 3) == "t"});
+    }
+    std::vector<Lease> out;
+    const int64_t expires = request.now_ms + request.ttl.count();
+    for (size_t i : pick_claims(candidates, limits, std::move(load), request.max_runs)) {
+      CRUCIBLE_ASSIGN_OR_RETURN(
+          auto take,
+          db.exec("UPDATE runs SET lease_owner = $1, lease_epoch = lease_epoch + 1, lease_expires_ms = $2, status = "
+                  "'running', claims = claims + 1, started_ms = coalesce(started_ms, $3) WHERE run_id = $4 RETURNING "
+                  "lease_epoch, cancel_requested",
+                  {request.owner, str(expires), str(request.now_ms), candidates[i].run_id.str()}, "claiming runs"));
+      Lease lease{candidates[i].run_id, request.owner, static_cast<uint64_t>(take.integer(0, 0)), expires};
+      lease.cancel_requested = take.text(0, 1) == "t";
+      out.push_back(std::move(lease));
+    }
+    return out;
   }
 
   // One transaction for the batch; each group in a savepoint, so that a bad group (a run that

@@ -71,7 +71,9 @@ Status RecordWriter::prepare(sqlite3* db) {
   db_ = db;
   CRUCIBLE_RETURN_IF_ERROR(insert_run_.prepare(db_,
                                                "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, "
-                                               "updated_ms, parent_run) VALUES(?, ?, ?, 'running', ?, ?, ?)"));
+                                               "updated_ms, parent_run, queue, priority, partition_key) "
+                                               "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  CRUCIBLE_RETURN_IF_ERROR(suspend_run_.prepare(db_, "UPDATE runs SET wake_ms = ?, waiting_on = ? WHERE run_id = ?"));
   CRUCIBLE_RETURN_IF_ERROR(update_run_.prepare(
       db_,
       "UPDATE runs SET updated_ms = max(updated_ms, ?), status = coalesce(?, status), error = coalesce(?, error), "
@@ -118,13 +120,23 @@ void RecordWriter::release_savepoint() { release_.reset().step(); }
 
 Status RecordWriter::insert_run(const Record& r) {
   const Json& p = r.payload.contains("$blob") ? Json::object() : r.payload;
+  Placement placement;
+  std::string queue;  // empty: not submitted
+  if (const Json* given = json_member(p, "placement")) {
+    CRUCIBLE_ASSIGN_OR_RETURN(placement, Placement::from_json(*given));
+    queue = placement.queue;
+  }
   insert_run_.reset()
       .bind(r.run_id.str())
       .bind(json_string(p, "pipeline"))
       .bind(json_string(p, "spec_hash"))
+      .bind(std::string(queue.empty() ? "running" : "queued"))
       .bind(r.at_ms)
       .bind(r.at_ms)
-      .bind(json_string(p, "parent_run"));
+      .bind(json_string(p, "parent_run"))
+      .bind(queue)
+      .bind(static_cast<int64_t>(placement.priority))
+      .bind(placement.partition);
   int rc = insert_run_.step();
   if ((rc & 0xff) == SQLITE_CONSTRAINT) {
     return make_error(ErrorCode::kAlreadyExists, "run '" + r.run_id.str() + "' already exists");
@@ -154,6 +166,16 @@ Status RecordWriter::update_run(const Record& r, bool new_spec) {
   int rc = update_run_.step();
   if (rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "updating run"));
   if (sqlite3_changes(db_) == 0) return make_error(ErrorCode::kNotFound, "run '" + r.run_id.str() + "' does not exist");
+  if (r.type == RecordType::kRunSuspended) {
+    // When a worker may claim the parked run again: its deadline, or its promise's signal.
+    Stmt& q = suspend_run_.reset();
+    if (auto wake = wake_time(r))
+      q.bind(*wake);
+    else
+      q.bind_null();
+    q.bind(json_string(r.payload, "promise")).bind(r.run_id.str());
+    if (rc = q.step(); rc != SQLITE_DONE) return make_error(sqlite_error(db_, rc, "updating run"));
+  }
   return {};
 }
 

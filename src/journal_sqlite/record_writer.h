@@ -53,7 +53,7 @@ class RecordWriter {
   Result<int64_t> next_seq(const RunId& run);
 
   sqlite3* db_ = nullptr;
-  Stmt insert_run_, update_run_, insert_record_, next_seq_, run_exists_, lease_epoch_;
+  Stmt insert_run_, update_run_, suspend_run_, insert_record_, next_seq_, run_exists_, lease_epoch_;
   Stmt savepoint_, release_, rollback_to_;
   // The last sequence number per run in the commit in progress.
   std::unordered_map<std::string, int64_t> next_seq_cache_;

@@ -23,6 +23,7 @@ namespace {
 using sqlite_internal::exec;
 using sqlite_internal::externalize_record;
 using sqlite_internal::internalize_record;
+using sqlite_internal::kSummaryColumns;
 using sqlite_internal::migrate;
 using sqlite_internal::RecordWriter;
 using sqlite_internal::sqlite_error;
@@ -116,8 +117,7 @@ class SqliteJournal : public Journal {
   }
 
   Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
-    std::string sql =
-        "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error FROM runs WHERE 1=1";
+    std::string sql = std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE 1=1";
     if (filter.status) sql += " AND status = ?";
     if (filter.pipeline) sql += " AND pipeline = ?";
     if (filter.created_after_ms) sql += " AND created_ms >= ?";
@@ -143,9 +143,8 @@ class SqliteJournal : public Journal {
     std::vector<RunLog> out;
     std::map<std::string, size_t> index;
     Stmt runs;
-    CRUCIBLE_RETURN_IF_ERROR(runs.prepare(read_db_,
-                                          "SELECT run_id, pipeline, spec_hash, status, created_ms, updated_ms, "
-                                          "parent_run, error FROM runs WHERE status = 'running'"));
+    CRUCIBLE_RETURN_IF_ERROR(runs.prepare(
+        read_db_, (std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE status = 'running'").c_str()));
     int rc;
     while ((rc = runs.step()) == SQLITE_ROW) {
       RunLog log;
@@ -234,6 +233,47 @@ class SqliteJournal : public Journal {
 
   Status release_lease(const Lease& lease) override { return update_lease(lease, "", 0); }
 
+  Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) override {
+    if (request.queues.empty() || request.max_runs == 0) return std::vector<Lease>();
+    std::vector<Lease> out;
+    Status s = with_writer([&]() -> Status {
+      CRUCIBLE_ASSIGN_OR_RETURN(out, claim_locked(request));
+      return {};
+    });
+    if (!s) return make_error(s.error());
+    return out;
+  }
+
+  Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason, int64_t now_ms) override {
+    CancelOutcome outcome = CancelOutcome::kCancelled;
+    Status s = with_writer([&]() -> Status {
+      Stmt q;
+      CRUCIBLE_RETURN_IF_ERROR(
+          q.prepare(write_db_, "SELECT status, lease_owner, lease_expires_ms FROM runs WHERE run_id = ?"));
+      q.bind(run.str());
+      if (q.step() != SQLITE_ROW) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+      const auto status = parse_run_status(q.text(0));
+      const bool held = !q.text(1).empty() && q.integer(2) > now_ms;
+      q.reset();
+      if (status && is_finished(*status)) {
+        outcome = CancelOutcome::kAlreadyFinished;
+        return {};
+      }
+      Stmt flag;
+      CRUCIBLE_RETURN_IF_ERROR(flag.prepare(write_db_, "UPDATE runs SET cancel_requested = 1 WHERE run_id = ?"));
+      flag.bind(run.str());
+      if (int rc = flag.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "cancelling"));
+      if (held) {
+        outcome = CancelOutcome::kRequested;
+        return {};
+      }
+      outcome = CancelOutcome::kCancelled;
+      return writer_stmts_.apply(cancelled_record(run, reason, now_ms));
+    });
+    if (!s) return make_error(s.error());
+    return outcome;
+  }
+
   Status put_value(const std::string& scope, const std::string& key, const Json& value) override {
     return with_writer([&]() -> Status {
       Stmt q;
@@ -321,7 +361,8 @@ class SqliteJournal : public Journal {
     std::vector<RunId> doomed_ids;
     Status s = with_writer([&]() -> Status {
       doomed_ids.clear();
-      const char* doomed = "SELECT run_id FROM runs WHERE status IN ('completed', 'failed') AND updated_ms < ?1";
+      const char* doomed =
+          "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND updated_ms < ?1";
       Stmt list;
       CRUCIBLE_RETURN_IF_ERROR(list.prepare(write_db_, doomed));
       list.bind(updated_before_ms);
@@ -409,9 +450,8 @@ class SqliteJournal : public Journal {
         "RETURNING lease_epoch"));
     CRUCIBLE_RETURN_IF_ERROR(read_records_.prepare(
         read_db_, "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = ? ORDER BY seq"));
-    CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(read_db_,
-                                                   "SELECT run_id, pipeline, spec_hash, status, created_ms, "
-                                                   "updated_ms, parent_run, error FROM runs WHERE run_id = ?"));
+    CRUCIBLE_RETURN_IF_ERROR(read_summary_.prepare(
+        read_db_, (std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE run_id = ?").c_str()));
     return {};
   }
 
@@ -449,20 +489,107 @@ class SqliteJournal : public Journal {
   // Runs fn inside the next group commit, in a savepoint of its own, and waits for the commit.
   Status with_writer(const std::function<Status()>& fn) { return queue_.run(fn); }
 
+  // A renewal (owner kept) of a run whose cancellation was requested returns kCancelled.
   Status update_lease(const Lease& lease, const std::string& owner, int64_t expires) {
     return with_writer([&]() -> Status {
       Stmt u;
       CRUCIBLE_RETURN_IF_ERROR(u.prepare(write_db_,
                                          "UPDATE runs SET lease_owner = ?, lease_expires_ms = ? WHERE run_id = ? AND "
-                                         "lease_epoch = ? AND lease_owner = ?"));
+                                         "lease_epoch = ? AND lease_owner = ? RETURNING cancel_requested"));
       u.bind(owner).bind(expires).bind(lease.run_id.str()).bind(static_cast<int64_t>(lease.epoch)).bind(lease.owner);
-      if (int rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating lease"));
-      if (sqlite3_changes(write_db_) == 0) {
+      int rc = u.step();
+      if (rc == SQLITE_DONE) {
         return make_error(ErrorCode::kAborted, "lease on run '" + lease.run_id.str() + "' was taken over (epoch " +
                                                    std::to_string(lease.epoch) + " is stale)");
       }
+      if (rc != SQLITE_ROW) return make_error(sqlite_error(write_db_, rc, "updating lease"));
+      const bool cancelled = u.integer(0) != 0;
+      if (rc = u.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "updating lease"));
+      if (cancelled && !owner.empty()) {
+        return make_error(ErrorCode::kCancelled, "run '" + lease.run_id.str() + "' was cancelled");
+      }
       return {};
     });
+  }
+
+  // The claimable runs of the named queues, their queues' limits and load, inside the commit.
+  Result<std::vector<Lease>> claim_locked(const ClaimRequest& request) {
+    std::string in, numbered;  // "?, ?" and "?3, ?4": the queue names
+    for (size_t i = 0; i < request.queues.size(); ++i) {
+      in += i == 0 ? "?" : ", ?";
+      numbered += (i == 0 ? "?" : ", ?") + std::to_string(i + 3);
+    }
+    std::map<std::string, QueueLimits> limits;
+    std::map<std::string, QueueLoad> load;
+    for (const std::string& q : request.queues) {
+      Stmt v;
+      CRUCIBLE_RETURN_IF_ERROR(v.prepare(write_db_, "SELECT value FROM kv WHERE scope = '' AND key = ?"));
+      v.bind(queue_limits_key(q));
+      if (v.step() != SQLITE_ROW) continue;
+      CRUCIBLE_ASSIGN_OR_RETURN(auto j, parse_json(v.text(0)));
+      auto parsed = QueueLimits::from_json(j);
+      if (!parsed) return make_error(parsed.error().with_context("queue '" + q + "'"));
+      limits[q] = *parsed;
+      if (parsed->rate_limit) {
+        Stmt starts;
+        CRUCIBLE_RETURN_IF_ERROR(
+            starts.prepare(write_db_, "SELECT count(*) FROM runs WHERE queue = ? AND started_ms > ?"));
+        starts.bind(q).bind(request.now_ms - parsed->rate_period.count());
+        if (starts.step() == SQLITE_ROW) load[q].recent_starts = static_cast<int>(starts.integer(0));
+      }
+    }
+    auto bind_queues = [&](Stmt& q) {
+      for (const std::string& name : request.queues) q.bind(name);
+    };
+    Stmt running;
+    CRUCIBLE_RETURN_IF_ERROR(running.prepare(
+        write_db_, ("SELECT queue, partition_key, count(*) FROM runs WHERE queue IN (" + in +
+                    ") AND status = 'running' AND lease_owner <> '' AND lease_expires_ms > ? GROUP BY queue, "
+                    "partition_key")
+                       .c_str()));
+    bind_queues(running);
+    running.bind(request.now_ms);
+    int rc;
+    while ((rc = running.step()) == SQLITE_ROW) {
+      load[running.text(0)].running[running.text(1)] = static_cast<int>(running.integer(2));
+    }
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "claiming runs"));
+    Stmt due;
+    CRUCIBLE_RETURN_IF_ERROR(due.prepare(
+        write_db_,
+        ("SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue IN (" + numbered +
+         ") AND (status = 'queued' OR (status = 'running' AND (lease_owner = '' OR lease_expires_ms <= ?1)) OR "
+         "(status = 'waiting' AND (wake_ms <= ?1 OR EXISTS (SELECT 1 FROM promises p WHERE p.run_id = runs.run_id "
+         "AND p.name = runs.waiting_on)))) ORDER BY priority, rowid LIMIT ?2")
+            .c_str()));
+    due.bind(request.now_ms).bind(static_cast<int64_t>(request.max_runs * 8 + 64));
+    // ?1 and ?2 take the first two slots; the queue names follow them.
+    for (size_t i = 0; i < request.queues.size(); ++i) {
+      sqlite3_bind_text(due.raw(), static_cast<int>(i + 3), request.queues[i].data(),
+                        static_cast<int>(request.queues[i].size()), SQLITE_TRANSIENT);
+    }
+    std::vector<ClaimCandidate> candidates;
+    while ((rc = due.step()) == SQLITE_ROW) {
+      candidates.push_back(ClaimCandidate{*RunId::parse(due.text(0)), due.text(1), due.text(2), due.integer(3) != 0});
+    }
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "claiming runs"));
+    std::vector<Lease> out;
+    const int64_t expires = request.now_ms + request.ttl.count();
+    for (size_t i : pick_claims(candidates, limits, std::move(load), request.max_runs)) {
+      Stmt take;
+      CRUCIBLE_RETURN_IF_ERROR(take.prepare(
+          write_db_,
+          "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_expires_ms = ?, status = 'running', "
+          "claims = claims + 1, started_ms = coalesce(started_ms, ?) WHERE run_id = ? RETURNING lease_epoch, "
+          "cancel_requested"));
+      take.bind(request.owner).bind(expires).bind(request.now_ms).bind(candidates[i].run_id.str());
+      if (rc = take.step(); rc != SQLITE_ROW) return make_error(sqlite_error(write_db_, rc, "claiming runs"));
+      Lease lease{candidates[i].run_id, request.owner, static_cast<uint64_t>(take.integer(0)), expires};
+      lease.cancel_requested = take.integer(1) != 0;
+      out.push_back(std::move(lease));
+      if (rc = take.step(); rc != SQLITE_DONE) return make_error(sqlite_error(write_db_, rc, "claiming runs"));
+    }
+    return out;
   }
 
   Result<RunSummary> read_summary_locked(const RunId& run) {
@@ -485,6 +612,9 @@ class SqliteJournal : public Journal {
     s.updated_ms = q.integer(5);
     s.parent_run = q.text(6);
     s.error = q.text(7);
+    s.queue = q.text(8);
+    s.priority = static_cast<int>(q.integer(9));
+    s.claims = static_cast<int>(q.integer(10));
     return s;
   }
 

@@ -246,6 +246,33 @@ TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {
   EXPECT_NE(j.error().message().find("schema version 99"), std::string::npos);
 }
 
+// A journal written before queues existed (schema 1) gains them on open and keeps its runs.
+TEST(SqliteJournal, MigratesAVersionOneJournal) {
+  std::string path = fresh_path("v1");
+  {
+    auto j = open_at(path);
+    ASSERT_TRUE(j->append(testing::started("old"), Durability::kStrict));
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  std::string downgrade = "DROP INDEX runs_by_queue;";
+  for (const char* column :
+       {"queue", "priority", "partition_key", "claims", "started_ms", "wake_ms", "waiting_on", "cancel_requested"}) {
+    downgrade += std::string("ALTER TABLE runs DROP COLUMN ") + column + ";";
+  }
+  downgrade += "UPDATE meta SET value = '1' WHERE key = 'schema_version'";
+  ASSERT_EQ(sqlite3_exec(db, downgrade.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto j = open_at(path);
+  auto old = j->read_run(*RunId::parse("old"));
+  ASSERT_TRUE(old) << old.error().to_string();
+  EXPECT_EQ(old->summary.status, RunStatus::kRunning);
+  EXPECT_EQ(old->summary.queue, "");
+  ASSERT_TRUE(j->append(testing::submitted("new"), Durability::kStrict));
+  auto claimed = j->claim_runs(testing::claim("w", 5, testing::wall_now() + 3'600'000));
+  EXPECT_EQ(testing::claimed_ids(claimed), std::vector<std::string>{"new"});
+}
+
 // A damaged record (edited by hand, or by a disk) is data loss naming where, never an abort.
 TEST(SqliteJournal, AFieldOfTheWrongTypeIsDataLossNamingTheRecord) {
   std::string path = fresh_path("damaged");

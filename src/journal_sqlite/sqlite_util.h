@@ -44,7 +44,23 @@ CREATE TABLE IF NOT EXISTS promises(
   run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, resolved_ms INTEGER NOT NULL,
   PRIMARY KEY(run_id, name)) WITHOUT ROWID;
 )sql",
+    // Queues: where a submitted run waits, when a parked one wakes, and cancellation.
+    R"sql(
+ALTER TABLE runs ADD COLUMN queue TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN partition_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN started_ms INTEGER;
+ALTER TABLE runs ADD COLUMN wake_ms INTEGER;
+ALTER TABLE runs ADD COLUMN waiting_on TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX runs_by_queue ON runs(queue, status, priority);
+)sql",
 };
+
+// The columns decode_summary reads, in its order.
+inline const char* const kSummaryColumns =
+    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims";
 
 inline Error sqlite_error(sqlite3* db, int rc, const std::string& what) {
   ErrorCode code = ErrorCode::kInternal;

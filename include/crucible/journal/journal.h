@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,7 +19,7 @@
 namespace crucible {
 
 enum class RecordType : uint8_t {
-  kRunStarted = 1,       // payload: {pipeline, spec, spec_hash, input, parent_run?, forked_from?}
+  kRunStarted = 1,       // payload: {pipeline, spec, spec_hash, input, parent_run?, forked_from?, placement?}
   kStepStarted = 2,      // attempts: the attempt about to run
   kStepCompleted = 3,    // delta, attempts, duration_us; payload: {skipped?: true}
   kStepFailed = 4,       // error, attempts, duration_us; payload: {optional: bool}
@@ -53,10 +54,14 @@ struct Record {
 Json record_body_to_json(const Record& record);
 [[nodiscard]] Status record_body_from_json(const Json& body, Record& record);
 
-enum class RunStatus { kRunning, kCompleted, kFailed, kWaiting, kNeedsAttention };
+// kQueued: submitted, waiting for a worker to claim it. kCancelled: ended by `cancel` (a
+// kRunFailed record whose error is kCancelled).
+enum class RunStatus { kRunning, kCompleted, kFailed, kWaiting, kNeedsAttention, kQueued, kCancelled };
 std::string_view run_status_name(RunStatus status);
 std::optional<RunStatus> parse_run_status(std::string_view name);
-inline bool is_finished(RunStatus s) { return s == RunStatus::kCompleted || s == RunStatus::kFailed; }
+inline bool is_finished(RunStatus s) {
+  return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCancelled;
+}
 
 // How long append() waits. kStrict: until the record and every record before it are durable.
 // kBatched: only until it is queued; a group commit makes it durable soon after (about a
@@ -78,6 +83,11 @@ struct RunSummary {
   int64_t updated_ms = 0;
   std::string parent_run;  // set on forks
   std::string error;       // message of the RunFailed record
+  // Where a submitted run waits (empty queue for a run started by `crucible run`), and how
+  // often workers have claimed it.
+  std::string queue;
+  int priority = 0;
+  int claims = 0;
   Json to_json() const;
 };
 
@@ -101,6 +111,62 @@ struct Lease {
   std::string owner;
   uint64_t epoch = 0;
   int64_t expires_ms = 0;
+  // Set by claim_runs on a run that `cancel` asked to stop while another worker held it: the
+  // claimer ends it as cancelled instead of running it.
+  bool cancel_requested = false;
+};
+
+// Where a submitted run waits for a worker: the kRunStarted payload's "placement". A run with a
+// placement starts kQueued and only a worker's claim_runs starts it.
+struct Placement {
+  std::string queue = "default";
+  int priority = 0;       // smaller runs first, as in DBOS: 0 before 5; equal ones in submission order
+  std::string partition;  // flow control per key: the queue's concurrency counts each partition apart
+  Json to_json() const;
+  // kInvalidArgument naming the field.
+  [[nodiscard]] static Result<Placement> from_json(const Json& j);
+};
+
+// A queue's flow control, kept in the journal's shared state (queue_limits_key) so every worker
+// sees the same limits. Unset: no limit.
+struct QueueLimits {
+  std::optional<int> concurrency;            // runs of the queue executing at once on all workers (per partition)
+  std::optional<int> rate_limit;             // at most this many first starts ...
+  std::chrono::milliseconds rate_period{0};  // ... in any window this long
+  Json to_json() const;
+  [[nodiscard]] static Result<QueueLimits> from_json(const Json& j);
+};
+std::string queue_limits_key(const std::string& queue);
+
+struct ClaimRequest {
+  std::string owner;
+  std::vector<std::string> queues = {"default"};
+  size_t max_runs = 1;  // the worker's free slots
+  std::chrono::milliseconds ttl{15'000};
+  int64_t now_ms = 0;  // the claimer's clock: due timers, expired leases and rate windows
+};
+
+// What claim_runs knows of one claimable run and of the queues' load; pick_claims decides.
+struct ClaimCandidate {
+  RunId run_id;
+  std::string queue;
+  std::string partition;
+  bool first_start = true;  // never claimed before: counts against the rate limit
+};
+struct QueueLoad {
+  std::map<std::string, int> running;  // runs executing under a live lease, per partition
+  int recent_starts = 0;               // first starts within the rate period
+};
+// The candidates (in claim order: priority, then submission) to claim: at most `max_runs`,
+// keeping every queue within its limits. Shared by the adapters so they decide alike.
+std::vector<size_t> pick_claims(const std::vector<ClaimCandidate>& candidates,
+                                const std::map<std::string, QueueLimits>& limits, std::map<std::string, QueueLoad> load,
+                                size_t max_runs);
+
+enum class CancelOutcome {
+  kCancelled,        // it held no live lease: ended now (a kRunFailed record, kCancelled)
+  kRequested,        // a worker holds it: it stops at its next lease renewal and ends the run
+  kAlreadyFinished,  // nothing to do
 };
 
 struct PruneOptions {
@@ -157,6 +223,18 @@ class Journal {
   // A run that finishes or parks (kRunCompleted, kRunFailed, kRunSuspended) has no owner: the
   // record releases its lease in the same commit.
 
+  // Claims up to request.max_runs runs of the named queues and takes their leases, in one
+  // transaction: runs queued, runs whose worker's lease expired, and waiting runs whose promise
+  // was resolved or whose deadline passed (a parked run holds no lease and no worker slot).
+  // Priority first, then submission order; each queue's QueueLimits hold across all workers.
+  // A claimed run's status becomes running. renew_lease on a claimed run whose cancellation was
+  // requested returns kCancelled.
+  [[nodiscard]] virtual Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) = 0;
+  // Ends the run as cancelled, or asks the worker holding it to (see CancelOutcome). kNotFound
+  // if there is no such run.
+  [[nodiscard]] virtual Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason,
+                                                         int64_t now_ms) = 0;
+
   // Per-run key/value state, and state shared by all runs when `run` is empty.
   [[nodiscard]] virtual Status put_value(const std::string& scope, const std::string& key, const Json& value) = 0;
   [[nodiscard]] virtual Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) = 0;
@@ -176,6 +254,13 @@ Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoc
 
 // The kPromiseResolved record a journal appends when resolve_promise sets a value.
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms);
+
+// The kRunFailed record that ends a cancelled run.
+Record cancelled_record(const RunId& run, const std::string& reason, int64_t at_ms);
+
+// When a waiting run becomes claimable without a signal: the deadline its kRunSuspended record
+// names, if any.
+std::optional<int64_t> wake_time(const Record& suspended);
 
 // Status transition implied by appending `record` to a run, if any.
 std::optional<RunStatus> status_after(const Record& record);

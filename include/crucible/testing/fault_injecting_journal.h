@@ -43,6 +43,12 @@ class FaultInjectingJournal : public Journal {
     return inner_.renew_lease(lease, ttl);
   }
   [[nodiscard]] Status release_lease(const Lease& lease) override { return inner_.release_lease(lease); }
+  [[nodiscard]] Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) override {
+    return inner_.claim_runs(request);
+  }
+  [[nodiscard]] Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason, int64_t now_ms) override {
+    return inner_.cancel_run(run, reason, now_ms);
+  }
   [[nodiscard]] Status put_value(const std::string& s, const std::string& k, const Json& v) override {
     return inner_.put_value(s, k, v);
   }

@@ -2,6 +2,7 @@
 // module and instantiate with INSTANTIATE_TEST_SUITE_P(Name, JournalConformance, Values(factory)).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -261,6 +262,156 @@ TEST_P(JournalConformance, PruneRemovesOnlyOldFinishedRuns) {
   EXPECT_FALSE(journal_->read_run(*RunId::parse("old-done")));
   EXPECT_TRUE(journal_->read_run(*RunId::parse("old-running")));
   EXPECT_TRUE(journal_->read_run(*RunId::parse("new-done")));
+}
+
+// A run submitted to `queue` (a kRunStarted record with a placement).
+inline Record submitted(const char* run, const char* queue = "default", int priority = 0, const char* partition = "") {
+  Record r = started(run);
+  r.payload["placement"] = Placement{queue, priority, partition}.to_json();
+  return r;
+}
+
+inline ClaimRequest claim(const char* owner, size_t max_runs, int64_t now_ms,
+                          std::vector<std::string> queues = {"default"}) {
+  ClaimRequest c;
+  c.owner = owner;
+  c.queues = std::move(queues);
+  c.max_runs = max_runs;
+  c.ttl = std::chrono::seconds(30);
+  c.now_ms = now_ms;
+  return c;
+}
+
+inline std::vector<std::string> claimed_ids(const Result<std::vector<Lease>>& leases) {
+  std::vector<std::string> out;
+  if (!leases) return {"error: " + leases.error().to_string()};
+  for (const Lease& l : *leases) out.push_back(l.run_id.str());
+  return out;
+}
+
+inline int64_t wall_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+TEST_P(JournalConformance, SubmittedRunsWaitQueuedUntilAWorkerClaimsThem) {
+  ASSERT_TRUE(journal_->append(submitted("q1"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(submitted("other", "gpu"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(started("plain"), Durability::kStrict));  // `crucible run`: never claimed
+  auto log = journal_->read_run(*RunId::parse("q1"));
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->summary.status, RunStatus::kQueued);
+  EXPECT_EQ(log->summary.queue, "default");
+  const int64_t now = wall_now();
+  auto a = journal_->claim_runs(claim("worker-a", 10, now));
+  EXPECT_EQ(claimed_ids(a), std::vector<std::string>{"q1"});
+  EXPECT_EQ((*a)[0].owner, "worker-a");
+  EXPECT_FALSE((*a)[0].cancel_requested);
+  log = journal_->read_run(*RunId::parse("q1"));
+  EXPECT_EQ(log->summary.status, RunStatus::kRunning);
+  EXPECT_EQ(log->summary.claims, 1);
+  EXPECT_EQ((*journal_->current_lease(*RunId::parse("q1")))->owner, "worker-a");
+  EXPECT_TRUE(claimed_ids(journal_->claim_runs(claim("worker-b", 10, now))).empty());
+  // worker-a dies: once its lease expires another worker claims the run, and worker-a is fenced.
+  auto b = journal_->claim_runs(claim("worker-b", 10, now + 60'000));
+  EXPECT_EQ(claimed_ids(b), std::vector<std::string>{"q1"});
+  EXPECT_GT((*b)[0].epoch, (*a)[0].epoch);
+  auto stale = journal_->renew_lease((*a)[0], std::chrono::seconds(30));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code(), ErrorCode::kAborted);
+  EXPECT_EQ(journal_->read_run(*RunId::parse("q1"))->summary.claims, 2);
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("worker-c", 10, now, {"gpu"}))), std::vector<std::string>{"other"});
+}
+
+TEST_P(JournalConformance, ClaimsTakeSmallerPriorityFirstThenSubmissionOrder) {
+  ASSERT_TRUE(journal_->append(submitted("late", "default", 5), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(submitted("first", "default", 0), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(submitted("second", "default", 0), Durability::kStrict));
+  const int64_t now = wall_now();
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 2, now))), (std::vector<std::string>{"first", "second"}));
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 2, now))), std::vector<std::string>{"late"});
+}
+
+TEST_P(JournalConformance, QueueConcurrencyHoldsAcrossWorkersAndPerPartition) {
+  ASSERT_TRUE(journal_->put_value("", queue_limits_key("default"), QueueLimits{1, {}, {}}.to_json()));
+  for (const char* id : {"a1", "a2", "a3"}) ASSERT_TRUE(journal_->append(submitted(id), Durability::kStrict));
+  const int64_t now = wall_now();
+  auto first = journal_->claim_runs(claim("w1", 3, now));
+  EXPECT_EQ(claimed_ids(first), std::vector<std::string>{"a1"});
+  EXPECT_TRUE(claimed_ids(journal_->claim_runs(claim("w2", 3, now))).empty());
+  Record done = step("a1", RecordType::kRunCompleted, "");
+  done.fence_epoch = (*first)[0].epoch;
+  ASSERT_TRUE(journal_->append(done, Durability::kStrict));
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w2", 3, now))), std::vector<std::string>{"a2"});
+
+  ASSERT_TRUE(journal_->put_value("", queue_limits_key("keyed"), QueueLimits{1, {}, {}}.to_json()));
+  for (auto [id, key] : {std::pair{"k1", "tenant-a"}, {"k2", "tenant-a"}, {"k3", "tenant-b"}}) {
+    ASSERT_TRUE(journal_->append(submitted(id, "keyed", 0, key), Durability::kStrict));
+  }
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w1", 3, now, {"keyed"}))), (std::vector<std::string>{"k1", "k3"}));
+}
+
+TEST_P(JournalConformance, RateLimitCountsFirstStartsInTheWindow) {
+  QueueLimits limits;
+  limits.rate_limit = 2;
+  limits.rate_period = std::chrono::seconds(60);
+  ASSERT_TRUE(journal_->put_value("", queue_limits_key("default"), limits.to_json()));
+  for (const char* id : {"r1", "r2", "r3"}) ASSERT_TRUE(journal_->append(submitted(id), Durability::kStrict));
+  const int64_t now = wall_now();
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 3, now))), (std::vector<std::string>{"r1", "r2"}));
+  // Their leases expired: r1 and r2 are resumed, which is no new start, and r3 still waits.
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 3, now + 59'000))), (std::vector<std::string>{"r1", "r2"}));
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 3, now + 61'000))), std::vector<std::string>{"r3"});
+}
+
+TEST_P(JournalConformance, AParkedRunIsClaimableOnceSignalledOrDue) {
+  ASSERT_TRUE(journal_->append(submitted("sig"), Durability::kStrict));
+  ASSERT_TRUE(journal_->append(submitted("timer"), Durability::kStrict));
+  const int64_t now = wall_now();
+  auto leases = journal_->claim_runs(claim("w", 2, now));
+  ASSERT_EQ(claimed_ids(leases).size(), 2u);
+  for (const Lease& l : *leases) {
+    Record park = step(l.run_id.str().c_str(), RecordType::kRunSuspended, "/wait");
+    park.payload = {{"status", "waiting"}, {"promise", "approval"}};
+    if (l.run_id.str() == "timer") park.payload["deadline_ms"] = now + 10'000;
+    park.fence_epoch = l.epoch;
+    ASSERT_TRUE(journal_->append(park, Durability::kStrict));
+  }
+  EXPECT_EQ(journal_->read_run(*RunId::parse("sig"))->summary.status, RunStatus::kWaiting);
+  EXPECT_TRUE(claimed_ids(journal_->claim_runs(claim("w", 2, now))).empty());
+  ASSERT_TRUE(journal_->resolve_promise(*RunId::parse("sig"), "other", 1));  // not the one it waits for
+  EXPECT_TRUE(claimed_ids(journal_->claim_runs(claim("w", 2, now))).empty());
+  ASSERT_TRUE(journal_->resolve_promise(*RunId::parse("sig"), "approval", 1));
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 2, now))), std::vector<std::string>{"sig"});
+  EXPECT_EQ(claimed_ids(journal_->claim_runs(claim("w", 2, now + 10'000))), std::vector<std::string>{"timer"});
+}
+
+TEST_P(JournalConformance, CancelEndsAnIdleRunAndAsksTheWorkerHoldingOne) {
+  ASSERT_TRUE(journal_->append(submitted("idle"), Durability::kStrict));
+  auto outcome = journal_->cancel_run(*RunId::parse("idle"), "cancelled by test", wall_now());
+  ASSERT_TRUE(outcome) << outcome.error().to_string();
+  EXPECT_EQ(*outcome, CancelOutcome::kCancelled);
+  auto log = journal_->read_run(*RunId::parse("idle"));
+  EXPECT_EQ(log->summary.status, RunStatus::kCancelled);
+  EXPECT_EQ(log->records.back().type, RecordType::kRunFailed);
+  EXPECT_EQ(log->records.back().error->code(), ErrorCode::kCancelled);
+  EXPECT_EQ(*journal_->cancel_run(*RunId::parse("idle"), "", wall_now()), CancelOutcome::kAlreadyFinished);
+
+  ASSERT_TRUE(journal_->append(submitted("busy"), Durability::kStrict));
+  auto held = journal_->claim_runs(claim("w", 1, wall_now()));
+  ASSERT_EQ(claimed_ids(held), std::vector<std::string>{"busy"});
+  EXPECT_EQ(*journal_->cancel_run(*RunId::parse("busy"), "", wall_now()), CancelOutcome::kRequested);
+  EXPECT_EQ(journal_->read_run(*RunId::parse("busy"))->summary.status, RunStatus::kRunning);
+  auto renew = journal_->renew_lease((*held)[0], std::chrono::seconds(30));
+  ASSERT_FALSE(renew);
+  EXPECT_EQ(renew.error().code(), ErrorCode::kCancelled);
+  // The holder died before it noticed: whoever claims the run next is told to end it.
+  auto next = journal_->claim_runs(claim("w2", 1, wall_now() + 60'000));
+  ASSERT_EQ(claimed_ids(next), std::vector<std::string>{"busy"});
+  EXPECT_TRUE((*next)[0].cancel_requested);
+  auto missing = journal_->cancel_run(*RunId::parse("nope"), "", wall_now());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
 }
 
 TEST_P(JournalConformance, ConcurrentAppendersKeepPerRunOrder) {
