@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "crucible/core/duration.h"
 #include "crucible/engine/replay.h"
 #include "walk.h"
 
@@ -70,6 +71,13 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
   std::stop_token stop_token() const { return stop_.get_token(); }
   // Stops the run without counting the lease as lost (the process is being interrupted).
   void interrupt() { stop_.request_stop(); }
+  // Stops the run because it must end (its deadline passed): finish() returns `why`.
+  void end(Error why) {
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    if (!lost_) lost_ = std::move(why);
+    stop_.request_stop();
+  }
   // Stops renewing; returns why the lease was lost, if it was.
   std::optional<Error> finish() {
     std::lock_guard lock(mu_);
@@ -87,7 +95,9 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
     if (done_) return;
     Status s = journal_.renew_lease(lease_, ttl_);
     if (!s) {
-      lost_ = s.error().with_context("the run's lease was lost");
+      // kCancelled: `crucible cancel` asked this run to end.
+      lost_ =
+          s.error().code() == ErrorCode::kCancelled ? s.error() : s.error().with_context("the run's lease was lost");
       stop_.request_stop();
       return;
     }
@@ -111,6 +121,13 @@ const Record* find_run_started(const RunLog& log) {
     if (r.type == RecordType::kRunStarted) return &r;
   }
   return nullptr;
+}
+
+std::optional<int64_t> started_timeout_ms(const RunLog& log) {
+  const Record* started = find_run_started(log);
+  const Json* t = started != nullptr ? json_member(started->payload, "timeout_ms") : nullptr;
+  if (t == nullptr || !t->is_number_integer()) return std::nullopt;
+  return t->get<int64_t>();
 }
 
 Json spec_payload(const WorkflowSpec& spec, const std::string& hash) {
@@ -289,6 +306,18 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
   if (existing.error().code() != ErrorCode::kNotFound) return make_error(existing.error());
 
   Durability durability = options.durability.value_or(spec.durability);
+  Record started = run_started_record(spec, run_id, hash, options, durability);
+  CRUCIBLE_ASSIGN_OR_RETURN(auto lease, journal_.start_run(started, owner_, lease_ttl_));
+  RunLog log;
+  log.summary.run_id = run_id;
+  log.summary.pipeline = spec.name;
+  log.summary.spec_hash = hash;
+  log.records.push_back(std::move(started));
+  return execute(spec, log, durability, {}, lease);
+}
+
+Record Runner::run_started_record(const WorkflowSpec& spec, const RunId& run_id, const std::string& hash,
+                                  const StartOptions& options, Durability durability) {
   Record started;
   started.type = RecordType::kRunStarted;
   started.run_id = run_id;
@@ -298,13 +327,64 @@ Result<RunResult> Runner::start(const WorkflowSpec& spec, const StartOptions& op
                      {"spec", spec_payload(spec, hash)},
                      {"input", merged_input(spec.config, options.overrides)},
                      {"durability", durability_name(durability)}};
-  CRUCIBLE_ASSIGN_OR_RETURN(auto lease, journal_.start_run(started, owner_, lease_ttl_));
-  RunLog log;
-  log.summary.run_id = run_id;
-  log.summary.pipeline = spec.name;
-  log.summary.spec_hash = hash;
-  log.records.push_back(std::move(started));
-  return execute(spec, log, durability, {}, lease);
+  if (auto timeout = options.timeout ? options.timeout : spec.timeout) started.payload["timeout_ms"] = timeout->count();
+  return started;
+}
+
+Result<Submitted> Runner::submit(const WorkflowSpec& spec, const StartOptions& options, const Placement& placement) {
+  if (placement.queue.empty()) return field_error("queue", "the queue name is empty");
+  RunId run_id = options.run_id ? *options.run_id : RunId::generate(clock_, random_);
+  const std::string hash = spec_hash(spec);
+  Record started = run_started_record(spec, run_id, hash, options, options.durability.value_or(spec.durability));
+  started.payload["placement"] = placement.to_json();
+  Status appended = journal_.append(started, Durability::kStrict);
+  if (appended) return Submitted{run_id, false};
+  if (appended.error().code() != ErrorCode::kAlreadyExists) return make_error(appended.error());
+  // The id exists: the same submission again is the same run.
+  CRUCIBLE_ASSIGN_OR_RETURN(auto existing, journal_.read_run(run_id));
+  CRUCIBLE_RETURN_IF_ERROR(check_version(spec, existing, hash, false));
+  CRUCIBLE_RETURN_IF_ERROR(check_inputs(existing, merged_input(spec.config, options.overrides)));
+  return Submitted{run_id, true};
+}
+
+Result<std::optional<int64_t>> Runner::run_deadline(const RunLog& log, const Lease& lease) {
+  const Record* started = find_run_started(log);
+  const Json* timeout = started != nullptr ? json_member(started->payload, "timeout_ms") : nullptr;
+  if (timeout == nullptr || !timeout->is_number_integer()) return std::optional<int64_t>();
+  for (const Record& r : log.records) {
+    if (r.type != RecordType::kDecision || r.key.str() != "#deadline") continue;
+    if (const Json* at = json_member(r.payload, "deadline_ms"); at != nullptr && at->is_number_integer()) {
+      return std::optional<int64_t>(at->get<int64_t>());
+    }
+  }
+  Record decided;
+  decided.type = RecordType::kDecision;
+  decided.run_id = log.summary.run_id;
+  decided.key = StepKey::from_string("#deadline");
+  decided.at_ms = clock_.now_ms();
+  decided.fence_epoch = lease.epoch;
+  const int64_t deadline = decided.at_ms + timeout->get<int64_t>();
+  decided.payload = {{"deadline_ms", deadline}};
+  CRUCIBLE_RETURN_IF_ERROR(journal_.append(std::move(decided), Durability::kBatched));
+  return std::optional<int64_t>(deadline);
+}
+
+Result<RunResult> Runner::end_run(const RunId& run_id, const std::string& pipeline, const Lease& lease,
+                                  const Error& why) {
+  const RunStatus how = why.code() == ErrorCode::kCancelled ? RunStatus::kCancelled : RunStatus::kDeadlineExceeded;
+  Record end = ended_record(run_id, how, why.message(), clock_.now_ms());
+  end.fence_epoch = lease.epoch;
+  if (Status s = journal_.append(std::move(end), Durability::kStrict); !s) {
+    (void)journal_.release_lease(lease);
+    return make_error(s.error());
+  }
+  RunResult result;
+  result.run_id = run_id;
+  result.pipeline = pipeline;
+  result.status = how;
+  result.error = why;
+  emit_run_end(EventType::kRunFailed, result);
+  return result;
 }
 
 namespace {
@@ -330,7 +410,7 @@ Status check_operator_steps(const RunLog& log, const ResumeOptions& options) {
 }  // namespace
 
 Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options) {
-  return resume_locked(spec, run_id, options, std::nullopt);
+  return resume_locked(spec, run_id, options, options.lease);
 }
 
 Result<RunResult> Runner::resume_locked(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options,
@@ -366,6 +446,20 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
   const RunId& run_id = log.summary.run_id;
   CRUCIBLE_ASSIGN_OR_RETURN(const Plan plan, bind_plan(spec, registry_));
   CRUCIBLE_ASSIGN_OR_RETURN(auto lease, take_lease(run_id, std::move(taken)));
+  if (lease.cancel_requested) {
+    return end_run(run_id, spec.name, lease, Error(ErrorCode::kCancelled, "the run was cancelled"));
+  }
+  auto deadline = run_deadline(log, lease);
+  if (!deadline) {
+    (void)journal_.release_lease(lease);
+    return make_error(deadline.error());
+  }
+  auto past_deadline = [&] {
+    return Error(ErrorCode::kDeadlineExceeded,
+                 "the run passed its deadline (timeout " +
+                     format_duration(std::chrono::milliseconds(started_timeout_ms(log).value_or(0))) + ")");
+  };
+  if (*deadline && clock_.now_ms() >= **deadline) return end_run(run_id, spec.name, lease, past_deadline());
   const Record* started = find_run_started(log);
   const Json* journaled_input = started != nullptr ? json_member(started->payload, "input") : nullptr;
   if (journaled_input != nullptr && !journaled_input->is_object()) {
@@ -388,11 +482,21 @@ Result<RunResult> Runner::execute(const WorkflowSpec& spec, const RunLog& log, D
 
   auto keeper = std::make_shared<LeaseKeeper>(journal_, executor_, lease, lease_ttl_);
   keeper->arm();
+  uint64_t deadline_timer = 0;
+  if (*deadline) {
+    deadline_timer = executor_.schedule_after(std::chrono::milliseconds(**deadline - clock_.now_ms()),
+                                              [keeper, why = past_deadline()] { keeper->end(why); });
+  }
   std::stop_callback on_interrupt(interrupt_, [&keeper] { keeper->interrupt(); });
-  Execution exec({journal_, executor_, clock_, random_, events_, interrupt_, lease.epoch}, spec, plan, run_id,
-                 durability, log, options, {artifact_root_ + "/" + run_id.str(), blob_dir_});
+  Execution exec({journal_, executor_, clock_, random_, events_, interrupt_, lease.epoch, *deadline}, spec, plan,
+                 run_id, durability, log, options, {artifact_root_ + "/" + run_id.str(), blob_dir_});
   auto flow = exec.run(result.context, keeper->stop_token());
+  if (deadline_timer != 0) executor_.cancel(deadline_timer);
   if (auto lost = keeper->finish()) {
+    // Cancelled or past its deadline: the run ends so, fenced by the lease it still holds.
+    if (lost->code() == ErrorCode::kCancelled || lost->code() == ErrorCode::kDeadlineExceeded) {
+      return end_run(run_id, spec.name, lease, *lost);
+    }
     (void)journal_.release_lease(lease);
     return make_error(*lost);
   }

@@ -288,10 +288,12 @@ Result<Flow> Execution::park_on_promise(const StepKey& key, const SuspendRequest
   Record park = make_record(RecordType::kRunSuspended, key);
   park.payload = {{"status", "waiting"}, {"step", key.str()}, {"promise", suspend.promise}};
   if (suspend.deadline_ms) park.payload["deadline_ms"] = *suspend.deadline_ms;
+  if (deps_.run_deadline_ms) park.payload["run_deadline_ms"] = *deps_.run_deadline_ms;
+  const std::optional<int64_t> wake = wake_time(park);
   CRUCIBLE_RETURN_IF_ERROR(append(with_intent(std::move(intent), std::move(park)), Durability::kStrict));
   std::lock_guard lock(mu_);
   waiting_on_ = suspend.promise;
-  wake_at_ms_ = suspend.deadline_ms;
+  wake_at_ms_ = wake;
   return Flow::kSuspended;
 }
 

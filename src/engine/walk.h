@@ -28,8 +28,9 @@ struct Deps {
   Clock& clock;
   Random& random;
   EventBus* events;
-  std::stop_token interrupt;  // the process is stopping: journal no failure for what it cancels
-  uint64_t fence_epoch = 0;   // the run's lease epoch: every record is fenced by it
+  std::stop_token interrupt;               // the process is stopping: journal no failure for what it cancels
+  uint64_t fence_epoch = 0;                // the run's lease epoch: every record is fenced by it
+  std::optional<int64_t> run_deadline_ms;  // a parked run wakes by then, to end past its deadline
 };
 
 // The run's directories, handed to stages through StageServices.

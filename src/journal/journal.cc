@@ -25,6 +25,7 @@ const EnumNames<RunStatus> kStatusNames = {
     {RunStatus::kNeedsAttention, "needs_attention"},
     {RunStatus::kQueued, "queued"},
     {RunStatus::kCancelled, "cancelled"},
+    {RunStatus::kDeadlineExceeded, "deadline_exceeded"},
 };
 
 }  // namespace
@@ -209,19 +210,24 @@ Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoc
                                         std::to_string(current_epoch) + "; it writes nothing more");
 }
 
-Record cancelled_record(const RunId& run, const std::string& reason, int64_t at_ms) {
+Record ended_record(const RunId& run, RunStatus how, const std::string& reason, int64_t at_ms) {
   Record r;
   r.type = RecordType::kRunFailed;
   r.run_id = run;
   r.at_ms = at_ms;
-  r.error = Error(ErrorCode::kCancelled, reason.empty() ? "the run was cancelled" : reason);
+  r.error = Error(how == RunStatus::kCancelled ? ErrorCode::kCancelled : ErrorCode::kDeadlineExceeded, reason);
+  r.payload = {{"ended", run_status_name(how)}};
   return r;
 }
 
 std::optional<int64_t> wake_time(const Record& suspended) {
-  const Json* deadline = json_member(suspended.payload, "deadline_ms");
-  if (deadline == nullptr || !deadline->is_number_integer()) return std::nullopt;
-  return deadline->get<int64_t>();
+  std::optional<int64_t> wake;
+  for (const char* key : {"deadline_ms", "run_deadline_ms"}) {
+    const Json* at = json_member(suspended.payload, key);
+    if (at == nullptr || !at->is_number_integer()) continue;
+    if (!wake || at->get<int64_t>() < *wake) wake = at->get<int64_t>();
+  }
+  return wake;
 }
 
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms) {
@@ -238,8 +244,12 @@ std::optional<RunStatus> status_after(const Record& record) {
     case RecordType::kRunStarted:
       return json_member(record.payload, "placement") != nullptr ? RunStatus::kQueued : RunStatus::kRunning;
     case RecordType::kRunCompleted: return RunStatus::kCompleted;
-    case RecordType::kRunFailed:
-      return record.error && record.error->code() == ErrorCode::kCancelled ? RunStatus::kCancelled : RunStatus::kFailed;
+    case RecordType::kRunFailed: {
+      const std::string ended = json_string(record.payload, "ended");
+      if (ended == "cancelled") return RunStatus::kCancelled;
+      if (ended == "deadline_exceeded") return RunStatus::kDeadlineExceeded;
+      return RunStatus::kFailed;
+    }
     case RecordType::kRunSuspended: {
       const Json& p = record.payload;
       bool named = p.is_object() && p.contains("status") && p["status"].is_string();

@@ -180,7 +180,7 @@ class MemoryJournal : public Journal {
           *data.started_ms > now - q->second.rate_period.count()) {
         ++l.recent_starts;
       }
-      const bool due = status == RunStatus::kQueued || (status == RunStatus::kRunning && !live(id)) ||
+      const bool due = ((status == RunStatus::kQueued || status == RunStatus::kRunning) && !live(id)) ||
                        (status == RunStatus::kWaiting &&
                         ((data.wake_ms && *data.wake_ms <= now) || data.promises.contains(data.waiting_on)));
       if (due) found.push_back({&data, ClaimCandidate{id, queue, data.placement.partition, !data.started_ms}});

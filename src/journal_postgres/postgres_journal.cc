@@ -353,8 +353,8 @@ class PostgresJournal : public Journal {
       report.runs.clear();
       CRUCIBLE_ASSIGN_OR_RETURN(
           auto q,
-          db.exec("DELETE FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND updated_ms < $1 RETURNING "
-                  "run_id",
+          db.exec("DELETE FROM runs WHERE status IN ('completed', 'failed', 'cancelled', 'deadline_exceeded') AND "
+                  "updated_ms < $1 RETURNING run_id",
                   {str(options.updated_before_ms)}, "pruning"));
       std::vector<std::string> ids;
       for (int i = 0; i < q.rows(); ++i) {
@@ -600,8 +600,8 @@ class PostgresJournal : public Journal {
     CRUCIBLE_ASSIGN_OR_RETURN(
         auto due,
         db.exec("SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue = ANY($1::text[]) AND "
-                "(status = 'queued' OR "
-                "(status = 'running' AND (lease_owner = '' OR lease_expires_ms <= $2)) OR (status = 'waiting' AND "
+                "(((status = 'queued' OR status = 'running') AND (lease_owner = '' OR lease_expires_ms <= $2)) OR "
+                "(status = 'waiting' AND "
                 "(wake_ms <= $2 OR EXISTS (SELECT 1 FROM promises p WHERE p.run_id = runs.run_id AND p.name = "
                 "runs.waiting_on)))) ORDER BY priority, submit_order LIMIT $3 FOR UPDATE SKIP LOCKED",
                 {names, str(request.now_ms), str(static_cast<int64_t>(request.max_runs * 8 + 64))}, "claiming runs"));

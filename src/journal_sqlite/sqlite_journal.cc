@@ -362,7 +362,8 @@ class SqliteJournal : public Journal {
     Status s = with_writer([&]() -> Status {
       doomed_ids.clear();
       const char* doomed =
-          "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND updated_ms < ?1";
+          "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled', 'deadline_exceeded') AND "
+          "updated_ms < ?1";
       Stmt list;
       CRUCIBLE_RETURN_IF_ERROR(list.prepare(write_db_, doomed));
       list.bind(updated_before_ms);
@@ -558,7 +559,7 @@ class SqliteJournal : public Journal {
     CRUCIBLE_RETURN_IF_ERROR(due.prepare(
         write_db_,
         ("SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue IN (" + numbered +
-         ") AND (status = 'queued' OR (status = 'running' AND (lease_owner = '' OR lease_expires_ms <= ?1)) OR "
+         ") AND (((status = 'queued' OR status = 'running') AND (lease_owner = '' OR lease_expires_ms <= ?1)) OR "
          "(status = 'waiting' AND (wake_ms <= ?1 OR EXISTS (SELECT 1 FROM promises p WHERE p.run_id = runs.run_id "
          "AND p.name = runs.waiting_on)))) ORDER BY priority, rowid LIMIT ?2")
             .c_str()));

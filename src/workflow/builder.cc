@@ -203,6 +203,11 @@ WorkflowBuilder& WorkflowBuilder::description(std::string text) {
   return *this;
 }
 
+WorkflowBuilder& WorkflowBuilder::timeout(std::chrono::milliseconds timeout) {
+  spec_.timeout = timeout;
+  return *this;
+}
+
 WorkflowBuilder& WorkflowBuilder::durability(Durability durability) {
   spec_.durability = durability;
   return *this;

@@ -53,7 +53,7 @@ constexpr size_t kMaxNameLength = 128;
 using workflow_internal::join;
 
 // Keys each kind of mapping accepts.
-const std::vector<std::string> kTopKeys = {"name",        "description", "durability", "config",
+const std::vector<std::string> kTopKeys = {"name",        "description", "durability", "timeout",    "config",
                                            "reliability", "models",      "stages",     "distributed"};
 const std::vector<std::string> kStageKeys = {
     "name",           "uses",         "with",    "order",      "timeout",     "retry",    "optional",
@@ -168,6 +168,10 @@ class Loader : public DistributedReader {
     if (auto d = get_string(root, "description", "")) spec.description = *d;
     if (auto d = get_enum(root, "durability", "", kDurabilityNames, Durability::kDeferred)) {
       spec.durability = *d;
+    }
+    spec.timeout = get_duration(root, "timeout", "");
+    if (spec.timeout && spec.timeout->count() <= 0) {
+      error(root["timeout"], "timeout", "must be longer than 0 (leave it out for no run deadline)");
     }
     if (YAML::Node c = root["config"]) {
       if (!c.IsMap())

@@ -133,6 +133,7 @@ Json spec_to_json(const WorkflowSpec& spec) {
               {"config", spec.config},
               {"stages", nodes_to_json(spec.stages)}};
   if (!spec.distributed.is_null()) out["distributed"] = spec.distributed;
+  if (spec.timeout) out["timeout_ms"] = spec.timeout->count();
   if (!spec.reliability.is_null()) out["reliability"] = spec.reliability;
   if (!spec.models.is_null()) out["models"] = spec.models;
   return out;

@@ -72,11 +72,18 @@ struct StartOptions {
   Json overrides = Json::object();  // merged over the spec's config
   bool new_version = false;         // continue an existing run with a changed spec
   std::optional<Durability> durability;
+  std::optional<std::chrono::milliseconds> timeout;  // the run's deadline; overrides the spec's
 };
 
 struct ResumeOptions {
   std::set<std::string> rerun_steps;  // in-flight non-idempotent steps to run again
   std::set<std::string> skip_steps;   // in-flight non-idempotent steps to record as skipped
+  std::optional<Lease> lease;         // the run's lease, already held (a worker's claim)
+};
+
+struct Submitted {
+  RunId run_id;
+  bool existed = false;  // the id was submitted (or run) before, with this spec and inputs
 };
 
 // Thread-safe: several runs may execute at once on one Runner.
@@ -92,6 +99,11 @@ class Runner {
   // itself failing is not one): kFailedPrecondition when the id exists with another spec and
   // new_version is off or when another live worker holds the run; journal errors.
   [[nodiscard]] Result<RunResult> start(const WorkflowSpec& spec, const StartOptions& options = {});
+  // Enqueues a run for the workers of `placement.queue` (Journal::claim_runs) and returns its id;
+  // nothing runs here. The run id is the deduplication key: submitting an id again with the same
+  // spec and inputs returns it (existed); with others, kFailedPrecondition naming what differs.
+  [[nodiscard]] Result<Submitted> submit(const WorkflowSpec& spec, const StartOptions& options,
+                                         const Placement& placement);
   // Replays the journal of `run_id` and continues at the first unfinished step. kNotFound if
   // there is no such run; kFailedPrecondition if `spec` is not the spec the run was started with.
   [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id,
@@ -113,6 +125,7 @@ class Runner {
 
   // Identifies this worker in leases; defaults to "<hostname>:<pid>".
   void set_owner(std::string owner);
+  const std::string& owner() const { return owner_; }
   // Lease length; renewed as steps finish.
   void set_lease_ttl(std::chrono::milliseconds ttl) { lease_ttl_ = ttl; }
   // Where stages write a run's files (reports, charts): <root>/<run id>, handed to stages as
@@ -126,6 +139,13 @@ class Runner {
   [[nodiscard]] Result<RunResult> execute(const WorkflowSpec& spec, const RunLog& log, Durability durability,
                                           const ResumeOptions& options, std::optional<Lease> taken = std::nullopt);
   Status check_version(const WorkflowSpec& spec, const RunLog& existing, const std::string& hash, bool new_version);
+  Record run_started_record(const WorkflowSpec& spec, const RunId& run_id, const std::string& hash,
+                            const StartOptions& options, Durability durability);
+  // Ends a run that was cancelled or ran past its deadline (`why`'s code says which).
+  Result<RunResult> end_run(const RunId& run_id, const std::string& pipeline, const Lease& lease, const Error& why);
+  // The run's deadline: journaled at its first execution (a `#deadline` decision) from the
+  // run_started record's timeout_ms; nullopt for a run without one.
+  Result<std::optional<int64_t>> run_deadline(const RunLog& log, const Lease& lease);
   // `input` against the run's journaled input; `only_given`: just the keys `input` has.
   Status check_inputs(const RunLog& existing, const Json& input, bool only_given = false);
   // resume() with the run's lease already held (`lease`), or taken here.

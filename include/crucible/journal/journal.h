@@ -54,13 +54,23 @@ struct Record {
 Json record_body_to_json(const Record& record);
 [[nodiscard]] Status record_body_from_json(const Json& body, Record& record);
 
-// kQueued: submitted, waiting for a worker to claim it. kCancelled: ended by `cancel` (a
-// kRunFailed record whose error is kCancelled).
-enum class RunStatus { kRunning, kCompleted, kFailed, kWaiting, kNeedsAttention, kQueued, kCancelled };
+// kQueued: submitted, waiting for a worker to claim it. kCancelled and kDeadlineExceeded: ended
+// by `cancel` or by the run's own deadline (a kRunFailed record whose payload says so).
+enum class RunStatus {
+  kRunning,
+  kCompleted,
+  kFailed,
+  kWaiting,
+  kNeedsAttention,
+  kQueued,
+  kCancelled,
+  kDeadlineExceeded
+};
 std::string_view run_status_name(RunStatus status);
 std::optional<RunStatus> parse_run_status(std::string_view name);
 inline bool is_finished(RunStatus s) {
-  return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCancelled;
+  return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCancelled ||
+         s == RunStatus::kDeadlineExceeded;
 }
 
 // How long append() waits. kStrict: until the record and every record before it are durable.
@@ -255,11 +265,15 @@ Error fenced_error(const RunId& run, uint64_t fence_epoch, uint64_t current_epoc
 // The kPromiseResolved record a journal appends when resolve_promise sets a value.
 Record promise_resolved_record(const RunId& run, const std::string& name, const Json& value, int64_t at_ms);
 
-// The kRunFailed record that ends a cancelled run.
-Record cancelled_record(const RunId& run, const std::string& reason, int64_t at_ms);
+// The kRunFailed record that ends a run as `how` (kCancelled or kDeadlineExceeded); its payload
+// {"ended": status name} sets the run's status.
+Record ended_record(const RunId& run, RunStatus how, const std::string& reason, int64_t at_ms);
+inline Record cancelled_record(const RunId& run, const std::string& reason, int64_t at_ms) {
+  return ended_record(run, RunStatus::kCancelled, reason.empty() ? "the run was cancelled" : reason, at_ms);
+}
 
-// When a waiting run becomes claimable without a signal: the deadline its kRunSuspended record
-// names, if any.
+// When a waiting run becomes claimable without a signal: the earlier of the deadlines its
+// kRunSuspended record names (the promise's, the run's), if any.
 std::optional<int64_t> wake_time(const Record& suspended);
 
 // Status transition implied by appending `record` to a run, if any.

@@ -414,6 +414,21 @@ TEST_P(JournalConformance, CancelEndsAnIdleRunAndAsksTheWorkerHoldingOne) {
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
 }
 
+TEST_P(JournalConformance, ARunEndedByCancelOrDeadlineHasThatStatusAndIsFinished) {
+  for (RunStatus how : {RunStatus::kCancelled, RunStatus::kDeadlineExceeded}) {
+    const std::string id(run_status_name(how));
+    ASSERT_TRUE(journal_->append(started(id.c_str()), Durability::kStrict));
+    ASSERT_TRUE(journal_->append(ended_record(*RunId::parse(id), how, "why", 2000), Durability::kStrict));
+    auto log = journal_->read_run(*RunId::parse(id));
+    ASSERT_TRUE(log);
+    EXPECT_EQ(log->summary.status, how) << run_status_name(log->summary.status);
+    EXPECT_EQ(log->summary.error, "why");
+  }
+  auto pruned = journal_->prune(PruneOptions{3000});
+  ASSERT_TRUE(pruned);
+  EXPECT_EQ(pruned->runs.size(), 2u);
+}
+
 TEST_P(JournalConformance, ConcurrentAppendersKeepPerRunOrder) {
   constexpr int kRuns = 8;
   constexpr int kSteps = 50;

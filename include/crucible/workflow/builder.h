@@ -79,6 +79,8 @@ class WorkflowBuilder : public SequenceBuilder {
   explicit WorkflowBuilder(std::string name);
   WorkflowBuilder& description(std::string text);
   WorkflowBuilder& durability(Durability durability);
+  // The run's durable deadline (WorkflowSpec::timeout).
+  WorkflowBuilder& timeout(std::chrono::milliseconds timeout);
   WorkflowBuilder& config(Json config);
 
   // Validates with the same rules as YAML against `registry`'s stage types. kInvalidArgument

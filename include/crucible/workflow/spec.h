@@ -172,6 +172,9 @@ struct WorkflowSpec {
   std::string description;
   std::string file;  // source path, when loaded from YAML
   Durability durability = Durability::kStrict;
+  // The run's deadline, from its first execution: durable across restarts and workers; the run
+  // ends deadline_exceeded when it passes.
+  std::optional<std::chrono::milliseconds> timeout;
   Json config = Json::object();  // default input, overridden by --set
   std::vector<Node> stages;      // the root sequence
   Json distributed;              // the validated `distributed:` section, or null

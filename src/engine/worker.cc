@@ -1,0 +1,139 @@
+#include "crucible/engine/worker.h"
+
+#include <algorithm>
+
+namespace crucible {
+
+Worker::Worker(Journal& journal, Runner& runner, Executor& executor, Clock& clock, SpecLoader load_spec,
+               WorkerOptions options, RunListener listener)
+    : journal_(journal),
+      runner_(runner),
+      executor_(executor),
+      clock_(clock),
+      load_spec_(std::move(load_spec)),
+      options_(std::move(options)),
+      listener_(std::move(listener)) {
+  if (options_.id.empty()) options_.id = runner_.owner();
+  options_.concurrency = std::max<size_t>(1, options_.concurrency);
+  runner_.set_owner(options_.id);
+  runner_.set_lease_ttl(options_.lease_ttl);
+  runner_.set_interrupt(hand_back_.get_token());
+}
+
+Worker::~Worker() {
+  hand_back_.request_stop();
+  std::vector<std::future<void>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(active_);
+  }
+  for (auto& f : left) f.wait();
+}
+
+WorkerStats Worker::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+size_t Worker::reap() {
+  std::lock_guard lock(mu_);
+  std::erase_if(active_, [](std::future<void>& f) {
+    return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  });
+  return active_.size();
+}
+
+void Worker::run(std::stop_token drain) {
+  auto delay = options_.poll;
+  while (!drain.stop_requested()) {
+    const size_t busy = reap();
+    size_t claimed = 0;
+    if (busy < options_.concurrency) {
+      ClaimRequest request;
+      request.owner = options_.id;
+      request.queues = options_.queues;
+      request.max_runs = options_.concurrency - busy;
+      request.ttl = options_.lease_ttl;
+      request.now_ms = clock_.now_ms();
+      auto leases = journal_.claim_runs(request);
+      if (leases) {
+        claimed = leases->size();
+        for (Lease& lease : *leases) {
+          std::lock_guard lock(mu_);
+          ++stats_.claimed;
+          active_.push_back(executor_.run_in_background([this, lease = std::move(lease)] { execute(lease); }));
+        }
+      } else if (listener_) {
+        listener_(RunId(), make_error(leases.error().with_context("claiming runs")));
+      }
+    }
+    // Busy: look again soon, as a slot frees; idle: back off to the poll interval.
+    if (claimed > 0) {
+      delay = std::chrono::milliseconds(1);
+      continue;
+    }
+    if (!clock_.sleep_for(delay, drain)) break;
+    delay = std::min(options_.poll, std::max(std::chrono::milliseconds(5), delay * 2));
+  }
+  // Draining: no more claims; running stages get the grace period, then are handed back.
+  const MonoTime until = clock_.monotonic() + options_.grace;
+  while (reap() > 0 && clock_.monotonic() < until) {
+    (void)clock_.sleep_for(std::chrono::milliseconds(20), std::stop_token());
+  }
+  hand_back_.request_stop();
+  std::vector<std::future<void>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(active_);
+  }
+  for (auto& f : left) f.wait();
+}
+
+void Worker::execute(Lease lease) {
+  const RunId run_id = lease.run_id;
+  auto finish = [&](const Result<RunResult>& outcome) {
+    {
+      std::lock_guard lock(mu_);
+      if (!outcome) {
+        ++stats_.handed_back;
+      } else if (outcome->status == RunStatus::kCompleted) {
+        ++stats_.completed;
+      } else if (outcome->status == RunStatus::kWaiting) {
+        ++stats_.parked;
+      } else {
+        ++stats_.failed;
+      }
+    }
+    if (listener_) listener_(run_id, outcome);
+  };
+  auto log = journal_.read_run(run_id);
+  if (!log) {
+    (void)journal_.release_lease(lease);
+    return finish(make_error(log.error()));
+  }
+  auto spec = load_spec_(*log);
+  if (!spec) {
+    // Not a passing trouble: no worker can run this spec. The run fails instead of coming back.
+    Record failed;
+    failed.type = RecordType::kRunFailed;
+    failed.run_id = run_id;
+    failed.at_ms = clock_.now_ms();
+    failed.error = spec.error();
+    failed.fence_epoch = lease.epoch;
+    if (Status s = journal_.append(std::move(failed), Durability::kStrict); !s) {
+      (void)journal_.release_lease(lease);
+      return finish(make_error(s.error()));
+    }
+    RunResult result;
+    result.run_id = run_id;
+    result.pipeline = log->summary.pipeline;
+    result.status = RunStatus::kFailed;
+    result.error = spec.error();
+    return finish(result);
+  }
+  ResumeOptions options;
+  options.lease = lease;
+  finish(runner_.resume(*spec, run_id, options));
+}
+
+}  // namespace crucible
