@@ -2,6 +2,7 @@
 #include "crucible/core/suggest.h"
 
 #include "experiments_view.h"
+#include "wiring.h"
 
 #include <unistd.h>
 
@@ -38,142 +39,6 @@
 
 namespace crucible::cli {
 namespace {
-
-constexpr int kOk = 0;
-constexpr int kRunFailed = 1;
-constexpr int kUsage = 2;
-constexpr int kInterrupted = 130;  // the shell's convention for SIGINT; the run stays resumable
-
-// Turns SIGINT and SIGTERM into a stop request for the runner. main() blocks both signals before
-// any thread starts, so only this task, on the executor, receives them; a second signal ends the
-// process at once.
-class SignalStop {
- public:
-  explicit SignalStop(Executor& executor) {
-    done_ = executor.run_in_background([this] {
-      sigset_t set;
-      sigemptyset(&set);
-      sigaddset(&set, SIGINT);
-      sigaddset(&set, SIGTERM);
-      const timespec tick{0, 100'000'000};
-      while (!quit_.load()) {
-        int sig = sigtimedwait(&set, nullptr, &tick);
-        if (sig != SIGINT && sig != SIGTERM) continue;
-        if (source_.stop_requested()) std::_Exit(kInterrupted);
-        std::fprintf(stderr, "\ncrucible: stopping (the run stays resumable; a second signal exits now)\n");
-        source_.request_stop();
-      }
-    });
-  }
-  ~SignalStop() {
-    quit_.store(true);
-    done_.wait();
-  }
-  std::stop_token token() const { return source_.get_token(); }
-  bool stopped() const { return source_.stop_requested(); }
-
- private:
-  std::stop_source source_;
-  std::atomic<bool> quit_{false};
-  std::future<void> done_;
-};
-
-int fail(int code, const std::string& message) {
-  std::fprintf(stderr, "crucible: %s\n", message.c_str());
-  return code;
-}
-
-// "scheme" when `where` starts with scheme://, else empty (a file path).
-std::string url_scheme(const std::string& where) {
-  const size_t end = where.find("://");
-  if (end == std::string::npos || end == 0) return "";
-  for (size_t i = 0; i < end; ++i) {
-    const char c = where[i];
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return "";
-  }
-  return where.substr(0, end);
-}
-
-Result<std::unique_ptr<Journal>> open_journal(const GlobalOptions& g) {
-  if (g.journal && g.journal->empty()) return make_error(ErrorCode::kInvalidArgument, "--journal needs a path");
-  const std::string where = default_journal_path(g.journal.value_or(""));
-  if (is_postgres_url(where)) return open_postgres_journal(PostgresJournalOptions{where});
-  if (const std::string scheme = url_scheme(where); !scheme.empty()) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "journal '" + redact_url(where) + "': unknown scheme '" + scheme +
-                          "://'; expected a file path (SQLite) or postgresql://user@host:port/database");
-  }
-  SqliteJournalOptions options;
-  options.path = where;
-  return open_sqlite_journal(options);
-}
-
-// Where run reports and blobs go: beside a journal file, or .crucible/ for a database journal.
-std::filesystem::path local_dir(const GlobalOptions& g) {
-  const std::string where = default_journal_path(g.journal.value_or(""));
-  if (is_postgres_url(where)) return ".crucible";
-  std::filesystem::path dir = std::filesystem::path(where).parent_path();
-  return dir.empty() ? std::filesystem::path(".") : dir;
-}
-
-// The stage families this binary offers, registered one by one, and the model registry the
-// llm.* stages call through. Hedged model calls block on the network, so they get a pool of
-// their own, larger than the core count.
-struct StageLibrary {
-  Executor model_executor{32};
-  std::shared_ptr<ModelRegistry> models =
-      std::make_shared<ModelRegistry>(model_executor, real_clock(), system_random());
-  StageRegistry registry;
-
-  StageLibrary() {
-    Status s = register_builtin_stages(registry);
-    if (s) s = register_command_stage(registry);
-    if (s) s = register_http_stages(registry);
-    if (s) s = register_compare_stage(registry);
-    if (s) s = register_llm_stages(registry, models);
-    if (s) s = register_hedging_stage(registry);
-    CRUCIBLE_CHECK(s.has_value());
-  }
-};
-
-// Everything a command that runs pipelines needs, wired once.
-struct Engine {
-  StageLibrary library;
-  StageRegistry& registry = library.registry;
-  std::unique_ptr<Journal> journal;
-  std::unique_ptr<Executor> executor;
-  std::unique_ptr<SignalStop> signals;  // stopped before the executor it runs on
-  EventBus events;
-  std::unique_ptr<Runner> runner;
-
-  Status open(const GlobalOptions& g, bool progress) {
-    CRUCIBLE_ASSIGN_OR_RETURN(auto j, open_journal(g));
-    journal = std::move(j);
-    executor = std::make_unique<Executor>();
-    if (progress && !g.quiet) events.add_sink(make_console_sink(g.json ? stderr : stdout, isatty(g.json ? 2 : 1) != 0));
-    if (!g.events_file.empty()) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto sink, make_jsonl_sink(g.events_file));
-      events.add_sink(sink);
-    }
-    runner = std::make_unique<Runner>(*journal, *executor, real_clock(), system_random(), registry, &events);
-    signals = std::make_unique<SignalStop>(*executor);
-    runner->set_interrupt(signals->token());
-    const std::filesystem::path dir = local_dir(g);
-    runner->set_artifact_root((dir / "runs").string());
-    runner->set_blob_dir((dir / "blobs").string());
-    return {};
-  }
-};
-
-// A wall-clock time in ms as UTC, e.g. 2026-12-01 12:40:55Z.
-std::string format_time(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buf;
-}
 
 // Numbers as a person reads them: 0.4, not 0.3999999999999999.
 std::string readable(const Json& v) {
@@ -229,37 +94,6 @@ int finish(const GlobalOptions& g, const RunResult& r) {
   }
 }
 
-std::optional<WorkflowSpec> load_or_report(const GlobalOptions& g, const std::string& file,
-                                           const StageRegistry& registry) {
-  LoadResult loaded = load_pipeline_file(file, registry);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "%s", loaded.report().c_str());
-    std::fprintf(stderr, "crucible: %zu error(s) in %s; nothing was run\n", loaded.error_count(), file.c_str());
-    return std::nullopt;
-  }
-  if (!g.quiet) {
-    for (const Diagnostic& d : loaded.diagnostics) std::fprintf(stderr, "%s\n", d.to_string().c_str());
-  }
-  return std::move(loaded.spec);
-}
-
-Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
-  CRUCIBLE_ASSIGN_OR_RETURN(auto log, e.journal->read_run(id));
-  CRUCIBLE_ASSIGN_OR_RETURN(auto spec, journaled_spec(log));
-  if (spec.value("format", std::string()) != "yaml") {
-    return make_error(
-        ErrorCode::kFailedPrecondition,
-        "run '" + id.str() + "' was built with the C++ builder; resume it from the program that built it");
-  }
-  std::string file = spec.value("file", std::string("<journal>"));
-  LoadResult loaded = load_pipeline_text(spec.value("text", std::string()), file, e.registry);
-  if (!loaded.ok()) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      "the journaled pipeline of run '" + id.str() + "' no longer validates:\n" + loaded.report());
-  }
-  return std::move(*loaded.spec);
-}
-
 int drive(const GlobalOptions& g, Engine& e, const WorkflowSpec& spec, Result<RunResult> result, bool no_wait) {
   if (!result && e.signals && e.signals->stopped()) return fail(kInterrupted, result.error().message());
   if (!result)
@@ -284,19 +118,9 @@ int cmd_run(const GlobalOptions& g, const RunArgs& a) {
   auto spec = load_or_report(g, a.file, e.registry);
   if (!spec) return kUsage;
   if (auto reason = unsupported_reason(*spec)) return fail(kUsage, *reason);
-  StartOptions options;
-  if (!a.sets.empty()) {
-    Json config = spec->config.is_object() ? spec->config : Json::object();
-    for (const std::string& s : a.sets) {
-      if (auto ok = apply_config_override(config, s); !ok) return fail(kUsage, ok.error().message());
-    }
-    options.overrides = std::move(config);  // the whole config, each --set applied
-  }
-  if (a.run_id) {
-    auto id = RunId::parse(*a.run_id);
-    if (!id) return fail(kUsage, "--run-id: " + id.error().message());
-    options.run_id = *id;
-  }
+  auto parsed = start_options(*spec, a.sets, a.run_id);
+  if (!parsed) return fail(kUsage, parsed.error().message());
+  StartOptions options = std::move(*parsed);
   if (!a.durability.empty()) {
     auto durability = kDurabilityNames.parse(a.durability);
     if (!durability || *durability == Durability::kDeferred) {
@@ -450,6 +274,11 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
       out["status"] = "interrupted";
       out["interrupted"] = {{"reason", *interrupted}, {"since_ms", s.updated_ms}};
     }
+    if (auto journal = open_journal(g)) {
+      if (auto lease = (*journal)->current_lease(s.run_id); lease && *lease) {
+        out["lease"] = {{"owner", (*lease)->owner}, {"epoch", (*lease)->epoch}, {"expires_ms", (*lease)->expires_ms}};
+      }
+    }
     Json stages = Json::array();
     for (const StepRow& r : report.steps) stages.push_back(r.to_json());
     out["stages"] = stages;
@@ -470,6 +299,16 @@ int cmd_status(const GlobalOptions& g, const std::string& run_id) {
                 format_time(s.updated_ms).c_str(), s.run_id.str().c_str());
   }
   if (!s.parent_run.empty()) std::printf("forked from %s\n", s.parent_run.c_str());
+  if (!s.queue.empty()) {
+    std::printf("queue %s  priority %d  claims %d", s.queue.c_str(), s.priority, s.claims);
+    if (auto journal = open_journal(g)) {
+      if (auto lease = (*journal)->current_lease(s.run_id); lease && *lease) {
+        std::printf("  held by %s (lease epoch %llu, expires %s)", (*lease)->owner.c_str(),
+                    static_cast<unsigned long long>((*lease)->epoch), format_time((*lease)->expires_ms).c_str());
+      }
+    }
+    std::printf("\n");
+  }
   std::printf("%-40s %-16s %8s %12s  %s\n", "STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR");
   for (const StepRow& r : report.steps) {
     std::printf("%-40s %-16s %8d %10.1fms  %s\n", r.key.c_str(), std::string(step_status_name(r.status)).c_str(),
@@ -491,7 +330,12 @@ int cmd_list(const GlobalOptions& g, const ListArgs& a) {
   filter.limit = a.limit;
   if (!a.status.empty()) {
     auto st = parse_run_status(a.status);
-    if (!st) return fail(kUsage, "--status must be running, completed, failed, waiting or needs_attention");
+    if (!st) {
+      return fail(kUsage,
+                  "--status must be queued, running, waiting, needs_attention, completed, failed, cancelled or "
+                  "deadline_exceeded, got '" +
+                      a.status + "'");
+    }
     filter.status = *st;
   }
   if (!a.pipeline.empty()) filter.pipeline = a.pipeline;
@@ -510,10 +354,11 @@ int cmd_list(const GlobalOptions& g, const ListArgs& a) {
     std::cout << json_dump(out, 2) << std::endl;
     return kOk;
   }
-  std::printf("%-28s %-20s %-16s %s\n", "RUN", "PIPELINE", "STATUS", "ERROR");
+  std::printf("%-28s %-20s %-18s %-12s %6s  %s\n", "RUN", "PIPELINE", "STATUS", "QUEUE", "CLAIMS", "ERROR");
   for (const RunSummary& s : *runs) {
-    std::printf("%-28s %-20s %-16s %s\n", s.run_id.str().c_str(), s.pipeline.c_str(),
-                std::string(run_status_name(s.status)).c_str(), s.error.substr(0, 60).c_str());
+    std::printf("%-28s %-20s %-18s %-12s %6d  %s\n", s.run_id.str().c_str(), s.pipeline.c_str(),
+                std::string(run_status_name(s.status)).c_str(), s.queue.empty() ? "-" : s.queue.c_str(), s.claims,
+                s.error.substr(0, 60).c_str());
   }
   return kOk;
 }

@@ -40,6 +40,40 @@ struct ListArgs {
 };
 
 int cmd_run(const GlobalOptions& g, const RunArgs& a);
+
+struct SubmitArgs {
+  std::string file;
+  std::vector<std::string> sets;
+  std::optional<std::string> run_id;
+  std::string queue = "default";
+  int priority = 0;
+  std::string partition;
+  std::string timeout;
+};
+// `crucible submit`: enqueues a run for `crucible worker`s and prints its id.
+int cmd_submit(const GlobalOptions& g, const SubmitArgs& a);
+
+struct WorkerArgs {
+  std::vector<std::string> queues;
+  size_t concurrency = 8;
+  std::string id;
+  std::string lease = "15s";
+  std::string poll = "200ms";
+  std::string grace = "30s";
+};
+// `crucible worker`: claims and executes submitted runs until SIGTERM or SIGINT, then drains.
+int cmd_worker(const GlobalOptions& g, const WorkerArgs& a);
+int cmd_cancel(const GlobalOptions& g, const std::string& run_id, const std::string& reason);
+
+struct QueueArgs {
+  std::string name;
+  std::optional<int> concurrency;
+  std::string rate;  // N/period, e.g. 10/1m
+  bool clear = false;
+};
+// `crucible queue set|show NAME`: a queue's limits, kept in the journal for every worker.
+int cmd_queue_set(const GlobalOptions& g, const QueueArgs& a);
+int cmd_queue_show(const GlobalOptions& g, const std::string& name);
 int cmd_validate(const GlobalOptions& g, const std::string& file);
 int cmd_stages(const GlobalOptions& g);
 int cmd_describe(const GlobalOptions& g, const std::string& stage);

@@ -19,6 +19,9 @@ struct Cli {
   CLI::App app{"Crucible runs AI experiment pipelines as durable, reliability-aware workflows."};
   GlobalOptions g;
   RunArgs run;
+  SubmitArgs submit;
+  WorkerArgs worker;
+  QueueArgs queue;
   ResumeArgs resume;
   ListArgs list;
   std::string file, stage, run_id, name, value, from, which, scenarios;
@@ -68,6 +71,48 @@ void add_run_commands(Cli& c) {
   fork->add_option("--run-id", c.new_id, "id for the new run");
   fork->add_flag("--no-wait", c.fork_no_wait, "return when the run parks on a promise instead of waiting");
   c.json_flag(fork);
+}
+
+void add_fleet_commands(Cli& c) {
+  auto* submit = c.command("submit", "queue a run for `crucible worker`s and print its id",
+                           [&c] { return cmd_submit(c.g, c.submit); });
+  submit->add_option("file", c.submit.file, "pipeline YAML")->required();
+  submit->add_option("--set", c.submit.sets, "override a config value: key=value");
+  submit->add_option("--run-id", c.submit.run_id, "run id; submitting an id again is the same run");
+  submit->add_option("--queue", c.submit.queue, "queue name (default: default)");
+  submit->add_option("--priority", c.submit.priority, "smaller runs first (default 0)");
+  submit->add_option("--partition", c.submit.partition, "partition key: the queue's concurrency counts it apart");
+  submit->add_option("--timeout", c.submit.timeout, "the run's deadline from its first execution, e.g. 30m");
+  c.json_flag(submit);
+
+  auto* worker = c.command("worker", "claim and execute submitted runs until SIGTERM, then drain",
+                           [&c] { return cmd_worker(c.g, c.worker); });
+  worker->add_option("--queue", c.worker.queues, "a queue to serve (repeatable; default: default)");
+  worker->add_option("--concurrency", c.worker.concurrency, "runs executing at once (default 8)");
+  worker->add_option("--id", c.worker.id, "worker id in leases (default <hostname>:<pid>)");
+  worker->add_option("--lease", c.worker.lease, "lease length: a dead worker's runs move after this (default 15s)");
+  worker->add_option("--poll", c.worker.poll, "how often an idle worker looks for runs (default 200ms)");
+  worker->add_option("--grace", c.worker.grace, "on SIGTERM, how long running stages may go on (default 30s)");
+  c.json_flag(worker, "print one JSON line per run that stops");
+
+  auto* cancel = c.command("cancel", "cancel a run: its in-flight stages are stopped wherever they run",
+                           [&c] { return cmd_cancel(c.g, c.run_id, c.value); });
+  cancel->add_option("run_id", c.run_id, "run id")->required();
+  cancel->add_option("--reason", c.value, "recorded as the run's error");
+  c.json_flag(cancel);
+
+  auto* queue = c.app.add_subcommand("queue", "a queue's limits, shared by every worker");
+  queue->require_subcommand(1);
+  auto* set = queue->add_subcommand("set", "set a queue's concurrency and rate limit");
+  c.actions.emplace_back(set, [&c] { return cmd_queue_set(c.g, c.queue); });
+  set->add_option("name", c.queue.name, "queue name")->required();
+  set->add_option("--concurrency", c.queue.concurrency, "runs of the queue executing at once on all workers");
+  set->add_option("--rate", c.queue.rate, "at most STARTS/PERIOD new runs, e.g. 10/1m");
+  set->add_flag("--clear", c.queue.clear, "remove the queue's limits");
+  auto* show = queue->add_subcommand("show", "a queue's limits and runs");
+  c.actions.emplace_back(show, [&c] { return cmd_queue_show(c.g, c.name); });
+  show->add_option("name", c.name, "queue name")->required();
+  c.json_flag(show);
 }
 
 void add_inspect_commands(Cli& c) {
@@ -165,6 +210,7 @@ int main(int argc, char** argv) {
   c.app.add_flag("--quiet,-q", c.g.quiet, "no progress output");
   c.app.set_version_flag("--version", std::string("crucible ") + CRUCIBLE_VERSION);
   add_run_commands(c);
+  add_fleet_commands(c);
   add_inspect_commands(c);
   add_admin_commands(c);
   if (int code = crucible::cli::unknown_command(c.app, argc, argv); code != 0) return code;

@@ -37,9 +37,8 @@ WorkerStats Worker::stats() const {
 
 size_t Worker::reap() {
   std::lock_guard lock(mu_);
-  std::erase_if(active_, [](std::future<void>& f) {
-    return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-  });
+  std::erase_if(active_,
+                [](std::future<void>& f) { return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready; });
   return active_.size();
 }
 

@@ -120,7 +120,8 @@ TEST_F(WorkerTest, TwoWorkersShareAQueueAndRunEveryStepOnce) {
 }
 
 TEST_F(WorkerTest, AParkedRunHoldsNoSlotAndASignalWakesIt) {
-  WorkflowSpec gate = load("name: gate\nstages: [{name: g, uses: wait_for, with: {promise: go}}, {name: after, uses: probe}]\n");
+  WorkflowSpec gate =
+      load("name: gate\nstages: [{name: g, uses: wait_for, with: {promise: go}}, {name: after, uses: probe}]\n");
   WorkflowSpec plain = load(kTwoSteps);
   RunId parked = submit(gate, "parked");
   start_worker(fast(1));
@@ -179,8 +180,8 @@ TEST_F(WorkerTest, DrainHandsBackWhatOutlivesTheGracePeriodAndAnotherWorkerResum
 // The deadline is journaled at the run's first execution, so it holds across a restart: a run
 // resumed after it passed ends at once, and a parked run wakes by it.
 TEST_F(RunnerTest, ARunDeadlineIsDurableAcrossRestarts) {
-  WorkflowSpec spec =
-      load("name: d\ntimeout: 10s\nstages: [{name: g, uses: wait_for, with: {promise: go}}, {name: after, uses: probe}]\n");
+  WorkflowSpec spec = load(
+      "name: d\ntimeout: 10s\nstages: [{name: g, uses: wait_for, with: {promise: go}}, {name: after, uses: probe}]\n");
   RunResult parked = run(spec);
   ASSERT_EQ(parked.status, RunStatus::kWaiting);
   ASSERT_TRUE(parked.wake_at_ms);

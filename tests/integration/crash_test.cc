@@ -27,16 +27,6 @@ int crash_points() {
   return 50;
 }
 
-std::vector<std::string> lines_of(const std::string& path) {
-  std::vector<std::string> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
-
 struct JournalView {
   std::set<std::string> completed;
   RunStatus status = RunStatus::kRunning;

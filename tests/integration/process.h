@@ -64,6 +64,17 @@ inline std::string slurp(const std::string& path) {
   return buf.str();
 }
 
+// The non-empty lines of a file (an oracle the stages append to).
+inline std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
+}
+
 struct Output {
   int code;
   std::string out;

@@ -33,8 +33,8 @@ struct WorkerOptions {
 struct WorkerStats {
   uint64_t claimed = 0;
   uint64_t completed = 0;
-  uint64_t failed = 0;  // failed, cancelled or past their deadline
-  uint64_t parked = 0;  // waiting on a promise or a timer: they hold no slot
+  uint64_t failed = 0;       // failed, cancelled or past their deadline
+  uint64_t parked = 0;       // waiting on a promise or a timer: they hold no slot
   uint64_t handed_back = 0;  // interrupted (drain, lost lease); another worker resumes them
 };
 
