@@ -74,6 +74,21 @@ struct QueueArgs {
 // `crucible queue set|show NAME`: a queue's limits, kept in the journal for every worker.
 int cmd_queue_set(const GlobalOptions& g, const QueueArgs& a);
 int cmd_queue_show(const GlobalOptions& g, const std::string& name);
+
+struct ScheduleArgs {
+  std::string name;
+  std::string cron;
+  std::string file;
+  std::vector<std::string> sets;
+  std::string queue = "default";
+  int priority = 0;
+  bool backfill = false;
+};
+// `crucible schedule add|list|pause|resume|remove`: cron schedules that workers fire.
+int cmd_schedule_add(const GlobalOptions& g, const ScheduleArgs& a);
+int cmd_schedule_list(const GlobalOptions& g);
+// `action`: pause, resume or remove.
+int cmd_schedule_change(const GlobalOptions& g, const std::string& name, const std::string& action);
 int cmd_validate(const GlobalOptions& g, const std::string& file);
 int cmd_stages(const GlobalOptions& g);
 int cmd_describe(const GlobalOptions& g, const std::string& stage);

@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "crucible/core/duration.h"
+#include "crucible/engine/schedule.h"
 #include "crucible/engine/worker.h"
 #include "crucible/workflow/config_override.h"
 #include "crucible/workflow/loader.h"
@@ -15,9 +16,8 @@ namespace {
 Result<std::chrono::milliseconds> duration_flag(const char* flag, const std::string& text, bool allow_zero = false) {
   auto d = parse_duration(text);
   if (!d || d->count() < 0 || (!allow_zero && d->count() == 0)) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      std::string(flag) + " expects a duration such as 30s or 5m" + (allow_zero ? "" : " (above 0)") +
-                          ", got '" + text + "'");
+    return make_error(ErrorCode::kInvalidArgument, std::string(flag) + " expects a duration such as 30s or 5m" +
+                                                       (allow_zero ? "" : " (above 0)") + ", got '" + text + "'");
   }
   return *d;
 }
@@ -80,8 +80,9 @@ int cmd_worker(const GlobalOptions& g, const WorkerArgs& a) {
   options.poll = *poll;
   options.grace = *grace;
   Engine e;
-  e.stop_message = "draining: no new runs; running ones finish within --grace, then go back to the queue (a second "
-                   "signal exits now)";
+  e.stop_message =
+      "draining: no new runs; running ones finish within --grace, then go back to the queue (a second "
+      "signal exits now)";
   if (auto opened = e.open(g, false); !opened) return fail(kRunFailed, opened.error().to_string());
   const bool print = !g.quiet;
   auto listener = [&g, print](const RunId& run, const Result<RunResult>& outcome) {
@@ -115,7 +116,7 @@ int cmd_worker(const GlobalOptions& g, const WorkerArgs& a) {
   };
   Worker worker(
       *e.journal, *e.runner, *e.executor, real_clock(),
-      [&e](const RunLog& log) { return spec_from_log(log, e.registry); }, options, listener);
+      [&e](const Json& spec) { return spec_from_json(spec, "the run", e.registry); }, options, listener);
   if (print) {
     std::string queues;
     for (const std::string& q : options.queues) queues += (queues.empty() ? "" : ", ") + q;
@@ -140,8 +141,8 @@ int cmd_cancel(const GlobalOptions& g, const std::string& run_id, const std::str
   if (!id) return fail(kUsage, id.error().message());
   auto journal = open_journal(g);
   if (!journal) return fail(kRunFailed, journal.error().to_string());
-  auto outcome = (*journal)->cancel_run(*id, reason.empty() ? "cancelled by crucible cancel" : reason,
-                                        real_clock().now_ms());
+  auto outcome =
+      (*journal)->cancel_run(*id, reason.empty() ? "cancelled by crucible cancel" : reason, real_clock().now_ms());
   if (!outcome)
     return fail(outcome.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, outcome.error().message());
   const char* what = *outcome == CancelOutcome::kCancelled   ? "cancelled"
@@ -217,6 +218,104 @@ int cmd_queue_show(const GlobalOptions& g, const std::string& name) {
     std::printf("queue %s  limits %s  queued %d  running %d  waiting %d\n", name.c_str(), json_dump(limits).c_str(),
                 counts["queued"].get<int>(), counts["running"].get<int>(), counts["waiting"].get<int>());
   }
+  return kOk;
+}
+
+int cmd_schedule_add(const GlobalOptions& g, const ScheduleArgs& a) {
+  if (Status s = check_schedule_name(a.name); !s) return fail(kUsage, s.error().message());
+  auto cron = CronExpr::parse(a.cron);
+  if (!cron) return fail(kUsage, "--cron: " + cron.error().message());
+  if (a.queue.empty()) return fail(kUsage, "--queue needs a name");
+  Engine e;
+  auto spec = load_or_report(g, a.file, e.registry);
+  if (!spec) return kUsage;
+  if (auto reason = unsupported_reason(*spec)) return fail(kUsage, *reason);
+  auto options = start_options(*spec, a.sets, std::nullopt);
+  if (!options) return fail(kUsage, options.error().message());
+  auto journal = open_journal(g);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto existing = (*journal)->get_value("", schedule_key(a.name));
+  if (!existing) return fail(kRunFailed, existing.error().to_string());
+  if (existing->has_value() && !(*existing)->is_null()) {
+    return fail(kUsage, "schedule '" + a.name + "' exists; `crucible schedule remove " + a.name + "` first");
+  }
+  Schedule s;
+  s.name = a.name;
+  s.cron = a.cron;
+  s.spec = {{"format", "yaml"}, {"text", spec->source_text}, {"file", spec->file}, {"spec_hash", spec_hash(*spec)}};
+  if (!options->overrides.empty()) s.overrides = options->overrides;
+  s.placement = Placement{a.queue, a.priority, ""};
+  s.backfill = a.backfill;
+  s.created_ms = real_clock().now_ms();
+  if (Status put = (*journal)->put_value("", schedule_key(a.name), s.to_json()); !put) {
+    return fail(kRunFailed, put.error().to_string());
+  }
+  if (!g.quiet) {
+    auto next = cron->next_after(s.created_ms);
+    std::printf("schedule %s: %s, next run %s (started by any `crucible worker --queue %s`)\n", a.name.c_str(),
+                a.cron.c_str(), next ? format_time(*next).c_str() : "never", a.queue.c_str());
+  }
+  return kOk;
+}
+
+int cmd_schedule_list(const GlobalOptions& g) {
+  auto journal = open_journal(g);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto stored = (*journal)->list_values("", kSchedulePrefix);
+  if (!stored) return fail(kRunFailed, stored.error().to_string());
+  const int64_t now = real_clock().now_ms();
+  Json out = Json::array();
+  if (!g.json) {
+    std::printf("%-20s %-16s %-8s %-10s %-22s %-22s %s\n", "NAME", "CRON", "STATE", "QUEUE", "NEXT", "LAST", "MISSED");
+  }
+  for (const auto& [key, value] : *stored) {
+    if (value.is_null()) continue;
+    auto s = Schedule::from_json(value);
+    if (!s) return fail(kRunFailed, key + ": " + s.error().message());
+    auto cron = CronExpr::parse(s->cron);
+    std::optional<int64_t> next = cron ? cron->next_after(std::max(now, s->last_tick_ms)) : std::nullopt;
+    if (g.json) {
+      Json row = s->to_json();
+      row.erase("spec");
+      if (next && !s->paused) row["next_ms"] = *next;
+      out.push_back(row);
+      continue;
+    }
+    std::printf("%-20s %-16s %-8s %-10s %-22s %-22s %zu\n", s->name.c_str(), s->cron.c_str(),
+                s->paused ? "paused" : "active", s->placement.queue.c_str(),
+                next && !s->paused ? format_time(*next).c_str() : "-",
+                s->last_tick_ms > 0 ? format_time(s->last_tick_ms).c_str() : "-", s->missed.size());
+    for (int64_t t : s->missed)
+      std::printf("  missed %s (run id %s)\n", format_time(t).c_str(), schedule_run_id(s->name, t).str().c_str());
+  }
+  if (g.json) std::cout << json_dump(out, 2) << std::endl;
+  return kOk;
+}
+
+int cmd_schedule_change(const GlobalOptions& g, const std::string& name, const std::string& action) {
+  auto journal = open_journal(g);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  auto existing = (*journal)->get_value("", schedule_key(name));
+  if (!existing) return fail(kRunFailed, existing.error().to_string());
+  if (!existing->has_value() || (*existing)->is_null()) {
+    return fail(kUsage, "no schedule '" + name + "' (`crucible schedule list` shows them)");
+  }
+  Json updated = **existing;
+  if (action == "remove") {
+    updated = Json();
+  } else {
+    updated["paused"] = action == "pause";
+    // Resuming does not start the ticks the pause skipped.
+    if (action == "resume")
+      updated["last_tick_ms"] = std::max(updated.value("last_tick_ms", int64_t{0}), real_clock().now_ms());
+  }
+  if (Status s = (*journal)->put_value("", schedule_key(name), updated); !s)
+    return fail(kRunFailed, s.error().to_string());
+  if (!g.quiet)
+    std::printf("schedule %s %s\n", name.c_str(),
+                action == "remove"  ? "removed"
+                : action == "pause" ? "paused"
+                                    : "resumed");
   return kOk;
 }
 

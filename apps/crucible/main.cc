@@ -22,6 +22,7 @@ struct Cli {
   SubmitArgs submit;
   WorkerArgs worker;
   QueueArgs queue;
+  ScheduleArgs schedule;
   ResumeArgs resume;
   ListArgs list;
   std::string file, stage, run_id, name, value, from, which, scenarios;
@@ -113,6 +114,26 @@ void add_fleet_commands(Cli& c) {
   c.actions.emplace_back(show, [&c] { return cmd_queue_show(c.g, c.name); });
   show->add_option("name", c.name, "queue name")->required();
   c.json_flag(show);
+
+  auto* schedule = c.app.add_subcommand("schedule", "start a pipeline on a cron schedule (workers fire it)");
+  schedule->require_subcommand(1);
+  auto* add = schedule->add_subcommand("add", "add a schedule: each tick starts exactly one run");
+  c.actions.emplace_back(add, [&c] { return cmd_schedule_add(c.g, c.schedule); });
+  add->add_option("name", c.schedule.name, "schedule name (part of each run id)")->required();
+  add->add_option("pipeline", c.schedule.file, "pipeline YAML")->required();
+  add->add_option("--cron", c.schedule.cron, "five fields in UTC, e.g. \"*/5 * * * *\"")->required();
+  add->add_option("--set", c.schedule.sets, "override a config value: key=value");
+  add->add_option("--queue", c.schedule.queue, "queue the runs go to (default: default)");
+  add->add_option("--priority", c.schedule.priority, "the runs' priority (default 0)");
+  add->add_flag("--backfill", c.schedule.backfill, "after an outage, start every missed tick (default: the latest)");
+  auto* list = schedule->add_subcommand("list", "schedules, their next and last ticks, missed ticks");
+  c.actions.emplace_back(list, [&c] { return cmd_schedule_list(c.g); });
+  c.json_flag(list);
+  for (const char* action : {"pause", "resume", "remove"}) {
+    auto* sub = schedule->add_subcommand(action, std::string(action) + " a schedule");
+    c.actions.emplace_back(sub, [&c, action] { return cmd_schedule_change(c.g, c.name, action); });
+    sub->add_option("name", c.name, "schedule name")->required();
+  }
 }
 
 void add_inspect_commands(Cli& c) {

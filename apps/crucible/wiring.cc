@@ -69,7 +69,6 @@ StageLibrary::StageLibrary() {
   CRUCIBLE_CHECK(s.has_value());
 }
 
-
 Status Engine::open(const GlobalOptions& g, bool progress) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto j, open_journal(g));
   journal = std::move(j);
@@ -134,18 +133,20 @@ Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id) {
 }
 
 Result<WorkflowSpec> spec_from_log(const RunLog& log, const StageRegistry& registry) {
-  const RunId& id = log.summary.run_id;
   CRUCIBLE_ASSIGN_OR_RETURN(auto spec, journaled_spec(log));
-  if (spec.value("format", std::string()) != "yaml") {
-    return make_error(
-        ErrorCode::kFailedPrecondition,
-        "run '" + id.str() + "' was built with the C++ builder; resume it from the program that built it");
+  return spec_from_json(spec, "run '" + log.summary.run_id.str() + "'", registry);
+}
+
+Result<WorkflowSpec> spec_from_json(const Json& spec, const std::string& whose, const StageRegistry& registry) {
+  if (json_string(spec, "format") != "yaml") {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      whose + " was built with the C++ builder; resume it from the program that built it");
   }
-  std::string file = spec.value("file", std::string("<journal>"));
-  LoadResult loaded = load_pipeline_text(spec.value("text", std::string()), file, registry);
+  const std::string file = json_string(spec, "file", "<journal>");
+  LoadResult loaded = load_pipeline_text(json_string(spec, "text"), file, registry);
   if (!loaded.ok()) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      "the journaled pipeline of run '" + id.str() + "' no longer validates:\n" + loaded.report());
+                      "the journaled pipeline of " + whose + " no longer validates:\n" + loaded.report());
   }
   return std::move(*loaded.spec);
 }

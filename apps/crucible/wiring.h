@@ -112,6 +112,8 @@ Result<StartOptions> start_options(const WorkflowSpec& spec, const std::vector<s
 
 // The spec a run was started with, reloaded from its journaled YAML.
 Result<WorkflowSpec> spec_from_log(const RunLog& log, const StageRegistry& registry);
+// The same from a journaled spec ({"format":"yaml","text","file"}).
+Result<WorkflowSpec> spec_from_json(const Json& spec, const std::string& whose, const StageRegistry& registry);
 Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id);
 
 }  // namespace crucible::cli

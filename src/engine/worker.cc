@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "crucible/engine/schedule.h"
+
 namespace crucible {
 
 Worker::Worker(Journal& journal, Runner& runner, Executor& executor, Clock& clock, SpecLoader load_spec,
@@ -45,6 +47,7 @@ size_t Worker::reap() {
 void Worker::run(std::stop_token drain) {
   auto delay = options_.poll;
   while (!drain.stop_requested()) {
+    fire_due_schedules();
     const size_t busy = reap();
     size_t claimed = 0;
     if (busy < options_.concurrency) {
@@ -88,6 +91,25 @@ void Worker::run(std::stop_token drain) {
   for (auto& f : left) f.wait();
 }
 
+void Worker::fire_due_schedules() {
+  if (options_.schedule_interval.count() <= 0 || clock_.monotonic() < next_schedule_check_) return;
+  next_schedule_check_ = clock_.monotonic() + options_.schedule_interval;
+  auto fired = fire_schedules(journal_, runner_, load_spec_, clock_.now_ms());
+  if (!listener_) return;
+  if (!fired) {
+    listener_(RunId(), make_error(fired.error().with_context("firing schedules")));
+    return;
+  }
+  for (const auto& [name, error] : fired->errors) {
+    listener_(RunId(), make_error(error.with_context("schedule '" + name + "'")));
+  }
+  for (const auto& [name, tick] : fired->missed) {
+    listener_(RunId(), make_error(ErrorCode::kDeadlineExceeded,
+                                  "schedule '" + name + "': the tick of " + schedule_run_id(name, tick).str() +
+                                      " was missed (no worker ran then); it is not backfilled"));
+  }
+}
+
 void Worker::execute(Lease lease) {
   const RunId run_id = lease.run_id;
   auto finish = [&](const Result<RunResult>& outcome) {
@@ -110,7 +132,8 @@ void Worker::execute(Lease lease) {
     (void)journal_.release_lease(lease);
     return finish(make_error(log.error()));
   }
-  auto spec = load_spec_(*log);
+  auto journaled = journaled_spec(*log);
+  auto spec = journaled ? load_spec_(*journaled) : Result<WorkflowSpec>(make_error(journaled.error()));
   if (!spec) {
     // Not a passing trouble: no worker can run this spec. The run fails instead of coming back.
     Record failed;

@@ -23,10 +23,8 @@ class WorkerTest : public RunnerTest {
   Running& start_worker(WorkerOptions options) {
     auto w = std::make_unique<Running>();
     w->runner = std::make_unique<Runner>(*journal_, executor_, real_clock(), random_, registry_);
-    SpecLoader loader = [this](const RunLog& log) -> Result<WorkflowSpec> {
-      auto spec = journaled_spec(log);
-      if (!spec) return make_error(spec.error());
-      LoadResult r = load_pipeline_text(json_string(*spec, "text"), "test.yaml", registry_);
+    SpecLoader loader = [this](const Json& spec) -> Result<WorkflowSpec> {
+      LoadResult r = load_pipeline_text(json_string(spec, "text"), "test.yaml", registry_);
       if (!r.ok()) return make_error(ErrorCode::kInvalidArgument, r.report());
       return std::move(*r.spec);
     };

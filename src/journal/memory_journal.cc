@@ -250,6 +250,18 @@ class MemoryJournal : public Journal {
     return std::optional<Json>(it->second);
   }
 
+  Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
+                                                                const std::string& prefix) override {
+    std::lock_guard lock(mu_);
+    std::vector<std::pair<std::string, Json>> out;
+    const std::string start = scope + '\0' + prefix;
+    for (const auto& [k, v] : values_) {
+      if (k.starts_with(start)) out.emplace_back(k.substr(scope.size() + 1), v);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    return out;
+  }
+
   Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
     {
       std::lock_guard lock(mu_);

@@ -312,6 +312,21 @@ class PostgresJournal : public Journal {
     return std::optional<Json>(std::move(v));
   }
 
+  Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
+                                                                const std::string& prefix) override {
+    std::lock_guard lock(read_mu_);
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto q, read_.exec_again_if_lost(
+                    "SELECT key, value FROM kv WHERE scope = $1 AND left(key, $2::int) = $3 ORDER BY key COLLATE \"C\"",
+                    {scope, str(static_cast<int64_t>(prefix.size())), prefix}, "listing state"));
+    std::vector<std::pair<std::string, Json>> out;
+    for (int i = 0; i < q.rows(); ++i) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(i, 1)));
+      out.emplace_back(q.text(i, 0), std::move(v));
+    }
+    return out;
+  }
+
   Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
     bool resolved = false;
     Status s = with_writer([&](PgConn& db) -> Status {

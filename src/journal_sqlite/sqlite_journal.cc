@@ -296,6 +296,23 @@ class SqliteJournal : public Journal {
     return std::optional<Json>(std::move(v));
   }
 
+  Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
+                                                                const std::string& prefix) override {
+    std::lock_guard lock(read_mu_);
+    Stmt q;
+    CRUCIBLE_RETURN_IF_ERROR(
+        q.prepare(read_db_, "SELECT key, value FROM kv WHERE scope = ? AND substr(key, 1, ?) = ? ORDER BY key"));
+    q.bind(scope).bind(static_cast<int64_t>(prefix.size())).bind(prefix);
+    std::vector<std::pair<std::string, Json>> out;
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(1)));
+      out.emplace_back(q.text(0), std::move(v));
+    }
+    if (rc != SQLITE_DONE) return make_error(sqlite_error(read_db_, rc, "listing state"));
+    return out;
+  }
+
   Result<bool> resolve_promise(const RunId& run, const std::string& name, const Json& value) override {
     bool resolved = false;
     Status s = with_writer([&]() -> Status {

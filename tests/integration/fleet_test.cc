@@ -49,8 +49,8 @@ class Fleet : public ::testing::TestWithParam<std::string> {
     }
     SqliteJournalOptions file;
     file.path = journal_;
-    auto j = is_postgres_url(journal_) ? open_postgres_journal(PostgresJournalOptions{journal_})
-                                       : open_sqlite_journal(file);
+    auto j =
+        is_postgres_url(journal_) ? open_postgres_journal(PostgresJournalOptions{journal_}) : open_sqlite_journal(file);
     ASSERT_TRUE(j) << j.error().to_string();
     journal__ = std::move(*j);
   }
@@ -78,9 +78,10 @@ class Fleet : public ::testing::TestWithParam<std::string> {
 
   // Starts (or restarts) the worker in `slot`.
   void start_worker(int slot, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--journal", journal_,  "worker", "--lease",
-                                     "1s",        "--poll",  "20ms",   "--id", "w" + std::to_string(slot)};
-    if (std::find(extra.begin(), extra.end(), "--concurrency") == extra.end()) extra.insert(extra.end(), {"--concurrency", "8"});
+    std::vector<std::string> args = {
+        "--journal", journal_, "worker", "--lease", "1s", "--poll", "20ms", "--id", "w" + std::to_string(slot)};
+    if (std::find(extra.begin(), extra.end(), "--concurrency") == extra.end())
+      extra.insert(extra.end(), {"--concurrency", "8"});
     args.insert(args.end(), extra.begin(), extra.end());
     const std::string base = dir_ + "/worker" + std::to_string(slot) + "-" + std::to_string(starts_++);
     workers_[slot] = spawn_crucible(args, base + ".out", base + ".err", dir_);
@@ -125,8 +126,8 @@ TEST_P(Fleet, WorkersKilledAtRandomLoseNoRunAndRepeatNoCompletedStep) {
   for (int i = 0; i < runs; ++i) {
     const std::string oracle = dir_ + "/oracle-" + std::to_string(i);
     fs::create_directories(dir_ + "/markers");
-    ids.push_back(submit({pipeline, "--set", "oracle=" + oracle, "--set", "marker_dir=" + dir_ + "/markers",
-                          "--run-id", "run-" + std::to_string(i)}));
+    ids.push_back(submit({pipeline, "--set", "oracle=" + oracle, "--set", "marker_dir=" + dir_ + "/markers", "--run-id",
+                          "run-" + std::to_string(i)}));
   }
   for (int w = 0; w < 3; ++w) start_worker(w);
   std::mt19937 rng(7);
@@ -185,7 +186,8 @@ TEST_P(Fleet, AQueueOfConcurrencyOneRunsInSubmissionOrderAcrossWorkers) {
   const std::string order = dir_ + "/order";
   std::vector<std::string> ids;
   for (int i = 0; i < 10; ++i) {
-    ids.push_back(submit({pipeline, "--queue", "serial", "--set", "order=" + order, "--set", "i=" + std::to_string(i)}));
+    ids.push_back(
+        submit({pipeline, "--queue", "serial", "--set", "order=" + order, "--set", "i=" + std::to_string(i)}));
   }
   start_worker(0, {"--queue", "serial"});
   start_worker(1, {"--queue", "serial"});
@@ -267,6 +269,52 @@ TEST_P(Fleet, SigtermDrainsTheWorker) {
   EXPECT_EQ(log_of(id).summary.status, RunStatus::kCompleted);
   EXPECT_EQ(log_of(queued).summary.status, RunStatus::kQueued);
   EXPECT_NE(err_of_last_.find("draining"), std::string::npos) << err_of_last_;
+}
+
+TEST_P(Fleet, SchedulesAreKeptInTheJournalAndBadOnesAreRefusedWithTheirField) {
+  const std::string pipeline = fs::absolute("tests/integration/pipelines/ordered.yaml").string();
+  Output added = crucible({"schedule", "add", "nightly", pipeline, "--cron", "0 2 * * *", "--set", "i=7"});
+  ASSERT_EQ(added.code, 0) << added.err;
+  EXPECT_NE(added.out.find("next run"), std::string::npos) << added.out;
+  EXPECT_EQ(crucible({"schedule", "add", "nightly", pipeline, "--cron", "0 2 * * *"}).code, 2);  // exists
+  Output bad = crucible({"schedule", "add", "other", pipeline, "--cron", "0 25 * * *"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("hour"), std::string::npos) << bad.err;
+  ASSERT_EQ(crucible({"schedule", "pause", "nightly"}).code, 0);
+  Output listed = crucible({"schedule", "list", "--json"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  auto rows = parse_json(listed.out);
+  ASSERT_TRUE(rows) << listed.out;
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0]["name"], "nightly");
+  EXPECT_EQ((*rows)[0]["paused"], true);
+  EXPECT_EQ((*rows)[0]["overrides"]["i"], 7);
+  ASSERT_EQ(crucible({"schedule", "remove", "nightly"}).code, 0);
+  EXPECT_EQ(parse_json(crucible({"schedule", "list", "--json"}).out)->size(), 0u);
+  EXPECT_EQ(crucible({"schedule", "resume", "nightly"}).code, 2);
+}
+
+TEST_P(Fleet, BadFleetArgumentsAreUsageErrorsNamingTheFlag) {
+  const std::string pipeline = fs::absolute("tests/integration/pipelines/ordered.yaml").string();
+  struct Case {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  for (const Case& c :
+       {Case{{"worker", "--lease", "soon"}, "--lease"}, Case{{"worker", "--concurrency", "0"}, "--concurrency"},
+        Case{{"submit", pipeline, "--timeout", "0s"}, "--timeout"},
+        Case{{"submit", pipeline, "--queue", ""}, "--queue"}, Case{{"queue", "set", "q", "--rate", "ten"}, "--rate"},
+        Case{{"cancel", "no-such-run"}, "no run"}, Case{{"list", "--status", "sleeping"}, "deadline_exceeded"}}) {
+    Output o = crucible(c.args);
+    EXPECT_EQ(o.code, 2) << c.args[0] << ": " << o.err;
+    EXPECT_NE(o.err.find(c.says), std::string::npos) << o.err;
+  }
+  ASSERT_EQ(crucible({"queue", "set", "q", "--concurrency", "2", "--rate", "10/1m"}).code, 0);
+  Output shown = crucible({"queue", "show", "q", "--json"});
+  auto j = parse_json(shown.out);
+  ASSERT_TRUE(j) << shown.out;
+  EXPECT_EQ((*j)["limits"]["concurrency"], 2);
+  EXPECT_EQ((*j)["limits"]["rate_period_ms"], 60000);
 }
 
 INSTANTIATE_TEST_SUITE_P(Journals, Fleet, ::testing::Values("sqlite", "postgres"),

@@ -28,6 +28,8 @@ struct WorkerOptions {
   std::chrono::milliseconds poll{200};  // how often an idle worker looks for work
   // After a drain request, how long running stages may go on before they are handed back.
   std::chrono::milliseconds grace{30'000};
+  // How often the worker starts the runs of due schedule ticks; 0: never (schedule.h).
+  std::chrono::milliseconds schedule_interval{1'000};
 };
 
 struct WorkerStats {
@@ -38,9 +40,11 @@ struct WorkerStats {
   uint64_t handed_back = 0;  // interrupted (drain, lost lease); another worker resumes them
 };
 
-// The spec a claimed run was started with (the CLI reloads its journaled YAML).
-using SpecLoader = std::function<Result<WorkflowSpec>(const RunLog& log)>;
-// Told of each run a worker stops executing: its result, or why it stopped.
+// The spec a claimed run was started with, from its journaled form (journaled_spec(); the CLI
+// reloads the YAML text). Also loads the pipelines of schedules.
+using SpecLoader = std::function<Result<WorkflowSpec>(const Json& spec)>;
+// Told of each run a worker stops executing: its result, or why it stopped. An empty run id
+// carries a worker-level error (a refused claim, a schedule that could not fire).
 using RunListener = std::function<void(const RunId& run, const Result<RunResult>& outcome)>;
 
 class Worker {
@@ -63,6 +67,7 @@ class Worker {
 
  private:
   void execute(Lease lease);
+  void fire_due_schedules();
   size_t reap();  // forgets finished runs; returns how many still execute
 
   Journal& journal_;
@@ -72,7 +77,8 @@ class Worker {
   SpecLoader load_spec_;
   WorkerOptions options_;
   RunListener listener_;
-  std::stop_source hand_back_;  // interrupts the runs still executing at the end of a drain
+  std::stop_source hand_back_;
+  MonoTime next_schedule_check_{};  // interrupts the runs still executing at the end of a drain
 
   mutable std::mutex mu_;
   WorkerStats stats_;                      // guarded by mu_

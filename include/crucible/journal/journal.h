@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "crucible/core/context.h"
@@ -248,6 +249,9 @@ class Journal {
   // Per-run key/value state, and state shared by all runs when `run` is empty.
   [[nodiscard]] virtual Status put_value(const std::string& scope, const std::string& key, const Json& value) = 0;
   [[nodiscard]] virtual Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) = 0;
+  // The scope's keys that start with `prefix`, with their values, in key order.
+  [[nodiscard]] virtual Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
+                                                                                      const std::string& prefix) = 0;
 
   // Resolves the run's promise `name` and appends a kPromiseResolved record. Returns false if it
   // was already resolved (the first value wins). kNotFound if the run does not exist.

@@ -49,6 +49,10 @@ class FaultInjectingJournal : public Journal {
   [[nodiscard]] Result<CancelOutcome> cancel_run(const RunId& run, const std::string& reason, int64_t now_ms) override {
     return inner_.cancel_run(run, reason, now_ms);
   }
+  [[nodiscard]] Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
+                                                                              const std::string& prefix) override {
+    return inner_.list_values(scope, prefix);
+  }
   [[nodiscard]] Status put_value(const std::string& s, const std::string& k, const Json& v) override {
     return inner_.put_value(s, k, v);
   }

@@ -249,6 +249,21 @@ TEST_P(JournalConformance, KeyValueStateIsScoped) {
   EXPECT_FALSE(journal_->get_value("r3", "k")->has_value());
 }
 
+TEST_P(JournalConformance, ValuesAreListedByPrefixInKeyOrder) {
+  ASSERT_TRUE(journal_->put_value("", "schedule/b", 2));
+  ASSERT_TRUE(journal_->put_value("", "schedule/a", 1));
+  ASSERT_TRUE(journal_->put_value("", "scheduler", 3));
+  ASSERT_TRUE(journal_->put_value("r1", "schedule/c", 4));
+  auto listed = journal_->list_values("", "schedule/");
+  ASSERT_TRUE(listed) << listed.error().to_string();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].first, "schedule/a");
+  EXPECT_EQ((*listed)[0].second, 1);
+  EXPECT_EQ((*listed)[1].first, "schedule/b");
+  EXPECT_EQ(journal_->list_values("", "")->size(), 3u);
+  EXPECT_TRUE(journal_->list_values("", "nothing/")->empty());
+}
+
 TEST_P(JournalConformance, PruneRemovesOnlyOldFinishedRuns) {
   ASSERT_TRUE(journal_->append(started("old-done", 1000), Durability::kStrict));
   ASSERT_TRUE(journal_->append(step("old-done", RecordType::kRunCompleted, "", 1000), Durability::kStrict));
