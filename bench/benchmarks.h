@@ -22,6 +22,14 @@ Result<Json> run_journal(bool quick);
 // sixteen, with the server's commit count (group commit). On a throwaway cluster unless `url`.
 Result<Json> run_journal_postgres(bool quick, const std::string& url);
 
+// The raw baseline: `n` single-row autocommitted INSERTs through libpq (p50_us, p99_us); makes a
+// table named raw in the database `url` names.
+Result<Json> raw_postgres_commits(const std::string& url, int n);
+
+// The fleet on PostgreSQL: strict per-step latency of a sequential 10-step run, and the durable
+// steps per second of four workers with 64 concurrent 10-step runs each, against raw commits.
+Result<Json> run_fleet(bool quick, const std::string& url);
+
 // Hedging policies in virtual time over the built-in scenarios (and those of `scenario_file`),
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
 Result<Json> run_hedging(bool quick, const std::string& scenario_file, uint64_t random = 0, uint64_t seed = 1);

@@ -55,25 +55,6 @@ Result<int64_t> commits_so_far(Conn& conn) {
   return n;
 }
 
-// The floor: one 200-byte row per autocommitted INSERT (BEGIN and COMMIT in one round trip).
-Result<Json> raw_commits(const std::string& url, int n) {
-  CRUCIBLE_ASSIGN_OR_RETURN(auto conn, connect(url));
-  CRUCIBLE_RETURN_IF_ERROR(exec(conn, "CREATE TABLE raw(wf TEXT, step INT, out TEXT, PRIMARY KEY(wf, step))"));
-  const std::string blob(200, 'x');
-  std::vector<double> lat;
-  for (int i = 0; i < n; ++i) {
-    const std::string step = std::to_string(i);
-    const char* params[] = {"wf", step.c_str(), blob.c_str()};
-    auto t0 = std::chrono::steady_clock::now();
-    PGresult* r = PQexecParams(conn.c, "INSERT INTO raw VALUES($1, $2, $3)", 3, nullptr, params, nullptr, nullptr, 0);
-    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) return make_error(ErrorCode::kInternal, "raw insert failed");
-    lat.push_back(since_us(t0));
-  }
-  return Json{{"p50_us", percentile(lat, 50)}, {"p99_us", percentile(lat, 99)}};
-}
-
 Record step_record(const RunId& run, int i) {
   Record r;
   r.type = RecordType::kStepCompleted;
@@ -143,6 +124,25 @@ Result<Json> strict_appends(const std::string& url, int threads, int per_thread)
 
 }  // namespace
 
+// The floor: one 200-byte row per autocommitted INSERT (BEGIN and COMMIT in one round trip).
+Result<Json> raw_postgres_commits(const std::string& url, int n) {
+  CRUCIBLE_ASSIGN_OR_RETURN(auto conn, connect(url));
+  CRUCIBLE_RETURN_IF_ERROR(exec(conn, "CREATE TABLE raw(wf TEXT, step INT, out TEXT, PRIMARY KEY(wf, step))"));
+  const std::string blob(200, 'x');
+  std::vector<double> lat;
+  for (int i = 0; i < n; ++i) {
+    const std::string step = std::to_string(i);
+    const char* params[] = {"wf", step.c_str(), blob.c_str()};
+    auto t0 = std::chrono::steady_clock::now();
+    PGresult* r = PQexecParams(conn.c, "INSERT INTO raw VALUES($1, $2, $3)", 3, nullptr, params, nullptr, nullptr, 0);
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) return make_error(ErrorCode::kInternal, "raw insert failed");
+    lat.push_back(since_us(t0));
+  }
+  return Json{{"p50_us", percentile(lat, 50)}, {"p99_us", percentile(lat, 99)}};
+}
+
 Result<Json> run_journal_postgres(bool quick, const std::string& url_in) {
   std::unique_ptr<testing::PostgresServer> server;
   std::string url = url_in;
@@ -151,7 +151,7 @@ Result<Json> run_journal_postgres(bool quick, const std::string& url_in) {
     CRUCIBLE_ASSIGN_OR_RETURN(url, server->create_database());
   }
   const int n = quick ? 300 : 3000;
-  CRUCIBLE_ASSIGN_OR_RETURN(auto raw, raw_commits(url, n));
+  CRUCIBLE_ASSIGN_OR_RETURN(auto raw, raw_postgres_commits(url, n));
   CRUCIBLE_ASSIGN_OR_RETURN(auto one, strict_appends(url, 1, n));
   CRUCIBLE_ASSIGN_OR_RETURN(auto many, strict_appends(url, 16, n / 8));
   const double raw_p50 = raw["p50_us"], one_p50 = one["p50_us"];

@@ -12,8 +12,9 @@ int main(int argc, char** argv) {
   std::string which, scenarios, postgres;
   bool quick = false, json = false;
   uint64_t random = 0, seed = 1;
-  app.add_option("which", which, "dispatch, journal, journal-postgres, hedging, experiments or llm")->required();
-  app.add_option("--postgres", postgres, "journal-postgres: a server to measure (default: a throwaway cluster)");
+  app.add_option("which", which, "dispatch, journal, journal-postgres, fleet, hedging, experiments or llm")->required();
+  app.add_option("--postgres", postgres,
+                 "journal-postgres and fleet: a server to measure (default: a throwaway cluster)");
   app.add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   app.add_flag("--json", json, "print JSON (the default)");
   app.add_flag("--quick", quick, "a shorter run, for CI smoke tests");
@@ -25,15 +26,18 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  Result<Json> out = make_error(
-      ErrorCode::kInvalidArgument,
-      "unknown benchmark '" + which + "'; expected dispatch, journal, journal-postgres, hedging, experiments or llm");
+  Result<Json> out =
+      make_error(ErrorCode::kInvalidArgument,
+                 "unknown benchmark '" + which +
+                     "'; expected dispatch, journal, journal-postgres, fleet, hedging, experiments or llm");
   if (which == "dispatch")
     out = bench::run_dispatch(quick);
   else if (which == "journal")
     out = bench::run_journal(quick);
   else if (which == "journal-postgres")
     out = bench::run_journal_postgres(quick, postgres);
+  else if (which == "fleet")
+    out = bench::run_fleet(quick, postgres);
   else if (which == "hedging")
     out = bench::run_hedging(quick, scenarios, random, seed);
   else if (which == "experiments")

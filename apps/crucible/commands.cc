@@ -532,7 +532,7 @@ int cmd_bench(const GlobalOptions& g, const std::string& which, bool quick, cons
     args.insert(args.end(), {"--random", std::to_string(random.count), "--seed", std::to_string(random.seed)});
   }
   // journal-postgres measures the server --journal names, if it names one.
-  if (which == "journal-postgres" && g.journal && is_postgres_url(*g.journal)) {
+  if ((which == "journal-postgres" || which == "fleet") && g.journal && is_postgres_url(*g.journal)) {
     args.insert(args.end(), {"--postgres", *g.journal});
   }
   std::vector<char*> argv;

@@ -15,8 +15,7 @@ struct Field {
   const char* const* names;  // lower-case names for lo, lo+1, ... or null
 };
 
-const char* const kMonthNames[] = {"jan", "feb", "mar", "apr", "may", "jun",
-                                   "jul", "aug", "sep", "oct", "nov", "dec"};
+const char* const kMonthNames[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"};
 const char* const kDayNames[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
 
 std::vector<std::string_view> split(std::string_view s, char sep) {

@@ -26,8 +26,8 @@ TEST(Cron, StepsRangesListsAndNames) {
   EXPECT_EQ(next("0 9-17/4 * * *", kDec1 + 9 * 60 * kMin), kDec1 + 13 * 60 * kMin);
   EXPECT_EQ(next("15,45 0 * * *", kDec1 + 16 * kMin), kDec1 + 45 * kMin);
   EXPECT_EQ(next("0 0 * * fri", kDec1), kDec1 + 3 * 24 * 60 * kMin);  // Friday 4 December
-  EXPECT_EQ(next("0 0 * * 0", kDec1), next("0 0 * * 7", kDec1));       // Sunday either way
-  EXPECT_EQ(next("0 0 1 jan *", kDec1), 1'798'761'600'000);            // 2027-01-01
+  EXPECT_EQ(next("0 0 * * 0", kDec1), next("0 0 * * 7", kDec1));      // Sunday either way
+  EXPECT_EQ(next("0 0 1 jan *", kDec1), 1'798'761'600'000);           // 2027-01-01
   EXPECT_EQ(next("0 12 25 DEC *", kDec1), kDec1 + (24 * 24 * 60 + 12 * 60) * kMin);
 }
 

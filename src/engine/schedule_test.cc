@@ -29,8 +29,8 @@ class ScheduleTest : public RunnerTest {
   }
 
   FireReport fire(Runner& runner) {
-    auto report = fire_schedules(*journal_, runner, [this](const Json&) -> Result<WorkflowSpec> { return spec_; },
-                                 clock_.now_ms());
+    auto report = fire_schedules(
+        *journal_, runner, [this](const Json&) -> Result<WorkflowSpec> { return spec_; }, clock_.now_ms());
     EXPECT_TRUE(report) << report.error().to_string();
     return report ? *report : FireReport{};
   }
@@ -61,7 +61,8 @@ TEST_F(ScheduleTest, ManyWorkersFiringAtOnceStartEachTickOnce) {
   add("every5", "*/5 * * * *");
   clock_.advance(5min);
   std::vector<std::unique_ptr<Runner>> runners;
-  for (int i = 0; i < 3; ++i) runners.push_back(std::make_unique<Runner>(*journal_, executor_, clock_, random_, registry_));
+  for (int i = 0; i < 3; ++i)
+    runners.push_back(std::make_unique<Runner>(*journal_, executor_, clock_, random_, registry_));
   std::vector<std::jthread> threads;
   std::atomic<int> fresh{0};
   for (auto& runner : runners) {

@@ -93,5 +93,18 @@ TEST_F(PostgresCli, BenchJournalPostgresComparesWithRawCommits) {
   EXPECT_EQ(o.err.find("NOTICE"), std::string::npos) << o.err;
 }
 
+// Four in-process workers finish every submitted run; the figures sit beside raw commits.
+TEST_F(PostgresCli, BenchFleetRunsEverySubmittedRunAndComparesWithRawCommits) {
+  Output o = run_in(dir_ + "/a", {"bench", "fleet", "--quick", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json r = json_of(o);
+  EXPECT_EQ(r["benchmark"], "fleet");
+  EXPECT_GT(r["raw_commit_p50_us"].get<double>(), 0);
+  EXPECT_EQ(r["sequential_strict_run"]["runs"], 10);
+  EXPECT_EQ(r["throughput"]["steps"], 640);
+  EXPECT_GT(r["throughput"]["durable_steps_per_s"].get<double>(), 0);
+  EXPECT_TRUE(r["goals"].contains("durable_steps_per_s_ge_20000"));
+}
+
 }  // namespace
 }  // namespace crucible::integration

@@ -17,14 +17,14 @@ namespace crucible {
 struct Schedule {
   std::string name;
   std::string cron;
-  Json spec;                         // the journaled spec: {"format":"yaml","text","file","spec_hash"}
-  Json overrides = Json::object();   // the config with --set applied
+  Json spec;                        // the journaled spec: {"format":"yaml","text","file","spec_hash"}
+  Json overrides = Json::object();  // the config with --set applied
   Placement placement;
   bool paused = false;
-  bool backfill = false;             // after an outage, start every missed tick, not only the latest
+  bool backfill = false;  // after an outage, start every missed tick, not only the latest
   int64_t created_ms = 0;
-  int64_t last_tick_ms = 0;          // the latest tick started (0: none yet)
-  std::vector<int64_t> missed;       // ticks an outage skipped, not backfilled (the latest 20)
+  int64_t last_tick_ms = 0;     // the latest tick started (0: none yet)
+  std::vector<int64_t> missed;  // ticks an outage skipped, not backfilled (the latest 20)
   Json to_json() const;
   [[nodiscard]] static Result<Schedule> from_json(const Json& j);
 };
