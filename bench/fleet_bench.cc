@@ -38,7 +38,8 @@ Result<Json> step_latency(Journal& journal, const StageRegistry& registry, const
     if (r.status != RunStatus::kCompleted) return make_error(ErrorCode::kInternal, "a benchmark run did not complete");
     per_step.push_back(since_us(t0) / kSteps);
   }
-  return Json{{"runs", runs}, {"per_step_p50_us", percentile(per_step, 50)}, {"per_step_p99_us", percentile(per_step, 99)}};
+  return Json{
+      {"runs", runs}, {"per_step_p50_us", percentile(per_step, 50)}, {"per_step_p99_us", percentile(per_step, 99)}};
 }
 
 // Four workers, 64 slots each, on submitted strict runs: durable steps per second.
@@ -76,12 +77,8 @@ Result<Json> throughput(Journal& journal, const StageRegistry& registry, const W
     return make_error(ErrorCode::kInternal, "only " + std::to_string(completed) + " of " + std::to_string(runs) +
                                                 " benchmark runs completed");
   }
-  return Json{{"workers", 4},
-              {"slots_per_worker", 64},
-              {"runs", runs},
-              {"steps", runs * kSteps},
-              {"seconds", seconds},
-              {"durable_steps_per_s", runs * kSteps / seconds}};
+  return Json{{"workers", 4},           {"slots_per_worker", 64}, {"runs", runs},
+              {"steps", runs * kSteps}, {"seconds", seconds},     {"durable_steps_per_s", runs * kSteps / seconds}};
 }
 
 }  // namespace
@@ -114,8 +111,9 @@ Result<Json> run_fleet(bool quick, const std::string& url_in) {
               {"goals",
                {{"per_step_p50_le_raw_commit_plus_0_1ms", step_p50 <= raw_p50 + 100},
                 {"durable_steps_per_s_ge_20000", rate["durable_steps_per_s"].get<double>() >= 20000}}},
-              {"not_measured", {"recovery after SIGKILL of one of 4 workers (see tests/integration/fleet_test.cc)",
-                                "1,000 runs waiting in loopback HTTP calls"}}};
+              {"not_measured",
+               {"recovery after SIGKILL of one of 4 workers (see tests/integration/fleet_test.cc)",
+                "1,000 runs waiting in loopback HTTP calls"}}};
 }
 
 }  // namespace crucible::bench

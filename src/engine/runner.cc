@@ -348,9 +348,8 @@ Result<Submitted> Runner::submit(const WorkflowSpec& spec, const StartOptions& o
 }
 
 Result<std::optional<int64_t>> Runner::run_deadline(const RunLog& log, const Lease& lease) {
-  const Record* started = find_run_started(log);
-  const Json* timeout = started != nullptr ? json_member(started->payload, "timeout_ms") : nullptr;
-  if (timeout == nullptr || !timeout->is_number_integer()) return std::optional<int64_t>();
+  const std::optional<int64_t> timeout = started_timeout_ms(log);
+  if (!timeout) return std::optional<int64_t>();
   for (const Record& r : log.records) {
     if (r.type != RecordType::kDecision || r.key.str() != "#deadline") continue;
     if (const Json* at = json_member(r.payload, "deadline_ms"); at != nullptr && at->is_number_integer()) {
@@ -363,7 +362,7 @@ Result<std::optional<int64_t>> Runner::run_deadline(const RunLog& log, const Lea
   decided.key = StepKey::from_string("#deadline");
   decided.at_ms = clock_.now_ms();
   decided.fence_epoch = lease.epoch;
-  const int64_t deadline = decided.at_ms + timeout->get<int64_t>();
+  const int64_t deadline = decided.at_ms + *timeout;
   decided.payload = {{"deadline_ms", deadline}};
   CRUCIBLE_RETURN_IF_ERROR(journal_.append(std::move(decided), Durability::kBatched));
   return std::optional<int64_t>(deadline);
