@@ -354,11 +354,15 @@ int cmd_list(const GlobalOptions& g, const ListArgs& a) {
     std::cout << json_dump(out, 2) << std::endl;
     return kOk;
   }
-  std::printf("%-28s %-20s %-18s %-12s %6s  %s\n", "RUN", "PIPELINE", "STATUS", "QUEUE", "CLAIMS", "ERROR");
+  std::printf("%-28s %-20s %-18s %-12s %6s  %-20s %s\n", "RUN", "PIPELINE", "STATUS", "QUEUE", "CLAIMS", "WORKER",
+              "ERROR");
+  const int64_t now = real_clock().now_ms();
   for (const RunSummary& s : *runs) {
-    std::printf("%-28s %-20s %-18s %-12s %6d  %s\n", s.run_id.str().c_str(), s.pipeline.c_str(),
+    // A lease past its expiry is held by nobody: its worker died.
+    const bool held = !s.lease_owner.empty() && s.lease_expires_ms > now;
+    std::printf("%-28s %-20s %-18s %-12s %6d  %-20s %s\n", s.run_id.str().c_str(), s.pipeline.c_str(),
                 std::string(run_status_name(s.status)).c_str(), s.queue.empty() ? "-" : s.queue.c_str(), s.claims,
-                s.error.substr(0, 60).c_str());
+                held ? s.lease_owner.c_str() : "-", s.error.substr(0, 60).c_str());
   }
   return kOk;
 }

@@ -74,6 +74,9 @@ struct QueueArgs {
 // `crucible queue set|show NAME`: a queue's limits, kept in the journal for every worker.
 int cmd_queue_set(const GlobalOptions& g, const QueueArgs& a);
 int cmd_queue_show(const GlobalOptions& g, const std::string& name);
+// Live workers and the runs they hold; with `lost`, also workers whose heartbeats stopped within
+// that duration (killed ones).
+int cmd_workers(const GlobalOptions& g, const std::string& lost);
 
 struct ScheduleArgs {
   std::string name;

@@ -1,4 +1,4 @@
-// The fleet's commands: submit, worker, cancel and queue limits.
+// The fleet's commands: submit, worker, workers, cancel, queue limits and schedules.
 #include <iostream>
 
 #include "commands.h"
@@ -160,6 +160,42 @@ int cmd_cancel(const GlobalOptions& g, const std::string& run_id, const std::str
       case CancelOutcome::kAlreadyFinished: std::printf("run %s has already finished\n", run_id.c_str()); break;
     }
   }
+  return kOk;
+}
+
+int cmd_workers(const GlobalOptions& g, const std::string& lost) {
+  std::chrono::milliseconds lost_for{0};
+  if (!lost.empty()) {
+    auto d = duration_flag("--lost", lost);
+    if (!d) return fail(kUsage, d.error().message());
+    lost_for = *d;
+  }
+  auto journal = open_journal(g);
+  if (!journal) return fail(kRunFailed, journal.error().to_string());
+  const int64_t now = real_clock().now_ms();
+  auto workers = list_workers(**journal, now, lost_for);
+  if (!workers) return fail(kRunFailed, workers.error().to_string());
+  if (g.json) {
+    Json out = Json::array();
+    for (const WorkerInfo& w : *workers) {
+      Json row = w.to_json();
+      row["live"] = w.live(now);
+      out.push_back(std::move(row));
+    }
+    std::cout << json_dump(out, 2) << std::endl;
+    return kOk;
+  }
+  std::printf("%-28s %-9s %-16s %-7s %-10s %s\n", "WORKER", "STATE", "QUEUES", "SLOTS", "SEEN", "RUNS");
+  for (const WorkerInfo& w : *workers) {
+    std::string queues, runs;
+    for (const std::string& q : w.queues) queues += (queues.empty() ? "" : ",") + q;
+    for (const std::string& r : w.runs) runs += (runs.empty() ? "" : " ") + r;
+    const std::string slots = std::to_string(w.runs.size()) + "/" + std::to_string(w.concurrency);
+    const std::string seen = format_duration(std::chrono::milliseconds(std::max<int64_t>(0, now - w.heartbeat_ms)));
+    std::printf("%-28s %-9s %-16s %-7s %-10s %s\n", w.id.c_str(), w.live(now) ? w.state.c_str() : "lost",
+                queues.c_str(), slots.c_str(), (seen + " ago").c_str(), runs.empty() ? "-" : runs.c_str());
+  }
+  if (workers->empty() && !g.quiet) std::fprintf(stderr, "crucible: no live workers\n");
   return kOk;
 }
 

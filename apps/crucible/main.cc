@@ -102,6 +102,11 @@ void add_fleet_commands(Cli& c) {
   cancel->add_option("--reason", c.value, "recorded as the run's error");
   c.json_flag(cancel);
 
+  auto* workers = c.command("workers", "live workers: their queues, slots and the runs they hold",
+                            [&c] { return cmd_workers(c.g, c.value); });
+  workers->add_option("--lost", c.value, "also workers whose heartbeats stopped within this long, e.g. 1h");
+  c.json_flag(workers);
+
   auto* queue = c.app.add_subcommand("queue", "a queue's limits, shared by every worker");
   queue->require_subcommand(1);
   auto* set = queue->add_subcommand("set", "set a queue's concurrency and rate limit");

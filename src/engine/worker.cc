@@ -6,6 +6,56 @@
 
 namespace crucible {
 
+std::string worker_key(const std::string& id) { return kWorkerPrefix + id; }
+
+Json WorkerInfo::to_json() const {
+  return Json{{"id", id},
+              {"queues", queues},
+              {"concurrency", concurrency},
+              {"runs", runs},
+              {"state", state},
+              {"started_ms", started_ms},
+              {"heartbeat_ms", heartbeat_ms},
+              {"heartbeat_every_ms", heartbeat_every_ms},
+              {"stats",
+               {{"claimed", stats.claimed},
+                {"completed", stats.completed},
+                {"failed", stats.failed},
+                {"parked", stats.parked},
+                {"handed_back", stats.handed_back}}}};
+}
+
+Result<WorkerInfo> WorkerInfo::from_json(const Json& j) {
+  WorkerInfo w;
+  try {
+    w.id = j.at("id").get<std::string>();
+    w.queues = j.at("queues").get<std::vector<std::string>>();
+    w.concurrency = j.at("concurrency").get<size_t>();
+    w.runs = j.at("runs").get<std::vector<std::string>>();
+    w.state = j.at("state").get<std::string>();
+    w.started_ms = j.at("started_ms").get<int64_t>();
+    w.heartbeat_ms = j.at("heartbeat_ms").get<int64_t>();
+    w.heartbeat_every_ms = j.at("heartbeat_every_ms").get<int64_t>();
+    const Json& s = j.at("stats");
+    w.stats = {s.at("claimed").get<uint64_t>(), s.at("completed").get<uint64_t>(), s.at("failed").get<uint64_t>(),
+               s.at("parked").get<uint64_t>(), s.at("handed_back").get<uint64_t>()};
+  } catch (const Json::exception& e) {
+    return make_error(ErrorCode::kDataLoss, std::string("a worker's record is malformed: ") + e.what());
+  }
+  return w;
+}
+
+Result<std::vector<WorkerInfo>> list_workers(Journal& journal, int64_t now_ms, std::chrono::milliseconds lost_for) {
+  CRUCIBLE_ASSIGN_OR_RETURN(auto stored, journal.list_values("", kWorkerPrefix));
+  std::vector<WorkerInfo> out;
+  for (const auto& [key, value] : stored) {
+    if (value.is_null()) continue;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto w, WorkerInfo::from_json(value));
+    if (w.live(now_ms) || now_ms - w.heartbeat_ms <= lost_for.count()) out.push_back(std::move(w));
+  }
+  return out;
+}
+
 Worker::Worker(Journal& journal, Runner& runner, Executor& executor, Clock& clock, SpecLoader load_spec,
                WorkerOptions options, RunListener listener)
     : journal_(journal),
@@ -24,12 +74,12 @@ Worker::Worker(Journal& journal, Runner& runner, Executor& executor, Clock& cloc
 
 Worker::~Worker() {
   hand_back_.request_stop();
-  std::vector<std::future<void>> left;
+  std::vector<Active> left;
   {
     std::lock_guard lock(mu_);
     left.swap(active_);
   }
-  for (auto& f : left) f.wait();
+  for (auto& a : left) a.done.wait();
 }
 
 WorkerStats Worker::stats() const {
@@ -40,14 +90,16 @@ WorkerStats Worker::stats() const {
 size_t Worker::reap() {
   std::lock_guard lock(mu_);
   std::erase_if(active_,
-                [](std::future<void>& f) { return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready; });
+                [](Active& a) { return a.done.wait_for(std::chrono::seconds(0)) == std::future_status::ready; });
   return active_.size();
 }
 
 void Worker::run(std::stop_token drain) {
   auto delay = options_.poll;
+  started_ms_ = clock_.now_ms();
   while (!drain.stop_requested()) {
     fire_due_schedules();
+    heartbeat("serving");
     const size_t busy = reap();
     size_t claimed = 0;
     if (busy < options_.concurrency) {
@@ -63,7 +115,9 @@ void Worker::run(std::stop_token drain) {
         for (Lease& lease : *leases) {
           std::lock_guard lock(mu_);
           ++stats_.claimed;
-          active_.push_back(executor_.run_in_background([this, lease = std::move(lease)] { execute(lease); }));
+          RunId run = lease.run_id;
+          active_.push_back(
+              {std::move(run), executor_.run_in_background([this, lease = std::move(lease)] { execute(lease); })});
         }
       } else if (listener_) {
         listener_(RunId(), make_error(leases.error().with_context("claiming runs")));
@@ -79,16 +133,47 @@ void Worker::run(std::stop_token drain) {
   }
   // Draining: no more claims; running stages get the grace period, then are handed back.
   const MonoTime until = clock_.monotonic() + options_.grace;
+  next_heartbeat_ = {};
   while (reap() > 0 && clock_.monotonic() < until) {
+    heartbeat("draining");
     (void)clock_.sleep_for(std::chrono::milliseconds(20), std::stop_token());
   }
   hand_back_.request_stop();
-  std::vector<std::future<void>> left;
+  std::vector<Active> left;
   {
     std::lock_guard lock(mu_);
     left.swap(active_);
   }
-  for (auto& f : left) f.wait();
+  for (auto& a : left) a.done.wait();
+  heartbeat("stopped", /*final=*/true);
+}
+
+void Worker::heartbeat(const char* state, bool final) {
+  if (options_.heartbeat.count() <= 0) return;
+  if (!final && clock_.monotonic() < next_heartbeat_) return;
+  next_heartbeat_ = clock_.monotonic() + options_.heartbeat;
+  Json value;  // null: removed
+  if (!final) {
+    WorkerInfo info;
+    info.id = options_.id;
+    info.queues = options_.queues;
+    info.concurrency = options_.concurrency;
+    info.state = state;
+    info.started_ms = started_ms_;
+    info.heartbeat_ms = clock_.now_ms();
+    info.heartbeat_every_ms = options_.heartbeat.count();
+    {
+      std::lock_guard lock(mu_);
+      for (const Active& a : active_) info.runs.push_back(a.run.str());
+      info.stats = stats_;
+    }
+    value = info.to_json();
+  }
+  // A missed heartbeat only makes the worker look lost for a while; the runs it holds are
+  // protected by their leases, not by this.
+  if (Status s = journal_.put_value("", worker_key(options_.id), value); !s && listener_) {
+    listener_(RunId(), make_error(s.error().with_context("recording the worker")));
+  }
 }
 
 void Worker::fire_due_schedules() {

@@ -175,6 +175,69 @@ TEST_F(WorkerTest, DrainHandsBackWhatOutlivesTheGracePeriodAndAnotherWorkerResum
   ASSERT_TRUE(reaches(id, RunStatus::kCancelled));
 }
 
+TEST_F(WorkerTest, AWorkerRecordsItselfAndTheRunsItHoldsAndRemovesItselfWhenItStops) {
+  WorkflowSpec spec = load("name: slow\nstages: [{name: s, uses: waits_for_stop}]\n");
+  RunId id = submit(spec, "held");
+  WorkerOptions o = fast(2);
+  o.id = "w-registry";
+  o.heartbeat = 20ms;
+  o.queues = {"default", "gpu"};
+  Running& w = start_worker(o);
+  ASSERT_TRUE(reaches(id, RunStatus::kRunning));
+  std::vector<WorkerInfo> seen;
+  for (int i = 0; i < 500; ++i) {
+    auto listed = list_workers(*journal_, real_clock().now_ms(), 0ms);
+    ASSERT_TRUE(listed) << listed.error().to_string();
+    seen = *listed;
+    if (seen.size() == 1 && seen[0].runs.size() == 1) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].id, "w-registry");
+  EXPECT_EQ(seen[0].state, "serving");
+  EXPECT_EQ(seen[0].concurrency, 2u);
+  EXPECT_EQ(seen[0].queues, (std::vector<std::string>{"default", "gpu"}));
+  EXPECT_EQ(seen[0].runs, std::vector<std::string>{"held"});
+  EXPECT_EQ(seen[0].stats.claimed, 1u);
+  EXPECT_TRUE(seen[0].live(real_clock().now_ms()));
+  // Listed runs name their worker.
+  EXPECT_EQ(journal_->read_run(id)->summary.lease_owner, "w-registry");
+  // Heartbeats stopped long ago: lost, listed only when asked for.
+  EXPECT_FALSE(seen[0].live(seen[0].heartbeat_ms + 61));
+  auto later = list_workers(*journal_, seen[0].heartbeat_ms + 10'000, 0ms);
+  ASSERT_TRUE(later);
+  EXPECT_TRUE(later->empty());
+  auto lost = list_workers(*journal_, seen[0].heartbeat_ms + 10'000, 1min);
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->size(), 1u);
+  w.drain.request_stop();
+  w.thread.join();
+  auto after = list_workers(*journal_, real_clock().now_ms(), 1min);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->empty());
+}
+
+TEST(WorkerInfo, RoundTripsAndAMalformedRecordIsDataLoss) {
+  WorkerInfo w;
+  w.id = "a";
+  w.queues = {"q"};
+  w.concurrency = 3;
+  w.runs = {"r1", "r2"};
+  w.state = "draining";
+  w.started_ms = 5;
+  w.heartbeat_ms = 9;
+  w.heartbeat_every_ms = 1000;
+  w.stats.completed = 4;
+  auto back = WorkerInfo::from_json(w.to_json());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->to_json(), w.to_json());
+  Json broken = w.to_json();
+  broken["runs"] = "r1";
+  auto bad = WorkerInfo::from_json(broken);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kDataLoss);
+}
+
 // The deadline is journaled at the run's first execution, so it holds across a restart: a run
 // resumed after it passed ends at once, and a parked run wakes by it.
 TEST_F(RunnerTest, ARunDeadlineIsDurableAcrossRestarts) {

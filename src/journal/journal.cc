@@ -55,6 +55,7 @@ Json RunSummary::to_json() const {
     out["priority"] = priority;
     out["claims"] = claims;
   }
+  if (!lease_owner.empty()) out["lease"] = {{"owner", lease_owner}, {"expires_ms", lease_expires_ms}};
   return out;
 }
 

@@ -82,7 +82,9 @@ class MemoryJournal : public Journal {
     if (it == runs_.end()) {
       return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
     }
-    return it->second.snapshot();
+    RunLog log = it->second.snapshot();
+    with_lease(log.summary);
+    return log;
   }
 
   Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override {
@@ -95,6 +97,7 @@ class MemoryJournal : public Journal {
       if (filter.created_after_ms && s.created_ms < *filter.created_after_ms) continue;
       if (filter.created_before_ms && s.created_ms >= *filter.created_before_ms) continue;
       out.push_back(s);
+      with_lease(out.back());
     }
     std::sort(out.begin(), out.end(), [](const RunSummary& a, const RunSummary& b) {
       return a.created_ms != b.created_ms ? a.created_ms > b.created_ms : a.run_id > b.run_id;
@@ -107,7 +110,9 @@ class MemoryJournal : public Journal {
     std::lock_guard lock(mu_);
     std::vector<RunLog> out;
     for (const auto& [id, data] : runs_) {
-      if (data.log.summary.status == RunStatus::kRunning) out.push_back(data.snapshot());
+      if (data.log.summary.status != RunStatus::kRunning) continue;
+      out.push_back(data.snapshot());
+      with_lease(out.back().summary);
     }
     return out;
   }
@@ -305,6 +310,14 @@ class MemoryJournal : public Journal {
   }
 
  private:
+  // Fills in the summary's lease; mu_ held.
+  void with_lease(RunSummary& s) const {
+    auto it = leases_.find(s.run_id);
+    if (it == leases_.end() || it->second.owner.empty()) return;
+    s.lease_owner = it->second.owner;
+    s.lease_expires_ms = it->second.expires_ms;
+  }
+
   // A run's records live in a deque, so appending never moves the earlier ones (a long run's
   // vector would be copied while the lock is held); readers get a RunLog copy.
   struct RunData {

@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string_view>
 
@@ -58,6 +59,7 @@ bool PgConn::lost() const { return conn_ == nullptr || PQstatus(conn_) != CONNEC
 bool PgConn::in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
 
 Status PgConn::reconnect() {
+  prepared_.clear();  // a new session has none
   PQreset(conn_);
   if (PQstatus(conn_) == CONNECTION_OK) return {};
   return make_error(ErrorCode::kUnavailable, "lost the connection to the journal at " + what_ +
@@ -110,6 +112,11 @@ Result<PgResult> PgConn::exec(const char* sql, const std::vector<Param>& params,
                                               nullptr, nullptr, 0);
   const ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(r);
+  return error_of(r, purpose);
+}
+
+// The error of a failed statement (r, owned; null: the connection's own) as a canonical code.
+Unexpected PgConn::error_of(PGresult* r, const char* purpose) {
   const char* field = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   const std::string state = field != nullptr ? field : "";  // copied: it lives in r
   std::string message = one_line(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_));
@@ -118,6 +125,96 @@ Result<PgResult> PgConn::exec(const char* sql, const std::vector<Param>& params,
   const ErrorCode code = lost() ? ErrorCode::kUnavailable : code_of(state);
   std::string prefix = lost() ? "lost the connection to the journal at " + what_ + " while " : std::string();
   return make_error(code, prefix + purpose + ": " + message);
+}
+
+Result<std::vector<PgResult>> PgConn::pipeline(const std::vector<Statement>& statements, const char* purpose) {
+  const bool idle = !lost() && !in_transaction();
+  auto r = pipeline_once(statements, purpose);
+  // Found lost before anything ran (the server ended an idle session): once more, on a new one.
+  if (!r && idle && lost() && pipeline_ran_ == 0) return pipeline_once(statements, purpose);
+  return r;
+}
+
+Result<std::vector<PgResult>> PgConn::pipeline_once(const std::vector<Statement>& statements, const char* purpose) {
+  pipeline_ran_ = 0;
+  if (lost()) CRUCIBLE_RETURN_IF_ERROR(reconnect());
+  if (PQenterPipelineMode(conn_) != 1) return error_of(nullptr, purpose);
+  // One entry per command sent, in order: the name it prepares, or nullptr for an execution.
+  std::vector<const char*> commands;
+  auto preparing = [&](const char* name) {
+    return std::find_if(commands.begin(), commands.end(),
+                        [&](const char* c) { return c != nullptr && std::string_view(c) == name; }) != commands.end();
+  };
+  bool sent = true;
+  for (const Statement& s : statements) {
+    std::vector<const char*> values;
+    values.reserve(s.params.size());
+    for (const Param& p : s.params) values.push_back(p ? p->c_str() : nullptr);
+    const int n = static_cast<int>(values.size());
+    if (s.name != nullptr && !prepared_.contains(s.name) && !preparing(s.name)) {
+      sent = PQsendPrepare(conn_, s.name, s.sql, n, nullptr) == 1;
+      if (!sent) break;
+      commands.push_back(s.name);
+    }
+    sent = s.name != nullptr ? PQsendQueryPrepared(conn_, s.name, n, values.data(), nullptr, nullptr, 0) == 1
+                             : PQsendQueryParams(conn_, s.sql, n, nullptr, values.data(), nullptr, nullptr, 0) == 1;
+    if (!sent) break;
+    commands.push_back(nullptr);
+  }
+  if (sent) sent = PQpipelineSync(conn_) == 1;
+  if (!sent) {
+    // The session is in an unknown state: drop it, and with it whatever was sent, which may have
+    // run.
+    pipeline_ran_ = statements.size();
+    std::string message = one_line(PQerrorMessage(conn_));
+    PQreset(conn_);
+    prepared_.clear();
+    return make_error(ErrorCode::kUnavailable,
+                      "lost the connection to the journal at " + what_ + " while " + purpose + ": " + message);
+  }
+  return read_pipeline(commands, purpose);
+}
+
+// Reads one result per command sent, then the pipeline's sync, and leaves pipeline mode.
+Result<std::vector<PgResult>> PgConn::read_pipeline(const std::vector<const char*>& commands, const char* purpose) {
+  std::vector<PgResult> out;
+  std::optional<Unexpected> first;
+  for (const char* prepare : commands) {
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) {  // the connection broke: nothing more will come
+      if (!first) first = error_of(nullptr, purpose);
+      break;
+    }
+    const ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      if (prepare != nullptr) {
+        prepared_.insert(prepare);  // it lasts as long as the session, whatever follows
+        PQclear(r);
+      } else {
+        out.emplace_back(r);
+        ++pipeline_ran_;
+      }
+    } else if (st != PGRES_PIPELINE_ABORTED && !first) {
+      first = error_of(r, purpose);
+    } else {
+      PQclear(r);
+    }
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // the command's end
+  }
+  if (!lost()) {
+    // The sync: the server processed everything before it.
+    while (PGresult* r = PQgetResult(conn_)) {
+      const bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+      PQclear(r);
+      if (sync) break;
+    }
+    (void)PQexitPipelineMode(conn_);
+  }
+  if (first) {
+    if (lost()) return make_error(ErrorCode::kUnavailable, first->value().message());
+    return *first;
+  }
+  return out;
 }
 
 }  // namespace crucible::pg_internal

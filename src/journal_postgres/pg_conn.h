@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,14 @@ class PgResult {
 
 using Param = std::optional<std::string>;  // nullopt: SQL NULL
 
+// One statement of a pipeline. A named one is prepared once per session and executed by name
+// from then on, so the server parses and plans it once.
+struct Statement {
+  const char* name = nullptr;  // nullptr: parsed each time
+  const char* sql = nullptr;
+  std::vector<Param> params;
+};
+
 class PgConn {
  public:
   PgConn() = default;
@@ -56,13 +65,26 @@ class PgConn {
   // statements that change nothing on their own: reads, BEGIN.
   [[nodiscard]] Result<PgResult> exec_again_if_lost(const char* sql, const std::vector<Param>& params,
                                                     const char* purpose);
+  // Sends the statements together and reads their results (libpq's pipeline mode): one round trip
+  // for all of them. Stops at the first error, which it returns (kUnavailable when the connection
+  // was lost); the statements after it did not run. A transaction the statements opened stays
+  // open, or aborted after an error: the caller ends it. A connection found lost before the first
+  // statement ran is re-established and the statements sent once more.
+  [[nodiscard]] Result<std::vector<PgResult>> pipeline(const std::vector<Statement>& statements, const char* purpose);
+  // How many statements of the last pipeline ran; all of them when a failed send left it unknown.
+  size_t pipeline_ran() const { return pipeline_ran_; }
   // True when the last error lost the connection.
   bool lost() const;
   bool in_transaction() const;
 
  private:
   Status reconnect();
+  Unexpected error_of(PGresult* r, const char* purpose);
+  Result<std::vector<PgResult>> pipeline_once(const std::vector<Statement>& statements, const char* purpose);
+  Result<std::vector<PgResult>> read_pipeline(const std::vector<const char*>& commands, const char* purpose);
   PGconn* conn_ = nullptr;
+  std::set<std::string> prepared_;  // statement names prepared in this session
+  size_t pipeline_ran_ = 0;
   std::string what_;
 };
 

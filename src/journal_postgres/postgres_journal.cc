@@ -9,6 +9,7 @@
 #include "crucible/core/clock.h"
 #include "crucible/journal/group_commit.h"
 #include "pg_conn.h"
+#include "record_batch.h"
 
 namespace crucible {
 namespace {
@@ -16,7 +17,9 @@ namespace {
 using pg_internal::Param;
 using pg_internal::PgConn;
 using pg_internal::PgResult;
+using pg_internal::Statement;
 using pg_internal::str;
+using pg_internal::text_array;
 
 // Each entry migrates the schema from version i to i + 1. Records and promises go with their run.
 const char* const kMigrations[] = {
@@ -63,6 +66,8 @@ ALTER TABLE runs
   ADD COLUMN submit_order BIGSERIAL;
 CREATE INDEX runs_by_queue ON runs(queue, status, priority, submit_order);
 )sql",
+    // A batch of records locks and fences its runs in one call.
+    pg_internal::kLockRunsFunctionSql,
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
@@ -70,21 +75,8 @@ static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7238417706)";
 
 const char* const kSummaryColumns =
-    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims";
-
-// A PostgreSQL text[] literal: {"a","b"}, quotes and backslashes escaped.
-std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    out += i == 0 ? "\"" : ",\"";
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
+    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims, "
+    "lease_owner, lease_expires_ms";
 
 RunSummary decode_summary(const PgResult& q, int row) {
   RunSummary s;
@@ -99,6 +91,8 @@ RunSummary decode_summary(const PgResult& q, int row) {
   s.queue = q.text(row, 8);
   s.priority = static_cast<int>(q.integer(row, 9));
   s.claims = static_cast<int>(q.integer(row, 10));
+  s.lease_owner = q.text(row, 11);
+  s.lease_expires_ms = q.integer(row, 12);
   return s;
 }
 
@@ -476,10 +470,6 @@ class PostgresJournal : public Journal {
   // Writes one record inside the current transaction: a run's row when the record changes its
   // status or spec, and the record with the run's next sequence number.
   Status apply(PgConn& db, const Record& r, const std::string* body = nullptr) {
-    const bool new_spec =
-        r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
-    const bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
-                             r.type != RecordType::kDecision && r.type != RecordType::kStepFailed;
     const std::string run = r.run_id.str();
     if (r.fence_epoch != 0) {
       // Before anything is written; the row lock holds the lease still until the commit, so the
@@ -515,26 +505,9 @@ class PostgresJournal : public Journal {
       }
       CRUCIBLE_RETURN_IF_ERROR(q);
       next_seq_[run] = 0;
-    } else if (changes_run || new_spec) {
-      auto status = status_after(r);
-      const bool releases = r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed ||
-                            r.type == RecordType::kRunSuspended;
-      Param status_name, error, spec, wake;
-      if (status && r.type != RecordType::kPromiseResolved) status_name = std::string(run_status_name(*status));
-      if (r.type == RecordType::kRunFailed && r.error) error = r.error->message();
-      if (new_spec) spec = json_string(r.payload, "spec_hash");
-      const bool parks = r.type == RecordType::kRunSuspended;
-      if (auto at = wake_time(r); parks && at) wake = str(*at);
-      // A parked run records when a worker may claim it again: its deadline, or its promise's signal.
+    } else if (auto change = pg_internal::run_row_change(r)) {
       CRUCIBLE_ASSIGN_OR_RETURN(
-          auto q, db.exec("UPDATE runs SET updated_ms = greatest(updated_ms, $1), status = coalesce($2, status), "
-                          "error = coalesce($3, error), spec_hash = coalesce($4, spec_hash), lease_owner = CASE WHEN "
-                          "$5 THEN '' ELSE lease_owner END, lease_expires_ms = CASE WHEN $5 THEN 0 ELSE "
-                          "lease_expires_ms END, wake_ms = CASE WHEN $7 THEN $8::bigint ELSE wake_ms END, waiting_on = "
-                          "CASE WHEN $7 THEN $9 ELSE waiting_on END WHERE run_id = $6",
-                          {str(r.at_ms), status_name, error, spec, releases ? "true" : "false", run,
-                           parks ? "true" : "false", wake, json_string(r.payload, "promise")},
-                          "updating a run"));
+          auto q, db.exec(pg_internal::kUpdateRunSql, pg_internal::update_run_params(*change, run), "updating a run"));
       if (q.affected() == 0) return make_error(ErrorCode::kNotFound, "run '" + run + "' does not exist");
     }
     auto [slot, fresh] = next_seq_.try_emplace(run, 0);
@@ -641,32 +614,67 @@ class PostgresJournal : public Journal {
     return out;
   }
 
-  // One transaction for the batch; each group in a savepoint, so that a bad group (a run that
-  // does not exist) fails alone. A connection lost before COMMIT rolled everything back on the
-  // server: the batch fails with kUnavailable and the next call reconnects. Lost during COMMIT,
-  // the outcome is unknown, and the journal refuses further writes rather than guess.
+  // One transaction for the batch. Its records go first, all at once in one round trip
+  // (write_records_at_once); if that fails, or the batch has a shape it cannot take, each group is
+  // written in a savepoint of its own, so that a bad group (a run that does not exist, a fenced
+  // writer) fails alone. Other writes (leases, claims, state) follow, each in a savepoint. A
+  // connection lost before COMMIT rolled everything back on the server: the batch fails with
+  // kUnavailable and the next call reconnects. Lost during COMMIT, the outcome is unknown, and the
+  // journal refuses further writes rather than guess.
   Status commit_batch(GroupCommit::Batch& batch) {
     next_seq_.clear();
     epochs_.clear();
     in_doubt_ = false;
-    CRUCIBLE_RETURN_IF_ERROR(write_.exec_again_if_lost("BEGIN", {}, "beginning a journal commit"));
+    const bool ops = std::any_of(batch.begin(), batch.end(), [](const auto& g) { return static_cast<bool>(g->op); });
+    bool records_written = false;
+    if (auto plan = pg_internal::plan_record_batch(batch); plan && !plan->empty()) {
+      CRUCIBLE_ASSIGN_OR_RETURN(records_written, write_records_at_once(std::move(*plan), /*commit=*/!ops));
+      if (records_written && !ops) return {};
+    }
+    if (!records_written) {
+      CRUCIBLE_RETURN_IF_ERROR(write_.exec_again_if_lost("BEGIN", {}, "beginning a journal commit"));
+    }
     for (auto& g : batch) {
       if (g->records.empty() && !g->op) continue;
+      if (records_written && !g->op) continue;
       Status s = commit_group(*g);
       if (s) continue;
       if (write_.lost()) return s;
       g->status = s;
       if (g->batched) queue_.defer(s.error());
     }
+    return commit();
+  }
+
+  Status commit() {
     auto committed = write_.exec("COMMIT", {}, "committing the journal");
-    if (!committed && write_.lost()) {
-      in_doubt_ = true;
-      return make_error(ErrorCode::kUnavailable, committed.error().message() +
-                                                     "; whether the last commit landed is unknown, so this journal "
-                                                     "takes no more writes (open it again to go on)");
-    }
+    if (!committed && write_.lost()) return in_doubt(committed.error());
     if (!committed) return make_error(committed.error());
     return {};
+  }
+
+  Unexpected in_doubt(const Error& e) {
+    in_doubt_ = true;
+    return make_error(ErrorCode::kUnavailable, e.message() +
+                                                   "; whether the last commit landed is unknown, so this journal "
+                                                   "takes no more writes (open it again to go on)");
+  }
+
+  // Sends BEGIN, the batch's record statements and (with `commit`) COMMIT together. True when
+  // they ran (and committed); false when one failed and the transaction was rolled back, so the
+  // caller writes the groups one by one.
+  Result<bool> write_records_at_once(std::vector<Statement> plan, bool commit) {
+    plan.insert(plan.begin(), Statement{nullptr, "BEGIN", {}});
+    if (commit) plan.push_back(Statement{nullptr, "COMMIT", {}});
+    auto done = write_.pipeline(plan, "writing a batch of records");
+    if (done) return true;
+    if (write_.lost()) {
+      // COMMIT may have run once BEGIN had.
+      if (commit && write_.pipeline_ran() > 0) return in_doubt(done.error());
+      return make_error(done.error());
+    }
+    CRUCIBLE_RETURN_IF_ERROR(write_.run("ROLLBACK", {}, "journal commit"));
+    return false;
   }
 
   Status commit_group(GroupCommit::Group& g) {

@@ -633,6 +633,8 @@ class SqliteJournal : public Journal {
     s.queue = q.text(8);
     s.priority = static_cast<int>(q.integer(9));
     s.claims = static_cast<int>(q.integer(10));
+    s.lease_owner = q.text(11);
+    s.lease_expires_ms = q.integer(12);
     return s;
   }
 

@@ -60,7 +60,8 @@ CREATE INDEX runs_by_queue ON runs(queue, status, priority);
 
 // The columns decode_summary reads, in its order.
 inline const char* const kSummaryColumns =
-    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims";
+    "run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, error, queue, priority, claims, "
+    "lease_owner, lease_expires_ms";
 
 inline Error sqlite_error(sqlite3* db, int rc, const std::string& what) {
   ErrorCode code = ErrorCode::kInternal;

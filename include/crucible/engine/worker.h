@@ -30,6 +30,9 @@ struct WorkerOptions {
   std::chrono::milliseconds grace{30'000};
   // How often the worker starts the runs of due schedule ticks; 0: never (schedule.h).
   std::chrono::milliseconds schedule_interval{1'000};
+  // How often the worker records itself and the runs it holds in the journal (`crucible
+  // workers`); 0: never.
+  std::chrono::milliseconds heartbeat{1'000};
 };
 
 struct WorkerStats {
@@ -39,6 +42,29 @@ struct WorkerStats {
   uint64_t parked = 0;       // waiting on a promise or a timer: they hold no slot
   uint64_t handed_back = 0;  // interrupted (drain, lost lease); another worker resumes them
 };
+
+// What a worker last recorded of itself in the journal's shared state (worker_key()).
+struct WorkerInfo {
+  std::string id;
+  std::vector<std::string> queues;
+  size_t concurrency = 0;
+  std::vector<std::string> runs;  // the runs it was executing
+  std::string state;              // "serving" or "draining"
+  int64_t started_ms = 0;
+  int64_t heartbeat_ms = 0;  // its last heartbeat
+  int64_t heartbeat_every_ms = 0;
+  WorkerStats stats;
+  // Live: it heartbeated within three of its intervals.
+  bool live(int64_t now_ms) const { return now_ms - heartbeat_ms <= 3 * heartbeat_every_ms; }
+  Json to_json() const;
+  [[nodiscard]] static Result<WorkerInfo> from_json(const Json& j);
+};
+std::string worker_key(const std::string& id);
+inline constexpr const char* kWorkerPrefix = "worker/";
+// The workers recorded in the journal, in id order: live ones, and for `lost_for` those whose
+// heartbeats stopped that recently (a killed worker). A worker that stops cleanly removes itself.
+[[nodiscard]] Result<std::vector<WorkerInfo>> list_workers(Journal& journal, int64_t now_ms,
+                                                           std::chrono::milliseconds lost_for);
 
 // The spec a claimed run was started with, from its journaled form (journaled_spec(); the CLI
 // reloads the YAML text). Also loads the pipelines of schedules.
@@ -68,6 +94,8 @@ class Worker {
  private:
   void execute(Lease lease);
   void fire_due_schedules();
+  // Records this worker in the journal when a heartbeat is due; `final` removes it.
+  void heartbeat(const char* state, bool final = false);
   size_t reap();  // forgets finished runs; returns how many still execute
 
   Journal& journal_;
@@ -77,12 +105,18 @@ class Worker {
   SpecLoader load_spec_;
   WorkerOptions options_;
   RunListener listener_;
-  std::stop_source hand_back_;
-  MonoTime next_schedule_check_{};  // interrupts the runs still executing at the end of a drain
+  std::stop_source hand_back_;  // interrupts the runs still executing at the end of a drain
+  MonoTime next_schedule_check_{};
+  MonoTime next_heartbeat_{};
+  int64_t started_ms_ = 0;
 
+  struct Active {
+    RunId run;
+    std::future<void> done;
+  };
   mutable std::mutex mu_;
-  WorkerStats stats_;                      // guarded by mu_
-  std::vector<std::future<void>> active_;  // guarded by mu_
+  WorkerStats stats_;           // guarded by mu_
+  std::vector<Active> active_;  // guarded by mu_
 };
 
 }  // namespace crucible

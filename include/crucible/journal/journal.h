@@ -99,6 +99,9 @@ struct RunSummary {
   std::string queue;
   int priority = 0;
   int claims = 0;
+  // The worker holding the run's lease and when that lease expires (empty owner: nobody).
+  std::string lease_owner;
+  int64_t lease_expires_ms = 0;
   Json to_json() const;
 };
 

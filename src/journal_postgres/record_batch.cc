@@ -1,0 +1,228 @@
+#include "record_batch.h"
+
+#include <algorithm>
+#include <map>
+
+namespace crucible::pg_internal {
+
+const char* const kUpdateRunSql =
+    "UPDATE runs SET updated_ms = greatest(updated_ms, $1), status = coalesce($2, status), error = coalesce($3, "
+    "error), spec_hash = coalesce($4, spec_hash), lease_owner = CASE WHEN $5 THEN '' ELSE lease_owner END, "
+    "lease_expires_ms = CASE WHEN $5 THEN 0 ELSE lease_expires_ms END, wake_ms = CASE WHEN $7 THEN $8::bigint ELSE "
+    "wake_ms END, waiting_on = CASE WHEN $7 THEN $9 ELSE waiting_on END WHERE run_id = $6";
+
+const char* const kLockRunsFunctionSql = R"sql(
+CREATE OR REPLACE FUNCTION crucible_lock_runs(ids text[], epochs bigint[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  locked bigint;
+BEGIN
+  -- One lock order for every writer, so that two batches never wait for each other in a cycle.
+  SELECT count(*) INTO locked FROM (SELECT 1 FROM runs WHERE run_id = ANY(ids) ORDER BY run_id FOR UPDATE) AS l;
+  IF locked <> cardinality(ids) THEN
+    RAISE EXCEPTION 'a run of the batch does not exist' USING ERRCODE = 'no_data_found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(ids, epochs) AS t(id, epoch) JOIN runs u ON u.run_id = t.id
+             WHERE t.epoch <> 0 AND u.lease_epoch <> t.epoch) THEN
+    RAISE EXCEPTION 'a writer of the batch no longer holds its lease' USING ERRCODE = 'lock_not_available';
+  END IF;
+END
+$fn$;
+)sql";
+
+namespace {
+
+const char* const kInsertRunsSql =
+    "INSERT INTO runs(run_id, pipeline, spec_hash, status, created_ms, updated_ms, parent_run, queue, priority, "
+    "partition_key) SELECT id, pipeline, spec, status, at, at, parent, queue, priority, part FROM unnest($1::text[], "
+    "$2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY "
+    "AS t(id, pipeline, spec, status, at, parent, queue, priority, part, n) ORDER BY n";
+
+const char* const kLockRunsSql = "SELECT crucible_lock_runs($1::text[], $2::bigint[])";
+
+const char* const kUpdateRunsSql =
+    "UPDATE runs SET updated_ms = greatest(runs.updated_ms, c.at), status = coalesce(c.status, runs.status), error = "
+    "coalesce(c.error, runs.error), spec_hash = coalesce(c.spec, runs.spec_hash), lease_owner = CASE WHEN c.releases "
+    "THEN '' ELSE runs.lease_owner END, lease_expires_ms = CASE WHEN c.releases THEN 0 ELSE runs.lease_expires_ms "
+    "END, wake_ms = CASE WHEN c.parks THEN c.wake ELSE runs.wake_ms END, waiting_on = CASE WHEN c.parks THEN "
+    "c.waiting ELSE runs.waiting_on END FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
+    "$6::bool[], $7::bool[], $8::bigint[], $9::text[]) AS c(id, at, status, error, spec, releases, parks, wake, "
+    "waiting) WHERE runs.run_id = c.id";
+
+// Each record is numbered after its run's last record; the statement does not see its own rows,
+// so every row of a run gets the same base. The runs' rows are locked, so nobody else numbers.
+const char* const kInsertRecordsSql =
+    "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) SELECT t.id, b.base + t.ord, t.type, t.key, "
+    "t.at, t.body FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS t(id, "
+    "ord, type, key, at, body) CROSS JOIN LATERAL (SELECT coalesce(max(r.seq), 0) AS base FROM records r WHERE "
+    "r.run_id = t.id) AS b";
+
+Param bool_param(bool b) { return std::string(b ? "t" : "f"); }
+
+// What the batch does to one run.
+struct RunInBatch {
+  bool started = false;  // its kRunStarted record is in the batch
+  uint64_t fence = 0;    // the epoch its fenced records carry (0: none)
+  int64_t records = 0;   // its records so far, numbering the next one
+  std::optional<RunRowChange> change;
+};
+
+}  // namespace
+
+void RunRowChange::then(const RunRowChange& later) {
+  at_ms = std::max(at_ms, later.at_ms);
+  if (later.status) status = later.status;
+  if (later.error) error = later.error;
+  if (later.spec_hash) spec_hash = later.spec_hash;
+  releases = releases || later.releases;
+  if (later.parks) {
+    parks = true;
+    wake_ms = later.wake_ms;
+    waiting_on = later.waiting_on;
+  }
+}
+
+std::optional<RunRowChange> run_row_change(const Record& r) {
+  const bool new_spec =
+      r.type == RecordType::kDecision && r.key.str() == "#spec" && json_member(r.payload, "spec_hash") != nullptr;
+  const bool changes_run = r.type != RecordType::kStepStarted && r.type != RecordType::kStepCompleted &&
+                           r.type != RecordType::kDecision && r.type != RecordType::kStepFailed &&
+                           r.type != RecordType::kRunStarted;
+  if (!changes_run && !new_spec) return std::nullopt;
+  RunRowChange c;
+  c.at_ms = r.at_ms;
+  if (auto status = status_after(r); status && r.type != RecordType::kPromiseResolved) {
+    c.status = std::string(run_status_name(*status));
+  }
+  if (r.type == RecordType::kRunFailed && r.error) c.error = r.error->message();
+  if (new_spec) c.spec_hash = json_string(r.payload, "spec_hash");
+  c.releases =
+      r.type == RecordType::kRunCompleted || r.type == RecordType::kRunFailed || r.type == RecordType::kRunSuspended;
+  c.parks = r.type == RecordType::kRunSuspended;
+  if (auto at = wake_time(r); c.parks && at) c.wake_ms = std::to_string(*at);
+  c.waiting_on = json_string(r.payload, "promise");
+  return c;
+}
+
+std::vector<Param> update_run_params(const RunRowChange& c, const std::string& run) {
+  return {std::to_string(c.at_ms), c.status,  c.error,     c.spec_hash, bool_param(c.releases), run,
+          bool_param(c.parks),     c.wake_ms, c.waiting_on};
+}
+
+std::string array_literal(const std::vector<Param>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    if (!items[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+std::string text_array(const std::vector<std::string>& items) {
+  return array_literal(std::vector<Param>(items.begin(), items.end()));
+}
+
+std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch& batch) {
+  std::map<std::string, RunInBatch> runs;
+  std::vector<Param> new_ids, pipelines, hashes, statuses, created, parents, queues, priorities, partitions;
+  std::vector<Param> ids, ords, types, keys, ats, bodies;
+  for (const auto& g : batch) {
+    if (g->op) continue;
+    for (size_t i = 0; i < g->records.size(); ++i) {
+      const Record& r = g->records[i];
+      const std::string run = r.run_id.str();
+      RunInBatch& in = runs[run];
+      if (r.type == RecordType::kRunStarted) {
+        if (in.records > 0 || r.fence_epoch != 0) return std::nullopt;
+        Placement placement;
+        std::string queue;  // empty: not submitted
+        if (const Json* given = json_member(r.payload, "placement")) {
+          auto parsed = Placement::from_json(*given);
+          if (!parsed) return std::nullopt;
+          placement = *parsed;
+          queue = placement.queue;
+        }
+        in.started = true;
+        new_ids.push_back(run);
+        pipelines.push_back(json_string(r.payload, "pipeline"));
+        hashes.push_back(json_string(r.payload, "spec_hash"));
+        statuses.push_back(std::string(queue.empty() ? "running" : "queued"));
+        created.push_back(std::to_string(r.at_ms));
+        parents.push_back(json_string(r.payload, "parent_run"));
+        queues.push_back(queue);
+        priorities.push_back(std::to_string(placement.priority));
+        partitions.push_back(placement.partition);
+      } else if (r.fence_epoch != 0) {
+        if (in.started || (in.fence != 0 && in.fence != r.fence_epoch)) return std::nullopt;
+        in.fence = r.fence_epoch;
+      }
+      if (auto change = run_row_change(r)) {
+        if (in.change) {
+          in.change->then(*change);
+        } else {
+          in.change = change;
+        }
+      }
+      ids.push_back(run);
+      ords.push_back(std::to_string(++in.records));
+      types.push_back(std::string(record_type_name(r.type)));
+      keys.push_back(r.key.str());
+      ats.push_back(std::to_string(r.at_ms));
+      bodies.push_back(i < g->bodies.size() ? g->bodies[i] : json_dump(record_body_to_json(r)));
+    }
+  }
+  std::vector<Statement> out;
+  if (ids.empty()) return out;
+  if (!new_ids.empty()) {
+    out.push_back({"crucible_insert_runs",
+                   kInsertRunsSql,
+                   {array_literal(new_ids), array_literal(pipelines), array_literal(hashes), array_literal(statuses),
+                    array_literal(created), array_literal(parents), array_literal(queues), array_literal(priorities),
+                    array_literal(partitions)}});
+  }
+  std::vector<Param> lock_ids, lock_epochs;
+  std::vector<Param> c_ids, c_at, c_status, c_error, c_spec, c_releases, c_parks, c_wake, c_waiting;
+  for (const auto& [run, in] : runs) {  // in run order: the lock order
+    if (!in.started) {
+      lock_ids.push_back(run);
+      lock_epochs.push_back(std::to_string(in.fence));
+    }
+    if (!in.change) continue;
+    const RunRowChange& c = *in.change;
+    c_ids.push_back(run);
+    c_at.push_back(std::to_string(c.at_ms));
+    c_status.push_back(c.status);
+    c_error.push_back(c.error);
+    c_spec.push_back(c.spec_hash);
+    c_releases.push_back(bool_param(c.releases));
+    c_parks.push_back(bool_param(c.parks));
+    c_wake.push_back(c.wake_ms);
+    c_waiting.push_back(c.waiting_on);
+  }
+  if (!lock_ids.empty()) {
+    out.push_back({"crucible_lock_runs", kLockRunsSql, {array_literal(lock_ids), array_literal(lock_epochs)}});
+  }
+  if (!c_ids.empty()) {
+    out.push_back({"crucible_update_runs",
+                   kUpdateRunsSql,
+                   {array_literal(c_ids), array_literal(c_at), array_literal(c_status), array_literal(c_error),
+                    array_literal(c_spec), array_literal(c_releases), array_literal(c_parks), array_literal(c_wake),
+                    array_literal(c_waiting)}});
+  }
+  out.push_back({"crucible_insert_records",
+                 kInsertRecordsSql,
+                 {array_literal(ids), array_literal(ords), array_literal(types), array_literal(keys),
+                  array_literal(ats), array_literal(bodies)}});
+  return out;
+}
+
+}  // namespace crucible::pg_internal
