@@ -30,6 +30,15 @@ Result<Json> raw_postgres_commits(const std::string& url, int n);
 // steps per second of four workers with 64 concurrent 10-step runs each, against raw commits.
 Result<Json> run_fleet(bool quick, const std::string& url);
 
+// Four `crucible worker` processes on `runs` submitted 10-step runs (100 ms a step, 2 s leases);
+// one is killed with SIGKILL while it holds runs: whether all complete, no step completes twice,
+// and when the last of the killed worker's runs finished.
+Result<Json> fleet_recovery(const std::string& url, int runs);
+
+// One `crucible worker` holding `runs` runs that each wait 2 s in an HTTP call to a loopback
+// server: the time until all finished and the worker's peak RSS.
+Result<Json> fleet_http_waits(const std::string& url, int runs);
+
 // Hedging policies in virtual time over the built-in scenarios (and those of `scenario_file`),
 // against an oracle of fixed delays, with pass/fail targets; plus a live loopback smoke test.
 Result<Json> run_hedging(bool quick, const std::string& scenario_file, uint64_t random = 0, uint64_t seed = 1);

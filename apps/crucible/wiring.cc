@@ -7,12 +7,7 @@
 
 #include "crucible/journal_postgres/postgres_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
-#include "crucible/stages/builtin_stages.h"
-#include "crucible/stages/command_stage.h"
-#include "crucible/stages/compare_stage.h"
-#include "crucible/stages/hedging_stage.h"
-#include "crucible/stages/http_stage.h"
-#include "crucible/stages/llm_stages.h"
+#include "crucible/stages/library.h"
 #include "crucible/workflow/config_override.h"
 #include "crucible/workflow/loader.h"
 
@@ -60,12 +55,7 @@ std::filesystem::path local_dir(const GlobalOptions& g) {
 }
 
 StageLibrary::StageLibrary() {
-  Status s = register_builtin_stages(registry);
-  if (s) s = register_command_stage(registry);
-  if (s) s = register_http_stages(registry);
-  if (s) s = register_compare_stage(registry);
-  if (s) s = register_llm_stages(registry, models);
-  if (s) s = register_hedging_stage(registry);
+  Status s = register_stage_library(registry, models);
   CRUCIBLE_CHECK(s.has_value());
 }
 
