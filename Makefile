@@ -3,6 +3,7 @@
 #             on the SQLite journal (the LLM example answers offline without ANTHROPIC_API_KEY)
 # make test   install dependencies, build, run every unit and integration test with ctest
 # make asan   build and run every test under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)
+# make asan-coverage  both of asan and coverage from one build (build-asan-cov/): what CI runs
 # make tsan   build and run the concurrent test binaries under ThreadSanitizer (build-tsan/)
 # make fuzz   build the libFuzzer targets with clang (build-fuzz/) and run each for FUZZ_SECONDS
 # make coverage  line and branch coverage of src/ and apps/ (gcovr, build-cov/); each module >= 95%
@@ -15,7 +16,24 @@ ifeq ($(CI),true)
   CMAKE_FLAGS += -DCRUCIBLE_WERROR=ON
 endif
 
-.PHONY: all deps build run test asan tsan fuzz coverage bench clean
+.PHONY: all deps build run test asan asan-coverage tsan fuzz coverage bench clean
+
+# Sanitizer builds carry line tables only (-g1): reports name file and line, and the build is
+# far quicker than with full debug information.
+SAN_FLAGS = -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_DEBUG="-g1"
+# The SIGKILL crash oracles time their kills to uninstrumented speed (`make test` runs them), and
+# the hedging benchmark's simulation takes minutes unoptimized.
+SLOW_UNDER_INSTRUMENTATION = ^(Durability/CrashTest|Journals/ExperimentCrash|Journals/Fleet\.WorkersKilledAtRandom)
+COVERAGE_EXCLUDED = $(SLOW_UNDER_INSTRUMENTATION)|^Cli\.BenchHedging
+ASAN_ENV = ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+COVERAGE_GOAL ?= 95
+# gcovr over src/ and apps/ of build dir $(1), then the per-module gate.
+define coverage_report
+	gcovr -r . $(1) --filter 'src/' --filter 'apps/' --exclude '.*_test\.cc' --exclude '.*_fixture\.h' --exclude 'src/testing/' \
+	  --exclude-throw-branches --exclude-unreachable-branches -j $(JOBS) \
+	  --json-summary $(1)/coverage.json --txt $(1)/coverage.txt > /dev/null
+	scripts/coverage-gate $(1)/coverage.json $(COVERAGE_GOAL)
+endef
 
 all: build
 
@@ -34,35 +52,38 @@ run: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The SIGKILL crash oracles time their kills to uninstrumented speed; `make test` runs them.
 asan: deps
-	@cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_ASAN=ON > /dev/null
+	@cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_ASAN=ON $(SAN_FLAGS) > /dev/null
 	@cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" ctest --output-on-failure -j $(JOBS) -E '^(Durability/CrashTest|Journals/ExperimentCrash|Journals/Fleet\.WorkersKilledAtRandom)'
+	cd build-asan && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS) -E '$(SLOW_UNDER_INSTRUMENTATION)'
+
+# One unoptimized build with both AddressSanitizer/UBSan and gcov: every test runs once under the
+# sanitizers and counts its lines, and the tree is built once for both.
+asan-coverage: deps
+	@cmake -S . -B build-asan-cov -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCRUCIBLE_ASAN=ON -DCRUCIBLE_COVERAGE=ON \
+	  $(SAN_FLAGS) > /dev/null
+	@cmake --build build-asan-cov -j $(JOBS)
+	@find build-asan-cov -name '*.gcda' -delete
+	cd build-asan-cov && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS) -E '$(COVERAGE_EXCLUDED)'
+	$(call coverage_report,build-asan-cov)
 
 tsan: deps
-	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(CMAKE_FLAGS) > /dev/null
+	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(SAN_FLAGS) $(CMAKE_FLAGS) > /dev/null
 	@cmake --build build-tsan -j $(JOBS) --target engine_test stages_test http_test journal_test journal_sqlite_test journal_postgres_test core_test reliability_test experiment_test llm_test
 	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -R '^(HttpClient|Executor|Runner|WorkerTest|ScheduleTest|JournalConformance|Memory|Sqlite|SqliteJournal|Postgres|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy|Shadow|MultiBranch|RoundRobin|InMemoryRunLogger|ExperimentPipelineTest|ScriptedProvider|RetryingProvider|HedgedProvider|CircuitBreakingProvider|Api/Adapters|LlmPipelineTest)'
 
 FUZZ_SECONDS ?= 45
 fuzz: deps
-	@CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_FUZZ=ON -DCRUCIBLE_BUILD_TESTS=OFF > /dev/null
+	@CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_FUZZ=ON -DCRUCIBLE_BUILD_TESTS=OFF $(SAN_FLAGS) > /dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
 	scripts/run-fuzzers build-fuzz $(FUZZ_SECONDS)
 
-# The crash oracles time their kills to optimized speed, and the hedging benchmark's simulation
-# takes minutes unoptimized; `make test` runs both.
-COVERAGE_GOAL ?= 95
 coverage: deps
 	@cmake -S . -B build-cov -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCRUCIBLE_COVERAGE=ON > /dev/null
 	@cmake --build build-cov -j $(JOBS)
 	@find build-cov -name '*.gcda' -delete
-	cd build-cov && ctest --output-on-failure -j $(JOBS) -E '^(Durability/CrashTest|Journals/ExperimentCrash|Journals/Fleet\.WorkersKilledAtRandom)|^Cli\.BenchHedging'
-	gcovr -r . build-cov --filter 'src/' --filter 'apps/' --exclude '.*_test\.cc' --exclude '.*_fixture\.h' --exclude 'src/testing/' \
-	  --exclude-throw-branches --exclude-unreachable-branches -j $(JOBS) \
-	  --json-summary build-cov/coverage.json --txt build-cov/coverage.txt > /dev/null
-	scripts/coverage-gate build-cov/coverage.json $(COVERAGE_GOAL)
+	cd build-cov && ctest --output-on-failure -j $(JOBS) -E '$(COVERAGE_EXCLUDED)'
+	$(call coverage_report,build-cov)
 
 bench: build
 	$(BUILD)/bin/crucible bench dispatch --json
@@ -71,4 +92,4 @@ bench: build
 	$(BUILD)/bin/crucible bench llm --json
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-cov
+	rm -rf $(BUILD) build-asan build-asan-cov build-tsan build-fuzz build-cov

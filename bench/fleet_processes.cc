@@ -79,20 +79,24 @@ Result<size_t> completed(Journal& journal, size_t expected) {
 Result<Json> fleet_recovery(const std::string& url, int runs) {
   constexpr int kWorkers = 4, kSteps = 10;
   constexpr auto kLease = 2s;
-  const std::string dir = (fs::temp_directory_path() / ("crucible-bench-recovery-" + std::to_string(getpid()))).string();
+  const std::string dir =
+      (fs::temp_directory_path() / ("crucible-bench-recovery-" + std::to_string(getpid()))).string();
   fs::create_directories(dir);
   CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_postgres_journal(PostgresJournalOptions{url}));
   std::string yaml = "name: recovery\nstages:\n";
-  for (int i = 0; i < kSteps; ++i) yaml += "  - {name: s" + std::to_string(i) + ", uses: sleep, with: {duration: 100ms}}\n";
+  for (int i = 0; i < kSteps; ++i)
+    yaml += "  - {name: s" + std::to_string(i) + ", uses: sleep, with: {duration: 100ms}}\n";
   CRUCIBLE_ASSIGN_OR_RETURN(auto ids, submit_runs(*journal, yaml, "recovery", runs));
+  // Each worker has slots for a quarter of the runs, so the four hold them all between them.
+  const std::string slots = std::to_string(std::max(1, runs / kWorkers));
   std::vector<Child> workers;
   for (int w = 0; w < kWorkers; ++w) {
     workers.push_back(start_worker(url, dir, "w" + std::to_string(w),
-                                   {"--queue", "recovery", "--concurrency", "64", "--lease", "2s"}));
+                                   {"--queue", "recovery", "--concurrency", slots, "--lease", "2s"}));
   }
-  // Kill w0 once it holds runs that have made progress.
+  // Kill w0 once it holds its share of runs and they have made progress.
   std::set<std::string> held;
-  for (int i = 0; i < 1000 && held.size() < 10; ++i) {
+  for (int i = 0; i < 1000 && static_cast<int>(held.size()) < std::max(1, runs / kWorkers); ++i) {
     std::this_thread::sleep_for(10ms);
     RunFilter filter;
     filter.status = RunStatus::kRunning;
@@ -156,8 +160,8 @@ Result<Json> fleet_http_waits(const std::string& url, int runs) {
   });
   server.start();
   CRUCIBLE_ASSIGN_OR_RETURN(auto journal, open_postgres_journal(PostgresJournalOptions{url}));
-  const std::string yaml =
-      "name: waits\nstages:\n  - {name: call, uses: http.request, with: {url: \"" + server.url("/slow") + "\", timeout: 30s}}\n";
+  const std::string yaml = "name: waits\nstages:\n  - {name: call, uses: http.request, with: {url: \"" +
+                           server.url("/slow") + "\", timeout: 30s}}\n";
   CRUCIBLE_ASSIGN_OR_RETURN(auto ids, submit_runs(*journal, yaml, "waits", runs));
   const auto t0 = std::chrono::steady_clock::now();
   Child worker = start_worker(url, dir, "waiter", {"--queue", "waits", "--concurrency", std::to_string(runs)});

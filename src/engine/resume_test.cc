@@ -118,6 +118,26 @@ stages:
   EXPECT_EQ(probe_->count("no"), 1);
 }
 
+// A run resumes only with the spec it was started with: another version is refused, by id and by
+// the log a worker read.
+TEST_F(RunnerTest, ResumingWithAnotherVersionOfThePipelineIsRefused) {
+  WorkflowSpec spec = load("name: v\nstages: [{name: a, uses: wait_for, with: {promise: go}}]\n");
+  WorkflowSpec other =
+      load("name: v\nstages: [{name: a, uses: wait_for, with: {promise: go}}, {name: b, uses: probe}]\n");
+  RunResult parked = run(spec);
+  ASSERT_EQ(parked.status, RunStatus::kWaiting);
+  auto by_id = runner_->resume(other, parked.run_id);
+  ASSERT_FALSE(by_id);
+  EXPECT_EQ(by_id.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(by_id.error().message().find("another version of the pipeline"), std::string::npos);
+  auto log = journal_->read_run(parked.run_id);
+  ASSERT_TRUE(log);
+  auto by_log = runner_->resume(other, *log, ResumeOptions{});
+  ASSERT_FALSE(by_log);
+  EXPECT_EQ(by_log.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(probe_->count("b"), 0);
+}
+
 TEST_F(RunnerTest, WaitForParksTheRunUntilThePromiseResolves) {
   WorkflowSpec spec = load(R"(
 name: approval

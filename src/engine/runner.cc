@@ -412,9 +412,19 @@ Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunId& run_id, 
   return resume_locked(spec, run_id, options, options.lease);
 }
 
+Result<RunResult> Runner::resume(const WorkflowSpec& spec, const RunLog& log, const ResumeOptions& options) {
+  return resume_log(spec, log, options, options.lease);
+}
+
 Result<RunResult> Runner::resume_locked(const WorkflowSpec& spec, const RunId& run_id, const ResumeOptions& options,
                                         std::optional<Lease> lease) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal_.read_run(run_id));
+  return resume_log(spec, log, options, std::move(lease));
+}
+
+Result<RunResult> Runner::resume_log(const WorkflowSpec& spec, const RunLog& log, const ResumeOptions& options,
+                                     std::optional<Lease> lease) {
+  const RunId& run_id = log.summary.run_id;
   std::string hash = spec_hash(spec);
   if (log.summary.spec_hash != hash) {
     return make_error(ErrorCode::kFailedPrecondition,

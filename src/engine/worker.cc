@@ -240,7 +240,7 @@ void Worker::execute(Lease lease) {
   }
   ResumeOptions options;
   options.lease = lease;
-  finish(runner_.resume(*spec, run_id, options));
+  finish(runner_.resume(*spec, *log, options));
 }
 
 }  // namespace crucible

@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "crucible/engine/schedule.h"
 #include "runner_fixture.h"
 
 namespace crucible::engine_test {
@@ -20,15 +21,18 @@ class WorkerTest : public RunnerTest {
     std::jthread thread;
   };
 
-  Running& start_worker(WorkerOptions options) {
+  Running& start_worker(WorkerOptions options, RunListener listener = nullptr, SpecLoader loader = nullptr) {
     auto w = std::make_unique<Running>();
     w->runner = std::make_unique<Runner>(*journal_, executor_, real_clock(), random_, registry_);
-    SpecLoader loader = [this](const Json& spec) -> Result<WorkflowSpec> {
-      LoadResult r = load_pipeline_text(json_string(spec, "text"), "test.yaml", registry_);
-      if (!r.ok()) return make_error(ErrorCode::kInvalidArgument, r.report());
-      return std::move(*r.spec);
-    };
-    w->worker = std::make_unique<Worker>(*journal_, *w->runner, executor_, real_clock(), loader, std::move(options));
+    if (!loader) {
+      loader = [this](const Json& spec) -> Result<WorkflowSpec> {
+        LoadResult r = load_pipeline_text(json_string(spec, "text"), "test.yaml", registry_);
+        if (!r.ok()) return make_error(ErrorCode::kInvalidArgument, r.report());
+        return std::move(*r.spec);
+      };
+    }
+    w->worker = std::make_unique<Worker>(*journal_, *w->runner, executor_, real_clock(), loader, std::move(options),
+                                         std::move(listener));
     w->thread = std::jthread([raw = w.get()] { raw->worker->run(raw->drain.get_token()); });
     workers_.push_back(std::move(w));
     return *workers_.back();
@@ -215,6 +219,80 @@ TEST_F(WorkerTest, AWorkerRecordsItselfAndTheRunsItHoldsAndRemovesItselfWhenItSt
   auto after = list_workers(*journal_, real_clock().now_ms(), 1min);
   ASSERT_TRUE(after);
   EXPECT_TRUE(after->empty());
+}
+
+// No worker can run a spec that no longer loads (a stage type that is gone): the run fails with
+// the loader's error instead of going back to the queue for ever.
+TEST_F(WorkerTest, ARunWhoseSpecNoLongerLoadsFailsWithTheLoadersError) {
+  RunId id = submit(load(kTwoSteps), "unloadable");
+  Running& w = start_worker(fast(), nullptr, [](const Json&) -> Result<WorkflowSpec> {
+    return make_error(ErrorCode::kInvalidArgument, "unknown stage type 'gone'");
+  });
+  ASSERT_TRUE(reaches(id, RunStatus::kFailed));
+  EXPECT_THAT(journal_->read_run(id)->summary.error, ::testing::HasSubstr("unknown stage type 'gone'"));
+  EXPECT_EQ(probe_->count("a"), 0);
+  w.drain.request_stop();
+  w.thread.join();
+  EXPECT_EQ(w.worker->stats().failed, 1u);
+}
+
+// A run cancelled while a worker that has since died held it: the next claimer ends it.
+TEST_F(WorkerTest, ARunCancelledUnderADeadWorkersLeaseEndsCancelledWhenClaimed) {
+  RunId id = submit(load(kTwoSteps), "orphan");
+  ClaimRequest ghost;
+  ghost.owner = "ghost";
+  ghost.ttl = 100ms;
+  ghost.now_ms = real_clock().now_ms();
+  auto claimed = journal_->claim_runs(ghost);
+  ASSERT_TRUE(claimed);
+  ASSERT_EQ(claimed->size(), 1u);
+  auto outcome = journal_->cancel_run(id, "stop it", real_clock().now_ms());
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(*outcome, CancelOutcome::kRequested);
+  std::this_thread::sleep_for(150ms);
+  start_worker(fast());
+  ASSERT_TRUE(reaches(id, RunStatus::kCancelled));
+  EXPECT_EQ(probe_->count("a"), 0);
+}
+
+// Missed ticks and schedules that cannot fire reach the worker's listener.
+TEST_F(WorkerTest, MissedTicksAndBrokenSchedulesAreReportedToTheListener) {
+  const int64_t now = real_clock().now_ms();
+  Schedule ok;
+  ok.name = "minutely";
+  ok.cron = "* * * * *";
+  ok.spec = {{"format", "yaml"}, {"text", kTwoSteps}};
+  ok.placement = Placement{"nightly", 0, ""};
+  ok.created_ms = now - 10 * 60'000;
+  ok.last_tick_ms = now - 5 * 60'000;
+  ASSERT_TRUE(journal_->put_value("", schedule_key(ok.name), ok.to_json()));
+  Schedule broken = ok;
+  broken.name = "broken";
+  broken.spec = {{"format", "yaml"}, {"text", "name: [unclosed"}};
+  ASSERT_TRUE(journal_->put_value("", schedule_key(broken.name), broken.to_json()));
+  std::mutex mu;
+  std::vector<std::string> heard;
+  WorkerOptions o = fast();
+  o.schedule_interval = 10ms;
+  o.queues = {"elsewhere"};  // the started runs stay queued
+  Running& w = start_worker(o, [&](const RunId& run, const Result<RunResult>& outcome) {
+    if (!run.str().empty() || outcome) return;
+    std::lock_guard lock(mu);
+    heard.push_back(outcome.error().message());
+  });
+  auto heard_all = [&] {
+    std::lock_guard lock(mu);
+    bool missed = false, bad = false;
+    for (const std::string& m : heard) {
+      missed = missed || m.find("was missed") != std::string::npos;
+      bad = bad || m.find("schedule 'broken'") != std::string::npos;
+    }
+    return missed && bad;
+  };
+  for (int i = 0; i < 500 && !heard_all(); ++i) std::this_thread::sleep_for(10ms);
+  w.drain.request_stop();
+  w.thread.join();
+  EXPECT_TRUE(heard_all()) << ::testing::PrintToString(heard);
 }
 
 TEST(WorkerInfo, RoundTripsAndAMalformedRecordIsDataLoss) {

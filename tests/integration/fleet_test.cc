@@ -54,8 +54,12 @@ class Fleet : public ::testing::TestWithParam<std::string> {
     ASSERT_TRUE(j) << j.error().to_string();
     journal__ = std::move(*j);
   }
+  // Workers still running drain on SIGTERM (so their coverage counters are written) and are
+  // killed if they outlast it.
   void TearDown() override {
+    for (auto& [slot, w] : workers_) kill(w.pid, SIGTERM);
     for (auto& [slot, w] : workers_) {
+      for (int i = 0; i < 500 && process_alive(w.pid); ++i) std::this_thread::sleep_for(10ms);
       kill(w.pid, SIGKILL);
       wait_child(w);
     }
@@ -80,6 +84,7 @@ class Fleet : public ::testing::TestWithParam<std::string> {
   void start_worker(int slot, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
         "--journal", journal_, "worker", "--lease", "1s", "--poll", "20ms", "--id", "w" + std::to_string(slot)};
+    if (std::find(extra.begin(), extra.end(), "--grace") == extra.end()) extra.insert(extra.end(), {"--grace", "1s"});
     if (std::find(extra.begin(), extra.end(), "--concurrency") == extra.end())
       extra.insert(extra.end(), {"--concurrency", "8"});
     args.insert(args.end(), extra.begin(), extra.end());
@@ -206,9 +211,18 @@ TEST_P(Fleet, ResubmittingARunIdIsOneRun) {
   Output other = crucible({"submit", pipeline, "--run-id", "once", "--set", "order=" + dir_ + "/elsewhere"});
   EXPECT_EQ(other.code, 2);
   EXPECT_NE(other.err.find("config.order"), std::string::npos) << other.err;
-  start_worker(0);
+  start_worker(0, {"--json"});
   for (int i = 0; i < 500 && !finished("once"); ++i) std::this_thread::sleep_for(20ms);
   EXPECT_EQ(lines_of(dir_ + "/o").size(), 1u);
+  // --json: one line per run the worker stops executing.
+  const std::string out_path = workers_[0].out_path;
+  kill(workers_[0].pid, SIGTERM);
+  EXPECT_EQ(reap_worker(0), 0) << err_of_last_;
+  auto line = parse_json(slurp(out_path));
+  ASSERT_TRUE(line) << slurp(out_path);
+  EXPECT_EQ((*line)["run_id"], "once");
+  EXPECT_EQ((*line)["status"], "completed");
+  EXPECT_EQ((*line)["executed"], 2);
 }
 
 // Cancelled while its worker is dead: the next worker to claim it ends it, and runs nothing more.

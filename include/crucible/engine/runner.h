@@ -108,6 +108,9 @@ class Runner {
   // there is no such run; kFailedPrecondition if `spec` is not the spec the run was started with.
   [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunId& run_id,
                                          const ResumeOptions& options = {});
+  // resume() of a run whose journal the caller has just read under the lease it holds
+  // (options.lease): a worker that claimed it.
+  [[nodiscard]] Result<RunResult> resume(const WorkflowSpec& spec, const RunLog& log, const ResumeOptions& options);
   // Starts a new run that reuses the journal of `source` before step `from` (the first record of
   // that step or anything below it) and re-executes from there. Returns the new run's id; run it
   // with resume(). kNotFound if the run or the step key does not exist.
@@ -151,6 +154,8 @@ class Runner {
   // resume() with the run's lease already held (`lease`), or taken here.
   [[nodiscard]] Result<RunResult> resume_locked(const WorkflowSpec& spec, const RunId& run_id,
                                                 const ResumeOptions& options, std::optional<Lease> lease);
+  [[nodiscard]] Result<RunResult> resume_log(const WorkflowSpec& spec, const RunLog& log, const ResumeOptions& options,
+                                             std::optional<Lease> lease);
   // The run's lease: `taken`, else a fresh one, else one taken over from a dead local owner.
   Result<Lease> take_lease(const RunId& run_id, std::optional<Lease> taken);
   // Journals how the run ended (or only flushes, for a parked or replayed run) and tells the
