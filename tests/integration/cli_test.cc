@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "crucible/core/json.h"
+#include "crucible/journal_sqlite/sqlite_journal.h"
 #include "process.h"
 
 namespace crucible::integration {
@@ -221,6 +222,23 @@ class CliChildren : public Cli {
     return !process_alive(pid);
   }
   static pid_t group_of(pid_t pid) { return ::getpgid(pid); }
+  // Waits until the run's journal holds the process group of its step (journaled just after the
+  // program starts, so a kill before it would leave nothing to stop).
+  bool group_journaled(const std::string& run_id) {
+    for (int i = 0; i < 1000; ++i) {
+      SqliteJournalOptions o;
+      o.path = journal_;
+      if (auto j = open_sqlite_journal(o)) {
+        if (auto log = (*j)->read_run(*RunId::parse(run_id))) {
+          for (const Record& r : log->records) {
+            if (r.type == RecordType::kStepStarted && json_member(r.payload, "process_group") != nullptr) return true;
+          }
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
 };
 
 TEST_F(CliChildren, DieWithCrucible) {
@@ -245,6 +263,7 @@ TEST_F(CliChildren, WhatSurvivesIsStoppedBeforeTheStepRunsAgain) {
                                dir_ + "/c.out", dir_ + "/c.err");
   pid_t bg = read_pid("bg"), fg = read_pid("fg");
   ASSERT_GT(bg, 0);
+  ASSERT_TRUE(group_journaled("c"));
   pid_t supervisor = group_of(fg);
   ASSERT_GT(supervisor, 1);
   ASSERT_NE(supervisor, ::getpgid(0));

@@ -83,7 +83,8 @@ class Fleet : public ::testing::TestWithParam<std::string> {
   // Starts (or restarts) the worker in `slot`.
   void start_worker(int slot, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
-        "--journal", journal_, "worker", "--lease", "1s", "--poll", "20ms", "--id", "w" + std::to_string(slot)};
+        "--journal", journal_, "worker", "--poll", "20ms", "--id", "w" + std::to_string(slot)};
+    if (std::find(extra.begin(), extra.end(), "--lease") == extra.end()) extra.insert(extra.end(), {"--lease", "1s"});
     if (std::find(extra.begin(), extra.end(), "--grace") == extra.end()) extra.insert(extra.end(), {"--grace", "1s"});
     if (std::find(extra.begin(), extra.end(), "--concurrency") == extra.end())
       extra.insert(extra.end(), {"--concurrency", "8"});
@@ -229,7 +230,7 @@ TEST_P(Fleet, ResubmittingARunIdIsOneRun) {
 TEST_P(Fleet, CancelHoldsAcrossAWorkerRestart) {
   const std::string pipeline = fs::absolute("tests/integration/pipelines/slow.yaml").string();
   const std::string id = submit({pipeline, "--run-id", "cancel-me"});
-  start_worker(0);
+  start_worker(0, {"--lease", "4s"});  // still live when `cancel` comes, however slow the build
   for (int i = 0; i < 500 && log_of(id).summary.status != RunStatus::kRunning; ++i) std::this_thread::sleep_for(10ms);
   std::this_thread::sleep_for(200ms);
   kill_worker(0);
@@ -237,7 +238,7 @@ TEST_P(Fleet, CancelHoldsAcrossAWorkerRestart) {
   ASSERT_EQ(cancelled.code, 0) << cancelled.err;
   EXPECT_NE(cancelled.out.find("cancel_requested"), std::string::npos) << cancelled.out;  // its lease is still live
   start_worker(1);
-  for (int i = 0; i < 500 && !finished(id); ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 1000 && !finished(id); ++i) std::this_thread::sleep_for(10ms);
   RunLog log = log_of(id);
   EXPECT_EQ(log.summary.status, RunStatus::kCancelled);
   for (const Record& r : log.records) EXPECT_NE(r.key.str(), "/last");
@@ -274,7 +275,7 @@ TEST_P(Fleet, ADeadlineHoldsAcrossAWorkerRestart) {
 // exits 0.
 TEST_P(Fleet, SigtermDrainsTheWorker) {
   const std::string pipeline = fs::absolute("tests/integration/pipelines/slow.yaml").string();
-  const std::string id = submit({pipeline, "--run-id", "drained", "--set", "nap=2s"});
+  const std::string id = submit({pipeline, "--run-id", "drained", "--set", "nap=4s"});
   start_worker(0, {"--grace", "20s", "--concurrency", "1"});
   for (int i = 0; i < 500 && log_of(id).summary.status != RunStatus::kRunning; ++i) std::this_thread::sleep_for(10ms);
   // `crucible workers` and `crucible list` name the worker and what it holds.
@@ -337,7 +338,7 @@ TEST_P(Fleet, BadFleetArgumentsAreUsageErrorsNamingTheFlag) {
         Case{{"submit", pipeline, "--timeout", "0s"}, "--timeout"},
         Case{{"submit", pipeline, "--queue", ""}, "--queue"}, Case{{"queue", "set", "q", "--rate", "ten"}, "--rate"},
         Case{{"cancel", "no-such-run"}, "no run"}, Case{{"list", "--status", "sleeping"}, "deadline_exceeded"},
-        Case{{"workers", "--lost", "a while"}, "--lost"}}) {
+        Case{{"workers", "--lost", "a while"}, "--lost"}, Case{{"queue", "set", "q", "--rate", "x/1m"}, "--rate"}}) {
     Output o = crucible(c.args);
     EXPECT_EQ(o.code, 2) << c.args[0] << ": " << o.err;
     EXPECT_NE(o.err.find(c.says), std::string::npos) << o.err;
@@ -348,6 +349,48 @@ TEST_P(Fleet, BadFleetArgumentsAreUsageErrorsNamingTheFlag) {
   ASSERT_TRUE(j) << shown.out;
   EXPECT_EQ((*j)["limits"]["concurrency"], 2);
   EXPECT_EQ((*j)["limits"]["rate_period_ms"], 60000);
+}
+
+// The forms a person reads, beside the --json ones the other tests check.
+TEST_P(Fleet, CommandsPrintForPeople) {
+  const std::string pipeline = fs::absolute("tests/integration/pipelines/slow.yaml").string();
+  Output submitted = crucible({"submit", pipeline, "--run-id", "shown", "--queue", "people", "--json"});
+  ASSERT_EQ(submitted.code, 0) << submitted.err;
+  EXPECT_EQ((*parse_json(submitted.out))["queue"], "people");
+  Output none = crucible({"workers"});
+  EXPECT_NE(none.err.find("no live workers"), std::string::npos) << none.err;
+  start_worker(0, {"--queue", "people"});
+  for (int i = 0; i < 500 && log_of("shown").summary.status != RunStatus::kRunning; ++i)
+    std::this_thread::sleep_for(10ms);
+  Output table;
+  for (int i = 0; i < 300; ++i) {
+    table = crucible({"workers"});
+    if (table.out.find("shown") != std::string::npos) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_NE(table.out.find("WORKER"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("w0"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("serving"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("1/8"), std::string::npos) << table.out;
+  Output status = crucible({"status", "shown"});
+  EXPECT_NE(status.out.find("held by w0"), std::string::npos) << status.out;
+  Output queue = crucible({"queue", "show", "people"});
+  EXPECT_NE(queue.out.find("running 1"), std::string::npos) << queue.out;
+  // A schedule that missed ticks during an outage lists them.
+  ASSERT_EQ(crucible({"schedule", "add", "hourly", pipeline, "--cron", "0 * * * *", "--queue", "people"}).code, 0);
+  auto stored = journal__->get_value("", "schedule/hourly");
+  ASSERT_TRUE(stored && *stored);
+  Json with_missed = **stored;
+  with_missed["missed"] = Json::array({1'700'000'000'000});
+  ASSERT_TRUE(journal__->put_value("", "schedule/hourly", with_missed));
+  ASSERT_EQ(crucible({"schedule", "pause", "hourly"}).code, 0);
+  ASSERT_EQ(crucible({"schedule", "resume", "hourly"}).code, 0);
+  Output listed = crucible({"schedule", "list"});
+  EXPECT_NE(listed.out.find("hourly"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("active"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("missed 2023-11-14"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("hourly-20231114T2213Z"), std::string::npos) << listed.out;
+  ASSERT_EQ(crucible({"cancel", "shown"}).code, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Journals, Fleet, ::testing::Values("sqlite", "postgres"),
