@@ -22,9 +22,10 @@ endif
 # far quicker than with full debug information.
 SAN_FLAGS = -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_DEBUG="-g1"
 # The SIGKILL crash oracles time their kills to uninstrumented speed (`make test` runs them), and
-# the hedging benchmark's simulation takes minutes unoptimized.
+# unoptimized, the hedging and dispatch benchmarks and the load detector's 100,000-request test
+# take minutes (`make test` and `make asan` run them).
 SLOW_UNDER_INSTRUMENTATION = ^(Durability/CrashTest|Journals/ExperimentCrash|Journals/Fleet\.WorkersKilledAtRandom)
-COVERAGE_EXCLUDED = $(SLOW_UNDER_INSTRUMENTATION)|^Cli\.BenchHedging
+COVERAGE_EXCLUDED = $(SLOW_UNDER_INSTRUMENTATION)|^Cli\.Bench(Hedging|Dispatch)|^HedgePolicy\.TheLoadDetectorIgnoresTheMediansNoise$$
 ASAN_ENV = ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 COVERAGE_GOAL ?= 95
 # gcovr over src/ and apps/ of build dir $(1), then the per-module gate.

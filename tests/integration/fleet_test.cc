@@ -275,28 +275,29 @@ TEST_P(Fleet, ADeadlineHoldsAcrossAWorkerRestart) {
 // exits 0.
 TEST_P(Fleet, SigtermDrainsTheWorker) {
   const std::string pipeline = fs::absolute("tests/integration/pipelines/slow.yaml").string();
-  const std::string id = submit({pipeline, "--run-id", "drained", "--set", "nap=4s"});
+  const std::string id = submit({pipeline, "--run-id", "drained", "--set", "nap=6s"});
+  // Queued behind it (a larger priority number), so the one slot takes `drained` first.
+  const std::string queued = submit({pipeline, "--run-id", "not-taken", "--set", "nap=1s", "--priority", "5"});
   start_worker(0, {"--grace", "20s", "--concurrency", "1"});
   for (int i = 0; i < 500 && log_of(id).summary.status != RunStatus::kRunning; ++i) std::this_thread::sleep_for(10ms);
-  // `crucible workers` and `crucible list` name the worker and what it holds.
+  kill(workers_[0].pid, SIGTERM);
+  // While it drains, `crucible workers` and `crucible list` name the worker and what it holds.
   Json listed;
   for (int i = 0; i < 300; ++i) {
     auto rows = parse_json(crucible({"workers", "--json"}).out);
-    if (rows && rows->size() == 1 && (*rows)[0]["runs"].size() == 1) {
+    if (rows && rows->size() == 1 && (*rows)[0]["state"] == "draining") {
       listed = *rows;
       break;
     }
     std::this_thread::sleep_for(10ms);
   }
-  ASSERT_EQ(listed.size(), 1u) << crucible({"workers"}).out;
+  ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0]["id"], "w0");
-  EXPECT_EQ(listed[0]["runs"][0], "drained");
+  EXPECT_EQ(listed[0]["runs"], Json::array({"drained"}));
   EXPECT_EQ(listed[0]["live"], true);
   Output table = crucible({"list"});
   EXPECT_NE(table.out.find("WORKER"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("w0"), std::string::npos) << table.out;
-  const std::string queued = submit({pipeline, "--run-id", "not-taken", "--set", "nap=1s"});
-  kill(workers_[0].pid, SIGTERM);
   EXPECT_EQ(reap_worker(0), 0) << err_of_last_;
   EXPECT_EQ(parse_json(crucible({"workers", "--json", "--lost", "1h"}).out)->size(), 0u);  // it removed itself
   EXPECT_EQ(log_of(id).summary.status, RunStatus::kCompleted);
