@@ -97,21 +97,34 @@ size_t Worker::reap() {
 void Worker::run(std::stop_token drain) {
   auto delay = options_.poll;
   started_ms_ = clock_.now_ms();
+  bool full = false;      // every slot was taken after the last claim
+  MonoTime first_free{};  // when a full worker saw a slot free up
   while (!drain.stop_requested()) {
     fire_due_schedules();
     heartbeat("serving");
     const size_t busy = reap();
+    const size_t free = options_.concurrency - std::min(busy, options_.concurrency);
+    // A full worker whose runs end one at a time claims their slots together, once an eighth of
+    // them are free or the first has waited claim_batch_wait: a claim is a commit, and a claim
+    // per ended run would cost as much as the runs' steps.
+    bool claim = free > 0;
+    if (claim && full && free < std::max<size_t>(1, options_.concurrency / 8)) {
+      if (first_free == MonoTime{}) first_free = clock_.monotonic();
+      claim = clock_.monotonic() - first_free >= options_.claim_batch_wait;
+    }
     size_t claimed = 0;
-    if (busy < options_.concurrency) {
+    if (claim) {
       ClaimRequest request;
       request.owner = options_.id;
       request.queues = options_.queues;
-      request.max_runs = options_.concurrency - busy;
+      request.max_runs = free;
       request.ttl = options_.lease_ttl;
       request.now_ms = clock_.now_ms();
       auto leases = journal_.claim_runs(request);
       if (leases) {
         claimed = leases->size();
+        full = claimed == free;
+        first_free = {};
         for (Lease& lease : *leases) {
           std::lock_guard lock(mu_);
           ++stats_.claimed;
@@ -124,10 +137,8 @@ void Worker::run(std::stop_token drain) {
       }
     }
     // Busy: look again soon, as a slot frees; idle: back off to the poll interval.
-    if (claimed > 0) {
-      delay = std::chrono::milliseconds(1);
-      continue;
-    }
+    if (claimed > 0 || (free > 0 && !claim)) delay = std::chrono::milliseconds(1);
+    if (claimed > 0) continue;
     if (!clock_.sleep_for(delay, drain)) break;
     delay = std::min(options_.poll, std::max(std::chrono::milliseconds(5), delay * 2));
   }

@@ -44,6 +44,8 @@ Status PgConn::connect(const std::string& url, int connect_timeout_s, std::strin
   const char* keys[] = {"dbname", "connect_timeout", "application_name", "options", nullptr};
   const std::string timeout = std::to_string(connect_timeout_s);
   const char* values[] = {url.c_str(), timeout.c_str(), "crucible", "-c synchronous_commit=on", nullptr};
+  if (conn_ != nullptr) PQfinish(conn_);  // a connection that failed before is replaced
+  prepared_.clear();
   conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   // The server's notices ("relation already exists, skipping") are not for the user's terminal.
   PQsetNoticeProcessor(
@@ -110,6 +112,24 @@ Result<PgResult> PgConn::exec(const char* sql, const std::vector<Param>& params,
   PGresult* r = values.empty() ? PQexec(conn_, sql)
                                : PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(),
                                               nullptr, nullptr, 0);
+  const ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(r);
+  return error_of(r, purpose);
+}
+
+Result<PgResult> PgConn::exec_prepared(const char* name, const char* sql, const std::vector<Param>& params,
+                                       const char* purpose) {
+  if (lost()) CRUCIBLE_RETURN_IF_ERROR(reconnect());
+  if (!prepared_.contains(name)) {
+    PGresult* p = PQprepare(conn_, name, sql, static_cast<int>(params.size()), nullptr);
+    if (PQresultStatus(p) != PGRES_COMMAND_OK) return error_of(p, purpose);
+    PQclear(p);
+    prepared_.insert(name);
+  }
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const Param& v : params) values.push_back(v ? v->c_str() : nullptr);
+  PGresult* r = PQexecPrepared(conn_, name, static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
   const ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(r);
   return error_of(r, purpose);

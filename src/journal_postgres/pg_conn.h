@@ -58,6 +58,9 @@ class PgConn {
   // memory), kPermissionDenied, kInternal otherwise; each names the statement's purpose.
   [[nodiscard]] Result<PgResult> exec(const char* sql, std::initializer_list<Param> params, const char* purpose);
   [[nodiscard]] Result<PgResult> exec(const char* sql, const std::vector<Param>& params, const char* purpose);
+  // exec of a statement prepared once per session under `name` (parsed and planned once).
+  [[nodiscard]] Result<PgResult> exec_prepared(const char* name, const char* sql, const std::vector<Param>& params,
+                                               const char* purpose);
   // exec for a statement whose rows do not matter.
   [[nodiscard]] Status run(const char* sql, std::initializer_list<Param> params, const char* purpose);
   // exec that, when the connection turns out to have been lost before the statement ran

@@ -1,6 +1,7 @@
 #include "crucible/journal_postgres/postgres_journal.h"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -66,8 +67,14 @@ ALTER TABLE runs
   ADD COLUMN submit_order BIGSERIAL;
 CREATE INDEX runs_by_queue ON runs(queue, status, priority, submit_order);
 )sql",
-    // A batch of records locks and fences its runs in one call.
-    pg_internal::kLockRunsFunctionSql,
+    // Records and promises stand without a foreign key: every write checks its run under a row
+    // lock already (the key's own check cost more than the rest of a small insert), and prune
+    // deletes them with their run. Claims find the runs they may take in index order.
+    R"sql(
+ALTER TABLE records DROP CONSTRAINT records_run_id_fkey;
+ALTER TABLE promises DROP CONSTRAINT promises_run_id_fkey;
+CREATE INDEX runs_claimable ON runs(queue, priority, submit_order) WHERE status IN ('queued', 'running', 'waiting');
+)sql",
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
@@ -130,7 +137,10 @@ class PostgresJournal : public Journal {
     const std::string what = redact_url(options_.url);
     const int timeout = static_cast<int>(options_.connect_timeout.count());
     CRUCIBLE_RETURN_IF_ERROR(write_.connect(options_.url, timeout, what));
-    CRUCIBLE_RETURN_IF_ERROR(read_.connect(options_.url, timeout, what));
+    for (size_t i = 0; i < kReaders; ++i) readers_.push_back(std::make_unique<Reader>());
+    CRUCIBLE_RETURN_IF_ERROR(readers_[0]->conn.connect(options_.url, timeout, what));
+    readers_[0]->connected = true;
+    CRUCIBLE_RETURN_IF_ERROR(claim_.connect(options_.url, timeout, what));
     CRUCIBLE_RETURN_IF_ERROR(migrate(what));
     queue_.start();
     return {};
@@ -148,17 +158,27 @@ class PostgresJournal : public Journal {
 
   Status flush() override { return queue_.flush(); }
 
+  // The run's row and its records in one round trip.
   Result<RunLog> read_run(const RunId& run) override {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     RunLog log;
-    CRUCIBLE_ASSIGN_OR_RETURN(log.summary, read_summary(run));
+    static const std::string summary_sql = std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE run_id = $1";
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto q,
-        read_.exec_again_if_lost("SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = $1 ORDER BY seq",
-                                 {run.str()}, "reading a run's records"));
-    for (int i = 0; i < q.rows(); ++i) {
-      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(q, i, run));
+        auto q, read->pipeline({{"crucible_read_summary", summary_sql.c_str(), {run.str()}},
+                                {"crucible_read_records",
+                                 "SELECT seq, type, step_key, at_ms, body FROM records WHERE run_id = $1 ORDER BY seq",
+                                 {run.str()}}},
+                               "reading a run"));
+    if (q[0].rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
+    log.summary = decode_summary(q[0], 0);
+    for (int i = 0; i < q[1].rows(); ++i) {
+      CRUCIBLE_ASSIGN_OR_RETURN(auto r, decode_record(q[1], i, run));
       log.records.push_back(std::move(r));
+    }
+    // A run read is usually about to be written (a worker resuming it): its next number is known.
+    if (!log.records.empty() && !is_finished(log.summary.status)) {
+      note_seq(run.str(), static_cast<int64_t>(log.records.back().seq));
     }
     return log;
   }
@@ -176,20 +196,22 @@ class PostgresJournal : public Journal {
     if (filter.created_before_ms) add("created_ms <", str(*filter.created_before_ms));
     params.push_back(str(static_cast<int64_t>(filter.limit)));
     sql += " ORDER BY created_ms DESC, run_id DESC LIMIT $" + std::to_string(params.size());
-    std::lock_guard lock(read_mu_);
-    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read_.exec_again_if_lost(sql.c_str(), params, "listing runs"));
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read->exec_again_if_lost(sql.c_str(), params, "listing runs"));
     std::vector<RunSummary> out;
     for (int i = 0; i < q.rows(); ++i) out.push_back(decode_summary(q, i));
     return out;
   }
 
   Result<std::vector<RunLog>> read_unfinished() override {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     // One snapshot for both queries, so no record is missing from a run listed.
     CRUCIBLE_RETURN_IF_ERROR(
-        read_.exec_again_if_lost("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, "reading unfinished runs"));
-    auto result = read_unfinished_locked();
-    (void)read_.exec(result ? "COMMIT" : "ROLLBACK", {}, "reading unfinished runs");
+        read->exec_again_if_lost("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, "reading unfinished runs"));
+    auto result = read_unfinished_locked(*read);
+    (void)read->exec(result ? "COMMIT" : "ROLLBACK", {}, "reading unfinished runs");
     return result;
   }
 
@@ -236,10 +258,11 @@ class PostgresJournal : public Journal {
   }
 
   Result<std::optional<Lease>> current_lease(const RunId& run) override {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     CRUCIBLE_ASSIGN_OR_RETURN(
         auto q,
-        read_.exec_again_if_lost("SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = $1",
+        read->exec_again_if_lost("SELECT lease_owner, lease_epoch, lease_expires_ms FROM runs WHERE run_id = $1",
                                  {run.str()}, "reading a lease"));
     if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
     if (q.text(0, 0).empty()) return std::optional<Lease>();
@@ -252,14 +275,25 @@ class PostgresJournal : public Journal {
 
   Status release_lease(const Lease& lease) override { return update_lease(lease, "", 0); }
 
+  // A claim is a transaction of its own on a connection of its own, beside the group commit: a
+  // worker taking runs does not wait for the records of the runs it executes, nor they for it.
+  // A claimer never waits for a writer (SKIP LOCKED), so the two cannot deadlock.
   Result<std::vector<Lease>> claim_runs(const ClaimRequest& request) override {
     if (request.queues.empty() || request.max_runs == 0) return std::vector<Lease>();
-    std::vector<Lease> out;
-    Status s = with_writer([&](PgConn& db) -> Status {
-      CRUCIBLE_ASSIGN_OR_RETURN(out, claim_locked(db, request));
-      return {};
-    });
-    if (!s) return make_error(s.error());
+    std::lock_guard lock(claim_mu_);
+    CRUCIBLE_RETURN_IF_ERROR(claim_.exec_again_if_lost("BEGIN", {}, "claiming runs"));
+    // The claim need not wait for its own WAL flush: the first record the claimer commits
+    // (synchronously, and fenced by this claim's epoch) flushes the WAL past it. A claim lost in
+    // a server crash took nothing that a record depends on, so its epoch fences the claimer out.
+    CRUCIBLE_RETURN_IF_ERROR(claim_.run("SET LOCAL synchronous_commit TO off", {}, "claiming runs"));
+    auto out = claim_locked(claim_, request);
+    if (!out) {
+      if (!claim_.lost()) (void)claim_.exec("ROLLBACK", {}, "claiming runs");
+      return out;
+    }
+    // A commit whose outcome is unknown claimed nothing this worker can rely on; if it landed,
+    // the leases expire unrenewed and the runs are claimed again.
+    CRUCIBLE_RETURN_IF_ERROR(claim_.exec("COMMIT", {}, "claiming runs"));
     return out;
   }
 
@@ -298,8 +332,9 @@ class PostgresJournal : public Journal {
   }
 
   Result<std::optional<Json>> get_value(const std::string& scope, const std::string& key) override {
-    std::lock_guard lock(read_mu_);
-    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read_.exec_again_if_lost("SELECT value FROM kv WHERE scope = $1 AND key = $2",
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
+    CRUCIBLE_ASSIGN_OR_RETURN(auto q, read->exec_again_if_lost("SELECT value FROM kv WHERE scope = $1 AND key = $2",
                                                                {scope, key}, "reading state"));
     if (q.rows() == 0) return std::optional<Json>();
     CRUCIBLE_ASSIGN_OR_RETURN(auto v, parse_json(q.text(0, 0)));
@@ -308,9 +343,10 @@ class PostgresJournal : public Journal {
 
   Result<std::vector<std::pair<std::string, Json>>> list_values(const std::string& scope,
                                                                 const std::string& prefix) override {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto q, read_.exec_again_if_lost(
+        auto q, read->exec_again_if_lost(
                     "SELECT key, value FROM kv WHERE scope = $1 AND left(key, $2::int) = $3 ORDER BY key COLLATE \"C\"",
                     {scope, str(static_cast<int64_t>(prefix.size())), prefix}, "listing state"));
     std::vector<std::pair<std::string, Json>> out;
@@ -343,10 +379,11 @@ class PostgresJournal : public Journal {
   }
 
   Result<std::optional<Json>> get_promise(const RunId& run, const std::string& name) override {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     CRUCIBLE_ASSIGN_OR_RETURN(
         auto q,
-        read_.exec_again_if_lost("SELECT p.value, r.run_id FROM runs r LEFT JOIN promises p ON p.run_id = r.run_id AND "
+        read->exec_again_if_lost("SELECT p.value, r.run_id FROM runs r LEFT JOIN promises p ON p.run_id = r.run_id AND "
                                  "p.name = $2 WHERE r.run_id = $1",
                                  {run.str(), name}, "reading a promise"));
     if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
@@ -371,15 +408,22 @@ class PostgresJournal : public Journal {
         if (auto id = RunId::parse(ids.back())) report.runs.push_back(*id);
       }
       if (ids.empty()) return {};
-      return db.run("DELETE FROM kv WHERE scope = ANY($1::text[])", {text_array(ids)}, "pruning");
+      const std::string names = text_array(ids);
+      for (const char* sql :
+           {"DELETE FROM records WHERE run_id = ANY($1::text[])", "DELETE FROM promises WHERE run_id = ANY($1::text[])",
+            "DELETE FROM kv WHERE scope = ANY($1::text[])"}) {
+        CRUCIBLE_RETURN_IF_ERROR(db.run(sql, {names}, "pruning"));
+      }
+      return {};
     });
     if (!s) return make_error(s.error());
     // The deleted rows' space becomes reusable; VACUUM cannot run inside a transaction, so it
     // runs on the reading connection, between reads.
     {
-      std::lock_guard lock(read_mu_);
+      auto read = reader();
+      CRUCIBLE_RETURN_IF_ERROR(read.status);
       for (const char* table : {"VACUUM records", "VACUUM promises", "VACUUM kv", "VACUUM runs"}) {
-        CRUCIBLE_RETURN_IF_ERROR(read_.run(table, {}, "vacuuming after prune"));
+        CRUCIBLE_RETURN_IF_ERROR(read->run(table, {}, "vacuuming after prune"));
       }
     }
     CRUCIBLE_ASSIGN_OR_RETURN(report.journal_bytes_after, table_bytes());
@@ -418,19 +462,10 @@ class PostgresJournal : public Journal {
         {std::to_string(std::max(version, kPostgresSchemaVersion))}, "migrating the schema");
   }
 
-  Result<RunSummary> read_summary(const RunId& run) {
-    CRUCIBLE_ASSIGN_OR_RETURN(
-        auto q,
-        read_.exec_again_if_lost((std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE run_id = $1").c_str(),
-                                 {run.str()}, "reading a run"));
-    if (q.rows() == 0) return make_error(ErrorCode::kNotFound, "no run '" + run.str() + "' in the journal");
-    return decode_summary(q, 0);
-  }
-
-  Result<std::vector<RunLog>> read_unfinished_locked() {
+  Result<std::vector<RunLog>> read_unfinished_locked(PgConn& db) {
     CRUCIBLE_ASSIGN_OR_RETURN(
         auto runs,
-        read_.exec_again_if_lost(
+        db.exec_again_if_lost(
             (std::string("SELECT ") + kSummaryColumns + " FROM runs WHERE status = 'running' ORDER BY run_id").c_str(),
             {}, "listing unfinished runs"));
     std::vector<RunLog> out;
@@ -442,10 +477,10 @@ class PostgresJournal : public Journal {
       out.push_back(std::move(log));
     }
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto recs, read_.exec_again_if_lost(
-                       "SELECT r.run_id, r.seq, r.type, r.step_key, r.at_ms, r.body FROM records r JOIN runs u "
-                       "ON u.run_id = r.run_id WHERE u.status = 'running' ORDER BY r.run_id, r.seq",
-                       {}, "reading unfinished runs"));
+        auto recs,
+        db.exec_again_if_lost("SELECT r.run_id, r.seq, r.type, r.step_key, r.at_ms, r.body FROM records r JOIN runs u "
+                              "ON u.run_id = r.run_id WHERE u.status = 'running' ORDER BY r.run_id, r.seq",
+                              {}, "reading unfinished runs"));
     for (int i = 0; i < recs.rows(); ++i) {
       auto it = index.find(recs.text(i, 0));
       if (it == index.end()) continue;
@@ -458,9 +493,10 @@ class PostgresJournal : public Journal {
 
   // The journal's tables with their indexes and TOAST, in bytes.
   Result<int64_t> table_bytes() {
-    std::lock_guard lock(read_mu_);
+    auto read = reader();
+    CRUCIBLE_RETURN_IF_ERROR(read.status);
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto q, read_.exec_again_if_lost(
+        auto q, read->exec_again_if_lost(
                     "SELECT sum(pg_total_relation_size(t))::bigint FROM unnest(ARRAY['runs', 'records', 'kv', "
                     "'promises', 'crucible_meta']) AS t",
                     {}, "measuring the journal"));
@@ -553,65 +589,99 @@ class PostgresJournal : public Journal {
 
   // Inside the commit. Claimers of one queue take its advisory lock, so the queue's limits hold
   // across workers; SKIP LOCKED passes over runs whose rows a writer holds.
+  // Inside the claim's transaction. Claimers of a queue with limits take its advisory lock, so
+  // the limits hold across workers; SKIP LOCKED passes over runs another transaction holds.
   Result<std::vector<Lease>> claim_locked(PgConn& db, const ClaimRequest& request) {
     std::vector<std::string> queues = request.queues;
     std::sort(queues.begin(), queues.end());  // one lock order for every claimer
     queues.erase(std::unique(queues.begin(), queues.end()), queues.end());
+    std::vector<std::string> keys;
+    for (const std::string& q : queues) keys.push_back(queue_limits_key(q));
+    CRUCIBLE_ASSIGN_OR_RETURN(auto stored, db.exec_prepared("crucible_queue_limits",
+                                                            "SELECT key, value FROM kv WHERE scope = '' AND key = "
+                                                            "ANY($1::text[]) ORDER BY key COLLATE \"C\"",
+                                                            {text_array(keys)}, "claiming runs"));
     std::map<std::string, QueueLimits> limits;
     std::map<std::string, QueueLoad> load;
-    for (const std::string& q : queues) {
-      CRUCIBLE_RETURN_IF_ERROR(
-          db.run("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", {"crucible.queue/" + q}, "claiming runs"));
-      CRUCIBLE_ASSIGN_OR_RETURN(auto v, db.exec("SELECT value FROM kv WHERE scope = '' AND key = $1",
-                                                {queue_limits_key(q)}, "claiming runs"));
-      if (v.rows() == 0) continue;
-      CRUCIBLE_ASSIGN_OR_RETURN(auto j, parse_json(v.text(0, 0)));
+    for (int i = 0; i < stored.rows(); ++i) {
+      const std::string q = stored.text(i, 0).substr(queue_limits_key("").size());
+      CRUCIBLE_ASSIGN_OR_RETURN(auto j, parse_json(stored.text(i, 1)));
+      if (j.is_null()) continue;
       auto parsed = QueueLimits::from_json(j);
       if (!parsed) return make_error(parsed.error().with_context("queue '" + q + "'"));
+      if (!parsed->concurrency && !parsed->rate_limit) continue;
       limits[q] = *parsed;
-      if (parsed->rate_limit) {
-        CRUCIBLE_ASSIGN_OR_RETURN(auto starts,
-                                  db.exec("SELECT count(*) FROM runs WHERE queue = $1 AND started_ms > $2",
-                                          {q, str(request.now_ms - parsed->rate_period.count())}, "claiming runs"));
-        load[q].recent_starts = static_cast<int>(starts.integer(0, 0));
-      }
     }
+    CRUCIBLE_RETURN_IF_ERROR(count_load(db, request, limits, load));
     const std::string names = text_array(queues);
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto running,
-        db.exec("SELECT queue, partition_key, count(*) FROM runs WHERE queue = ANY($1::text[]) AND status = 'running' "
-                "AND lease_owner <> '' AND lease_expires_ms > $2 GROUP BY queue, partition_key",
-                {names, str(request.now_ms)}, "claiming runs"));
-    for (int i = 0; i < running.rows(); ++i) {
-      load[running.text(i, 0)].running[running.text(i, 1)] = static_cast<int>(running.integer(i, 2));
-    }
-    CRUCIBLE_ASSIGN_OR_RETURN(
         auto due,
-        db.exec("SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue = ANY($1::text[]) AND "
-                "(((status = 'queued' OR status = 'running') AND (lease_owner = '' OR lease_expires_ms <= $2)) OR "
-                "(status = 'waiting' AND "
-                "(wake_ms <= $2 OR EXISTS (SELECT 1 FROM promises p WHERE p.run_id = runs.run_id AND p.name = "
-                "runs.waiting_on)))) ORDER BY priority, submit_order LIMIT $3 FOR UPDATE SKIP LOCKED",
-                {names, str(request.now_ms), str(static_cast<int64_t>(request.max_runs * 8 + 64))}, "claiming runs"));
+        db.exec_prepared(
+            "crucible_claimable",
+            "SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue = ANY($1::text[]) AND "
+            "status IN ('queued', 'running', 'waiting') AND (((status = 'queued' OR status = 'running') AND "
+            "(lease_owner = '' OR lease_expires_ms <= $2)) OR (status = 'waiting' AND (wake_ms <= $2 OR EXISTS "
+            "(SELECT 1 FROM promises p WHERE p.run_id = runs.run_id AND p.name = runs.waiting_on)))) ORDER BY "
+            "priority, submit_order LIMIT $3 FOR UPDATE SKIP LOCKED",
+            {names, str(request.now_ms), str(static_cast<int64_t>(request.max_runs * 8 + 64))}, "claiming runs"));
     std::vector<ClaimCandidate> candidates;
     for (int i = 0; i < due.rows(); ++i) {
       candidates.push_back(
           ClaimCandidate{*RunId::parse(due.text(i, 0)), due.text(i, 1), due.text(i, 2), due.text(i, 3) == "t"});
     }
-    std::vector<Lease> out;
-    const int64_t expires = request.now_ms + request.ttl.count();
+    std::vector<std::string> picked;
     for (size_t i : pick_claims(candidates, limits, std::move(load), request.max_runs)) {
-      CRUCIBLE_ASSIGN_OR_RETURN(
-          auto take,
-          db.exec("UPDATE runs SET lease_owner = $1, lease_epoch = lease_epoch + 1, lease_expires_ms = $2, status = "
-                  "'running', claims = claims + 1, started_ms = coalesce(started_ms, $3) WHERE run_id = $4 RETURNING "
-                  "lease_epoch, cancel_requested",
-                  {request.owner, str(expires), str(request.now_ms), candidates[i].run_id.str()}, "claiming runs"));
-      Lease lease{candidates[i].run_id, request.owner, static_cast<uint64_t>(take.integer(0, 0)), expires};
-      lease.cancel_requested = take.text(0, 1) == "t";
+      picked.push_back(candidates[i].run_id.str());
+    }
+    std::vector<Lease> out;
+    if (picked.empty()) return out;
+    const int64_t expires = request.now_ms + request.ttl.count();
+    CRUCIBLE_ASSIGN_OR_RETURN(
+        auto taken,
+        db.exec_prepared("crucible_take_runs",
+                         "UPDATE runs SET lease_owner = $1, lease_epoch = lease_epoch + 1, lease_expires_ms = $2, "
+                         "status = 'running', claims = claims + 1, started_ms = coalesce(started_ms, $3) WHERE run_id "
+                         "= ANY($4::text[]) RETURNING run_id, lease_epoch, cancel_requested",
+                         {request.owner, str(expires), str(request.now_ms), text_array(picked)}, "claiming runs"));
+    std::map<std::string, std::pair<uint64_t, bool>> epochs;
+    for (int i = 0; i < taken.rows(); ++i) {
+      epochs[taken.text(i, 0)] = {static_cast<uint64_t>(taken.integer(i, 1)), taken.text(i, 2) == "t"};
+    }
+    for (const std::string& run : picked) {  // in claim order
+      Lease lease{*RunId::parse(run), request.owner, epochs[run].first, expires};
+      lease.cancel_requested = epochs[run].second;
       out.push_back(std::move(lease));
     }
     return out;
+  }
+
+  // The load of the queues that have limits, under their advisory locks (in name order).
+  Status count_load(PgConn& db, const ClaimRequest& request, const std::map<std::string, QueueLimits>& limits,
+                    std::map<std::string, QueueLoad>& load) {
+    for (const auto& [q, l] : limits) {
+      CRUCIBLE_RETURN_IF_ERROR(db.exec_prepared("crucible_queue_lock",
+                                                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                                                {"crucible.queue/" + q}, "claiming runs"));
+      if (l.rate_limit) {
+        CRUCIBLE_ASSIGN_OR_RETURN(
+            auto starts,
+            db.exec_prepared("crucible_queue_starts", "SELECT count(*) FROM runs WHERE queue = $1 AND started_ms > $2",
+                             {q, str(request.now_ms - l.rate_period.count())}, "claiming runs"));
+        load[q].recent_starts = static_cast<int>(starts.integer(0, 0));
+      }
+      if (l.concurrency) {
+        CRUCIBLE_ASSIGN_OR_RETURN(
+            auto running,
+            db.exec_prepared("crucible_queue_running",
+                             "SELECT partition_key, count(*) FROM runs WHERE queue = $1 AND status = 'running' AND "
+                             "lease_owner <> '' AND lease_expires_ms > $2 GROUP BY partition_key",
+                             {q, str(request.now_ms)}, "claiming runs"));
+        for (int i = 0; i < running.rows(); ++i) {
+          load[q].running[running.text(i, 0)] = static_cast<int>(running.integer(i, 1));
+        }
+      }
+    }
+    return {};
   }
 
   // One transaction for the batch. Its records go first, all at once in one round trip
@@ -627,9 +697,11 @@ class PostgresJournal : public Journal {
     in_doubt_ = false;
     const bool ops = std::any_of(batch.begin(), batch.end(), [](const auto& g) { return static_cast<bool>(g->op); });
     bool records_written = false;
-    if (auto plan = pg_internal::plan_record_batch(batch); plan && !plan->empty()) {
-      CRUCIBLE_ASSIGN_OR_RETURN(records_written, write_records_at_once(std::move(*plan), /*commit=*/!ops));
-      if (records_written && !ops) return {};
+    auto plan = pg_internal::plan_record_batch(batch, [this](const std::string& run) { return known_seq(run); });
+    if (plan && !plan->statements.empty()) {
+      CRUCIBLE_ASSIGN_OR_RETURN(records_written, write_records_at_once(*plan, /*commit=*/!ops));
+      if (!records_written) forget_seqs(plan->last_seq);
+      if (records_written && !ops) return learn_seqs(*plan);
     }
     if (!records_written) {
       CRUCIBLE_RETURN_IF_ERROR(write_.exec_again_if_lost("BEGIN", {}, "beginning a journal commit"));
@@ -643,7 +715,36 @@ class PostgresJournal : public Journal {
       g->status = s;
       if (g->batched) queue_.defer(s.error());
     }
-    return commit();
+    CRUCIBLE_RETURN_IF_ERROR(commit());
+    if (records_written) (void)learn_seqs(*plan);
+    std::lock_guard lock(seq_mu_);
+    for (const auto& [run, seq] : next_seq_) known_seq_[run] = std::max(known_seq_[run], seq);
+    return {};
+  }
+
+  // The last sequence number this journal knows a run to have, from its own commits and reads.
+  std::optional<int64_t> known_seq(const std::string& run) {
+    std::lock_guard lock(seq_mu_);
+    auto it = known_seq_.find(run);
+    if (it == known_seq_.end()) return std::nullopt;
+    return it->second;
+  }
+  void note_seq(const std::string& run, int64_t seq) {
+    std::lock_guard lock(seq_mu_);
+    if (known_seq_.size() > kKnownSeqLimit) known_seq_.clear();
+    int64_t& known = known_seq_[run];
+    known = std::max(known, seq);
+  }
+  Status learn_seqs(const pg_internal::RecordBatchPlan& plan) {
+    std::lock_guard lock(seq_mu_);
+    if (known_seq_.size() > kKnownSeqLimit) known_seq_.clear();
+    for (const auto& [run, seq] : plan.last_seq) known_seq_[run] = std::max(known_seq_[run], seq);
+    for (const std::string& run : plan.finished) known_seq_.erase(run);
+    return {};
+  }
+  void forget_seqs(const std::map<std::string, int64_t>& runs) {
+    std::lock_guard lock(seq_mu_);
+    for (const auto& [run, seq] : runs) known_seq_.erase(run);
   }
 
   Status commit() {
@@ -660,20 +761,22 @@ class PostgresJournal : public Journal {
                                                    "takes no more writes (open it again to go on)");
   }
 
-  // Sends BEGIN, the batch's record statements and (with `commit`) COMMIT together. True when
-  // they ran (and committed); false when one failed and the transaction was rolled back, so the
-  // caller writes the groups one by one.
-  Result<bool> write_records_at_once(std::vector<Statement> plan, bool commit) {
-    plan.insert(plan.begin(), Statement{nullptr, "BEGIN", {}});
-    if (commit) plan.push_back(Statement{nullptr, "COMMIT", {}});
-    auto done = write_.pipeline(plan, "writing a batch of records");
+  // Sends the batch's record statements together: with `commit`, as the pipeline's implicit
+  // transaction, committed at its end; without, after a BEGIN, leaving the transaction open for
+  // the batch's other writes. True when they ran; false when one failed and the transaction was
+  // rolled back, so the caller writes the groups one by one.
+  Result<bool> write_records_at_once(const pg_internal::RecordBatchPlan& plan, bool commit) {
+    std::vector<Statement> statements;
+    if (!commit) statements.push_back(Statement{nullptr, "BEGIN", {}});
+    statements.insert(statements.end(), plan.statements.begin(), plan.statements.end());
+    auto done = write_.pipeline(statements, "writing a batch of records");
     if (done) return true;
     if (write_.lost()) {
-      // COMMIT may have run once BEGIN had.
+      // The implicit transaction commits at the pipeline's end: once a statement ran, it may have.
       if (commit && write_.pipeline_ran() > 0) return in_doubt(done.error());
       return make_error(done.error());
     }
-    CRUCIBLE_RETURN_IF_ERROR(write_.run("ROLLBACK", {}, "journal commit"));
+    if (write_.in_transaction()) CRUCIBLE_RETURN_IF_ERROR(write_.run("ROLLBACK", {}, "journal commit"));
     return false;
   }
 
@@ -705,12 +808,55 @@ class PostgresJournal : public Journal {
   }
 
   PostgresJournalOptions options_;
-  PgConn write_;                                       // used by the thread leading the commit (and by open)
-  PgConn read_;                                        // guarded by read_mu_
+  PgConn write_;  // used by the thread leading the commit (and by open)
+  // Reads go to a small pool of connections, so that runs starting together (a worker filling its
+  // slots) read their journals side by side; each connection is opened on first use.
+  static constexpr size_t kReaders = 4;
+  struct Reader {
+    std::mutex mu;
+    PgConn conn;             // guarded by mu
+    bool connected = false;  // guarded by mu
+  };
+  // A reader held for the scope: status says whether its connection could be opened.
+  struct HeldReader {
+    std::unique_lock<std::mutex> lock;
+    PgConn* conn;
+    Status status;
+    PgConn* operator->() { return conn; }
+    PgConn& operator*() { return *conn; }
+  };
+  HeldReader reader() {
+    const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % readers_.size();
+    Reader* r = readers_[start].get();
+    std::unique_lock<std::mutex> lock(r->mu, std::try_to_lock);
+    for (size_t i = 1; i < readers_.size() && !lock.owns_lock(); ++i) {
+      r = readers_[(start + i) % readers_.size()].get();
+      lock = std::unique_lock<std::mutex>(r->mu, std::try_to_lock);
+    }
+    if (!lock.owns_lock()) {
+      r = readers_[start].get();
+      lock = std::unique_lock<std::mutex>(r->mu);
+    }
+    Status status;
+    if (!r->connected) {
+      status =
+          r->conn.connect(options_.url, static_cast<int>(options_.connect_timeout.count()), redact_url(options_.url));
+      r->connected = static_cast<bool>(status);
+    }
+    return HeldReader{std::move(lock), &r->conn, std::move(status)};
+  }
+  std::vector<std::unique_ptr<Reader>> readers_;
+  std::atomic<size_t> next_reader_{0};
+  PgConn claim_;                                       // guarded by claim_mu_
   std::unordered_map<std::string, int64_t> next_seq_;  // per run, in the commit in progress
   std::unordered_map<std::string, uint64_t> epochs_;   // lease epoch per run, in the commit in progress
 
-  std::mutex read_mu_;
+  // Forgotten wholesale past this size; a run not known is numbered by a lookup.
+  static constexpr size_t kKnownSeqLimit = 100'000;
+  std::mutex seq_mu_;
+  std::unordered_map<std::string, int64_t> known_seq_;  // guarded by seq_mu_
+
+  std::mutex claim_mu_;
   bool in_doubt_ = false;  // used by the thread leading the commit
   GroupCommit queue_;      // last: stopped before the connections close
 };

@@ -11,25 +11,6 @@ const char* const kUpdateRunSql =
     "lease_expires_ms = CASE WHEN $5 THEN 0 ELSE lease_expires_ms END, wake_ms = CASE WHEN $7 THEN $8::bigint ELSE "
     "wake_ms END, waiting_on = CASE WHEN $7 THEN $9 ELSE waiting_on END WHERE run_id = $6";
 
-const char* const kLockRunsFunctionSql = R"sql(
-CREATE OR REPLACE FUNCTION crucible_lock_runs(ids text[], epochs bigint[]) RETURNS void
-LANGUAGE plpgsql AS $fn$
-DECLARE
-  locked bigint;
-BEGIN
-  -- One lock order for every writer, so that two batches never wait for each other in a cycle.
-  SELECT count(*) INTO locked FROM (SELECT 1 FROM runs WHERE run_id = ANY(ids) ORDER BY run_id FOR UPDATE) AS l;
-  IF locked <> cardinality(ids) THEN
-    RAISE EXCEPTION 'a run of the batch does not exist' USING ERRCODE = 'no_data_found';
-  END IF;
-  IF EXISTS (SELECT 1 FROM unnest(ids, epochs) AS t(id, epoch) JOIN runs u ON u.run_id = t.id
-             WHERE t.epoch <> 0 AND u.lease_epoch <> t.epoch) THEN
-    RAISE EXCEPTION 'a writer of the batch no longer holds its lease' USING ERRCODE = 'lock_not_available';
-  END IF;
-END
-$fn$;
-)sql";
-
 namespace {
 
 const char* const kInsertRunsSql =
@@ -37,8 +18,6 @@ const char* const kInsertRunsSql =
     "partition_key) SELECT id, pipeline, spec, status, at, at, parent, queue, priority, part FROM unnest($1::text[], "
     "$2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY "
     "AS t(id, pipeline, spec, status, at, parent, queue, priority, part, n) ORDER BY n";
-
-const char* const kLockRunsSql = "SELECT crucible_lock_runs($1::text[], $2::bigint[])";
 
 const char* const kUpdateRunsSql =
     "UPDATE runs SET updated_ms = greatest(runs.updated_ms, c.at), status = coalesce(c.status, runs.status), error = "
@@ -49,13 +28,18 @@ const char* const kUpdateRunsSql =
     "$6::bool[], $7::bool[], $8::bigint[], $9::text[]) AS c(id, at, status, error, spec, releases, parks, wake, "
     "waiting) WHERE runs.run_id = c.id";
 
-// Each record is numbered after its run's last record; the statement does not see its own rows,
-// so every row of a run gets the same base. The runs' rows are locked, so nobody else numbers.
+// Every record of the batch in one statement. Its runs are locked FOR KEY SHARE, which a claimer's
+// FOR UPDATE (and acquire_lease's) conflicts with, so no lease changes hands until the commit;
+// a run whose lease epoch is not the one its records carry (re-checked on the latest row version
+// if a claimer committed meanwhile), or that does not exist, gives its records a NULL sequence
+// number, and the NOT NULL constraint fails the statement: the whole batch rolls back and is
+// written again group by group, where the offending group fails alone with its own error.
 const char* const kInsertRecordsSql =
-    "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) SELECT t.id, b.base + t.ord, t.type, t.key, "
-    "t.at, t.body FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS t(id, "
-    "ord, type, key, at, body) CROSS JOIN LATERAL (SELECT coalesce(max(r.seq), 0) AS base FROM records r WHERE "
-    "r.run_id = t.id) AS b";
+    "WITH locked AS MATERIALIZED (SELECT r.run_id FROM runs r JOIN unnest($7::text[], $8::bigint[]) AS f(id, epoch) "
+    "ON r.run_id = f.id WHERE f.epoch = 0 OR r.lease_epoch = f.epoch FOR KEY SHARE OF r) INSERT INTO records(run_id, "
+    "seq, type, step_key, at_ms, body) SELECT t.id, CASE WHEN t.id IN (SELECT run_id FROM locked) THEN t.seq END, "
+    "t.type, t.key, t.at, t.body FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], "
+    "$6::text[]) AS t(id, seq, type, key, at, body)";
 
 Param bool_param(bool b) { return std::string(b ? "t" : "f"); }
 
@@ -63,7 +47,7 @@ Param bool_param(bool b) { return std::string(b ? "t" : "f"); }
 struct RunInBatch {
   bool started = false;  // its kRunStarted record is in the batch
   uint64_t fence = 0;    // the epoch its fenced records carry (0: none)
-  int64_t records = 0;   // its records so far, numbering the next one
+  int64_t seq = 0;       // the sequence number of its last record so far
   std::optional<RunRowChange> change;
 };
 
@@ -131,18 +115,20 @@ std::string text_array(const std::vector<std::string>& items) {
   return array_literal(std::vector<Param>(items.begin(), items.end()));
 }
 
-std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch& batch) {
+std::optional<RecordBatchPlan> plan_record_batch(
+    const GroupCommit::Batch& batch, const std::function<std::optional<int64_t>(const std::string&)>& last_seq) {
   std::map<std::string, RunInBatch> runs;
   std::vector<Param> new_ids, pipelines, hashes, statuses, created, parents, queues, priorities, partitions;
-  std::vector<Param> ids, ords, types, keys, ats, bodies;
+  std::vector<Param> ids, seqs, types, keys, ats, bodies;
   for (const auto& g : batch) {
     if (g->op) continue;
     for (size_t i = 0; i < g->records.size(); ++i) {
       const Record& r = g->records[i];
       const std::string run = r.run_id.str();
-      RunInBatch& in = runs[run];
+      auto [it, first] = runs.try_emplace(run);
+      RunInBatch& in = it->second;
       if (r.type == RecordType::kRunStarted) {
-        if (in.records > 0 || r.fence_epoch != 0) return std::nullopt;
+        if (!first || r.fence_epoch != 0) return std::nullopt;
         Placement placement;
         std::string queue;  // empty: not submitted
         if (const Json* given = json_member(r.payload, "placement")) {
@@ -161,9 +147,17 @@ std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch
         queues.push_back(queue);
         priorities.push_back(std::to_string(placement.priority));
         partitions.push_back(placement.partition);
-      } else if (r.fence_epoch != 0) {
-        if (in.started || (in.fence != 0 && in.fence != r.fence_epoch)) return std::nullopt;
-        in.fence = r.fence_epoch;
+      } else {
+        if (first) {
+          // A run this journal has not numbered yet: the group-by-group path looks its number up.
+          auto known = last_seq(run);
+          if (!known) return std::nullopt;
+          in.seq = *known;
+        }
+        if (r.fence_epoch != 0) {
+          if (in.started || (in.fence != 0 && in.fence != r.fence_epoch)) return std::nullopt;
+          in.fence = r.fence_epoch;
+        }
       }
       if (auto change = run_row_change(r)) {
         if (in.change) {
@@ -173,29 +167,28 @@ std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch
         }
       }
       ids.push_back(run);
-      ords.push_back(std::to_string(++in.records));
+      seqs.push_back(std::to_string(++in.seq));
       types.push_back(std::string(record_type_name(r.type)));
       keys.push_back(r.key.str());
       ats.push_back(std::to_string(r.at_ms));
       bodies.push_back(i < g->bodies.size() ? g->bodies[i] : json_dump(record_body_to_json(r)));
     }
   }
-  std::vector<Statement> out;
-  if (ids.empty()) return out;
+  RecordBatchPlan plan;
+  if (ids.empty()) return plan;
   if (!new_ids.empty()) {
-    out.push_back({"crucible_insert_runs",
-                   kInsertRunsSql,
-                   {array_literal(new_ids), array_literal(pipelines), array_literal(hashes), array_literal(statuses),
-                    array_literal(created), array_literal(parents), array_literal(queues), array_literal(priorities),
-                    array_literal(partitions)}});
+    plan.statements.push_back({"crucible_insert_runs",
+                               kInsertRunsSql,
+                               {array_literal(new_ids), array_literal(pipelines), array_literal(hashes),
+                                array_literal(statuses), array_literal(created), array_literal(parents),
+                                array_literal(queues), array_literal(priorities), array_literal(partitions)}});
   }
   std::vector<Param> lock_ids, lock_epochs;
   std::vector<Param> c_ids, c_at, c_status, c_error, c_spec, c_releases, c_parks, c_wake, c_waiting;
-  for (const auto& [run, in] : runs) {  // in run order: the lock order
-    if (!in.started) {
-      lock_ids.push_back(run);
-      lock_epochs.push_back(std::to_string(in.fence));
-    }
+  for (const auto& [run, in] : runs) {
+    plan.last_seq[run] = in.seq;
+    lock_ids.push_back(run);
+    lock_epochs.push_back(std::to_string(in.fence));
     if (!in.change) continue;
     const RunRowChange& c = *in.change;
     c_ids.push_back(run);
@@ -207,22 +200,21 @@ std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch
     c_parks.push_back(bool_param(c.parks));
     c_wake.push_back(c.wake_ms);
     c_waiting.push_back(c.waiting_on);
+    if (c.releases) plan.finished.push_back(run);
   }
-  if (!lock_ids.empty()) {
-    out.push_back({"crucible_lock_runs", kLockRunsSql, {array_literal(lock_ids), array_literal(lock_epochs)}});
-  }
+  plan.statements.push_back(
+      {"crucible_insert_records",
+       kInsertRecordsSql,
+       {array_literal(ids), array_literal(seqs), array_literal(types), array_literal(keys), array_literal(ats),
+        array_literal(bodies), array_literal(lock_ids), array_literal(lock_epochs)}});
   if (!c_ids.empty()) {
-    out.push_back({"crucible_update_runs",
-                   kUpdateRunsSql,
-                   {array_literal(c_ids), array_literal(c_at), array_literal(c_status), array_literal(c_error),
-                    array_literal(c_spec), array_literal(c_releases), array_literal(c_parks), array_literal(c_wake),
-                    array_literal(c_waiting)}});
+    plan.statements.push_back({"crucible_update_runs",
+                               kUpdateRunsSql,
+                               {array_literal(c_ids), array_literal(c_at), array_literal(c_status),
+                                array_literal(c_error), array_literal(c_spec), array_literal(c_releases),
+                                array_literal(c_parks), array_literal(c_wake), array_literal(c_waiting)}});
   }
-  out.push_back({"crucible_insert_records",
-                 kInsertRecordsSql,
-                 {array_literal(ids), array_literal(ords), array_literal(types), array_literal(keys),
-                  array_literal(ats), array_literal(bodies)}});
-  return out;
+  return plan;
 }
 
 }  // namespace crucible::pg_internal

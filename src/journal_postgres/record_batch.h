@@ -3,6 +3,8 @@
 // journal_postgres.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,16 +41,21 @@ std::string array_literal(const std::vector<Param>& items);
 std::string text_array(const std::vector<std::string>& items);
 
 // The statements that write the records of `batch`'s record groups in order, in the current
-// transaction: the new runs' rows, one locking and fencing call over the other runs (it fails when
-// a run is missing or a record's fence epoch is stale), the runs' changed rows, and every record
-// numbered after its run's last. Any failure rolls the whole batch back, and the caller then
-// writes the groups one at a time to find the group at fault. nullopt when the batch has
-// something this shape cannot express (a run started twice, fenced records of a run started in
-// the same batch, differing fence epochs for one run, a bad placement): the caller writes it
-// group by group.
-std::optional<std::vector<Statement>> plan_record_batch(const GroupCommit::Batch& batch);
-
-// The server-side function plan_record_batch's locking call uses (migration 3).
-extern const char* const kLockRunsFunctionSql;
+// transaction: the new runs' rows, every record (its run locked and its fence epoch checked in the
+// same statement; see kInsertRecordsSql) and the runs' changed rows, and the last sequence number
+// each run then has. Sequence numbers continue from `last_seq`, what this journal last knew of
+// each run; if another writer has numbered further meanwhile, the primary key fails the batch.
+// Any failure rolls the whole batch back, and the caller then writes the groups one at a time to
+// find the group at fault. nullopt when the batch has something this shape cannot express (a run
+// whose last number is unknown, a run started twice, fenced records of a run started in the same
+// batch, differing fence epochs for one run, a bad placement): the caller writes it group by
+// group.
+struct RecordBatchPlan {
+  std::vector<Statement> statements;
+  std::map<std::string, int64_t> last_seq;  // per run, once the statements have run
+  std::vector<std::string> finished;        // runs the batch finished or parked
+};
+std::optional<RecordBatchPlan> plan_record_batch(
+    const GroupCommit::Batch& batch, const std::function<std::optional<int64_t>(const std::string&)>& last_seq);
 
 }  // namespace crucible::pg_internal

@@ -26,6 +26,9 @@ struct WorkerOptions {
   // A run whose worker dies is claimed by another after at most this long.
   std::chrono::milliseconds lease_ttl{15'000};
   std::chrono::milliseconds poll{200};  // how often an idle worker looks for work
+  // A full worker claims freed slots together (an eighth of them), or when the first has waited
+  // this long.
+  std::chrono::milliseconds claim_batch_wait{10};
   // After a drain request, how long running stages may go on before they are handed back.
   std::chrono::milliseconds grace{30'000};
   // How often the worker starts the runs of due schedule ticks; 0: never (schedule.h).
