@@ -65,13 +65,26 @@ void stop_worker(const Child& w) {
   (void)testing::wait_child(w);
 }
 
-// Completed runs among `ids`, from the journal.
-Result<size_t> completed(Journal& journal, size_t expected) {
-  RunFilter filter;
-  filter.status = RunStatus::kCompleted;
-  filter.limit = expected + 1;
-  CRUCIBLE_ASSIGN_OR_RETURN(auto runs, journal.list_runs(filter));
-  return runs.size();
+// Whether no run of the journal is left queued, running or waiting (cheap: one row at most each).
+Result<bool> all_finished(Journal& journal) {
+  for (RunStatus st : {RunStatus::kQueued, RunStatus::kRunning, RunStatus::kWaiting}) {
+    RunFilter filter;
+    filter.status = st;
+    filter.limit = 1;
+    CRUCIBLE_ASSIGN_OR_RETURN(auto runs, journal.list_runs(filter));
+    if (!runs.empty()) return false;
+  }
+  return true;
+}
+
+// Completed runs among `ids`.
+Result<size_t> completed(Journal& journal, const std::vector<RunId>& ids) {
+  size_t n = 0;
+  for (const RunId& id : ids) {
+    CRUCIBLE_ASSIGN_OR_RETURN(auto log, journal.read_run(id));
+    n += log.summary.status == RunStatus::kCompleted ? 1 : 0;
+  }
+  return n;
 }
 
 }  // namespace
@@ -112,11 +125,12 @@ Result<Json> fleet_recovery(const std::string& url, int runs) {
   (void)testing::wait_child(workers[0]);
   const int64_t killed_ms = real_clock().now_ms();
   const auto t_kill = std::chrono::steady_clock::now();
-  size_t done = 0;
-  while (done < ids.size() && since_us(t_kill) < 60e6) {
+  bool finished = false;
+  while (!finished && since_us(t_kill) < 60e6) {
     std::this_thread::sleep_for(20ms);
-    CRUCIBLE_ASSIGN_OR_RETURN(done, completed(*journal, ids.size()));
+    CRUCIBLE_ASSIGN_OR_RETURN(finished, all_finished(*journal));
   }
+  CRUCIBLE_ASSIGN_OR_RETURN(const size_t done, completed(*journal, ids));
   for (size_t w = 1; w < workers.size(); ++w) stop_worker(workers[w]);
   // Every step completed once; the killed worker's runs finished within the lease plus 2 s.
   int repeated = 0, resumed = 0;
@@ -165,14 +179,15 @@ Result<Json> fleet_http_waits(const std::string& url, int runs) {
   CRUCIBLE_ASSIGN_OR_RETURN(auto ids, submit_runs(*journal, yaml, "waits", runs));
   const auto t0 = std::chrono::steady_clock::now();
   Child worker = start_worker(url, dir, "waiter", {"--queue", "waits", "--concurrency", std::to_string(runs)});
-  size_t done = 0;
+  bool finished = false;
   double rss = 0;
-  while (done < ids.size() && since_us(t0) < 60e6) {
+  while (!finished && since_us(t0) < 60e6) {
     std::this_thread::sleep_for(10ms);
     rss = std::max(rss, peak_rss_mib(worker.pid));
-    CRUCIBLE_ASSIGN_OR_RETURN(done, completed(*journal, ids.size()));
+    CRUCIBLE_ASSIGN_OR_RETURN(finished, all_finished(*journal));
   }
   const double seconds = since_us(t0) / 1e6;
+  CRUCIBLE_ASSIGN_OR_RETURN(const size_t done, completed(*journal, ids));
   rss = std::max(rss, peak_rss_mib(worker.pid));
   stop_worker(worker);
   fs::remove_all(dir);

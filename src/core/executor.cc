@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <utility>
 
 namespace crucible {
 
@@ -28,8 +29,16 @@ Executor::~Executor() {
     timer_cv_.notify_all();
   }
   timer_ = std::jthread();
-  std::lock_guard lock(background_mu_);
-  background_.clear();
+  std::vector<std::unique_ptr<Background>> background;
+  {
+    std::lock_guard lock(background_mu_);
+    for (auto& b : background_) {
+      b->thread.request_stop();
+      b->cv.notify_all();
+    }
+    background.swap(background_);
+  }
+  background.clear();  // joins: running work finishes first, idle threads leave at once
 }
 
 void Executor::submit(std::function<void()> task) {
@@ -121,20 +130,54 @@ void Executor::parallel_for_blocking(size_t n, const std::function<void(size_t)>
   }
 }
 
+namespace {
+
+// How long a background thread with nothing to do waits for more before it ends.
+constexpr auto kBackgroundIdle = std::chrono::seconds(10);
+
+}  // namespace
+
 std::future<void> Executor::run_in_background(std::function<void()> fn) {
   auto task = std::make_shared<std::packaged_task<void()>>(std::move(fn));
   std::future<void> result = task->get_future();
-  auto finished = std::make_shared<std::atomic<bool>>(false);
+  std::function<void()> work = [task] { (*task)(); };
   std::lock_guard lock(background_mu_);
-  // Threads whose work has returned are joined here, so a long-lived executor keeps only the
-  // running ones.
-  std::erase_if(background_, [](const Background& b) { return b.finished->load(); });
-  background_.push_back({std::jthread([task, finished] {
-                           (*task)();
-                           finished->store(true);
-                         }),
-                         finished});
+  // Threads that ended idle are joined here, so a long-lived executor keeps only live ones.
+  std::erase_if(background_, [](const std::unique_ptr<Background>& b) { return b->exited; });
+  if (!idle_background_.empty()) {
+    Background* b = idle_background_.back();
+    idle_background_.pop_back();
+    b->task = std::move(work);
+    b->cv.notify_one();
+    return result;
+  }
+  auto b = std::make_unique<Background>();
+  b->task = std::move(work);
+  Background* raw = b.get();
+  b->thread = std::jthread([this, raw](std::stop_token stop) { background_loop(*raw, stop); });
+  background_.push_back(std::move(b));
   return result;
+}
+
+void Executor::background_loop(Background& b, std::stop_token stop) {
+  std::unique_lock lock(background_mu_);
+  while (true) {
+    if (b.task) {
+      std::function<void()> task = std::exchange(b.task, nullptr);
+      lock.unlock();
+      task();
+      task = nullptr;  // what the work captured is released before the thread idles
+      lock.lock();
+      continue;
+    }
+    idle_background_.push_back(&b);
+    const bool handed = b.cv.wait_for(lock, stop, kBackgroundIdle, [&] { return static_cast<bool>(b.task); });
+    if (!handed) {
+      std::erase(idle_background_, &b);
+      b.exited = true;
+      return;
+    }
+  }
 }
 
 uint64_t Executor::schedule_after(std::chrono::nanoseconds delay, std::function<void()> fn) {

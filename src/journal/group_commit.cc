@@ -9,6 +9,11 @@ constexpr auto kCommitDelay = std::chrono::microseconds(1000);
 // Deferred records that no commit has taken are committed after this long.
 constexpr auto kDeferredDelay = std::chrono::milliseconds(50);
 
+// Group::signal values.
+constexpr int kWaiting = 0;
+constexpr int kDone = 1;  // the group is committed (or failed): its status is set
+constexpr int kLead = 2;  // no commit is in progress: the waiter should lead the next
+
 }  // namespace
 
 GroupCommit::GroupCommit(std::function<Status(Batch&)> commit, std::function<bool(const Error&)> breaks,
@@ -67,6 +72,7 @@ Status GroupCommit::flush() {
   pending_.push_back(group);
   commit_until_done(lock, *group);
   if (!group->status) return group->status;
+  if (!lock.owns_lock()) lock.lock();
   if (auto e = take_deferred_locked()) return make_error(*e);
   return {};
 }
@@ -87,14 +93,19 @@ void GroupCommit::defer(const Error& e) {
 }
 
 // Waits until `mine` is committed, leading a group commit whenever none is in progress. Called
-// with `lock` held.
+// with `lock` held; returns with it held, unless `mine` was committed by another leader: then
+// with it released, having waited without it.
 void GroupCommit::commit_until_done(std::unique_lock<std::mutex>& lock, Group& mine) {
   while (!mine.done) {
-    if (committing_) {
-      mine.cv.wait(lock);
+    if (!committing_) {
+      commit_pending(lock);
       continue;
     }
-    commit_pending(lock);
+    lock.unlock();
+    mine.signal.wait(kWaiting, std::memory_order_acquire);
+    if (mine.signal.load(std::memory_order_acquire) == kDone) return;
+    mine.signal.store(kWaiting, std::memory_order_relaxed);
+    lock.lock();
   }
 }
 
@@ -116,9 +127,15 @@ void GroupCommit::commit_pending(std::unique_lock<std::mutex>& lock) {
     if (!result) g->status = breaks || broken_ ? make_error(broken_ ? *broken_ : result.error()) : result;
     if (!result && g->batched && !breaks && !deferred_) deferred_ = result.error();
     g->done = true;
-    g->cv.notify_one();
   }
   hand_over_locked();
+  // The waiters return without the mutex; the batch keeps their groups alive meanwhile.
+  lock.unlock();
+  for (auto& g : batch) {
+    g->signal.store(kDone, std::memory_order_release);
+    g->signal.notify_one();
+  }
+  lock.lock();
 }
 
 // After a commit, wakes whoever should lead the next one: the first strict waiter, else the
@@ -127,7 +144,8 @@ void GroupCommit::hand_over_locked() {
   if (pending_.empty()) return;
   for (auto& g : pending_) {
     if (!g->batched) {
-      g->cv.notify_one();
+      g->signal.store(kLead, std::memory_order_release);
+      g->signal.notify_one();
       return;
     }
   }

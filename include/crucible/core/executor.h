@@ -42,8 +42,9 @@ class Executor {
   // most 1024), so a few pool threads do not cap how many waits overlap. Returns when all are done.
   void parallel_for_blocking(size_t n, const std::function<void(size_t)>& fn, size_t max_concurrency = 0);
 
-  // Starts `fn` on a dedicated thread the executor owns, for background work that blocks
-  // (shadow branches). The future is ready when fn has returned.
+  // Runs `fn` on a dedicated thread the executor owns, for background work that blocks (shadow
+  // branches, a worker's runs): one left idle by earlier work, or a new one. The future is ready
+  // when fn has returned.
   std::future<void> run_in_background(std::function<void()> fn);
 
   // Queues a task for the pool. Tasks must not block forever: they hold a pool thread.
@@ -71,12 +72,18 @@ class Executor {
   uint64_t next_timer_ = 1;                           // guarded by timer_mu_
   std::stop_source timer_wake_;                       // guarded by timer_mu_: ends the timer's sleep
 
+  // A dedicated thread for background work. After a task it waits a while for another before it
+  // ends, so that work started task after task (a worker's runs) does not start a thread each.
   struct Background {
+    std::function<void()> task;  // guarded by background_mu_: handed work
+    bool exited = false;         // guarded by background_mu_
+    std::condition_variable_any cv;
     std::jthread thread;
-    std::shared_ptr<std::atomic<bool>> finished;
   };
+  void background_loop(Background& b, std::stop_token stop);
   std::mutex background_mu_;
-  std::vector<Background> background_;  // guarded by background_mu_
+  std::vector<std::unique_ptr<Background>> background_;  // guarded by background_mu_
+  std::vector<Background*> idle_background_;             // guarded by background_mu_: waiting for work
 
   std::vector<std::jthread> workers_;
   std::jthread timer_;

@@ -7,6 +7,7 @@
 // after 50 ms). The adapter supplies the transaction.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -29,9 +30,11 @@ class GroupCommit {
     std::vector<std::string> bodies;  // records[i] serialised by the appending thread, if it did
     std::function<Status()> op;       // a write that is not a record, inside the same commit
     bool batched = false;             // nobody waits for it: its own error goes to a later call
-    bool done = false;
-    Status status;  // this group's outcome; the commit sets it for a group that failed alone
-    std::condition_variable cv;
+    bool done = false;                // guarded by the queue's mutex
+    Status status;                    // this group's outcome; the commit sets it for a group that failed alone
+    // How the commit wakes the appender waiting for the group, without the queue's mutex, so that
+    // the hundreds a commit ends do not queue up for it: kDone (status is set) or kLead.
+    std::atomic<int> signal{0};
   };
   using Batch = std::vector<std::shared_ptr<Group>>;
 
