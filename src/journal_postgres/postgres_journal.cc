@@ -613,17 +613,23 @@ class PostgresJournal : public Journal {
       limits[q] = *parsed;
     }
     CRUCIBLE_RETURN_IF_ERROR(count_load(db, request, limits, load));
-    const std::string names = text_array(queues);
+    // Without limits the first max_runs claimable runs are the ones taken; with limits, more
+    // candidates let pick_claims pass over runs whose queue or partition is full. One queue (the
+    // common case) walks runs_claimable in claim order and stops at the limit; several are sorted.
+    const int64_t wanted = limits.empty() ? request.max_runs : request.max_runs * 8 + 64;
+    static const std::string kHead = "SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue ";
+    static const std::string kTail =
+        " AND status IN ('queued', 'running', 'waiting') AND (((status = 'queued' OR status = 'running') AND "
+        "(lease_owner = '' OR lease_expires_ms <= $2)) OR (status = 'waiting' AND (wake_ms <= $2 OR EXISTS (SELECT 1 "
+        "FROM promises p WHERE p.run_id = runs.run_id AND p.name = runs.waiting_on)))) ORDER BY priority, submit_order "
+        "LIMIT $3 FOR UPDATE SKIP LOCKED";
+    static const std::string kOneQueue = kHead + "= $1" + kTail;
+    static const std::string kQueues = kHead + "= ANY($1::text[])" + kTail;
+    const bool one = queues.size() == 1;
     CRUCIBLE_ASSIGN_OR_RETURN(
-        auto due,
-        db.exec_prepared(
-            "crucible_claimable",
-            "SELECT run_id, queue, partition_key, started_ms IS NULL FROM runs WHERE queue = ANY($1::text[]) AND "
-            "status IN ('queued', 'running', 'waiting') AND (((status = 'queued' OR status = 'running') AND "
-            "(lease_owner = '' OR lease_expires_ms <= $2)) OR (status = 'waiting' AND (wake_ms <= $2 OR EXISTS "
-            "(SELECT 1 FROM promises p WHERE p.run_id = runs.run_id AND p.name = runs.waiting_on)))) ORDER BY "
-            "priority, submit_order LIMIT $3 FOR UPDATE SKIP LOCKED",
-            {names, str(request.now_ms), str(static_cast<int64_t>(request.max_runs * 8 + 64))}, "claiming runs"));
+        auto due, db.exec_prepared(
+                      one ? "crucible_claimable_1" : "crucible_claimable", (one ? kOneQueue : kQueues).c_str(),
+                      {one ? queues.front() : text_array(queues), str(request.now_ms), str(wanted)}, "claiming runs"));
     std::vector<ClaimCandidate> candidates;
     for (int i = 0; i < due.rows(); ++i) {
       candidates.push_back(
