@@ -28,19 +28,20 @@ const char* const kUpdateRunsSql =
     "$6::bool[], $7::bool[], $8::bigint[], $9::text[]) AS c(id, at, status, error, spec, releases, parks, wake, "
     "waiting) WHERE runs.run_id = c.id";
 
-// Every record of the batch in one statement. Each record looks its run up by primary key and
-// locks it FOR KEY SHARE, which a claimer's FOR UPDATE (and acquire_lease's) conflicts with, so no
-// lease changes hands until the commit; a run whose lease epoch is not the one its records carry
-// (re-checked on the latest row version if a claimer committed meanwhile), or that does not
-// exist, gives its records a NULL sequence number, and the NOT NULL constraint fails the
+// Every record of the batch in one statement. Its runs are locked FOR KEY SHARE, which a claimer's
+// FOR UPDATE (and acquire_lease's) conflicts with, so no lease changes hands until the commit. If
+// a run's lease epoch is not the one its records carry (re-checked on the latest row version if a
+// claimer committed meanwhile), or the run does not exist, fewer runs are locked than the batch
+// names; then every record gets a NULL sequence number and the NOT NULL constraint fails the
 // statement: the whole batch rolls back and is written again group by group, where the offending
-// group fails alone with its own error. (A lookup per record rather than a set of locked runs:
-// membership in a CTE is a scan per record, quadratic in the batch.)
+// group fails alone with its own error. The count is computed once per statement, so the check
+// costs nothing per record.
 const char* const kInsertRecordsSql =
-    "INSERT INTO records(run_id, seq, type, step_key, at_ms, body) SELECT t.id, CASE WHEN EXISTS (SELECT 1 FROM runs "
-    "r WHERE r.run_id = t.id AND (t.epoch = 0 OR r.lease_epoch = t.epoch) FOR KEY SHARE) THEN t.seq END, t.type, "
-    "t.key, t.at, t.body FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], "
-    "$7::bigint[]) AS t(id, seq, type, key, at, body, epoch)";
+    "WITH locked AS MATERIALIZED (SELECT r.run_id FROM runs r JOIN unnest($7::text[], $8::bigint[]) AS f(id, epoch) "
+    "ON r.run_id = f.id WHERE f.epoch = 0 OR r.lease_epoch = f.epoch FOR KEY SHARE OF r) INSERT INTO records(run_id, "
+    "seq, type, step_key, at_ms, body) SELECT t.id, CASE WHEN (SELECT count(*) FROM locked) = cardinality($7::text[]) "
+    "THEN t.seq END, t.type, t.key, t.at, t.body FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], "
+    "$5::bigint[], $6::text[]) AS t(id, seq, type, key, at, body)";
 
 Param bool_param(bool b) { return std::string(b ? "t" : "f"); }
 
@@ -184,9 +185,12 @@ std::optional<RecordBatchPlan> plan_record_batch(
                                 array_literal(statuses), array_literal(created), array_literal(parents),
                                 array_literal(queues), array_literal(priorities), array_literal(partitions)}});
   }
+  std::vector<Param> lock_ids, lock_epochs;  // each run once
   std::vector<Param> c_ids, c_at, c_status, c_error, c_spec, c_releases, c_parks, c_wake, c_waiting;
   for (const auto& [run, in] : runs) {
     plan.last_seq[run] = in.seq;
+    lock_ids.push_back(run);
+    lock_epochs.push_back(std::to_string(in.fence));
     if (!in.change) continue;
     const RunRowChange& c = *in.change;
     c_ids.push_back(run);
@@ -200,13 +204,11 @@ std::optional<RecordBatchPlan> plan_record_batch(
     c_waiting.push_back(c.waiting_on);
     if (c.releases) plan.finished.push_back(run);
   }
-  std::vector<Param> epochs;  // each record's run's fence, known once all its records are seen
-  epochs.reserve(ids.size());
-  for (const Param& run : ids) epochs.push_back(std::to_string(runs.at(*run).fence));
-  plan.statements.push_back({"crucible_insert_records",
-                             kInsertRecordsSql,
-                             {array_literal(ids), array_literal(seqs), array_literal(types), array_literal(keys),
-                              array_literal(ats), array_literal(bodies), array_literal(epochs)}});
+  plan.statements.push_back(
+      {"crucible_insert_records",
+       kInsertRecordsSql,
+       {array_literal(ids), array_literal(seqs), array_literal(types), array_literal(keys), array_literal(ats),
+        array_literal(bodies), array_literal(lock_ids), array_literal(lock_epochs)}});
   if (!c_ids.empty()) {
     plan.statements.push_back({"crucible_update_runs",
                                kUpdateRunsSql,
