@@ -67,10 +67,31 @@ ALTER TABLE runs
   ADD COLUMN submit_order BIGSERIAL;
 CREATE INDEX runs_by_queue ON runs(queue, status, priority, submit_order);
 )sql",
+    // Version 3 locked and fenced a batch's runs in a function; version 4 does that in the
+    // batch's insert and drops it.
+    R"sql(
+CREATE OR REPLACE FUNCTION crucible_lock_runs(ids text[], epochs bigint[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  locked bigint;
+BEGIN
+  -- One lock order for every writer, so that two batches never wait for each other in a cycle.
+  SELECT count(*) INTO locked FROM (SELECT 1 FROM runs WHERE run_id = ANY(ids) ORDER BY run_id FOR UPDATE) AS l;
+  IF locked <> cardinality(ids) THEN
+    RAISE EXCEPTION 'a run of the batch does not exist' USING ERRCODE = 'no_data_found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(ids, epochs) AS t(id, epoch) JOIN runs u ON u.run_id = t.id
+             WHERE t.epoch <> 0 AND u.lease_epoch <> t.epoch) THEN
+    RAISE EXCEPTION 'a writer of the batch no longer holds its lease' USING ERRCODE = 'lock_not_available';
+  END IF;
+END
+$fn$;
+)sql",
     // Records and promises stand without a foreign key: every write checks its run under a row
     // lock already (the key's own check cost more than the rest of a small insert), and prune
     // deletes them with their run. Claims find the runs they may take in index order.
     R"sql(
+DROP FUNCTION IF EXISTS crucible_lock_runs(text[], bigint[]);
 ALTER TABLE records DROP CONSTRAINT records_run_id_fkey;
 ALTER TABLE promises DROP CONSTRAINT promises_run_id_fkey;
 CREATE INDEX runs_claimable ON runs(queue, priority, submit_order) WHERE status IN ('queued', 'running', 'waiting');
@@ -587,8 +608,6 @@ class PostgresJournal : public Journal {
     });
   }
 
-  // Inside the commit. Claimers of one queue take its advisory lock, so the queue's limits hold
-  // across workers; SKIP LOCKED passes over runs whose rows a writer holds.
   // Inside the claim's transaction. Claimers of a queue with limits take its advisory lock, so
   // the limits hold across workers; SKIP LOCKED passes over runs another transaction holds.
   Result<std::vector<Lease>> claim_locked(PgConn& db, const ClaimRequest& request) {

@@ -21,7 +21,7 @@ struct PostgresJournalOptions {
 };
 
 // The schema version this build writes. A database with a newer version is refused.
-inline constexpr int kPostgresSchemaVersion = 3;
+inline constexpr int kPostgresSchemaVersion = 4;
 
 // True for postgresql:// and postgres:// URLs.
 bool is_postgres_url(std::string_view text);
