@@ -70,8 +70,8 @@ asan-coverage: deps
 
 tsan: deps
 	@cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRUCIBLE_TSAN=ON $(SAN_FLAGS) $(CMAKE_FLAGS) > /dev/null
-	@cmake --build build-tsan -j $(JOBS) --target engine_test stages_test http_test journal_test journal_sqlite_test journal_postgres_test core_test reliability_test experiment_test llm_test
-	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -R '^(HttpClient|Executor|Runner|WorkerTest|ScheduleTest|JournalConformance|Memory|Sqlite|SqliteJournal|Postgres|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy|Shadow|MultiBranch|RoundRobin|InMemoryRunLogger|ExperimentPipelineTest|ScriptedProvider|RetryingProvider|HedgedProvider|CircuitBreakingProvider|Api/Adapters|LlmPipelineTest)'
+	@cmake --build build-tsan -j $(JOBS) --target engine_test stages_test http_test journal_test journal_sqlite_test journal_postgres_test core_test reliability_test experiment_test llm_test server_test
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -R '^(HttpClient|Executor|Runner|WorkerTest|ScheduleTest|JournalConformance|Memory|Sqlite|SqliteJournal|Postgres|FakeClock|Hedger|HedgingStage|HedgingOnAStage|HedgePolicy|Shadow|MultiBranch|RoundRobin|InMemoryRunLogger|ExperimentPipelineTest|ScriptedProvider|RetryingProvider|HedgedProvider|CircuitBreakingProvider|Api/Adapters|LlmPipelineTest|ServerTest|ApiKeysTest|AnonymousReadTest)'
 
 FUZZ_SECONDS ?= 45
 fuzz: deps

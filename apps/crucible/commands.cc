@@ -380,23 +380,6 @@ int cmd_resume(const GlobalOptions& g, const ResumeArgs& a) {
   return drive(g, e, *spec, e.runner->resume(*spec, *id, options), a.no_wait);
 }
 
-// A signal must reach something: a finished run waits for nothing, and a waiting run only for its
-// promise. A running run may not have reached its wait yet, so any name is taken then.
-Status check_signal(const RunLog& log, const std::string& name) {
-  const RunSummary& s = log.summary;
-  if (s.status == RunStatus::kCompleted || s.status == RunStatus::kFailed) {
-    return make_error(
-        ErrorCode::kFailedPrecondition,
-        "run '" + s.run_id.str() + "' has " + std::string(run_status_name(s.status)) + "; it waits for no signal");
-  }
-  if (s.status != RunStatus::kWaiting) return {};
-  RunReport report = RunReport::from_log(log);
-  const std::string on = json_string(report.suspended, "promise");
-  if (on.empty() || on == name) return {};
-  return make_error(ErrorCode::kInvalidArgument, "run '" + s.run_id.str() + "' is not waiting for '" + name +
-                                                     "'; it waits for promise '" + on + "'");
-}
-
 int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value) {
   auto id = RunId::parse(run_id);
   if (!id) return fail(kUsage, id.error().message());

@@ -104,6 +104,25 @@ int cmd_resume(const GlobalOptions& g, const ResumeArgs& a);
 int cmd_signal(const GlobalOptions& g, const std::string& run_id, const std::string& name, const std::string& value);
 int cmd_fork(const GlobalOptions& g, const std::string& run_id, const std::string& from,
              const std::optional<std::string>& new_id, bool no_wait);
+struct ServeArgs {
+  std::string listen = "127.0.0.1:8080";
+  std::string pipelines;
+  size_t workers = 8;  // in-process run slots; 0: runs wait for `crucible worker`s
+  std::string queue = "default";
+  bool allow_anonymous_read = false;
+  std::string tls_cert;
+  std::string tls_key;
+  double rate_limit = 0;
+  size_t max_body = 1 << 20;
+  std::string ingress_wait = "30s";
+};
+// `crucible serve`: the HTTP API, the ingress and the dashboard, until SIGTERM or SIGINT.
+int cmd_serve(const GlobalOptions& g, const ServeArgs& a);
+// `crucible keys create|list|revoke`: API keys, stored hashed in the journal.
+int cmd_keys_create(const GlobalOptions& g, const std::string& name, const std::string& scope);
+int cmd_keys_list(const GlobalOptions& g);
+int cmd_keys_revoke(const GlobalOptions& g, const std::string& id_or_name);
+
 struct PruneArgs {
   std::string older_than;
   std::string blob_grace = "15m";

@@ -27,6 +27,8 @@ struct Cli {
   ListArgs list;
   std::string file, stage, run_id, name, value, from, which, scenarios;
   PruneArgs prune;
+  ServeArgs serve;
+  std::string scope = "read";
   RandomScenarios random;
   std::optional<std::string> new_id;
   bool fork_no_wait = false, quick = false;
@@ -174,6 +176,40 @@ void add_inspect_commands(Cli& c) {
   c.json_flag(list);
 }
 
+void add_server_commands(Cli& c) {
+  auto* serve = c.command("serve", "serve the HTTP API, the ingress and the dashboard until SIGTERM",
+                          [&c] { return cmd_serve(c.g, c.serve); });
+  serve->add_option("--listen", c.serve.listen, "HOST:PORT to listen on (default 127.0.0.1:8080)");
+  serve->add_option("--pipelines", c.serve.pipelines, "folder of pipelines started by name (NAME.yaml)");
+  serve->add_option("--workers", c.serve.workers,
+                    "runs executing in this process at once (default 8); 0 leaves them to `crucible worker`s");
+  serve->add_option("--queue", c.serve.queue, "the queue the server's runs go to (default: default)");
+  serve->add_flag("--allow-anonymous-read", c.serve.allow_anonymous_read,
+                  "answer the read routes without an API key (anyone who reaches the address reads every run)");
+  serve->add_option("--tls-cert", c.serve.tls_cert, "PEM certificate: serve HTTPS (with --tls-key)");
+  serve->add_option("--tls-key", c.serve.tls_key, "PEM private key of --tls-cert");
+  serve->add_option("--rate-limit", c.serve.rate_limit,
+                    "requests per second per API key; beyond it, 429 (default: none)");
+  serve->add_option("--max-body", c.serve.max_body,
+                    "largest request body in bytes; larger ones get 413 (default 1 MiB)");
+  serve->add_option("--ingress-wait", c.serve.ingress_wait,
+                    "how long POST /{pipeline}/run waits for the result before answering 202 (default 30s)");
+
+  auto* keys = c.app.add_subcommand("keys", "API keys of `crucible serve`, stored hashed in the journal");
+  keys->require_subcommand(1);
+  auto* create = keys->add_subcommand("create", "create a key and print it (shown only once)");
+  c.actions.emplace_back(create, [&c] { return cmd_keys_create(c.g, c.name, c.scope); });
+  create->add_option("--name", c.name, "a name for the key, e.g. ci or dashboard")->required();
+  create->add_option("--scope", c.scope, "read, write (read and start runs) or admin (default read)");
+  c.json_flag(create);
+  auto* list = keys->add_subcommand("list", "every key: id, name, scope, created, revoked");
+  c.actions.emplace_back(list, [&c] { return cmd_keys_list(c.g); });
+  c.json_flag(list);
+  auto* revoke = keys->add_subcommand("revoke", "revoke a key by id or name; servers refuse it within a second");
+  c.actions.emplace_back(revoke, [&c] { return cmd_keys_revoke(c.g, c.name); });
+  revoke->add_option("key", c.name, "key id or name")->required();
+}
+
 void add_admin_commands(Cli& c) {
   auto* prune = c.command("prune",
                           "delete finished runs older than a duration (never unfinished ones) and free their space: "
@@ -239,6 +275,7 @@ int main(int argc, char** argv) {
   add_run_commands(c);
   add_fleet_commands(c);
   add_inspect_commands(c);
+  add_server_commands(c);
   add_admin_commands(c);
   if (int code = crucible::cli::unknown_command(c.app, argc, argv); code != 0) return code;
   try {

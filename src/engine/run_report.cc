@@ -94,4 +94,21 @@ RunReport RunReport::from_log(const RunLog& log) {
   return report;
 }
 
+// A signal must reach something: a finished run waits for nothing, and a waiting run only for its
+// promise. A running run may not have reached its wait yet, so any name is taken then.
+Status check_signal(const RunLog& log, const std::string& name) {
+  const RunSummary& s = log.summary;
+  if (is_finished(s.status)) {
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        "run '" + s.run_id.str() + "' has " + std::string(run_status_name(s.status)) + "; it waits for no signal");
+  }
+  if (s.status != RunStatus::kWaiting) return {};
+  RunReport report = RunReport::from_log(log);
+  const std::string on = json_string(report.suspended, "promise");
+  if (on.empty() || on == name) return {};
+  return make_error(ErrorCode::kInvalidArgument, "run '" + s.run_id.str() + "' is not waiting for '" + name +
+                                                     "'; it waits for promise '" + on + "'");
+}
+
 }  // namespace crucible

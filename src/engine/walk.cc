@@ -159,9 +159,9 @@ void Execution::report(StepReport r) {
   reports_.push_back(std::move(r));
 }
 
-void Execution::emit(EventType type, const PlanNode& node, const StepKey& key, const StepReport* r) {
+void Execution::emit(EventType type, const PlanNode& node, const StepKey& key, const StepReport* r, Json data) {
   if (deps_.events == nullptr || !deps_.events->active()) return;
-  Event e{type, run_id_.str(), key.str(), node.name(), deps_.clock.now_ms(), 0, 0, "", "", Json()};
+  Event e{type, run_id_.str(), key.str(), node.name(), deps_.clock.now_ms(), 0, 0, "", "", std::move(data)};
   if (r != nullptr) {
     e.duration_us = r->duration_us;
     e.attempts = r->attempts;
@@ -331,6 +331,11 @@ Result<Flow> Execution::attempt_step(const PlanNode& node, const StepKey& key, C
   }
   ctx.mark_stage_complete(node.name());
   ctx.add_trace(node.name());
+  // Watchers (the server's metrics) learn what hedging did from the completion event.
+  Json event_data;
+  if (node.hedge_policy && deps_.events != nullptr && deps_.events->active()) {
+    if (const Json* meta = ctx.get_metric(node.name() + ".hedging")) event_data = {{"hedging", *meta}};
+  }
   Record done = make_record(RecordType::kStepCompleted, key, begin_at_ms);
   done.attempts = attempt;
   done.duration_us = micros_since(deps_.clock, start);
@@ -340,7 +345,7 @@ Result<Flow> Execution::attempt_step(const PlanNode& node, const StepKey& key, C
   CRUCIBLE_RETURN_IF_ERROR(append(with_intent(std::move(intent), std::move(done)), step_durability(node)));
   executed_.fetch_add(1, std::memory_order_relaxed);
   StepReport r{key.str(), node.name(), StepStatus::kCompleted, attempt, duration, std::nullopt};
-  emit(EventType::kStageCompleted, node, key, &r);
+  emit(EventType::kStageCompleted, node, key, &r, std::move(event_data));
   report(std::move(r));
   return Flow::kContinue;
 }

@@ -146,7 +146,7 @@ class Execution {
   Status merge(const PlanNode& node, Context& ctx, const std::vector<size_t>& winners,
                const std::vector<std::optional<Context>>& branches);
   void report(StepReport r);
-  void emit(EventType type, const PlanNode& node, const StepKey& key, const StepReport* r);
+  void emit(EventType type, const PlanNode& node, const StepKey& key, const StepReport* r, Json data = Json());
   Durability step_durability(const PlanNode& node) const;
   Durability lazy_durability() const;
 

@@ -82,6 +82,12 @@ Worker::~Worker() {
   for (auto& a : left) a.done.wait();
 }
 
+void Worker::wake() {
+  woken_.store(true);
+  std::lock_guard lock(mu_);
+  nap_.request_stop();
+}
+
 WorkerStats Worker::stats() const {
   std::lock_guard lock(mu_);
   return stats_;
@@ -139,7 +145,23 @@ void Worker::run(std::stop_token drain) {
     // Busy: look again soon, as a slot frees; idle: back off to the poll interval.
     if (claimed > 0 || (free > 0 && !claim)) delay = std::chrono::milliseconds(1);
     if (claimed > 0) continue;
-    if (!clock_.sleep_for(delay, drain)) break;
+    // The nap ends early on a drain request or a wake() (a run was just submitted or signalled).
+    std::stop_source nap;
+    {
+      std::lock_guard lock(mu_);
+      nap_ = nap;
+    }
+    if (woken_.exchange(false)) {
+      delay = std::chrono::milliseconds(1);
+      continue;
+    }
+    std::stop_callback on_drain(drain, [&nap] { nap.request_stop(); });
+    if (!clock_.sleep_for(delay, nap.get_token())) {
+      if (drain.stop_requested()) break;
+      woken_.store(false);
+      delay = std::chrono::milliseconds(1);
+      continue;
+    }
     delay = std::min(options_.poll, std::max(std::chrono::milliseconds(5), delay * 2));
   }
   // Draining: no more claims; running stages get the grace period, then are handed back.

@@ -48,4 +48,9 @@ struct RunReport {
   static RunReport from_log(const RunLog& log);
 };
 
+// Whether a signal for promise `name` can reach the run: kFailedPrecondition for a finished
+// run, kInvalidArgument naming the promise a waiting run waits on when `name` is another. A
+// running run may not have reached its wait yet, so any name is taken then.
+[[nodiscard]] Status check_signal(const RunLog& log, const std::string& name);
+
 }  // namespace crucible

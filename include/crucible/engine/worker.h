@@ -3,6 +3,7 @@
 // journal; a run belongs to the worker whose lease it holds.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -91,6 +92,10 @@ class Worker {
   // while claiming are retried at the poll interval; they are not fatal.
   void run(std::stop_token drain);
 
+  // Ends an idle worker's wait for its next poll, so it claims at once: for a process that has
+  // just submitted a run, or resolved the promise a parked run waits on. Thread-safe.
+  void wake();
+
   WorkerStats stats() const;
   const std::string& id() const { return options_.id; }
 
@@ -117,7 +122,9 @@ class Worker {
     RunId run;
     std::future<void> done;
   };
+  std::atomic<bool> woken_{false};
   mutable std::mutex mu_;
+  std::stop_source nap_;        // guarded by mu_: ends the current poll wait
   WorkerStats stats_;           // guarded by mu_
   std::vector<Active> active_;  // guarded by mu_
 };
