@@ -51,6 +51,10 @@ Result<Json> run_experiments(bool quick);
 // stream without hedging: p99_reduction, extra_calls_pct, journaled_results_per_step.
 Result<Json> run_llm(bool quick);
 
+// The HTTP server (GET /v1/runs/{id}, the ingress of a 10-step run sequentially and at
+// concurrency 32) against a bare cpp-httplib handler and against Runner::start in the same run.
+Result<Json> run_serve(bool quick);
+
 // The live part: `seconds` of hedged requests against a loopback HTTP server with stragglers.
 Result<Json> run_hedging_live(double seconds);
 

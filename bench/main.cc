@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   std::string which, scenarios, postgres;
   bool quick = false, json = false;
   uint64_t random = 0, seed = 1;
-  app.add_option("which", which, "dispatch, journal, journal-postgres, fleet, hedging, experiments or llm")->required();
+  app.add_option("which", which, "dispatch, journal, journal-postgres, fleet, hedging, experiments, llm or serve")->required();
   app.add_option("--postgres", postgres,
                  "journal-postgres and fleet: a server to measure (default: a throwaway cluster)");
   app.add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   Result<Json> out =
       make_error(ErrorCode::kInvalidArgument,
                  "unknown benchmark '" + which +
-                     "'; expected dispatch, journal, journal-postgres, fleet, hedging, experiments or llm");
+                     "'; expected dispatch, journal, journal-postgres, fleet, hedging, experiments, llm or serve");
   if (which == "dispatch")
     out = bench::run_dispatch(quick);
   else if (which == "journal")
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     out = bench::run_experiments(quick);
   else if (which == "llm")
     out = bench::run_llm(quick);
+  else if (which == "serve")
+    out = bench::run_serve(quick);
   if (!out) {
     std::cerr << "crucible-bench: " << out.error().message() << "\n";
     return out.error().code() == ErrorCode::kInvalidArgument ? 2 : 1;

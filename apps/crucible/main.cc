@@ -222,7 +222,7 @@ void add_admin_commands(Cli& c) {
 
   auto* bench = c.command("bench", "run a benchmark (crucible-bench) and print JSON",
                           [&c] { return cmd_bench(c.g, c.which, c.quick, c.scenarios, c.random); });
-  bench->add_option("which", c.which, "dispatch, journal, journal-postgres, fleet, hedging, experiments or llm")
+  bench->add_option("which", c.which, "dispatch, journal, journal-postgres, fleet, hedging, experiments, llm or serve")
       ->required();
   bench->add_option("--scenarios", c.scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");
   c.json_flag(bench, "print JSON (the default)");

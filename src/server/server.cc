@@ -1,9 +1,13 @@
 #include "crucible/server/server.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <filesystem>
@@ -92,6 +96,27 @@ Result<RunId> run_id_param(const std::string& text) {
   auto id = RunId::parse(text);
   if (!id) return make_error(bad_field("run_id", id.error().message()));
   return *id;
+}
+
+// cpp-httplib binds with SO_REUSEPORT, so a second server on a busy port would silently share it
+// (and take half its requests). A plain bind tells whether anyone listens there.
+bool port_is_free(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr) return true;
+  bool free = true;
+  const int fd = ::socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd >= 0) {
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    free = ::bind(fd, found->ai_addr, found->ai_addrlen) == 0 || errno != EADDRINUSE;
+    ::close(fd);
+  }
+  freeaddrinfo(found);
+  return free;
 }
 
 constexpr double kBucketBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -295,12 +320,17 @@ Status Server::start() {
   };
   s.http->set_read_timeout(secs(s.options.read_timeout).first, secs(s.options.read_timeout).second);
   s.http->set_write_timeout(secs(s.options.write_timeout).first, secs(s.options.write_timeout).second);
+  // Without TCP_NODELAY a response written in two pieces waits for the client's delayed ACK
+  // (40 ms on Linux).
+  s.http->set_tcp_nodelay(true);
   s.http->set_keep_alive_max_count(1000);
   s.http->set_keep_alive_timeout(std::max<time_t>(1, static_cast<time_t>(s.options.keep_alive.count())));
   s.install_routes();
 
   if (s.options.port == 0) {
     s.port = s.http->bind_to_any_port(s.options.host);
+  } else if (!port_is_free(s.options.host, s.options.port)) {
+    s.port = -1;
   } else {
     s.port = s.http->bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
   }

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include "crucible/core/json.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
@@ -466,6 +467,87 @@ TEST_F(Cli, BenchLlmPrintsItsJson) {
   EXPECT_EQ(b["journaled_results_per_step"], 1.0);
   EXPECT_EQ(b["max_journaled_results_per_step"], 1);
   EXPECT_GT(b["hedged"]["losers_aborted_seen_by_server"].get<int>(), 0);
+}
+
+TEST_F(Cli, KeysAreCreatedShownOnceListedAndRevoked) {
+  Output created = run({"keys", "create", "--name", "ci", "--scope", "write"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string key = created.out.substr(0, created.out.find('\n'));
+  EXPECT_TRUE(key.starts_with("crucible_")) << created.out;
+  EXPECT_NE(created.err.find("shown only now"), std::string::npos);
+  Output listed = run({"keys", "list", "--json"});
+  ASSERT_EQ(listed.code, 0);
+  EXPECT_EQ(listed.out.find(key.substr(key.rfind('_') + 1)), std::string::npos);  // never the secret
+  Json keys = parse_json_or_discarded(listed.out);
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0]["scope"], "write");
+  EXPECT_EQ(run({"keys", "create", "--name", "ci"}).code, 2);  // a live key has the name
+  EXPECT_EQ(run({"keys", "create", "--name", "x", "--scope", "root"}).code, 2);
+  Output revoked = run({"keys", "revoke", "ci"});
+  EXPECT_EQ(revoked.code, 0) << revoked.err;
+  EXPECT_EQ(run({"keys", "revoke", "nobody"}).code, 2);
+  EXPECT_NE(run({"keys", "list"}).out.find("ci"), std::string::npos);
+}
+
+TEST_F(Cli, ServeRefusesBadFlagsAndServesUntilSigterm) {
+  EXPECT_EQ(run({"serve", "--listen", "nowhere:port"}).code, 2);
+  EXPECT_EQ(run({"serve", "--pipelines", dir_ + "/missing"}).code, 2);
+  EXPECT_EQ(run({"serve", "--ingress-wait", "soon"}).code, 2);
+  Output tls = run({"serve", "--listen", "127.0.0.1:0", "--tls-cert", dir_ + "/none.pem"});
+  EXPECT_EQ(tls.code, 2);
+  EXPECT_NE(tls.err.find("tls"), std::string::npos) << tls.err;
+
+  fs::create_directories(dir_ + "/pipelines");
+  std::ofstream(dir_ + "/pipelines/hello.yaml") << "name: hello\nstages:\n  - {name: a, uses: noop}\n";
+  Child server = spawn_crucible({"--journal", journal_, "serve", "--listen", "127.0.0.1:0", "--pipelines",
+                                 dir_ + "/pipelines", "--allow-anonymous-read"},
+                                dir_ + "/serve.out", dir_ + "/serve.err");
+  ASSERT_GT(server.pid, 0);
+  std::string url;
+  for (int i = 0; i < 200 && url.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    const std::string err = slurp(server.err_path);
+    if (auto at = err.find("serving "); at != std::string::npos) {
+      url = err.substr(at + 8, err.find(' ', at + 8) - at - 8);
+    }
+  }
+  ASSERT_FALSE(url.empty()) << slurp(server.err_path);
+  const std::string err = slurp(server.err_path);
+  EXPECT_NE(err.find("WARNING: --allow-anonymous-read"), std::string::npos) << err;
+  EXPECT_NE(err.find("no API key exists yet"), std::string::npos) << err;
+  const std::string port = url.substr(url.rfind(':') + 1, url.rfind('/') - url.rfind(':') - 1);
+  httplib::Client client("127.0.0.1", std::stoi(port));
+  auto health = client.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto pipelines = client.Get("/v1/pipelines");
+  ASSERT_TRUE(pipelines);
+  EXPECT_NE(pipelines->body.find("hello"), std::string::npos);
+  auto page = client.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_NE(page->body.find("<title>Crucible</title>"), std::string::npos);
+  auto chart = client.Get("/assets/chart.min.js");
+  ASSERT_TRUE(chart);
+  EXPECT_GT(chart->body.size(), 100'000u);
+  EXPECT_EQ(client.Post("/hello/run", "{}", "application/json")->status, 401);
+  // A second server on the same port is refused with a clear error.
+  Output busy = run({"serve", "--listen", "127.0.0.1:" + port});
+  EXPECT_EQ(busy.code, 2);
+  EXPECT_NE(busy.err.find("cannot listen"), std::string::npos) << busy.err;
+  kill(server.pid, SIGTERM);
+  EXPECT_EQ(wait_child(server), 0);
+}
+
+TEST_F(Cli, BenchServePrintsItsJson) {
+  Output o = run({"bench", "serve", "--json", "--quick"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  Json b = json_of(o);
+  for (const char* key : {"bare_httplib_get", "api_get_run", "in_process_run_10_steps", "ingress_run_10_steps_sequential",
+                          "ingress_run_10_steps_concurrent", "ingress_vs_in_process_p50", "goals"}) {
+    EXPECT_TRUE(b.contains(key)) << key;
+  }
+  EXPECT_EQ(b["ingress_run_10_steps_concurrent"]["errors"], 0);
+  EXPECT_TRUE(b["goals"]["no_errors"].get<bool>());
 }
 
 TEST_F(Cli, BenchDispatchPrintsItsJson) {
