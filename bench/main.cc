@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   std::string which, scenarios, postgres;
   bool quick = false, json = false;
   uint64_t random = 0, seed = 1;
-  app.add_option("which", which, "dispatch, journal, journal-postgres, fleet, hedging, experiments, llm or serve")->required();
+  app.add_option("which", which, "dispatch, journal, journal-postgres, fleet, hedging, experiments, llm or serve")
+      ->required();
   app.add_option("--postgres", postgres,
                  "journal-postgres and fleet: a server to measure (default: a throwaway cluster)");
   app.add_option("--scenarios", scenarios, "hedging: more scenarios from a JSON file (docs/hedging.md)");

@@ -119,10 +119,11 @@ Result<Json> run_serve(bool quick) {
   wo.concurrency = slots;
   wo.id = "bench-serve";
   server::Server* served = nullptr;
-  Worker worker(*journal, runner, executor, real_clock(), [&](const Json&) -> Result<WorkflowSpec> { return spec; },
-                wo, [&](const RunId& run, const Result<RunResult>&) {
-                  if (served != nullptr && !run.str().empty()) served->run_finished(run);
-                });
+  Worker worker(
+      *journal, runner, executor, real_clock(), [&](const Json&) -> Result<WorkflowSpec> { return spec; }, wo,
+      [&](const RunId& run, const Result<RunResult>&) {
+        if (served != nullptr && !run.str().empty()) served->run_finished(run);
+      });
   server::ServerOptions so;
   so.port = 0;
   so.pipelines_dir = (dir / "pipelines").string();
@@ -199,17 +200,15 @@ Result<Json> run_serve(bool quick) {
       {"bare_httplib_get", bare_get.to_json()},
       {"api_get_run", api_get.to_json()},
       {"api_get_run_vs_bare_p50", percentile(api_get.latencies_us, 50) / percentile(bare_get.latencies_us, 50)},
-      {"in_process_run_10_steps", Json{{"runs", sequential},
-                                       {"p50_us", percentile(in_process, 50)},
-                                       {"p99_us", percentile(in_process, 99)}}},
+      {"in_process_run_10_steps",
+       Json{{"runs", sequential}, {"p50_us", percentile(in_process, 50)}, {"p99_us", percentile(in_process, 99)}}},
       {"ingress_run_10_steps_sequential", ingress_one.to_json()},
       {"ingress_run_10_steps_concurrent", ingress_many.to_json()},
       {"ingress_vs_in_process_p50", ratio},
-      {"goals",
-       Json{{"ingress_under_2x_in_process", ratio < 2.0},
-            {"runs_per_second_above_restate", ingress_many.per_second() > kRestateRunsPerSecond},
-            {"restate_runs_per_second", kRestateRunsPerSecond},
-            {"no_errors", !errors}}},
+      {"goals", Json{{"ingress_under_2x_in_process", ratio < 2.0},
+                     {"runs_per_second_above_restate", ingress_many.per_second() > kRestateRunsPerSecond},
+                     {"restate_runs_per_second", kRestateRunsPerSecond},
+                     {"no_errors", !errors}}},
   };
 }
 

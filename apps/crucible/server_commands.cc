@@ -91,16 +91,14 @@ int cmd_serve(const GlobalOptions& g, const ServeArgs& a) {
     if (worker) {
       std::fprintf(stderr, "crucible: runs execute here (%zu at once, queue '%s')\n", a.workers, a.queue.c_str());
     } else {
-      std::fprintf(stderr, "crucible: --workers 0: runs wait in queue '%s' for `crucible worker`s\n",
-                   a.queue.c_str());
+      std::fprintf(stderr, "crucible: --workers 0: runs wait in queue '%s' for `crucible worker`s\n", a.queue.c_str());
     }
     if (options.allow_anonymous_read) {
       std::fprintf(stderr,
                    "crucible: WARNING: --allow-anonymous-read: anyone who reaches this address can read every run\n");
     }
-    if (auto keys = srv.keys().list(); keys && std::none_of(keys->begin(), keys->end(), [](const auto& k) {
-                                         return !k.revoked();
-                                       })) {
+    if (auto keys = srv.keys().list();
+        keys && std::none_of(keys->begin(), keys->end(), [](const auto& k) { return !k.revoked(); })) {
       std::fprintf(stderr,
                    "crucible: no API key exists yet; create one with `crucible keys create --name NAME --scope "
                    "write`\n");
@@ -135,8 +133,7 @@ int cmd_keys_create(const GlobalOptions& g, const std::string& name, const std::
   } else {
     std::printf("%s\n", key->key.c_str());
     if (!g.quiet) {
-      std::fprintf(stderr,
-                   "crucible: key %s ('%s', scope %s) created; it is shown only now: store it somewhere safe\n",
+      std::fprintf(stderr, "crucible: key %s ('%s', scope %s) created; it is shown only now: store it somewhere safe\n",
                    key->info.id.c_str(), name.c_str(), scope.c_str());
     }
   }
@@ -169,7 +166,8 @@ int cmd_keys_revoke(const GlobalOptions& g, const std::string& id_or_name) {
   if (!journal) return fail(kRunFailed, journal.error().to_string());
   server::ApiKeyStore store(**journal, real_clock());
   auto revoked = store.revoke(id_or_name);
-  if (!revoked) return fail(revoked.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, revoked.error().message());
+  if (!revoked)
+    return fail(revoked.error().code() == ErrorCode::kNotFound ? kUsage : kRunFailed, revoked.error().message());
   if (!g.quiet) std::printf("revoked key %s ('%s')\n", revoked->id.c_str(), revoked->name.c_str());
   return kOk;
 }

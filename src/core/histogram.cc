@@ -97,14 +97,12 @@ Json LogLinearHistogram::to_json() const {
   for (size_t i = 0; i < counts_.size(); ++i) {
     if (counts_[i] != 0) buckets.push_back(Json::array({i, counts_[i]}));
   }
-  return Json{{"precision", precision_}, {"count", count_}, {"min", min()},
-              {"max", max_},             {"sum", sum_},     {"buckets", std::move(buckets)}};
+  return Json{{"precision", precision_},      {"count", count_}, {"min", min()}, {"max", max_}, {"sum", sum_},
+              {"buckets", std::move(buckets)}};
 }
 
 Result<LogLinearHistogram> LogLinearHistogram::from_json(const Json& j) {
-  auto bad = [](const std::string& what) {
-    return make_error(ErrorCode::kInvalidArgument, "histogram: " + what);
-  };
+  auto bad = [](const std::string& what) { return make_error(ErrorCode::kInvalidArgument, "histogram: " + what); };
   if (!j.is_object()) return bad("expected an object");
   const Json* precision = j.contains("precision") ? &j["precision"] : nullptr;
   if (precision == nullptr || !precision->is_number_integer() || precision->get<int64_t>() < kMinPrecision ||

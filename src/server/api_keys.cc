@@ -137,7 +137,8 @@ Result<ApiKeyInfo> ApiKeyStore::revoke(const std::string& id_or_name) {
   if (!stored) return make_error(ErrorCode::kNotFound, "API key " + found->id + " disappeared");
   if (!stored->info.revoked()) {
     stored->info.revoked_ms = clock_.now_ms();
-    CRUCIBLE_RETURN_IF_ERROR(journal_.put_value("", kKeyPrefix + found->id, stored_to_json(stored->info, stored->hash)));
+    CRUCIBLE_RETURN_IF_ERROR(
+        journal_.put_value("", kKeyPrefix + found->id, stored_to_json(stored->info, stored->hash)));
   }
   std::lock_guard lock(mu_);
   cache_.erase(found->id);
@@ -154,8 +155,9 @@ Result<std::optional<ApiKeyStore::Stored>> ApiKeyStore::load(const std::string& 
   const std::string hex = json_string(*value, "hash");
   s.hash.resize(crypto_generichash_BYTES);
   size_t len = 0;
-  if (!scope || sodium_hex2bin(reinterpret_cast<unsigned char*>(s.hash.data()), s.hash.size(), hex.data(), hex.size(),
-                               nullptr, &len, nullptr) != 0 ||
+  if (!scope ||
+      sodium_hex2bin(reinterpret_cast<unsigned char*>(s.hash.data()), s.hash.size(), hex.data(), hex.size(), nullptr,
+                     &len, nullptr) != 0 ||
       len != crypto_generichash_BYTES) {
     return make_error(ErrorCode::kDataLoss, "the journal's record of API key " + id + " is malformed");
   }

@@ -67,9 +67,7 @@ Json record_event(const Record& r) {
       if (Json h = hedging_of(r); !h.is_null()) e["hedging"] = std::move(h);
       break;
     }
-    case RecordType::kStepFailed:
-      e["optional"] = r.payload.is_object() && r.payload.value("optional", false);
-      break;
+    case RecordType::kStepFailed: e["optional"] = r.payload.is_object() && r.payload.value("optional", false); break;
     case RecordType::kPromiseResolved:
       e["name"] = json_string(r.payload, "name");
       e["value"] = r.payload.is_object() && r.payload.contains("value") ? r.payload["value"] : Json();
@@ -100,8 +98,11 @@ Json run_detail(const RunLog& log) {
   for (const Record& r : log.records) {
     const std::string id = r.key.str() + "#" + std::to_string(r.attempts);
     if (r.type == RecordType::kStepStarted) {
-      open[id] = {{"key", r.key.str()}, {"attempt", r.attempts}, {"start_ms", r.at_ms},
-                  {"end_ms", nullptr},  {"status", "running"}};
+      open[id] = {{"key", r.key.str()},
+                  {"attempt", r.attempts},
+                  {"start_ms", r.at_ms},
+                  {"end_ms", nullptr},
+                  {"status", "running"}};
     } else if (r.type == RecordType::kStepCompleted || r.type == RecordType::kStepFailed) {
       open.erase(id);
       Json a = {{"key", r.key.str()},

@@ -61,8 +61,7 @@ void reply_error(httplib::Response& res, const Error& error) {
   Json body = {{"code", error_code_name(error.code())}, {"message", error.message()}, {"field", nullptr}};
   if (error.field()) body["field"] = *error.field();
   if (error.retry_after()) {
-    res.set_header("Retry-After", std::to_string(std::max<int64_t>(
-                                      1, (error.retry_after()->count() + 999) / 1000)));
+    res.set_header("Retry-After", std::to_string(std::max<int64_t>(1, (error.retry_after()->count() + 999) / 1000)));
   }
   if (error.code() == ErrorCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
   reply_json(res, http_status(error.code()), body);
@@ -85,9 +84,10 @@ Result<Json> body_object(const httplib::Request& req) {
 Status check_pipeline_name(const std::string& name) {
   static const std::regex kName("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
   if (!std::regex_match(name, kName) || name.find("..") != std::string::npos) {
-    return make_error(bad_field("pipeline", "a pipeline name is 1 to 128 letters, digits, '_', '.' or '-' and "
-                                            "names a file in the pipelines folder, got '" +
-                                                name + "'"));
+    return make_error(bad_field("pipeline",
+                                "a pipeline name is 1 to 128 letters, digits, '_', '.' or '-' and "
+                                "names a file in the pipelines folder, got '" +
+                                    name + "'"));
   }
   return {};
 }
@@ -119,8 +119,8 @@ bool port_is_free(const std::string& host, int port) {
   return free;
 }
 
-constexpr double kBucketBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                    0.5,    1,     2.5,    5,     10,   30,    60,   120,  300, 600};
+constexpr double kBucketBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                    1,      2.5,   5,      10,    30,   60,    120,  300, 600};
 
 // Stage latencies and hedges seen on the event bus, for /metrics.
 class MetricsSink : public EventSink {
@@ -155,7 +155,8 @@ class MetricsSink : public EventSink {
     out += "crucible_step_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(steps_.count()) + "\n";
     out += "crucible_step_duration_seconds_sum " + fmt_number(static_cast<double>(steps_.sum()) / 1e6) + "\n";
     out += "crucible_step_duration_seconds_count " + std::to_string(steps_.count()) + "\n";
-    out += "# HELP crucible_steps_failed_total Stage attempts that failed.\n# TYPE crucible_steps_failed_total counter\n";
+    out +=
+        "# HELP crucible_steps_failed_total Stage attempts that failed.\n# TYPE crucible_steps_failed_total counter\n";
     out += "crucible_steps_failed_total " + std::to_string(failed_) + "\n";
     out += "# HELP crucible_hedges_fired_total Backup requests hedged stages sent.\n";
     out += "# TYPE crucible_hedges_fired_total counter\ncrucible_hedges_fired_total " + std::to_string(hedges_) + "\n";
@@ -293,11 +294,12 @@ void Server::run_finished(const RunId& run) {
 Status Server::start() {
   Impl& s = *impl_;
   if (s.options.tls_cert.empty() != s.options.tls_key.empty()) {
-    return make_error(bad_field(s.options.tls_cert.empty() ? "tls-cert" : "tls-key",
-                                "HTTPS needs both --tls-cert and --tls-key"));
+    return make_error(
+        bad_field(s.options.tls_cert.empty() ? "tls-cert" : "tls-key", "HTTPS needs both --tls-cert and --tls-key"));
   }
   if (!s.options.tls_cert.empty()) {
-    for (const auto& [flag, file] : {std::pair{"tls-cert", s.options.tls_cert}, std::pair{"tls-key", s.options.tls_key}}) {
+    for (const auto& [flag, file] :
+         {std::pair{"tls-cert", s.options.tls_cert}, std::pair{"tls-key", s.options.tls_key}}) {
       std::error_code ec;
       if (!fs::is_regular_file(file, ec)) {
         return make_error(bad_field(flag, "--" + std::string(flag) + ": no such file '" + file + "'"));
@@ -316,7 +318,8 @@ Status Server::start() {
   s.http->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.http->set_payload_max_length(s.options.max_body_bytes);
   const auto secs = [](std::chrono::milliseconds d) {
-    return std::pair<time_t, time_t>(static_cast<time_t>(d.count() / 1000), static_cast<time_t>(d.count() % 1000 * 1000));
+    return std::pair<time_t, time_t>(static_cast<time_t>(d.count() / 1000),
+                                     static_cast<time_t>(d.count() % 1000 * 1000));
   };
   s.http->set_read_timeout(secs(s.options.read_timeout).first, secs(s.options.read_timeout).second);
   s.http->set_write_timeout(secs(s.options.write_timeout).first, secs(s.options.write_timeout).second);
@@ -421,8 +424,9 @@ void Server::Impl::install_routes() {
                   {"field", nullptr}});
       res.set_header("Connection", "close");
     } else {
-      reply_json(res, res.status,
-                 {{"code", "http_" + std::to_string(res.status)}, {"message", "the request failed"}, {"field", nullptr}});
+      reply_json(
+          res, res.status,
+          {{"code", "http_" + std::to_string(res.status)}, {"message", "the request failed"}, {"field", nullptr}});
     }
   });
   h.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -502,8 +506,9 @@ void Server::Impl::install_routes() {
 Result<WorkflowSpec> Server::Impl::load_named(const std::string& name, fs::path* file) {
   CRUCIBLE_RETURN_IF_ERROR(check_pipeline_name(name));
   if (options.pipelines_dir.empty()) {
-    return make_error(Error(ErrorCode::kNotFound, "the server has no pipelines folder (--pipelines); send the "
-                                                  "pipeline's YAML as 'yaml' instead")
+    return make_error(Error(ErrorCode::kNotFound,
+                            "the server has no pipelines folder (--pipelines); send the "
+                            "pipeline's YAML as 'yaml' instead")
                           .with_field("pipeline"));
   }
   std::error_code ec;
@@ -531,8 +536,9 @@ Result<WorkflowSpec> Server::Impl::load_request_spec(const Json& body) {
   const bool named = body.contains("pipeline");
   const bool text = body.contains("yaml");
   if (named == text) {
-    return make_error(bad_field("pipeline", "give either 'pipeline' (a name from GET /v1/pipelines) or 'yaml' (the "
-                                            "pipeline's text)"));
+    return make_error(bad_field("pipeline",
+                                "give either 'pipeline' (a name from GET /v1/pipelines) or 'yaml' (the "
+                                "pipeline's text)"));
   }
   if (named) {
     if (!body["pipeline"].is_string()) return make_error(bad_field("pipeline", "'pipeline' must be a string"));
@@ -582,7 +588,8 @@ Result<Placement> Server::Impl::placement(const Json& body) {
     p.queue = body["queue"].get<std::string>();
   }
   if (body.contains("priority")) {
-    if (!body["priority"].is_number_integer()) return make_error(bad_field("priority", "'priority' must be an integer"));
+    if (!body["priority"].is_number_integer())
+      return make_error(bad_field("priority", "'priority' must be an integer"));
     p.priority = body["priority"].get<int>();
   }
   if (body.contains("partition")) {
@@ -695,7 +702,8 @@ void Server::Impl::handle_events(const httplib::Request& req, httplib::Response&
     char* end = nullptr;
     const unsigned long long n = std::strtoull(from.c_str(), &end, 10);
     if (*end != '\0' || from[0] == '-') {
-      return reply_error(res, bad_field("Last-Event-ID", "Last-Event-ID must be the id of an event, got '" + from + "'"));
+      return reply_error(res,
+                         bad_field("Last-Event-ID", "Last-Event-ID must be the id of an event, got '" + from + "'"));
     }
     last = n;
   }
@@ -799,7 +807,8 @@ void Server::Impl::handle_resume(const httplib::Request& req, httplib::Response&
   for (const char* field : {"rerun_steps", "skip_steps"}) {
     if (!body->contains(field)) continue;
     const Json& list = (*body)[field];
-    if (!list.is_array()) return reply_error(res, bad_field(field, std::string("'") + field + "' must be a list of step keys"));
+    if (!list.is_array())
+      return reply_error(res, bad_field(field, std::string("'") + field + "' must be a list of step keys"));
     for (const Json& k : list) {
       if (!k.is_string()) return reply_error(res, bad_field(field, std::string("'") + field + "' must hold strings"));
       (std::string(field) == "rerun_steps" ? ro.rerun_steps : ro.skip_steps).insert(k.get<std::string>());
@@ -809,9 +818,9 @@ void Server::Impl::handle_resume(const httplib::Request& req, httplib::Response&
   if (!log) return reply_error(res, log.error());
   const RunSummary& s = log->summary;
   if (is_finished(s.status)) {
-    return reply_error(res, Error(ErrorCode::kFailedPrecondition,
-                                  "run '" + id->str() + "' has " + std::string(run_status_name(s.status)) +
-                                      "; fork it from a step to run it again"));
+    return reply_error(res, Error(ErrorCode::kFailedPrecondition, "run '" + id->str() + "' has " +
+                                                                      std::string(run_status_name(s.status)) +
+                                                                      "; fork it from a step to run it again"));
   }
   if (s.status == RunStatus::kRunning && !interrupted_because(deps.journal, s, deps.clock.now_ms())) {
     return reply_error(res, Error(ErrorCode::kFailedPrecondition,
@@ -826,9 +835,8 @@ void Server::Impl::handle_resume(const httplib::Request& req, httplib::Response&
   if (!spec_json) return reply_error(res, spec_json.error());
   auto spec = deps.load_spec(*spec_json);
   if (!spec) return reply_error(res, spec.error());
-  in_background([this, spec = std::move(*spec), run = *id, ro = std::move(ro)] {
-    (void)deps.runner.resume(spec, run, ro);
-  });
+  in_background(
+      [this, spec = std::move(*spec), run = *id, ro = std::move(ro)] { (void)deps.runner.resume(spec, run, ro); });
   reply_json(res, 202, {{"run_id", id->str()}, {"status", "resuming"}});
 }
 
@@ -883,8 +891,8 @@ Result<RunLog> Server::Impl::wait_for_run(const RunId& run, std::chrono::millise
     auto log = deps.journal.read_run(run);
     if (!log) return log;
     const RunStatus st = log->summary.status;
-    if (is_finished(st) || st == RunStatus::kWaiting || st == RunStatus::kNeedsAttention || told ||
-        stopping.load() || deps.clock.monotonic() >= until) {
+    if (is_finished(st) || st == RunStatus::kWaiting || st == RunStatus::kNeedsAttention || told || stopping.load() ||
+        deps.clock.monotonic() >= until) {
       return log;
     }
   }
@@ -909,9 +917,7 @@ void Server::Impl::handle_ingress(const httplib::Request& req, httplib::Response
   place.queue = options.queue;
   // Register before submitting, so a run that finishes at once is not missed.
   std::string key;
-  auto submit = [&]() -> Result<Submitted> {
-    return deps.runner.submit(*spec, *start, place);
-  };
+  auto submit = [&]() -> Result<Submitted> { return deps.runner.submit(*spec, *start, place); };
   Result<Submitted> submitted = make_error(ErrorCode::kInternal, "not submitted");
   if (start->run_id) {
     key = start->run_id->str();
@@ -1016,9 +1022,9 @@ void Server::Impl::handle_metrics(httplib::Response& res) {
   if (!runs) return reply_error(res, runs.error());
   std::map<std::string, uint64_t> by_status;
   std::map<std::string, uint64_t> queued;
-  for (RunStatus st : {RunStatus::kRunning, RunStatus::kCompleted, RunStatus::kFailed, RunStatus::kWaiting,
-                       RunStatus::kNeedsAttention, RunStatus::kQueued, RunStatus::kCancelled,
-                       RunStatus::kDeadlineExceeded}) {
+  for (RunStatus st :
+       {RunStatus::kRunning, RunStatus::kCompleted, RunStatus::kFailed, RunStatus::kWaiting, RunStatus::kNeedsAttention,
+        RunStatus::kQueued, RunStatus::kCancelled, RunStatus::kDeadlineExceeded}) {
     by_status[std::string(run_status_name(st))] = 0;
   }
   for (const RunSummary& s : *runs) {
@@ -1027,9 +1033,11 @@ void Server::Impl::handle_metrics(httplib::Response& res) {
   }
   if (!queued.contains(options.queue)) queued[options.queue] = 0;
   std::string out = "# HELP crucible_runs Runs in the journal, by status.\n# TYPE crucible_runs gauge\n";
-  for (const auto& [status, n] : by_status) out += "crucible_runs{status=\"" + status + "\"} " + std::to_string(n) + "\n";
+  for (const auto& [status, n] : by_status)
+    out += "crucible_runs{status=\"" + status + "\"} " + std::to_string(n) + "\n";
   out += "# HELP crucible_queue_depth Runs waiting for a worker, by queue.\n# TYPE crucible_queue_depth gauge\n";
-  for (const auto& [queue, n] : queued) out += "crucible_queue_depth{queue=\"" + queue + "\"} " + std::to_string(n) + "\n";
+  for (const auto& [queue, n] : queued)
+    out += "crucible_queue_depth{queue=\"" + queue + "\"} " + std::to_string(n) + "\n";
   metrics->write(out);
   res.status = 200;
   res.set_content(out, "text/plain; version=0.0.4");

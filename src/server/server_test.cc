@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "crucible/core/random.h"
 #include "crucible/http/client.h"
+#include "crucible/journal/memory_journal.h"
 #include "crucible/journal_sqlite/sqlite_journal.h"
 #include "crucible/stages/builtin_stages.h"
 #include "crucible/workflow/loader.h"
@@ -30,6 +32,12 @@ constexpr const char* kTwo =
 constexpr const char* kGate =
     "name: gate\nstages:\n  - {name: g, uses: wait_for, with: {promise: go}}\n  - {name: after, uses: noop}\n";
 constexpr const char* kSlow = "name: slow\nstages:\n  - {name: nap, uses: sleep, with: {duration: 3s}}\n";
+constexpr const char* kHedged =
+    "name: hedged\nstages:\n  - name: call\n    uses: sleep\n    with: {duration: 300ms}\n"
+    "    hedging: {strategy: fixed, delay_ms: 20, budget_percent: 100}\n";
+constexpr const char* kFails =
+    "name: fails\nstages:\n  - {name: fine, uses: noop}\n"
+    "  - {name: check, uses: assert, with: {that: \"config.ok\", message: not ok}}\nconfig: {ok: false}\n";
 constexpr const char* kBroken = "name: broken\nstages:\n  - {name: a, uses: no_such_stage}\n";
 
 class ServerTest : public ::testing::Test {
@@ -45,6 +53,8 @@ class ServerTest : public ::testing::Test {
     write("gate.yaml", kGate);
     write("slow.yaml", kSlow);
     write("broken.yaml", kBroken);
+    write("hedged.yaml", kHedged);
+    write("fails.yaml", kFails);
     SqliteJournalOptions jo;
     jo.path = (dir_ / "journal.db").string();
     auto j = open_sqlite_journal(jo);
@@ -98,9 +108,7 @@ class ServerTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
 
-  void write(const std::string& name, const std::string& text) {
-    std::ofstream(dir_ / "pipelines" / name) << text;
-  }
+  void write(const std::string& name, const std::string& text) { std::ofstream(dir_ / "pipelines" / name) << text; }
 
   struct Answer {
     long status = 0;
@@ -154,11 +162,18 @@ class ServerTest : public ::testing::Test {
 };
 
 TEST_F(ServerTest, EveryApiRouteNeedsAKeyAndTheRightScope) {
-  const std::vector<std::pair<std::string, std::string>> routes = {
-      {"GET", "/v1/runs"},          {"GET", "/v1/runs/x"},          {"GET", "/v1/runs/x/events"},
-      {"GET", "/v1/runs/x/experiments"}, {"GET", "/v1/pipelines"}, {"GET", "/metrics"},
-      {"POST", "/v1/runs"},         {"POST", "/v1/runs/x/cancel"},  {"POST", "/v1/runs/x/resume"},
-      {"POST", "/v1/runs/x/fork"},  {"POST", "/v1/runs/x/signals/go"}, {"POST", "/two/run"}};
+  const std::vector<std::pair<std::string, std::string>> routes = {{"GET", "/v1/runs"},
+                                                                   {"GET", "/v1/runs/x"},
+                                                                   {"GET", "/v1/runs/x/events"},
+                                                                   {"GET", "/v1/runs/x/experiments"},
+                                                                   {"GET", "/v1/pipelines"},
+                                                                   {"GET", "/metrics"},
+                                                                   {"POST", "/v1/runs"},
+                                                                   {"POST", "/v1/runs/x/cancel"},
+                                                                   {"POST", "/v1/runs/x/resume"},
+                                                                   {"POST", "/v1/runs/x/fork"},
+                                                                   {"POST", "/v1/runs/x/signals/go"},
+                                                                   {"POST", "/two/run"}};
   for (const auto& [method, path] : routes) {
     Answer none = call(method, path);
     EXPECT_EQ(none.status, 401) << method << " " << path;
@@ -386,8 +401,7 @@ TEST_F(ServerTest, EventsStreamLiveAndResumeFromLastEventId) {
   if (stream.starts_with("id: ")) ids.insert(ids.begin(), std::stoull(stream.substr(4)));
   ASSERT_GE(ids.size(), 4u);
   EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
-  Answer rest = call("GET", "/v1/runs/" + id + "/events", "", read_key_,
-                     {"Last-Event-ID: " + std::to_string(ids[2])});
+  Answer rest = call("GET", "/v1/runs/" + id + "/events", "", read_key_, {"Last-Event-ID: " + std::to_string(ids[2])});
   ASSERT_EQ(rest.status, 200);
   EXPECT_EQ(rest.text.find("event: run.started"), std::string::npos) << rest.text;
   EXPECT_NE(rest.text.find("id: " + std::to_string(ids.back())), std::string::npos);
@@ -422,10 +436,10 @@ TEST_F(ServerTest, ListsPageWithACursorAndFilter) {
 TEST_F(ServerTest, PipelinesExperimentsAndMetrics) {
   Answer p = get("/v1/pipelines");
   ASSERT_EQ(p.status, 200);
-  ASSERT_EQ(p.body["pipelines"].size(), 4u);
+  ASSERT_EQ(p.body["pipelines"].size(), 6u);
   EXPECT_EQ(json_string(p.body["pipelines"][0], "name"), "broken");
   EXPECT_FALSE(p.body["pipelines"][0]["valid"].get<bool>());
-  EXPECT_TRUE(p.body["pipelines"][3]["valid"].get<bool>());
+  EXPECT_TRUE(p.body["pipelines"][5]["valid"].get<bool>());
 
   Answer a = call("POST", "/two/run", "{}", write_key_);
   ASSERT_EQ(a.status, 200);
@@ -439,6 +453,72 @@ TEST_F(ServerTest, PipelinesExperimentsAndMetrics) {
   EXPECT_NE(m.text.find("crucible_queue_depth{queue=\"default\"} 0"), std::string::npos);
   EXPECT_NE(m.text.find("crucible_step_duration_seconds_count 2"), std::string::npos) << m.text;
   EXPECT_NE(m.text.find("crucible_hedges_fired_total 0"), std::string::npos);
+}
+
+TEST_F(ServerTest, HedgedStepsShowTheirRequestsAndWinner) {
+  Answer a = call("POST", "/hedged/run", "{}", write_key_);
+  ASSERT_EQ(a.status, 200) << a.text;
+  Answer d = get("/v1/runs/" + json_string(a.body, "run_id"));
+  ASSERT_EQ(d.body["timeline"].size(), 1u);
+  const Json& h = d.body["timeline"][0]["hedging"];
+  ASSERT_TRUE(h.is_object()) << d.text;
+  EXPECT_TRUE(h["hedged"].get<bool>());
+  EXPECT_EQ(h["attempts"], 2);
+  Answer m = get("/metrics");
+  EXPECT_NE(m.text.find("crucible_hedges_fired_total 1"), std::string::npos) << m.text;
+}
+
+TEST_F(ServerTest, AFailedRunReportsItsErrorEverywhere) {
+  Answer a = call("POST", "/fails/run", "{}", write_key_);
+  ASSERT_EQ(a.status, 200) << a.text;
+  EXPECT_EQ(json_string(a.body, "status"), "failed");
+  EXPECT_NE(json_string(a.body, "error").find("not ok"), std::string::npos) << a.text;
+  const std::string id = json_string(a.body, "run_id");
+  Answer d = get("/v1/runs/" + id);
+  ASSERT_EQ(d.body["timeline"].size(), 2u);
+  EXPECT_EQ(json_string(d.body["timeline"][1], "status"), "failed");
+  EXPECT_FALSE(json_string(d.body["timeline"][1], "error").empty());
+  Answer events = get("/v1/runs/" + id + "/events");
+  EXPECT_NE(events.text.find("event: stage.failed"), std::string::npos) << events.text;
+  EXPECT_NE(events.text.find("event: run.failed"), std::string::npos);
+  // The config's input changes the outcome.
+  Answer ok = call("POST", "/fails/run", R"({"ok": true})", write_key_);
+  EXPECT_EQ(json_string(ok.body, "status"), "completed") << ok.text;
+}
+
+TEST_F(ServerTest, IngressIsIdempotentByKey) {
+  Answer a = call("POST", "/two/run", "{}", write_key_, {"Idempotency-Key: job-7"});
+  Answer b = call("POST", "/two/run", "{}", write_key_, {"Idempotency-Key: job-7"});
+  ASSERT_EQ(a.status, 200) << a.text;
+  ASSERT_EQ(b.status, 200) << b.text;
+  EXPECT_EQ(json_string(a.body, "run_id"), json_string(b.body, "run_id"));
+  Answer other = call("POST", "/gate/run", "{}", write_key_, {"Idempotency-Key: job-7"});
+  EXPECT_EQ(other.status, 409) << other.text;
+  EXPECT_EQ(call("POST", "/two/run?wait=later", "{}", write_key_).status, 400);
+}
+
+TEST_F(ServerTest, ResumeRefusesARunALiveWorkerHolds) {
+  Answer a = post("/v1/runs", {{"pipeline", "slow"}});
+  const std::string id = json_string(a.body, "run_id");
+  ASSERT_TRUE(reaches(id, "running"));
+  Answer r = post("/v1/runs/" + id + "/resume", {{"rerun_steps", Json::array({"/nap"})}});
+  EXPECT_EQ(r.status, 409) << r.text;
+  EXPECT_NE(json_string(r.body, "message").find("running"), std::string::npos);
+  Answer c = post("/v1/runs/" + id + "/cancel", Json::object());
+  EXPECT_EQ(c.status, 202) << c.text;
+  EXPECT_EQ(json_string(c.body, "outcome"), "requested");
+  EXPECT_TRUE(reaches(id, "cancelled"));
+  EXPECT_EQ(get("/v1/runs?since=later").status, 400);
+}
+
+TEST_F(ServerTest, TheDashboardIsServedFromTheBinary) {
+  Answer page = call("GET", "/");
+  ASSERT_EQ(page.status, 200);
+  EXPECT_NE(page.text.find("<script type=\"module\" src=\"/assets/app.js\">"), std::string::npos);
+  for (const char* asset : {"/assets/app.js", "/assets/style.css", "/assets/chart.min.js"}) {
+    EXPECT_EQ(call("GET", asset).status, 200) << asset;
+  }
+  EXPECT_EQ(call("GET", "/assets/missing.js").status, 404);
 }
 
 TEST_F(ServerTest, SlowClientsAreDroppedAndOthersAreServed) {
@@ -468,6 +548,172 @@ TEST_F(ServerTest, SlowClientsAreDroppedAndOthersAreServed) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s) << got;
   EXPECT_TRUE(got.starts_with("HTTP/1.1 400")) << got;
   ::close(fd);
+}
+
+TEST_F(ServerTest, ResumeContinuesAParkedRunAndLeavesAQueuedOneToItsWorker) {
+  Answer a = post("/v1/runs", {{"pipeline", "gate"}});
+  const std::string id = json_string(a.body, "run_id");
+  ASSERT_TRUE(reaches(id, "waiting"));
+  Answer r = post("/v1/runs/" + id + "/resume", {{"rerun_steps", Json::array()}, {"skip_steps", Json::array()}});
+  EXPECT_EQ(r.status, 202) << r.text;
+  EXPECT_EQ(json_string(r.body, "status"), "resuming");
+  EXPECT_TRUE(reaches(id, "waiting"));  // the promise is still unresolved: it parks again
+  EXPECT_EQ(post("/v1/runs/" + id + "/resume", {{"rerun_steps", "all"}}).status, 400);
+  EXPECT_EQ(post("/v1/runs/" + id + "/resume", {{"skip_steps", Json::array({1})}}).status, 400);
+
+  // A run in a queue nobody serves stays queued; resume leaves it there.
+  Answer q = post("/v1/runs", {{"pipeline", "two"}, {"queue", "elsewhere"}, {"priority", 3}, {"partition", "p"}});
+  ASSERT_EQ(q.status, 201) << q.text;
+  const std::string queued = json_string(q.body, "run_id");
+  Answer rq = post("/v1/runs/" + queued + "/resume", Json::object());
+  EXPECT_EQ(rq.status, 202);
+  EXPECT_EQ(json_string(rq.body, "status"), "queued");
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"queue", ""}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"priority", "high"}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"partition", 5}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", 5}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"yaml", 5}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"run_id", 5}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"timeout", 0}}).status, 400);
+  EXPECT_EQ(post("/v1/runs", {{"pipeline", "two"}, {"timeout", "1h"}}).status, 201);
+  EXPECT_EQ(call("POST", "/v1/runs", R"({"pipeline":"two"})", write_key_, {"Idempotency-Key: " + std::string(300, 'k')})
+                .status,
+            400);
+  EXPECT_EQ(post("/v1/runs/" + queued + "/fork", {{"from", "/a"}, {"run_id", 3}}).status, 400);
+  EXPECT_EQ(post("/v1/runs/" + queued + "/fork", {{"from", "/a"}, {"run_id", "bad id"}}).status, 400);
+}
+
+TEST_F(ServerTest, TrainingCurvesComeFromTheRunsMetricsFile) {
+  Answer a = call("POST", "/two/run", "{}", write_key_);
+  const std::string id = json_string(a.body, "run_id");
+  Answer none = get("/v1/runs/" + id + "/metrics-log");
+  ASSERT_EQ(none.status, 200);
+  EXPECT_TRUE(none.body["points"].empty());
+  EXPECT_EQ(get("/v1/runs/ghost/metrics-log").status, 404);
+}
+
+TEST_F(ServerTest, BadEventIdsAreRefused) {
+  Answer a = post("/v1/runs", {{"pipeline", "two"}});
+  const std::string id = json_string(a.body, "run_id");
+  Answer bad = call("GET", "/v1/runs/" + id + "/events", "", read_key_, {"Last-Event-ID: ten"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(json_string(bad.body, "field"), "Last-Event-ID");
+  ASSERT_TRUE(reaches(id, "completed"));
+  Answer from_query = get("/v1/runs/" + id + "/events?last_event_id=1");
+  EXPECT_EQ(from_query.status, 200);
+  EXPECT_EQ(from_query.text.find("event: run.started"), std::string::npos);
+  EXPECT_EQ(call("GET", "/v1/runs", "", "", {"Authorization: Basic abc"}).status, 401);
+}
+
+class MetricsFileTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerOptions o;
+    o.runs_dir = "/tmp/crucible-server-runs-" + std::to_string(getpid());
+    runs_dir_ = o.runs_dir;
+    start(o);
+  }
+  void TearDown() override {
+    ServerTest::TearDown();
+    fs::remove_all(runs_dir_);
+  }
+  std::string runs_dir_;
+};
+
+TEST_F(MetricsFileTest, PointsAreReadSkippingBadLinesAndThinnedWhenLong) {
+  Answer a = call("POST", "/two/run", "{}", write_key_);
+  const std::string id = json_string(a.body, "run_id");
+  fs::create_directories(fs::path(runs_dir_) / id);
+  {
+    std::ofstream out(fs::path(runs_dir_) / id / "metrics.jsonl");
+    out << "not json\n\n{\"loss\": 1}\n";
+    for (int step = 0; step < 45'000; ++step) {
+      out << "{\"step\": " << step << ", \"loss\": " << 1.0 / (step + 1) << "}\n";
+    }
+  }
+  Answer m = get("/v1/runs/" + id + "/metrics-log");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.body["skipped"], 2);
+  EXPECT_EQ(m.body["stride"], 3);
+  EXPECT_LE(m.body["points"].size(), 20'001u);
+  EXPECT_EQ(m.body["points"].back()["step"], 44'999);
+}
+
+class TlsTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    cert_dir_ = "/tmp/crucible-tls-" + std::to_string(getpid());
+    fs::create_directories(cert_dir_);
+    const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " +
+                            cert_dir_ + "/key.pem -out " + cert_dir_ + "/cert.pem 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    ServerOptions o;
+    o.tls_cert = cert_dir_ + "/cert.pem";
+    o.tls_key = cert_dir_ + "/key.pem";
+    start(o);
+  }
+  void TearDown() override {
+    ServerTest::TearDown();
+    fs::remove_all(cert_dir_);
+  }
+  std::string cert_dir_;
+};
+
+TEST_F(TlsTest, ServesHttps) {
+  EXPECT_TRUE(server_->url().starts_with("https://"));
+  httplib::SSLClient client("127.0.0.1", server_->port());
+  client.enable_server_certificate_verification(false);
+  auto r = client.Get("/v1/runs", {{"Authorization", "Bearer " + read_key_}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ServerStartTest, RefusesBadTlsFilesAndBusyPorts) {
+  auto journal = make_memory_journal();
+  StageRegistry registry;
+  Executor executor(2);
+  Runner runner(*journal, executor, real_clock(), system_random(), registry);
+  auto loader = [](const Json&) -> Result<WorkflowSpec> { return make_error(ErrorCode::kInternal, "unused"); };
+  ServerDeps deps{*journal, runner, executor, real_clock(), registry, loader, nullptr};
+  ServerOptions half;
+  half.port = 0;
+  half.tls_cert = "/tmp/cert.pem";
+  auto r1 = Server(deps, half).start();
+  ASSERT_FALSE(r1);
+  EXPECT_EQ(r1.error().field(), "tls-key");
+  ServerOptions missing = half;
+  missing.tls_key = "/nonexistent/key.pem";
+  missing.tls_cert = "/nonexistent/cert.pem";
+  EXPECT_FALSE(Server(deps, missing).start());
+  ServerOptions garbage = half;
+  garbage.tls_cert = garbage.tls_key = "/etc/hostname";
+  auto r3 = Server(deps, garbage).start();
+  ASSERT_FALSE(r3);
+  EXPECT_NE(r3.error().message().find("PEM"), std::string::npos);
+
+  ServerOptions any;
+  any.port = 0;
+  Server first(deps, any);
+  ASSERT_TRUE(first.start());
+  ApiKeyStore keys(*journal, real_clock());
+  auto key = keys.create("k", KeyScope::kWrite);
+  ASSERT_TRUE(key);
+  httplib::Client client("127.0.0.1", first.port());
+  const httplib::Headers auth = {{"Authorization", "Bearer " + key->key}};
+  auto no_folder = client.Post("/anything/run", auth, "{}", "application/json");
+  ASSERT_TRUE(no_folder);
+  EXPECT_EQ(no_folder->status, 404);
+  EXPECT_NE(no_folder->body.find("no pipelines folder"), std::string::npos);
+  auto listed = client.Get("/v1/pipelines", auth);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->body, R"({"pipelines":[]})");
+  ServerOptions same;
+  same.port = first.port();
+  auto busy = Server(deps, same).start();
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code(), ErrorCode::kUnavailable);
+  // Without a worker, an ingress run waits in its queue: 202 after the wait limit.
+  first.stop();
 }
 
 class AnonymousReadTest : public ServerTest {

@@ -542,8 +542,9 @@ TEST_F(Cli, BenchServePrintsItsJson) {
   Output o = run({"bench", "serve", "--json", "--quick"});
   ASSERT_EQ(o.code, 0) << o.err;
   Json b = json_of(o);
-  for (const char* key : {"bare_httplib_get", "api_get_run", "in_process_run_10_steps", "ingress_run_10_steps_sequential",
-                          "ingress_run_10_steps_concurrent", "ingress_vs_in_process_p50", "goals"}) {
+  for (const char* key :
+       {"bare_httplib_get", "api_get_run", "in_process_run_10_steps", "ingress_run_10_steps_sequential",
+        "ingress_run_10_steps_concurrent", "ingress_vs_in_process_p50", "goals"}) {
     EXPECT_TRUE(b.contains(key)) << key;
   }
   EXPECT_EQ(b["ingress_run_10_steps_concurrent"]["errors"], 0);

@@ -33,7 +33,7 @@ struct ServerOptions {
   bool allow_anonymous_read = false;
   std::string tls_cert;  // both set: HTTPS
   std::string tls_key;
-  size_t max_body_bytes = 1 << 20;  // larger requests get 413
+  size_t max_body_bytes = 1 << 20;                 // larger requests get 413
   std::chrono::milliseconds read_timeout{5'000};   // a client that sends nothing for this long is dropped
   std::chrono::milliseconds write_timeout{5'000};  // a client that reads nothing for this long is dropped
   std::chrono::seconds keep_alive{5};              // an idle connection is closed after this long
@@ -41,7 +41,7 @@ struct ServerOptions {
   std::chrono::milliseconds ingress_wait{30'000};
   // Requests per second per API key (bursts of one second's worth); beyond it, 429. 0: no limit.
   double rate_limit = 0;
-  size_t threads = 64;  // requests served at once; each live event stream holds one
+  size_t threads = 64;                        // requests served at once; each live event stream holds one
   std::chrono::milliseconds event_poll{100};  // how often an event stream looks for new records
   bool dashboard = true;                      // serve the dashboard at /
   // Where runs write their files (<runs_dir>/<run id>/): training curves come from metrics.jsonl
