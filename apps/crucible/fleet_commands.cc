@@ -114,9 +114,10 @@ int cmd_worker(const GlobalOptions& g, const WorkerArgs& a) {
     }
     std::fflush(stdout);
   };
+  SpecCache specs(e.registry);
   Worker worker(
       *e.journal, *e.runner, *e.executor, real_clock(),
-      [&e](const Json& spec) { return spec_from_json(spec, "the run", e.registry); }, options, listener);
+      [&specs](const Json& spec) { return specs.load(spec, "the run"); }, options, listener);
   if (print) {
     std::string queues;
     for (const std::string& q : options.queues) queues += (queues.empty() ? "" : ", ") + q;

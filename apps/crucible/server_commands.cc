@@ -59,7 +59,8 @@ int cmd_serve(const GlobalOptions& g, const ServeArgs& a) {
   Engine e;
   e.stop_message = "stopping: no new requests; running stages finish within --grace (a second signal exits now)";
   if (auto opened = e.open(g, false); !opened) return fail(kRunFailed, opened.error().to_string());
-  SpecLoader load_spec = [&e](const Json& spec) { return spec_from_json(spec, "the run", e.registry); };
+  SpecCache specs(e.registry);
+  SpecLoader load_spec = [&specs](const Json& spec) { return specs.load(spec, "the run"); };
 
   server::Server* served = nullptr;
   std::unique_ptr<Worker> worker;

@@ -141,4 +141,17 @@ Result<WorkflowSpec> spec_from_json(const Json& spec, const std::string& whose, 
   return std::move(*loaded.spec);
 }
 
+Result<WorkflowSpec> SpecCache::load(const Json& spec, const std::string& whose) {
+  const std::string key = json_string(spec, "file") + '\n' + json_string(spec, "text");
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = specs_.find(key); it != specs_.end()) return it->second;
+  }
+  CRUCIBLE_ASSIGN_OR_RETURN(auto loaded, spec_from_json(spec, whose, registry_));
+  std::lock_guard lock(mu_);
+  if (specs_.size() >= 256) specs_.clear();
+  specs_.emplace(key, loaded);
+  return loaded;
+}
+
 }  // namespace crucible::cli

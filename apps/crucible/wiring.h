@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -115,5 +117,18 @@ Result<WorkflowSpec> spec_from_log(const RunLog& log, const StageRegistry& regis
 // The same from a journaled spec ({"format":"yaml","text","file"}).
 Result<WorkflowSpec> spec_from_json(const Json& spec, const std::string& whose, const StageRegistry& registry);
 Result<WorkflowSpec> spec_of_run(Engine& e, const RunId& id);
+
+// spec_from_json() that parses each distinct pipeline text once: a worker claims many runs of a
+// few pipelines, and parsing and validating one costs about as much as a short run. Thread-safe.
+class SpecCache {
+ public:
+  explicit SpecCache(const StageRegistry& registry) : registry_(registry) {}
+  Result<WorkflowSpec> load(const Json& spec, const std::string& whose);
+
+ private:
+  const StageRegistry& registry_;
+  std::mutex mu_;
+  std::map<std::string, WorkflowSpec> specs_;  // guarded by mu_, by file and text
+};
 
 }  // namespace crucible::cli

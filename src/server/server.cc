@@ -232,6 +232,15 @@ struct Server::Impl {
   std::map<std::string, int> waiting;  // guarded by wait_mu: run id -> waiters
   std::set<std::string> finished;      // guarded by wait_mu: finished runs someone waits for
 
+  // Pipelines loaded from the pipelines folder, by path.
+  struct LoadedSpec {
+    fs::file_time_type mtime;
+    uintmax_t size = 0;
+    WorkflowSpec spec;
+  };
+  std::mutex specs_mu;
+  std::map<std::string, LoadedSpec> specs;  // guarded by specs_mu
+
   // Resumes and forks executing in the background.
   std::mutex bg_mu;
   std::vector<std::future<void>> background;  // guarded by bg_mu
@@ -526,9 +535,25 @@ Result<WorkflowSpec> Server::Impl::load_named(const std::string& name, fs::path*
                           .with_field("pipeline"));
   }
   if (file != nullptr) *file = path;
+  // Loading and validating a pipeline costs about a millisecond, as much as a short run: the
+  // result is kept until the file changes (its modification time or size).
+  const auto mtime = fs::last_write_time(path, ec);
+  const auto size = fs::file_size(path, ec);
+  {
+    std::lock_guard lock(specs_mu);
+    if (auto it = specs.find(path.string());
+        it != specs.end() && it->second.mtime == mtime && it->second.size == size && !ec) {
+      return it->second.spec;
+    }
+  }
   LoadResult loaded = load_pipeline_file(path.string(), deps.registry);
   if (!loaded.ok()) return make_error(bad_field("pipeline", loaded.report()));
   if (auto reason = unsupported_reason(*loaded.spec)) return make_error(bad_field("pipeline", *reason));
+  if (!ec) {
+    std::lock_guard lock(specs_mu);
+    if (specs.size() >= 256) specs.clear();
+    specs[path.string()] = LoadedSpec{mtime, size, *loaded.spec};
+  }
   return std::move(*loaded.spec);
 }
 

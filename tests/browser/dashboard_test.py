@@ -21,6 +21,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -109,13 +110,17 @@ def main():
         server, base = start_server(args.crucible, journal, pipelines)
         api = Api(base, key)
         driver = make_driver()
-        wait = WebDriverWait(driver, 30)
+        # The run page re-renders as events arrive, so an element found a moment ago may be gone.
+        wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 
         def shot(name):
             driver.save_screenshot(os.path.join(args.artifacts, name + ".png"))
 
         def status_text():
-            return driver.find_element(By.ID, "run-status").text.strip()
+            try:
+                return driver.find_element(By.ID, "run-status").text.strip()
+            except StaleElementReferenceException:
+                return ""
 
         def open_run(run_id, suffix=""):
             driver.get(base + "/#/runs/" + run_id + suffix)
