@@ -87,6 +87,9 @@ Json run_detail(const RunLog& log) {
   RunReport report = RunReport::from_log(log);
   Json out = report.summary.to_json();
   out["records"] = report.records;
+  // The id of the last event this view includes: an event stream opened with it as
+  // Last-Event-ID sends only what happens after.
+  out["last_seq"] = log.records.empty() ? 0 : log.records.back().seq;
   Json stages = Json::array();
   for (const StepRow& row : report.steps) stages.push_back(row.to_json());
   out["stages"] = std::move(stages);

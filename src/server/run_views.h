@@ -17,7 +17,8 @@ Json record_event(const Record& record);
 
 // The run as the run page shows it: its summary, each step's status, attempts, duration and
 // error, a timeline of attempts (with hedging where it happened), the metrics, artifacts and
-// state so far, the promise it waits on and those resolved, LLM usage.
+// state so far, the promise it waits on and those resolved, LLM usage, and `last_seq`, the last
+// record's sequence number (the event id to resume a stream from).
 Json run_detail(const RunLog& log);
 
 // What an ingress call returns: {"run_id","pipeline","status","duration_ms","metrics",

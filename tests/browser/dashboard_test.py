@@ -116,6 +116,14 @@ def main():
         def shot(name):
             driver.save_screenshot(os.path.join(args.artifacts, name + ".png"))
 
+        def retry(action):
+            for _ in range(20):
+                try:
+                    return action()
+                except StaleElementReferenceException:
+                    time.sleep(0.05)
+            return action()
+
         def status_text():
             try:
                 return driver.find_element(By.ID, "run-status").text.strip()
@@ -174,11 +182,10 @@ def main():
         # Human in the loop: the waiting run shows a form; submitting it completes the run.
         open_run(gate)
         wait.until(lambda d: d.find_elements(By.ID, "signal-value"))
-        box = driver.find_element(By.ID, "signal-value")
-        box.clear()
-        box.send_keys('{"approved": true}')
+        retry(lambda: driver.find_element(By.ID, "signal-value").clear())
+        retry(lambda: driver.find_element(By.ID, "signal-value").send_keys('{"approved": true}'))
         shot("promise-form")
-        driver.find_element(By.ID, "signal-send").click()
+        retry(lambda: driver.find_element(By.ID, "signal-send").click())
         wait.until(lambda d: "completed" in status_text())
         resolved = api.call("GET", "/v1/runs/" + gate)["promises"]["resolved"]
         check(resolved and resolved[0]["value"] == {"approved": True}, f"the promise got the form's value: {resolved}")
@@ -188,7 +195,7 @@ def main():
         doomed = api.call("POST", "/v1/runs", {"pipeline": "gate"})["run_id"]
         open_run(doomed)
         wait.until(lambda d: d.find_elements(By.ID, "signal-value"))
-        driver.find_element(By.ID, "cancel").click()
+        retry(lambda: driver.find_element(By.ID, "cancel").click())
         wait.until(lambda d: "cancelled" in status_text())
 
         # The experiment page draws its comparison chart (means and intervals).

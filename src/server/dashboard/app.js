@@ -45,9 +45,9 @@ function explain(err) {
 
 // Server-sent events over fetch, so the API key travels in a header and never in a URL. Calls
 // onEvent(type, data, id) per event and reconnects from the last id until stopped or `end`.
-function streamEvents(runId, onEvent) {
+function streamEvents(runId, onEvent, fromId = '') {
   const control = new AbortController();
-  let lastId = '';
+  let lastId = fromId;
   let stopped = false;
   (async () => {
     while (!stopped) {
@@ -283,6 +283,7 @@ function runPage(runId) {
   let pending = null;
   let chartShown = false;
   let lastStatus = '';
+  let lastSeq = '';
 
   async function act(path, body, message) {
     try { await post(path, body); say(''); if (message) say(message); await render(); } catch (e) { say(explain(e)); }
@@ -340,6 +341,7 @@ function runPage(runId) {
       } catch (e) { /* no curves for this run */ }
     }
     lastStatus = detail.status;
+    lastSeq = String(detail.last_seq ?? '');
     if (finished.has(lastStatus) && stopStream) { stopStream(); stopStream = null; }
   }
 
@@ -350,7 +352,8 @@ function runPage(runId) {
 
   render().then(() => {
     if (!stopped && !finished.has(lastStatus)) {
-      stopStream = streamEvents(runId, () => schedule());
+      // Only what happens after the page was drawn: the stream starts at its last record.
+      stopStream = streamEvents(runId, () => schedule(), lastSeq);
       const live = root.querySelector('#live');
       if (live) live.textContent = 'live';
     }
