@@ -31,6 +31,13 @@ stages:
   - {name: ask, uses: wait_for, with: {promise: approval}}
   - {name: after, uses: noop}
 """
+HEDGED = """name: hedged
+stages:
+  - name: call
+    uses: sleep
+    with: {duration: 400ms}
+    hedging: {strategy: fixed, delay_ms: 100, budget_percent: 100}
+"""
 SLOW = """name: slow
 stages:
   - {name: one, uses: sleep, with: {duration: 800ms}}
@@ -99,7 +106,7 @@ def main():
     try:
         pipelines = os.path.join(tmp, "pipelines")
         os.makedirs(pipelines)
-        for name, text in (("gate.yaml", GATE), ("slow.yaml", SLOW)):
+        for name, text in (("gate.yaml", GATE), ("slow.yaml", SLOW), ("hedged.yaml", HEDGED)):
             with open(os.path.join(pipelines, name), "w") as f:
                 f.write(text)
         shutil.copy(os.path.join(args.examples, "experiment.yaml"), pipelines)
@@ -197,6 +204,19 @@ def main():
         wait.until(lambda d: d.find_elements(By.ID, "signal-value"))
         retry(lambda: driver.find_element(By.ID, "cancel").click())
         wait.until(lambda d: "cancelled" in status_text())
+
+        # A hedged step shows its requests under it, and which one won.
+        hedged = api.call("POST", "/hedged/run", {})
+        check(hedged["status"] == "completed", f"the hedged run completed: {hedged.get('status')}")
+        open_run(hedged["run_id"])
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .bar.hedge-attempt"))
+        requests = driver.find_elements(By.CSS_SELECTOR, "#timeline .bar.hedge-attempt")
+        won = driver.find_elements(By.CSS_SELECTOR, "#timeline .bar.hedge-attempt.won")
+        check(len(requests) == 2 and len(won) == 1, f"two requests, one winner: {len(requests)}, {len(won)}")
+        check(requests[1].rect["x"] > requests[0].rect["x"], "the backup starts after its delay")
+        check("hedged" in driver.find_element(By.ID, "stages").text or "requests" in driver.find_element(By.ID, "stages").text,
+              "the stages table says the step was hedged")
+        shot("hedged")
 
         # The experiment page draws its comparison chart (means and intervals).
         exp = api.call("POST", "/experiment/run", {})

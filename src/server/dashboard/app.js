@@ -206,21 +206,46 @@ function timeline(detail) {
   const start = Math.min(...attempts.map((a) => a.start_ms));
   const end = Math.max(...attempts.map((a) => a.end_ms ?? now), start + 1);
   const span = end - start;
+  const place = (bar, from, to) => {
+    // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+    bar.style.left = `${((from - start) / span) * 100}%`;
+    bar.style.width = `${Math.max(0.4, ((to - from) / span) * 100)}%`;
+    return bar;
+  };
+  // A hedged step's requests under it: the primary from the step's start, each backup from its
+  // planned delay; the winner to its answer, the others until they were cancelled.
+  const hedgeLanes = (a, h) => {
+    const stop = a.end_ms ?? now;
+    const lanes = [];
+    for (let k = 0; k < h.attempts; k++) {
+      const from = k === 0 ? a.start_ms : a.start_ms + (h.hedge_delay ?? 0) * k;
+      let to = stop;
+      if (k === h.winner) to = k === 0 ? a.start_ms + (h.primary_latency ?? stop - a.start_ms) : from + (h.backup_latency ?? stop - from);
+      const won = k === h.winner;
+      const name = k === 0 ? 'primary' : `backup #${k}`;
+      const title = `${a.key} ${name}: ${won ? 'won' : 'cancelled'} after ${duration(to - from)}`;
+      lanes.push(el('div', { class: 'lane sub', role: 'listitem' },
+        el('span', { class: 'label', title }, `↳ ${name}`),
+        el('div', { class: 'track' },
+          place(el('div', { class: `bar hedge-attempt ${won ? 'won' : 'cancelled'}`, title, 'aria-label': title }),
+                Math.min(from, stop), Math.min(Math.max(to, from), stop)))));
+    }
+    return lanes;
+  };
   return el('div', { class: 'timeline', id: 'timeline', role: 'list', 'aria-label': 'stage timeline' },
-    attempts.map((a) => {
+    attempts.flatMap((a) => {
       const stop = a.end_ms ?? now;
       const h = a.hedging;
       const hedged = h && h.hedged;
       let title = `${a.key} attempt ${a.attempt}: ${a.status}, ${duration(stop - a.start_ms)}`;
       if (hedged) title += `; hedged: ${h.attempts} requests, winner ${h.winner === 0 ? 'the primary' : 'backup #' + h.winner}`;
       if (a.error) title += `; ${a.error}`;
-      const bar = el('div', { class: `bar ${a.status}${hedged ? ' hedged' : ''}`, title, 'aria-label': title });
-      // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
-      bar.style.left = `${((a.start_ms - start) / span) * 100}%`;
-      bar.style.width = `${Math.max(0.4, ((stop - a.start_ms) / span) * 100)}%`;
-      return el('div', { class: 'lane', role: 'listitem' },
+      const bar = place(el('div', { class: `bar ${a.status}${hedged ? ' hedged' : ''}`, title, 'aria-label': title }),
+                        a.start_ms, stop);
+      const lane = el('div', { class: 'lane', role: 'listitem' },
         el('span', { class: 'label', title: a.key }, a.attempt > 1 ? `${a.key} #${a.attempt}` : a.key),
         el('div', { class: 'track' }, bar));
+      return hedged ? [lane, ...hedgeLanes(a, h)] : [lane];
     }));
 }
 
