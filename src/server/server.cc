@@ -687,9 +687,10 @@ void Server::Impl::handle_list(const httplib::Request& req, httplib::Response& r
   if (req.has_param("cursor")) {
     const std::string c = req.get_param_value("cursor");
     const size_t dot = c.find('.');
+    const std::string millis = dot == std::string::npos ? std::string() : c.substr(0, dot);
     char* end = nullptr;
-    const long long ms = dot == std::string::npos ? -1 : std::strtoll(c.substr(0, dot).c_str(), &end, 10);
-    if (dot == std::string::npos || ms < 0 || *end != '\0' || dot + 1 >= c.size()) {
+    const long long ms = millis.empty() ? -1 : std::strtoll(millis.c_str(), &end, 10);
+    if (ms < 0 || *end != '\0' || dot + 1 >= c.size()) {
       return reply_error(res, bad_field("cursor", "'cursor' must be the next_cursor of a previous page"));
     }
     after = std::pair<int64_t, std::string>(ms, c.substr(dot + 1));

@@ -280,6 +280,9 @@ TEST_F(ServerTest, BadRequestsGetJsonErrorsThatSayWhere) {
   EXPECT_EQ(get("/v1/runs?limit=0").status, 400);
   EXPECT_EQ(get("/v1/runs?status=sleeping").status, 400);
   EXPECT_EQ(get("/v1/runs?cursor=zzz").status, 400);
+  EXPECT_EQ(get("/v1/runs?cursor=.x").status, 400);
+  EXPECT_EQ(get("/v1/runs?cursor=12x.x").status, 400);
+  EXPECT_EQ(get("/v1/runs?cursor=12.").status, 400);
   EXPECT_EQ(json_string(get("/v1/nothing").body, "code"), "not_found");
 }
 
