@@ -36,35 +36,39 @@ Status internalize_record(Record& r, BlobStore& blobs) {
   return {};
 }
 
+// Each step reads the version inside its write transaction, so processes that open a new journal
+// at the same moment apply every migration once: the one that waited sees the other's work.
 Status migrate(sqlite3* db, const std::string& path) {
   CRUCIBLE_RETURN_IF_ERROR(exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
+  const int latest = static_cast<int>(std::size(kMigrations));
   Stmt q;
   CRUCIBLE_RETURN_IF_ERROR(q.prepare(db, "SELECT value FROM meta WHERE key = 'schema_version'"));
-  int version = 0;
-  if (q.step() == SQLITE_ROW) version = std::atoi(q.text(0).c_str());
-  q.reset();
-  const int latest = static_cast<int>(std::size(kMigrations));
-  if (version > latest) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      "journal '" + path + "' has schema version " + std::to_string(version) +
-                          ", newer than this crucible supports (" + std::to_string(latest) +
-                          "); use a newer crucible or another --journal");
-  }
-  for (int v = version; v < latest; ++v) {
+  for (;;) {
     CRUCIBLE_RETURN_IF_ERROR(exec(db, "BEGIN IMMEDIATE"));
-    Status s = exec(db, kMigrations[v]);
-    if (s) {
-      std::string sql = "INSERT INTO meta(key, value) VALUES('schema_version', '" + std::to_string(v + 1) +
-                        "') ON CONFLICT(key) DO UPDATE SET value = excluded.value";
-      s = exec(db, sql.c_str());
+    int version = 0;
+    if (q.step() == SQLITE_ROW) version = std::atoi(q.text(0).c_str());
+    q.reset();
+    Status s;
+    if (version > latest) {
+      s = make_error(ErrorCode::kFailedPrecondition,
+                     "journal '" + path + "' has schema version " + std::to_string(version) +
+                         ", newer than this crucible supports (" + std::to_string(latest) +
+                         "); use a newer crucible or another --journal");
+    } else if (version < latest) {
+      s = exec(db, kMigrations[version]);
+      if (s) {
+        std::string sql = "INSERT INTO meta(key, value) VALUES('schema_version', '" + std::to_string(version + 1) +
+                          "') ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+        s = exec(db, sql.c_str());
+      }
     }
     if (!s) {
       (void)exec(db, "ROLLBACK");
       return s;
     }
     CRUCIBLE_RETURN_IF_ERROR(exec(db, "COMMIT"));
+    if (version >= latest) return {};
   }
-  return {};
 }
 
 Status RecordWriter::prepare(sqlite3* db) {

@@ -246,6 +246,37 @@ TEST(SqliteJournal, RefusesAJournalFromANewerVersion) {
   EXPECT_NE(j.error().message().find("schema version 99"), std::string::npos);
 }
 
+// Processes that start at once on a journal nobody has created yet (a worker and a status call,
+// several workers) all open it: each migration runs once, inside the transaction that checks it.
+TEST(SqliteJournal, ConcurrentFirstOpensAllSucceed) {
+  for (int round = 0; round < 10; ++round) {
+    std::string path = fresh_path("first-open");
+    constexpr int kOpeners = 6;
+    std::vector<std::string> errors(kOpeners);
+    std::vector<std::thread> openers;
+    for (int i = 0; i < kOpeners; ++i) {
+      openers.emplace_back([&, i] {
+        SqliteJournalOptions o;
+        o.path = path;
+        auto j = open_sqlite_journal(o);
+        if (!j) {
+          errors[i] = j.error().to_string();
+          return;
+        }
+        const std::string run = "r" + std::to_string(i);
+        Status s = (*j)->append(started(run.c_str()), Durability::kStrict);
+        if (!s) errors[i] = s.error().to_string();
+      });
+    }
+    for (std::thread& t : openers) t.join();
+    for (int i = 0; i < kOpeners; ++i) EXPECT_EQ(errors[i], "") << "round " << round << ", opener " << i;
+    auto j = open_at(path);
+    auto runs = j->list_runs({});
+    ASSERT_TRUE(runs);
+    EXPECT_EQ(runs->size(), static_cast<size_t>(kOpeners));
+  }
+}
+
 // A journal written before queues existed (schema 1) gains them on open and keeps its runs.
 TEST(SqliteJournal, MigratesAVersionOneJournal) {
   std::string path = fresh_path("v1");

@@ -152,7 +152,8 @@ TEST_F(Cli, ARunningProcessContinuesWhenSignalled) {
     if (s.code == 0 && json_of(s)["status"] == "waiting") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(run({"signal", "live", "approval", "--value", R"({"ok": true})"}).code, 0);
+  Output signalled = run({"signal", "live", "approval", "--value", R"({"ok": true})"});
+  ASSERT_EQ(signalled.code, 0) << signalled.err << slurp(dir_ + "/live.err");
   EXPECT_EQ(wait_child(waiting), 0) << slurp(dir_ + "/live.err");
   auto r = parse_json(slurp(dir_ + "/live.out"));
   ASSERT_TRUE(r);
