@@ -130,9 +130,8 @@ class BigramSampler : public SamplingClient {
   int32_t draw(const std::vector<double>& lp, const SamplingParams& p, std::mt19937_64& rng) const {
     std::vector<int32_t> order(lp.size());
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-      return lp[static_cast<size_t>(a)] > lp[static_cast<size_t>(b)];
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return lp[static_cast<size_t>(a)] > lp[static_cast<size_t>(b)]; });
     if (p.temperature == 0) return order[0];
     size_t keep = order.size();
     if (p.top_k > 0) keep = std::min(keep, static_cast<size_t>(p.top_k));
@@ -313,8 +312,7 @@ Result<std::string> BigramBackend::write(const std::string& name, const char* ki
   std::filesystem::create_directories(dir, ec);
   if (ec) return make_error(ErrorCode::kUnavailable, "cannot create '" + dir.string() + "': " + ec.message());
   std::string bytes = std::string(kMagic) + "\n" +
-                      json_dump(Json{{"vocab", options_.vocab}, {"step", step_}, {"optimizer", with_optimizer}}) +
-                      "\n";
+                      json_dump(Json{{"vocab", options_.vocab}, {"step", step_}, {"optimizer", with_optimizer}}) + "\n";
   auto append = [&](const std::vector<float>& values) {
     bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
   };
@@ -342,9 +340,8 @@ Status BigramBackend::load_state(const std::string& path, bool with_optimizer) {
   CRUCIBLE_RETURN_IF_ERROR(enter(with_optimizer ? "load_state_with_optimizer" : "load_state"));
   CRUCIBLE_ASSIGN_OR_RETURN(WeightsFile f, read_weights(path));
   if (f.vocab != options_.vocab) {
-    return make_error(ErrorCode::kFailedPrecondition, "checkpoint '" + path + "' has vocab " +
-                                                          std::to_string(f.vocab) + ", this model " +
-                                                          std::to_string(options_.vocab));
+    return make_error(ErrorCode::kFailedPrecondition, "checkpoint '" + path + "' has vocab " + std::to_string(f.vocab) +
+                                                          ", this model " + std::to_string(options_.vocab));
   }
   if (with_optimizer && f.m.empty()) {
     return make_error(ErrorCode::kFailedPrecondition,

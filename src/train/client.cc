@@ -91,10 +91,10 @@ Future<ForwardBackwardOutput> TrainingClient::forward_backward_custom(std::vecto
           w.shape = targets.shape;
           surrogate[i].loss_fn_inputs["weights"] = std::move(w);
         }
-        CRUCIBLE_ASSIGN_OR_RETURN(auto out, backend_->forward_backward(
-                                                surrogate, [&](const std::vector<std::vector<float>>& lp) {
-                                                  return builtin_loss(LossFn::kCrossEntropy, surrogate, lp);
-                                                }));
+        CRUCIBLE_ASSIGN_OR_RETURN(auto out,
+                                  backend_->forward_backward(surrogate, [&](const std::vector<std::vector<float>>& lp) {
+                                    return builtin_loss(LossFn::kCrossEntropy, surrogate, lp);
+                                  }));
         out.metrics = custom.metrics;
         out.metrics["loss:sum"] = custom.loss;
         return out;

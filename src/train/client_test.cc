@@ -19,9 +19,8 @@ namespace fs = std::filesystem;
 class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) /
-            ("train-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+    dir_ = (fs::path(::testing::TempDir()) / ("train-" + std::to_string(::getpid()) + "-" +
+                                              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
                .string();
     fs::remove_all(dir_);
   }
@@ -99,12 +98,12 @@ TEST_F(ClientTest, ACustomLossStepsLikeTheBuiltInOne) {
   auto a = client(&builtin);
   auto b = client(&custom);
   ASSERT_TRUE(a->forward_backward(batch(), LossFn::kCrossEntropy).get());
-  auto out = b->forward_backward_custom(batch(), [](const std::vector<Datum>& data,
-                                                    const std::vector<std::vector<float>>& lp) -> Result<LossOutput> {
-    auto ce = builtin_loss(LossFn::kCrossEntropy, data, lp);
-    if (ce) ce->metrics["custom"] = 1;
-    return ce;
-  });
+  auto out = b->forward_backward_custom(
+      batch(), [](const std::vector<Datum>& data, const std::vector<std::vector<float>>& lp) -> Result<LossOutput> {
+        auto ce = builtin_loss(LossFn::kCrossEntropy, data, lp);
+        if (ce) ce->metrics["custom"] = 1;
+        return ce;
+      });
   ASSERT_TRUE(out.get()) << out.get().error().to_string();
   EXPECT_EQ(out.get()->metrics.at("custom"), 1);
   ASSERT_TRUE(a->optim_step({}).get());
@@ -126,11 +125,10 @@ TEST_F(ClientTest, DpoThroughTheSurrogatePrefersTheChosenSequence) {
   adam.learning_rate = 0.05;
   double accuracy = 0, first_loss = 0, loss = 0;
   for (int step = 0; step < 10; ++step) {
-    auto out = c->forward_backward_custom(
-                    pair, [&](const std::vector<Datum>& data, const std::vector<std::vector<float>>& lp) {
-                      return dpo_loss(data, lp, reference, 0.1);
-                    })
-                   .get();
+    auto out = c->forward_backward_custom(pair, [&](const std::vector<Datum>& data,
+                                                    const std::vector<std::vector<float>>& lp) {
+                  return dpo_loss(data, lp, reference, 0.1);
+                }).get();
     ASSERT_TRUE(out) << out.error().to_string();
     ASSERT_TRUE(c->optim_step(adam).get());
     if (step == 0) first_loss = out->metrics.at("dpo_loss");

@@ -50,8 +50,7 @@ Result<Thresholds> clip_thresholds(const Json& config, double low, double high) 
   return t;
 }
 
-Status same_shapes(const std::vector<Datum>& data, const std::vector<std::vector<float>>& logprobs,
-                   const char* what) {
+Status same_shapes(const std::vector<Datum>& data, const std::vector<std::vector<float>>& logprobs, const char* what) {
   if (logprobs.size() != data.size()) {
     return field_error(what, std::string(what) + ": expected " + std::to_string(data.size()) + " sequences, got " +
                                  std::to_string(logprobs.size()));
@@ -162,8 +161,8 @@ Result<LossOutput> builtin_loss(LossFn fn, const std::vector<Datum>& data,
 Result<LossOutput> dpo_loss(const std::vector<Datum>& data, const std::vector<std::vector<float>>& logprobs,
                             const std::vector<std::vector<float>>& reference, double beta) {
   if (data.empty() || data.size() % 2 != 0) {
-    return field_error("data", "data: expected [chosen, rejected] pairs, got " + std::to_string(data.size()) +
-                                   " sequences");
+    return field_error("data",
+                       "data: expected [chosen, rejected] pairs, got " + std::to_string(data.size()) + " sequences");
   }
   if (!(beta > 0)) return field_error("beta", "beta: expected a value > 0");
   CRUCIBLE_RETURN_IF_ERROR(validate_batch(data, LossFn::kCrossEntropy));

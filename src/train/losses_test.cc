@@ -70,8 +70,8 @@ TEST(Losses, PpoClipThresholdsComeFromTheConfig) {
   auto unknown = builtin_loss(LossFn::kPpo, batch, {{-1.0f}}, Json{{"clip_high", 2.0}});
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().field(), "loss_fn_config.clip_high");
-  auto inverted = builtin_loss(LossFn::kPpo, batch, {{-1.0f}},
-                               Json{{"clip_low_threshold", 1.5}, {"clip_high_threshold", 1.2}});
+  auto inverted =
+      builtin_loss(LossFn::kPpo, batch, {{-1.0f}}, Json{{"clip_low_threshold", 1.5}, {"clip_high_threshold", 1.2}});
   ASSERT_FALSE(inverted);
   auto none = builtin_loss(LossFn::kCrossEntropy, {weighted({1})}, {{-1.0f}}, Json{{"beta", 1}});
   ASSERT_FALSE(none);

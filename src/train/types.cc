@@ -210,9 +210,12 @@ Result<LossFn> parse_loss_fn(std::string_view name) {
 }
 
 Json AdamParams::to_json() const {
-  return Json{{"learning_rate", learning_rate}, {"beta1", beta1},
-              {"beta2", beta2},                 {"eps", eps},
-              {"weight_decay", weight_decay},   {"grad_clip_norm", grad_clip_norm}};
+  return Json{{"learning_rate", learning_rate},
+              {"beta1", beta1},
+              {"beta2", beta2},
+              {"eps", eps},
+              {"weight_decay", weight_decay},
+              {"grad_clip_norm", grad_clip_norm}};
 }
 
 Result<AdamParams> AdamParams::from_json(const Json& j, const std::string& field) {
@@ -238,8 +241,11 @@ Result<AdamParams> AdamParams::from_json(const Json& j, const std::string& field
 }
 
 Json SamplingParams::to_json() const {
-  Json j{{"max_tokens", max_tokens}, {"stop", stop_tokens}, {"temperature", temperature},
-         {"top_k", top_k},           {"top_p", top_p}};
+  Json j{{"max_tokens", max_tokens},
+         {"stop", stop_tokens},
+         {"temperature", temperature},
+         {"top_k", top_k},
+         {"top_p", top_p}};
   if (seed) j["seed"] = *seed;
   return j;
 }
@@ -251,7 +257,8 @@ Result<SamplingParams> SamplingParams::from_json(const Json& j, const std::strin
     if (!j.contains(key)) return fallback;
     const std::string where = field + "." + key;
     if (!j[key].is_number_integer() || j[key].get<int64_t>() < lo) {
-      return field_error(where, where + ": expected an integer >= " + std::to_string(lo) + ", got " + json_dump(j[key]));
+      return field_error(where,
+                         where + ": expected an integer >= " + std::to_string(lo) + ", got " + json_dump(j[key]));
     }
     return j[key].get<int64_t>();
   };

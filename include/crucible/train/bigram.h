@@ -17,9 +17,9 @@ namespace crucible::train {
 
 struct BigramOptions {
   int vocab = 256;
-  uint64_t seed = 0;          // the initial weights
-  float init_scale = 0.02f;   // uniform in [-scale, scale]
-  std::string dir;            // where save_state and save_weights_for_sampler write
+  uint64_t seed = 0;         // the initial weights
+  float init_scale = 0.02f;  // uniform in [-scale, scale]
+  std::string dir;           // where save_state and save_weights_for_sampler write
 };
 
 class BigramBackend : public TrainingBackend {

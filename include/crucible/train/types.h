@@ -20,8 +20,8 @@ struct TensorData {
   enum class Dtype { kInt64, kFloat32 };
   Dtype dtype = Dtype::kFloat32;
   std::vector<int64_t> shape;
-  std::vector<int64_t> ints;   // the values when dtype is kInt64
-  std::vector<float> floats;   // the values when dtype is kFloat32
+  std::vector<int64_t> ints;  // the values when dtype is kInt64
+  std::vector<float> floats;  // the values when dtype is kFloat32
 
   static TensorData of_ints(std::vector<int64_t> values);
   static TensorData of_floats(std::vector<float> values);
