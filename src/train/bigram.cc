@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "backend_common.h"
 #include "crucible/core/file.h"
 #include "crucible/core/random.h"
 
@@ -73,34 +74,15 @@ class BigramSampler : public SamplingClient {
   BigramSampler(int vocab, std::vector<float> w) : vocab_(vocab), w_(std::move(w)) {}
 
   Result<SampleResponse> sample(const ModelInput& prompt, int num_samples, const SamplingParams& params) override {
-    if (prompt.tokens.empty()) return field_error("prompt", "prompt: expected at least one token");
-    if (num_samples < 1) return field_error("num_samples", "num_samples: expected at least 1");
-    CRUCIBLE_RETURN_IF_ERROR(check(prompt.tokens, "prompt"));
-    SampleResponse out;
-    const uint64_t seed = params.seed ? *params.seed : system_random().next_u64();
-    std::vector<double> lp;
-    for (int s = 0; s < num_samples; ++s) {
-      std::mt19937_64 rng(splitmix64(seed + static_cast<uint64_t>(s)));
-      SampledSequence seq;
-      int32_t prev = prompt.tokens.back();
-      for (int k = 0; k < params.max_tokens; ++k) {
-        log_softmax(&w_[static_cast<size_t>(prev) * static_cast<size_t>(vocab_)], vocab_, lp);
-        const int32_t next = draw(lp, params, rng);
-        seq.tokens.push_back(next);
-        seq.logprobs.push_back(static_cast<float>(lp[static_cast<size_t>(next)]));
-        prev = next;
-        if (std::find(params.stop_tokens.begin(), params.stop_tokens.end(), next) != params.stop_tokens.end()) {
-          seq.stop_reason = StopReason::kStop;
-          break;
-        }
-      }
-      out.sequences.push_back(std::move(seq));
-    }
-    return out;
+    return internal::sample_sequences(prompt, num_samples, params, vocab_,
+                                      [&](const std::vector<int32_t>& context, std::vector<double>& lp) {
+                                        const size_t row = static_cast<size_t>(context.back());
+                                        log_softmax(&w_[row * static_cast<size_t>(vocab_)], vocab_, lp);
+                                      });
   }
 
   Result<std::vector<float>> compute_logprobs(const ModelInput& tokens) override {
-    CRUCIBLE_RETURN_IF_ERROR(check(tokens.tokens, "tokens"));
+    CRUCIBLE_RETURN_IF_ERROR(internal::check_vocab(tokens.tokens, vocab_, "tokens"));
     std::vector<float> out;
     std::vector<double> lp;
     for (size_t t = 0; t < tokens.tokens.size(); ++t) {
@@ -115,49 +97,6 @@ class BigramSampler : public SamplingClient {
   }
 
  private:
-  Status check(const std::vector<int32_t>& tokens, const char* field) const {
-    for (size_t t = 0; t < tokens.size(); ++t) {
-      if (tokens[t] < 0 || tokens[t] >= vocab_) {
-        const std::string where = std::string(field) + "[" + std::to_string(t) + "]";
-        return field_error(where, where + ": token " + std::to_string(tokens[t]) + " is outside the vocabulary of " +
-                                      std::to_string(vocab_));
-      }
-    }
-    return {};
-  }
-
-  // A token from the model's distribution at `temperature`, cut to top_k and top_p.
-  int32_t draw(const std::vector<double>& lp, const SamplingParams& p, std::mt19937_64& rng) const {
-    std::vector<int32_t> order(lp.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int32_t a, int32_t b) { return lp[static_cast<size_t>(a)] > lp[static_cast<size_t>(b)]; });
-    if (p.temperature == 0) return order[0];
-    size_t keep = order.size();
-    if (p.top_k > 0) keep = std::min(keep, static_cast<size_t>(p.top_k));
-    std::vector<double> weight(keep);
-    double total = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      weight[i] = std::exp((lp[static_cast<size_t>(order[i])] - lp[static_cast<size_t>(order[0])]) / p.temperature);
-      total += weight[i];
-    }
-    if (p.top_p < 1) {
-      double mass = 0;
-      size_t cut = keep;
-      for (size_t i = 0; i < keep; ++i) {
-        mass += weight[i] / total;
-        if (mass >= p.top_p) {
-          cut = i + 1;
-          break;
-        }
-      }
-      keep = cut;
-      weight.resize(keep);
-    }
-    std::discrete_distribution<size_t> pick(weight.begin(), weight.end());
-    return order[pick(rng)];
-  }
-
   int vocab_;
   std::vector<float> w_;
 };
@@ -304,13 +243,7 @@ Result<OptimStepOutput> BigramBackend::optim_step(const AdamParams& p) {
 }
 
 Result<std::string> BigramBackend::write(const std::string& name, const char* kind, bool with_optimizer) {
-  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
-    return field_error("name", "name: expected a checkpoint name without '/', got '" + name + "'");
-  }
-  const std::filesystem::path dir = std::filesystem::path(options_.dir) / kind;
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return make_error(ErrorCode::kUnavailable, "cannot create '" + dir.string() + "': " + ec.message());
+  CRUCIBLE_ASSIGN_OR_RETURN(std::string path, internal::checkpoint_path(options_.dir, kind, name, ".bin"));
   std::string bytes = std::string(kMagic) + "\n" +
                       json_dump(Json{{"vocab", options_.vocab}, {"step", step_}, {"optimizer", with_optimizer}}) + "\n";
   auto append = [&](const std::vector<float>& values) {
@@ -321,7 +254,6 @@ Result<std::string> BigramBackend::write(const std::string& name, const char* ki
     append(m_);
     append(v_);
   }
-  const std::string path = (dir / (name + ".bin")).string();
   CRUCIBLE_RETURN_IF_ERROR(write_file_atomically(path, bytes));
   return path;
 }

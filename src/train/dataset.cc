@@ -151,8 +151,7 @@ std::pair<DatasetStore, DatasetStore> DatasetStore::split(size_t eval_count, uin
   return {DatasetStore(std::move(train)), DatasetStore(std::move(eval))};
 }
 
-std::vector<const Example*> DatasetStore::batch(uint64_t seed, int64_t epoch, size_t index,
-                                                size_t batch_size) const {
+std::vector<const Example*> DatasetStore::batch(uint64_t seed, int64_t epoch, size_t index, size_t batch_size) const {
   std::vector<size_t> idx = order(seed, epoch);
   std::vector<const Example*> out;
   for (size_t k = index * batch_size; k < (index + 1) * batch_size && k < idx.size(); ++k) {

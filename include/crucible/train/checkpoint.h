@@ -16,16 +16,16 @@ namespace crucible::train {
 
 struct CheckpointRecord {
   std::string name;
-  int64_t step = 0;           // optimizer steps taken
-  int64_t epoch = 0;          // the epoch and batch the next step trains on
+  int64_t step = 0;   // optimizer steps taken
+  int64_t epoch = 0;  // the epoch and batch the next step trains on
   int64_t batch = 0;
   int64_t elapsed_tokens = 0;
-  std::string state_path;     // weights + optimizer; empty for a sampler-only save
+  std::string state_path;  // weights + optimizer; empty for a sampler-only save
   std::string state_sha256;
-  std::string sampler_path;   // weights for sampling; may be empty
-  bool final = false;         // the end of training: never pruned
-  bool pruned = false;        // its files were deleted by keep-last-N
-  Json loop = Json::object(); // more loop state (RNG, schedule position, ...)
+  std::string sampler_path;    // weights for sampling; may be empty
+  bool final = false;          // the end of training: never pruned
+  bool pruned = false;         // its files were deleted by keep-last-N
+  Json loop = Json::object();  // more loop state (RNG, schedule position, ...)
 
   Json to_json() const;
   static Result<CheckpointRecord> from_json(const Json& j, const std::string& where);
