@@ -10,22 +10,15 @@
 #include <gtest/gtest.h>
 
 #include "crucible/train/bigram.h"
+#include "scratch_dir_test.h"
 
 namespace crucible::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-class ClientTest : public ::testing::Test {
+class ClientTest : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) / ("train-" + std::to_string(::getpid()) + "-" +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // A client over a fresh bigram model; `backend` points at it for inspection.
   std::unique_ptr<TrainingClient> client(BigramBackend** backend = nullptr, uint64_t seed = 7, int vocab = 16) {
     auto b = std::make_unique<BigramBackend>(BigramOptions{vocab, seed, 0.02f, dir_});
@@ -36,8 +29,6 @@ class ClientTest : public ::testing::Test {
   static std::vector<Datum> batch() {
     return {next_token_datum({1, 2, 3, 1, 2, 3, 1}), next_token_datum({4, 5, 6, 4, 5, 6}, 2)};
   }
-
-  std::string dir_;
 };
 
 TEST_F(ClientTest, CallsRunInSubmissionOrderAndTheLossFalls) {

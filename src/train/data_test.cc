@@ -8,28 +8,20 @@
 #include "crucible/train/checkpoint.h"
 #include "crucible/train/dataset.h"
 #include "crucible/train/tokenizer.h"
+#include "scratch_dir_test.h"
 
 namespace crucible::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-class DataTest : public ::testing::Test {
+class DataTest : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) / ("train-data-" + std::to_string(::getpid()) + "-" +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string file(const std::string& name, const std::string& text) {
     std::string path = dir_ + "/" + name;
     std::ofstream(path, std::ios::binary) << text;
     return path;
   }
-  std::string dir_;
 };
 
 TEST_F(DataTest, TheByteTokenizerRoundTripsAnyBytes) {

@@ -8,22 +8,15 @@
 #include <gtest/gtest.h>
 
 #include "crucible/train/tokenizer.h"
+#include "scratch_dir_test.h"
 
 namespace crucible::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TorchBackendTest : public ::testing::Test {
+class TorchBackendTest : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) / ("train-torch-" + std::to_string(::getpid()) + "-" +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   TransformerOptions small(uint64_t seed = 3) {
     TransformerOptions o;
     o.context = 32;
@@ -59,8 +52,6 @@ class TorchBackendTest : public ::testing::Test {
     a.eps = 1e-8;
     return a;
   }
-
-  std::string dir_;
 };
 
 TEST_F(TorchBackendTest, TheTransformerLearnsText) {
