@@ -254,3 +254,87 @@ TEST_F(ClientTest, TheSamplerIsSeededAndReportsLogprobsAndStops) {
 
 }  // namespace
 }  // namespace crucible::train
+
+namespace crucible::train {
+namespace {
+
+TEST_F(ClientTest, ACustomLossThatBreaksTheContractIsAnError) {
+  auto c = client();
+  auto no_targets = next_token_datum({1, 2});
+  no_targets.loss_fn_inputs.clear();
+  auto missing = c->forward_backward_custom({no_targets}, [](const auto&, const auto&) -> Result<LossOutput> {
+                    return LossOutput{};
+                  }).get();
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().field(), "data[0].loss_fn_inputs.target_tokens");
+  auto too_few = c->forward_backward_custom(batch(), [](const auto&, const auto&) -> Result<LossOutput> {
+                    return LossOutput{};
+                  }).get();
+  ASSERT_FALSE(too_few);
+  EXPECT_NE(too_few.error().message().find("gradients for 0 sequences, not 2"), std::string::npos);
+  auto short_grads = c->forward_backward_custom(batch(), [](const auto& data, const auto&) -> Result<LossOutput> {
+                        LossOutput out;
+                        out.grads.assign(data.size(), std::vector<float>{1.0f});
+                        return out;
+                      }).get();
+  ASSERT_FALSE(short_grads);
+  EXPECT_NE(short_grads.error().message().find("returned 1 gradients for sequence 0"), std::string::npos);
+  auto failing = c->forward_backward_custom(batch(), [](const auto&, const auto&) -> Result<LossOutput> {
+                    return make_error(ErrorCode::kInvalidArgument, "no reference logprobs");
+                  }).get();
+  ASSERT_FALSE(failing);
+  EXPECT_EQ(failing.error().message(), "no reference logprobs");
+}
+
+TEST_F(ClientTest, TopKAndTopPCutTheDistribution) {
+  auto c = client();
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(c->forward_backward({next_token_datum({1, 2, 1, 2, 1, 2})}, LossFn::kCrossEntropy).get());
+    ASSERT_TRUE(c->optim_step(AdamParams{0.2}).get());
+  }
+  auto sampler = *c->sampling_client(*c->save_weights_for_sampler("s").get()).get();
+  for (SamplingParams p : {SamplingParams{}, SamplingParams{}}) {
+    p.max_tokens = 1;
+    p.seed = 1;
+    p.top_k = 1;
+    EXPECT_EQ(sampler->sample(ModelInput{{1}}, 5, p)->sequences[4].tokens, std::vector<int32_t>{2});
+    p.top_k = -1;
+    p.top_p = 0.05;
+    EXPECT_EQ(sampler->sample(ModelInput{{1}}, 5, p)->sequences[3].tokens, std::vector<int32_t>{2});
+  }
+  SamplingParams any;
+  any.max_tokens = 3;
+  EXPECT_EQ(sampler->sample(ModelInput{{1}}, 2, any)->sequences.size(), 2u);
+  EXPECT_EQ(sampler->sample(ModelInput{{1}}, 0, any).error().field(), "num_samples");
+}
+
+TEST_F(ClientTest, TheBackEndChecksWhatItIsGivenAndDamagedFiles) {
+  BigramBackend backend(BigramOptions{16, 1, 0.02f, dir_});
+  Datum no_targets = next_token_datum({1, 2});
+  no_targets.loss_fn_inputs.erase("target_tokens");
+  EXPECT_EQ(backend.forward({no_targets}).error().field(), "data[0].loss_fn_inputs.target_tokens");
+  Datum mismatch = next_token_datum({1, 2, 3});
+  mismatch.loss_fn_inputs["target_tokens"] = TensorData::of_ints({2});
+  EXPECT_EQ(backend.forward({mismatch}).error().field(), "data[0].loss_fn_inputs.target_tokens");
+  EXPECT_EQ(backend.forward({next_token_datum({30, 1})}).error().field(), "data[0].model_input");
+  auto state = backend.save_state("s");
+  ASSERT_TRUE(state);
+  std::string bytes;
+  {
+    std::ifstream in(*state, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t header_end = bytes.find('\n', bytes.find('\n') + 1) + 1;
+  std::ofstream(*state, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.find('\n') + 1) << "{}\n";
+  EXPECT_NE(backend.load_state(*state, false).error().message().find("header"), std::string::npos);
+  std::ofstream(*state, std::ios::binary | std::ios::trunc)
+      << bytes.substr(0, header_end + 16 * 16 * sizeof(float) + 10);
+  EXPECT_NE(backend.load_state(*state, true).error().message().find("fewer optimizer moments"), std::string::npos);
+  std::ofstream(*state, std::ios::binary | std::ios::trunc) << bytes << "x";
+  EXPECT_NE(backend.load_state(*state, true).error().message().find("bytes after"), std::string::npos);
+  std::ofstream(*state, std::ios::binary | std::ios::trunc) << "something else\n";
+  EXPECT_NE(backend.load_state(*state, true).error().message().find("does not start with"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace crucible::train

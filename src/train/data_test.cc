@@ -182,3 +182,26 @@ TEST_F(DataTest, CheckpointsResumeFromTheNewestIntactState) {
 
 }  // namespace
 }  // namespace crucible::train
+
+namespace crucible::train {
+namespace {
+
+TEST_F(DataTest, AMissingStateAndAnEmptyFortunesFolderAreReported) {
+  CheckpointStore store(dir_ + "/run");
+  CheckpointRecord r;
+  r.name = "a";
+  r.state_path = file("state-a", "weights");
+  ASSERT_TRUE(store.append(r));
+  std::filesystem::remove(r.state_path);
+  auto missing = store.latest();
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message().find("is missing"), std::string::npos);
+  std::filesystem::create_directories(dir_ + "/fortunes");
+  file("fortunes/only.dat", "index");
+  EXPECT_NE(DatasetStore::load_fortunes(dir_ + "/fortunes").error().message().find("holds no fortunes"),
+            std::string::npos);
+  EXPECT_EQ(file_sha256(dir_ + "/absent").error().code(), ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace crucible::train

@@ -292,3 +292,49 @@ TEST(Types, AdamAndSamplingParamsValidateEveryField) {
 
 }  // namespace
 }  // namespace crucible::train
+
+namespace crucible::train {
+namespace {
+
+TEST(Losses, MalformedConfigurationsAndShapesAreNamed) {
+  std::vector<Datum> batch{one_token_rl(-1.0f, 1)};
+  EXPECT_EQ(builtin_loss(LossFn::kPpo, batch, {{-1.0f}}, Json::array()).error().field(), "loss_fn_config");
+  EXPECT_EQ(builtin_loss(LossFn::kPpo, batch, {{-1.0f}}, Json{{"clip_low_threshold", "low"}}).error().field(),
+            "loss_fn_config.clip_low_threshold");
+  EXPECT_TRUE(builtin_loss(LossFn::kCispo, batch, {{-1.0f}}, Json()));  // null: the defaults
+  auto count = builtin_loss(LossFn::kCrossEntropy, {weighted({1})}, {});
+  ASSERT_FALSE(count);
+  EXPECT_NE(count.error().message().find("expected 1 sequences, got 0"), std::string::npos);
+  EXPECT_FALSE(dpo_loss({weighted({1}), weighted({1})}, {{-1.0f}, {-1.0f}}, {{-1.0f}, {-1.0f}}, 0.0));
+  for (LrSchedule s : {LrSchedule::kLinear, LrSchedule::kCosine, LrSchedule::kConstant}) {
+    EXPECT_EQ(*parse_lr_schedule(lr_schedule_name(s)), s);
+  }
+  EXPECT_EQ(lr_multiplier(LrSchedule::kLinear, 5, 0), 1.0);
+  EXPECT_EQ(stop_reason_name(StopReason::kStop), "stop");
+  EXPECT_EQ(stop_reason_name(StopReason::kLength), "length");
+}
+
+TEST(Types, TensorsInEveryFormAndTheirErrors) {
+  auto plain = TensorData::from_json(Json::array({1.5, 2}), "t");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->floats, (std::vector<float>{1.5f, 2.0f}));
+  auto matrix = TensorData::from_json(Json{{"dtype", "int64"}, {"data", {{1, 2}, {3, 4}}}}, "t");
+  ASSERT_TRUE(matrix);
+  EXPECT_EQ(matrix->shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(matrix->rows(), 2);
+  EXPECT_EQ(matrix->cols(), 2);
+  EXPECT_EQ(TensorData::from_json(Json{{"data", {1, 2}}, {"shape", {-2}}}, "t").error().field(), "t.shape");
+  EXPECT_EQ(TensorData::from_json(Json{{"shape", {1}}}, "t").error().field(), "t.data");
+  EXPECT_EQ(TensorData::from_json(Json{{"data", {1, "x"}}}, "t").error().field(), "t.data[1]");
+  EXPECT_EQ(TensorData::from_json(Json(3), "t").error().field(), "t");
+  EXPECT_EQ(Datum::from_json(Json{{"model_input", {{1}}}}, "d").error().field(), "d.model_input");
+  EXPECT_EQ(Datum::from_json(Json{{"model_input", {1}}, {"loss_fn_inputs", 3}}, "d").error().field(),
+            "d.loss_fn_inputs");
+  EXPECT_EQ(
+      Datum::from_json(Json{{"model_input", {1}}, {"loss_fn_inputs", {{"weights", {0.5, "x"}}}}}, "d").error().field(),
+      "d.loss_fn_inputs.weights[1]");
+  EXPECT_EQ(next_token_datum({7}).model_input.length(), 0u);  // one token predicts nothing
+}
+
+}  // namespace
+}  // namespace crucible::train

@@ -220,3 +220,58 @@ TEST_F(TorchBackendTest, BadInputAndCheckpointsAreClearErrors) {
 
 }  // namespace
 }  // namespace crucible::train
+
+namespace crucible::train {
+namespace {
+
+TEST_F(TorchBackendTest, MalformedBatchesAreNamedBeforeAnyWork) {
+  auto backend = make_torch_backend(small());
+  ASSERT_TRUE(backend);
+  TrainingBackend& b = **backend;
+  Datum no_targets = next_token_datum({1, 2});
+  no_targets.loss_fn_inputs.erase("target_tokens");
+  EXPECT_EQ(b.forward({no_targets}).error().field(), "data[0].loss_fn_inputs.target_tokens");
+  Datum rows = next_token_datum({1, 2, 3});
+  rows.loss_fn_inputs["target_tokens"] = TensorData::of_ints({2});
+  EXPECT_NE(b.forward({rows}).error().message().find("one row per input token"), std::string::npos);
+  Datum soft = next_token_datum({1, 2});
+  soft.loss_fn_inputs["target_tokens"] = TensorData::of_ints({2, 3}, 1, 2);
+  EXPECT_NE(b.forward({next_token_datum({1, 2}), soft}).error().message().find("like data[0]"), std::string::npos);
+  EXPECT_EQ(b.forward({next_token_datum({400, 2})}).error().field(), "data[0].model_input");
+  Datum empty;
+  empty.loss_fn_inputs["target_tokens"] = TensorData::of_ints({});
+  EXPECT_EQ(b.forward({empty}).error().field(), "data[0].model_input");
+}
+
+TEST_F(TorchBackendTest, GradientsAreClippedToTheNorm) {
+  auto c = client(small());
+  ASSERT_TRUE(c->forward_backward(text_batch(), LossFn::kCrossEntropy).get());
+  AdamParams clipped = adam();
+  clipped.grad_clip_norm = 1e-3;
+  auto out = c->optim_step(clipped).get();
+  ASSERT_TRUE(out);
+  EXPECT_GT(out->metrics.at("grad_norm"), 1e-3);  // the norm before clipping
+  auto path = c->save_weights_for_sampler("s").get();
+  ASSERT_TRUE(path);
+  auto sampler = open_torch_sampler(*path, 1);
+  ASSERT_TRUE(sampler);
+  std::vector<int32_t> long_text(40, 'a');
+  EXPECT_EQ((*sampler)->compute_logprobs(ModelInput{long_text}).error().field(), "tokens");
+  EXPECT_EQ((*sampler)->compute_logprobs(ModelInput{{5}})->size(), 1u);
+  SamplingParams p;
+  p.max_tokens = 40;  // longer than the context: the window slides
+  p.seed = 2;
+  auto sampled = (*sampler)->sample(ModelInput{long_text}, 1, p);
+  ASSERT_TRUE(sampled) << sampled.error().to_string();
+  EXPECT_EQ(sampled->sequences[0].tokens.size(), 40u);
+  EXPECT_EQ((*sampler)->sample(ModelInput{{900}}, 1, p).error().field(), "prompt[0]");
+  EXPECT_EQ(TransformerOptions::from_json(Json{{"seed", -1}}, "m").error().field(), "m.seed");
+  EXPECT_EQ(TransformerOptions::from_json(Json{{"width", 0}}, "m").error().field(), "m.width");
+  EXPECT_EQ(TransformerOptions::from_json(Json(2), "m").error().field(), "m");
+  auto parsed = TransformerOptions::from_json(Json{{"width", 48}, {"heads", 3}, {"threads", 1}}, "m");
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->width, 48);
+}
+
+}  // namespace
+}  // namespace crucible::train
