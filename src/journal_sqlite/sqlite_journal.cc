@@ -78,11 +78,26 @@ class SqliteJournal : public Journal {
   using Journal::append;
 
  private:
+  // Switching a file to WAL needs it to itself for a moment. When another process opens the
+  // same new file at that moment, SQLite answers SQLITE_BUSY at once, without its busy handler,
+  // so this waits and tries again for up to the busy timeout.
+  Status switch_to_wal() {
+    const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
+    for (;;) {
+      int rc = sqlite3_exec(write_db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return {};
+      if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= deadline) {
+        return make_error(sqlite_error(write_db_, rc, "executing PRAGMA journal_mode=WAL"));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
   // The connection settings: auto_vacuum before any table exists (prune gives deleted pages
   // back with incremental_vacuum), WAL, and the sync level.
   Status configure() {
     CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA auto_vacuum=INCREMENTAL"));
-    CRUCIBLE_RETURN_IF_ERROR(exec(write_db_, "PRAGMA journal_mode=WAL"));
+    CRUCIBLE_RETURN_IF_ERROR(switch_to_wal());
     CRUCIBLE_RETURN_IF_ERROR(
         exec(write_db_, options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
     return {};
